@@ -1,0 +1,71 @@
+//! The one error type of the HTTP layer: every failure becomes a status code and a JSON body
+//! `{"error": {"code": "…", "message": "…"}}`. Internal details are logged, never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::Error;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    /// An error with an explicit status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), field: None }
+    }
+
+    /// The status code (for tests and logs).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let (status, code) = match &e {
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::Transition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Config(_) | Error::Db(_) | Error::Io(_) | Error::Internal(_) => {
+                tracing::error!(error = %e, "request failed");
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the details are in the server log");
+            }
+        };
+        let field = match &e {
+            Error::Invalid { field, .. } => field.clone(),
+            _ => None,
+        };
+        ApiError { status, code, message: e.to_string(), field }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Error::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(f) = self.field {
+            body["error"]["field"] = json!(f);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,177 @@
+//! The OpenAPI 3 document served at `/api/v1/openapi.json`. It is generated from [`ROUTES`],
+//! the table of every endpoint; a test sends a request to each entry and fails if the router
+//! does not know it, so the table cannot drift from the code.
+
+use serde_json::{Map, Value, json};
+
+/// One documented endpoint.
+pub struct Route {
+    /// HTTP method, upper case.
+    pub method: &'static str,
+    /// Path with `{param}` placeholders.
+    pub path: &'static str,
+    /// One line.
+    pub summary: &'static str,
+    /// Needs an admin token.
+    pub admin: bool,
+    /// Request body schema name, if any.
+    pub body: Option<&'static str>,
+    /// Success status.
+    pub status: u16,
+    /// Query parameters.
+    pub query: &'static [&'static str],
+}
+
+const fn r(method: &'static str, path: &'static str, summary: &'static str, body: Option<&'static str>, status: u16) -> Route {
+    Route { method, path, summary, admin: false, body, status, query: &[] }
+}
+
+const fn admin(route: Route) -> Route {
+    Route { admin: true, ..route }
+}
+
+const fn q(route: Route, query: &'static [&'static str]) -> Route {
+    Route { query, ..route }
+}
+
+/// Every endpoint of the API.
+pub static ROUTES: &[Route] = &[
+    r("GET", "/healthz", "Liveness: the process answers", None, 200),
+    r("GET", "/readyz", "Readiness: the database answers", None, 200),
+    r("GET", "/metrics", "Prometheus metrics", None, 200),
+    r("GET", "/api/v1/openapi.json", "This document", None, 200),
+    r("POST", "/api/v1/tickets", "Create a ticket with its first message; the customer is found or created by identity (200 instead of 201 when external_id was seen before)", Some("NewTicket"), 201),
+    q(r("GET", "/api/v1/tickets", "List tickets with filters, sorted, cursor-paginated", None, 200), &["status", "tier", "team_id", "assignee", "tag", "priority", "channel", "customer_id", "sort", "cursor", "limit"]),
+    r("GET", "/api/v1/tickets/{id}", "A ticket with its running SLA clocks", None, 200),
+    r("PATCH", "/api/v1/tickets/{id}", "Change status (enforced transitions), priority, level, team, assignee, category, tags, attributes", Some("TicketPatch"), 200),
+    r("POST", "/api/v1/tickets/{id}/reply", "An agent's reply to the customer", Some("MessageInput"), 201),
+    r("POST", "/api/v1/tickets/{id}/notes", "An internal note", Some("MessageInput"), 201),
+    r("POST", "/api/v1/tickets/{id}/messages", "A customer's message on the ticket (reopens it)", Some("MessageInput"), 201),
+    r("GET", "/api/v1/tickets/{id}/messages", "The conversation, oldest first", None, 200),
+    q(r("GET", "/api/v1/tickets/{id}/events", "The ticket's history", None, 200), &["after", "limit"]),
+    r("POST", "/api/v1/customers", "Create a customer with identities", Some("NewCustomer"), 201),
+    q(r("GET", "/api/v1/customers", "List customers", None, 200), &["after", "limit"]),
+    r("GET", "/api/v1/customers/{id}", "A customer with identities", None, 200),
+    r("PATCH", "/api/v1/customers/{id}", "Change name, organisation, tier, language, attributes", Some("CustomerPatch"), 200),
+    r("POST", "/api/v1/customers/{id}/identities", "Add an identity", Some("Identity"), 201),
+    r("POST", "/api/v1/customers/{id}/merge", "Merge this customer into into_id", Some("Merge"), 200),
+    q(r("GET", "/api/v1/customers/{id}/timeline", "Every message with the customer across channels, newest first", None, 200), &["before", "limit"]),
+    r("POST", "/api/v1/organizations", "Create an organisation", Some("Organization"), 201),
+    r("GET", "/api/v1/organizations", "List organisations", None, 200),
+    r("GET", "/api/v1/organizations/{id}", "An organisation", None, 200),
+    r("PUT", "/api/v1/organizations/{id}", "Replace an organisation", Some("Organization"), 200),
+    admin(r("POST", "/api/v1/tiers", "Create a support tier", Some("Tier"), 201)),
+    r("GET", "/api/v1/tiers", "List support tiers", None, 200),
+    r("GET", "/api/v1/tiers/{id}", "A support tier", None, 200),
+    admin(r("PUT", "/api/v1/tiers/{id}", "Replace a support tier", Some("Tier"), 200)),
+    admin(r("POST", "/api/v1/agents", "Create an agent", Some("Agent"), 201)),
+    r("GET", "/api/v1/agents", "List agents with load", None, 200),
+    r("GET", "/api/v1/agents/{id}", "An agent", None, 200),
+    admin(r("PUT", "/api/v1/agents/{id}", "Replace an agent", Some("Agent"), 200)),
+    admin(r("POST", "/api/v1/teams", "Create a team", Some("Team"), 201)),
+    r("GET", "/api/v1/teams", "List teams", None, 200),
+    r("GET", "/api/v1/teams/{id}", "A team", None, 200),
+    admin(r("PUT", "/api/v1/teams/{id}", "Rename a team or change its lead", Some("Team"), 200)),
+    admin(r("POST", "/api/v1/tokens", "Create an API token for an agent (shown once)", Some("NewToken"), 201)),
+    admin(r("DELETE", "/api/v1/tokens/{id}", "Revoke an API token", None, 204)),
+    q(r("GET", "/api/v1/search", "Full-text search over tickets, messages and customers", None, 200), &["q", "limit"]),
+    q(r("GET", "/api/v1/events", "The workspace's event feed, oldest first after a cursor", None, 200), &["after", "limit"]),
+    r("GET", "/api/v1/attachments/{id}", "An attachment's content", None, 200),
+    r("GET", "/api/v1/me", "The caller: workspace, agent and role", None, 200),
+];
+
+fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
+    let mut p = Map::new();
+    for (k, v) in props {
+        p.insert((*k).to_owned(), v.clone());
+    }
+    json!({ "type": "object", "additionalProperties": false, "properties": p, "required": required })
+}
+
+fn schemas() -> Value {
+    let s = || json!({ "type": "string" });
+    let i = || json!({ "type": "integer" });
+    let n = || json!({ "type": "number" });
+    let arr = |v: Value| json!({ "type": "array", "items": v });
+    let any_obj = || json!({ "type": "object" });
+    let identity = obj(&[("kind", s()), ("address", s())], &["kind", "address"]);
+    let customer = obj(
+        &[("id", i()), ("name", s()), ("email", s()), ("phone", s()), ("identities", arr(identity.clone())), ("organization_id", i()), ("tier", s()), ("language", s()), ("attributes", any_obj())],
+        &[],
+    );
+    let attachment = obj(&[("filename", s()), ("content_type", s()), ("data", json!({ "type": "string", "format": "byte" }))], &["filename", "data"]);
+    let status = json!({ "type": "string", "enum": ["new", "open", "pending", "resolved", "closed"] });
+    let priority = json!({ "type": "string", "enum": ["low", "normal", "high", "urgent"] });
+    json!({
+        "Error": obj(&[("error", obj(&[("code", s()), ("message", s()), ("field", s())], &["code", "message"]))], &["error"]),
+        "Identity": identity,
+        "NewCustomer": customer,
+        "CustomerPatch": obj(&[("name", s()), ("organization_id", i()), ("tier", s()), ("language", s()), ("attributes", any_obj())], &[]),
+        "Merge": obj(&[("into_id", i())], &["into_id"]),
+        "NewTicket": obj(&[
+            ("subject", s()), ("body", s()), ("body_html", s()), ("customer", json!({ "$ref": "#/components/schemas/NewCustomer" })),
+            ("channel", s()), ("priority", priority.clone()), ("tags", arr(s())), ("category", s()), ("attributes", any_obj()),
+            ("external_id", s()), ("team_id", i()), ("assignee_id", i()), ("attachments", arr(attachment.clone())),
+        ], &["subject", "body", "customer"]),
+        "TicketPatch": obj(&[
+            ("subject", s()), ("status", status), ("priority", priority), ("level", i()), ("team_id", i()), ("assignee_id", i()),
+            ("category", s()), ("tags", arr(s())), ("add_tags", arr(s())), ("remove_tags", arr(s())), ("attributes", any_obj()),
+        ], &[]),
+        "MessageInput": obj(&[("body", s()), ("body_html", s()), ("channel", s()), ("external_id", s()), ("attachments", arr(attachment))], &["body"]),
+        "Organization": obj(&[("name", s()), ("domain", s()), ("attributes", any_obj())], &["name"]),
+        "Tier": obj(&[
+            ("key", s()), ("name", s()), ("first_response_minutes", n()), ("next_response_minutes", n()), ("resolution_minutes", n()),
+            ("warning_minutes", n()), ("calendar", any_obj()), ("default_priority", s()), ("team_id", i()), ("channels", arr(s())),
+            ("automation_level", json!({ "type": "string", "enum": ["automated_first", "assisted", "personal"] })), ("agent_minutes_budget", i()),
+        ], &["key", "name", "first_response_minutes", "next_response_minutes", "resolution_minutes", "warning_minutes", "calendar", "default_priority", "channels", "automation_level", "agent_minutes_budget"]),
+        "Agent": obj(&[("name", s()), ("email", s()), ("role", s()), ("level", i()), ("skills", arr(s())), ("capacity", i()), ("presence", s()), ("teams", arr(i()))], &["name", "email"]),
+        "Team": obj(&[("name", s()), ("lead_agent_id", i())], &["name"]),
+        "NewToken": obj(&[("agent_id", i()), ("name", s()), ("role", s())], &["agent_id", "name"]),
+    })
+}
+
+/// The OpenAPI 3.0 document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let mut op = Map::new();
+        op.insert("summary".into(), json!(route.summary));
+        let mut params: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "integer" } }))
+            .collect();
+        params.extend(route.query.iter().map(|name| json!({ "name": name, "in": "query", "required": *name == "q", "schema": { "type": "string" } })));
+        if !params.is_empty() {
+            op.insert("parameters".into(), Value::Array(params));
+        }
+        if let Some(body) = route.body {
+            op.insert("requestBody".into(), json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{body}") } } } }));
+        }
+        let err = json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+        let mut responses = Map::new();
+        responses.insert(route.status.to_string(), json!({ "description": "success" }));
+        responses.insert("default".into(), err);
+        op.insert("responses".into(), Value::Object(responses));
+        if route.path.starts_with("/api/v1/") && route.path != "/api/v1/openapi.json" {
+            op.insert("security".into(), json!([{ "bearer": [] }]));
+        }
+        if route.admin {
+            op.insert("description".into(), json!("Needs an admin token."));
+        }
+        let entry = paths.entry(route.path.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = entry {
+            m.insert(route.method.to_lowercase(), Value::Object(op));
+        }
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "Plugdesk API", "version": env!("CARGO_PKG_VERSION"), "description": "The Plugdesk helpdesk: tickets, customers, tiers, agents, search and events. Every error answers {\"error\": {\"code\", \"message\"}}." },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas(),
+        },
+    })
+}

@@ -1,0 +1,70 @@
+//! Health, readiness, metrics, search, the event feed, attachments, `me` and the OpenAPI
+//! document.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Auth, Path, Query};
+use crate::Core;
+
+pub(super) async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+pub(super) async fn readyz(State(core): State<Core>) -> impl IntoResponse {
+    match core.db().ping().await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({ "status": "ready" }))).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "database not reachable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the database is not reachable").into_response()
+        }
+    }
+}
+
+pub(super) async fn metrics(State(core): State<Core>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], core.metrics().render())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SearchQuery {
+    q: String,
+    limit: Option<u64>,
+}
+
+pub(super) async fn search(State(core): State<Core>, Auth(p): Auth, Query(q): Query<SearchQuery>) -> ApiResult<impl IntoResponse> {
+    let hits = crate::search::search(core.db(), p.workspace_id, &q.q, q.limit.unwrap_or(20).clamp(1, 100)).await?;
+    Ok(axum::Json(json!({ "items": hits })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FeedQuery {
+    after: Option<i64>,
+    limit: Option<u64>,
+}
+
+pub(super) async fn events(State(core): State<Core>, Auth(p): Auth, Query(q): Query<FeedQuery>) -> ApiResult<impl IntoResponse> {
+    let after = q.after.unwrap_or(0);
+    let items = crate::event::feed(core.db(), p.workspace_id, after, None, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    let next = items.last().map(|e| e.id).unwrap_or(after);
+    Ok(axum::Json(json!({ "items": items, "next_after": next })))
+}
+
+pub(super) async fn attachment(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<impl IntoResponse> {
+    let (content_type, data) = crate::ticket::attachment(core.db(), p.workspace_id, id).await?;
+    Ok(([(header::CONTENT_TYPE, content_type), (header::CONTENT_DISPOSITION, "attachment".to_owned())], data))
+}
+
+pub(super) async fn me(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
+    let a = crate::agent::get(core.db(), p.workspace_id, p.agent_id).await?;
+    Ok(axum::Json(json!({ "workspace_id": p.workspace_id, "agent": a, "role": p.role, "token_id": p.token_id })))
+}
+
+pub(super) async fn openapi() -> impl IntoResponse {
+    axum::Json(super::openapi::document())
+}

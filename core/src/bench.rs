@@ -1,0 +1,314 @@
+//! `plugdesk bench`: starts this binary as a server on a scratch database and loads it over
+//! loopback from this (second) process, then prints the figures `BENCHMARKS.md` records:
+//! ticket creation with concurrent clients, reads by id, list and search latency at scale,
+//! start-up time and resident memory.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use tokio::process::Child;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// What to measure.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Tickets to create through the API.
+    #[arg(long, default_value_t = 20_000)]
+    pub tickets: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    pub clients: u64,
+    /// Reads by id.
+    #[arg(long, default_value_t = 100_000)]
+    pub gets: u64,
+    /// Tickets to seed (with three messages each) before measuring list and search; 0 skips.
+    #[arg(long, default_value_t = 0)]
+    pub scale: u64,
+    /// List and search requests to time.
+    #[arg(long, default_value_t = 500)]
+    pub queries: u64,
+    /// Scratch directory (default: a new one under the system temp directory, removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+struct Stats {
+    count: u64,
+    secs: f64,
+    lat_us: Vec<u64>,
+}
+
+impl Stats {
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.lat_us.len() as f64 - 1.0) * p).round() as usize;
+        self.lat_us[i] as f64 / 1000.0
+    }
+
+    fn print(&self, what: &str, clients: u64) {
+        println!(
+            "{what:<44} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} requests, {clients} clients)",
+            self.count as f64 / self.secs,
+            self.pct(0.50),
+            self.pct(0.99),
+            self.count,
+        );
+    }
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// When the server cannot be started or answers with errors.
+pub async fn run(opts: Options) -> Result<()> {
+    let dir = opts.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("plugdesk-bench-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let cfg = Config { data: dir.clone(), database_url: None, ..Config::default() };
+    let conn = crate::server::open(&cfg).await?;
+    let ws = crate::workspace::create(&conn, "bench", "bench@localhost").await?;
+    if opts.scale > 0 {
+        let t = Instant::now();
+        seed(&conn, ws.workspace_id, opts.scale).await?;
+        println!("seeded {} tickets and {} messages in {:.1} s", opts.scale, opts.scale * 3, t.elapsed().as_secs_f64());
+    }
+    conn.close().await?;
+
+    let port = free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--data"])
+        .arg(&dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("PLUGDESK_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(http)?;
+    let up = wait_ready(&client, &base, &mut server).await?;
+    println!("process start to first answered request          {:>9.1} ms", up.duration_since(started).as_secs_f64() * 1000.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = server.id().unwrap_or_default();
+    println!("idle resident memory                              {:>9.1} MB", rss_mb(pid));
+
+    let token = Arc::new(ws.admin_token);
+    let result = measure(&client, &base, &token, &opts).await;
+    println!("resident memory after the load                    {:>9.1} MB", rss_mb(pid));
+    let _ = server.start_kill();
+    let _ = server.wait().await;
+    if opts.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn measure(client: &reqwest::Client, base: &str, token: &Arc<String>, opts: &Options) -> Result<()> {
+    let (client, base, token) = (client.clone(), base.to_owned(), token.clone());
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (c, b, tk, ids2) = (client.clone(), base.clone(), token.clone(), ids.clone());
+    let create = load(opts.clients, opts.tickets, move |i| {
+        let (client, base, token, ids) = (c.clone(), b.clone(), tk.clone(), ids2.clone());
+        async move {
+            let body = json!({
+                "subject": format!("Parcel {i} has not arrived"),
+                "body": format!("Hello, my order {i} was due last week and the parcel is still missing. Can you check with the carrier? Regards"),
+                "customer": { "email": format!("customer{i}@example.com"), "name": format!("Customer {i}") },
+                "tags": ["bench"],
+            });
+            let r = client.post(format!("{base}/api/v1/tickets")).bearer_auth(token.as_str()).json(&body).send().await.map_err(http)?;
+            if r.status() != reqwest::StatusCode::CREATED {
+                return Err(Error::Internal(format!("create answered {}: {}", r.status(), r.text().await.unwrap_or_default())));
+            }
+            let t: Json = r.json().await.map_err(http)?;
+            if let (Ok(mut ids), Some(id)) = (ids.lock(), t["id"].as_i64()) {
+                ids.push(id);
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    create.print("create ticket (customer+ticket+message+…)", opts.clients);
+
+    let ids: Arc<Vec<i64>> = Arc::new(ids.lock().map(|v| v.clone()).unwrap_or_default());
+    if ids.is_empty() {
+        return Err(Error::Internal("no tickets were created".into()));
+    }
+    let (c, b, tk, ids2) = (client.clone(), base.clone(), token.clone(), ids.clone());
+    let get = load(opts.clients, opts.gets, move |i| {
+        let (client, base, token, ids) = (c.clone(), b.clone(), tk.clone(), ids2.clone());
+        async move {
+            let id = ids[(i as usize * 7919) % ids.len()];
+            let r = client.get(format!("{base}/api/v1/tickets/{id}")).bearer_auth(token.as_str()).send().await.map_err(http)?;
+            if !r.status().is_success() {
+                return Err(Error::Internal(format!("get answered {}", r.status())));
+            }
+            r.bytes().await.map_err(http)?;
+            Ok(())
+        }
+    })
+    .await?;
+    get.print("get ticket by id", opts.clients);
+
+    let (c, b, tk) = (client.clone(), base.clone(), token.clone());
+    let list = load(opts.clients, opts.queries, move |i| {
+        let (client, base, token) = (c.clone(), b.clone(), tk.clone());
+        async move {
+            let filter = ["status=new", "priority=normal", "tag=bench", "status=new,open&sort=-updated_at"][i as usize % 4];
+            let r = client.get(format!("{base}/api/v1/tickets?{filter}&limit=50")).bearer_auth(token.as_str()).send().await.map_err(http)?;
+            if !r.status().is_success() {
+                return Err(Error::Internal(format!("list answered {}", r.status())));
+            }
+            r.bytes().await.map_err(http)?;
+            Ok(())
+        }
+    })
+    .await?;
+    list.print("filtered list page (50 tickets)", opts.clients);
+
+    let (c, b, tk) = (client.clone(), base.clone(), token.clone());
+    let search = load(opts.clients, opts.queries, move |i| {
+        let (client, base, token) = (c.clone(), b.clone(), tk.clone());
+        async move {
+            let q = ["parcel carrier", &format!("order {}", i * 13), "missing", "Customer 42"][i as usize % 4].to_owned();
+            let r = client.get(format!("{base}/api/v1/search")).query(&[("q", q.as_str()), ("limit", "20")]).bearer_auth(token.as_str()).send().await.map_err(http)?;
+            if !r.status().is_success() {
+                return Err(Error::Internal(format!("search answered {}", r.status())));
+            }
+            r.bytes().await.map_err(http)?;
+            Ok(())
+        }
+    })
+    .await?;
+    search.print("full-text search (20 hits)", opts.clients);
+    Ok(())
+}
+
+/// Runs `total` requests from `clients` concurrent clients; each client sends its next request
+/// when the previous one answered. Request `i` is made by `make(i)`.
+async fn load<F, Fut>(clients: u64, total: u64, make: F) -> Result<Stats>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let make = Arc::new(make);
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..clients.max(1) {
+        let (next, make) = (next.clone(), make.clone());
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let t = Instant::now();
+                make(i).await?;
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            Ok::<_, Error>(lat)
+        }));
+    }
+    let mut lat = Vec::with_capacity(total as usize);
+    for h in handles {
+        lat.extend(h.await.map_err(|e| Error::Internal(e.to_string()))??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    Ok(Stats { count: total, secs, lat_us: lat })
+}
+
+fn http(e: reqwest::Error) -> Error {
+    Error::Internal(format!("http: {e}"))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str, server: &mut Child) -> Result<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                return Ok(Instant::now());
+            }
+        }
+        if let Some(status) = server.try_wait()? {
+            return Err(Error::Internal(format!("server exited with {status}")));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Err(Error::Internal("server did not answer within 30 s".into()))
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Seeds `n` tickets with three messages each straight into the database, in transactions of
+/// [`SEED_CHUNK`] tickets with multi-row inserts (the fastest honest way to a million rows; the
+/// API path is measured separately). Texts vary so that search has realistic posting lists.
+async fn seed(db: &sea_orm::DatabaseConnection, workspace_id: i64, n: u64) -> Result<()> {
+    use crate::db::{insert_rows, reserve_ids};
+    const WORDS: [&str; 16] = [
+        "parcel", "invoice", "refund", "password", "delivery", "Rechnung", "Lieferung", "Passwort",
+        "broken", "discount", "subscription", "Kündigung", "address", "warranty", "login", "Umtausch",
+    ];
+    let tiers = crate::tier::list(db, workspace_id).await?;
+    let tier = tiers.first().ok_or_else(|| Error::Internal("no tiers".into()))?.id;
+    let statuses = ["new", "open", "pending", "resolved", "closed"];
+    let priorities = ["low", "normal", "high", "urgent"];
+    let mut done = 0;
+    while done < n {
+        let k = SEED_CHUNK.min(n - done) as usize;
+        let txn = crate::db::begin_write(db).await?;
+        let now = crate::now_ms();
+        let customers = reserve_ids(&txn, "customers", k).await?;
+        insert_rows(&txn, "customers", &["id", "workspace_id", "name", "tier_id", "created_at", "updated_at"],
+            customers.iter().map(|id| vec![(*id).into(), workspace_id.into(), format!("Seed customer {id}").into(), tier.into(), now.into(), now.into()]).collect()).await?;
+        let tickets = reserve_ids(&txn, "tickets", k).await?;
+        let numbers: Vec<i64> = tickets.iter().map(|id| 1_000_000_000 + id).collect();
+        let mut rows = Vec::with_capacity(k);
+        let mut docs = Vec::with_capacity(k * 4);
+        for (j, (id, c)) in tickets.iter().zip(&customers).enumerate() {
+            let w = WORDS[(*id as usize) % WORDS.len()];
+            let subject = format!("Question about {w} {id}");
+            rows.push(vec![(*id).into(), workspace_id.into(), numbers[j].into(), subject.clone().into(), statuses[j % 5].into(), priorities[j % 4].into(), 1.into(), (*c).into(), tier.into(), "email".into(), now.into(), now.into()]);
+            docs.push(crate::search::Doc { workspace_id, kind: "ticket", ref_id: *id, ticket_id: Some(*id), body: subject });
+        }
+        insert_rows(&txn, "tickets", &["id", "workspace_id", "number", "subject", "status", "priority", "level", "customer_id", "tier_id", "channel", "created_at", "updated_at"], rows).await?;
+        let messages = reserve_ids(&txn, "messages", k * 3).await?;
+        let mut rows = Vec::with_capacity(k * 3);
+        for (m, id) in messages.iter().enumerate() {
+            let t = tickets[m / 3];
+            let (w1, w2) = (WORDS[(*id as usize * 7) % WORDS.len()], WORDS[(*id as usize * 13) % WORDS.len()]);
+            let body = format!("Message {id} on ticket {t}: the {w1} and the {w2} need attention, please get back to me soon.");
+            rows.push(vec![(*id).into(), workspace_id.into(), t.into(), "inbound".into(), "email".into(), "customer".into(), body.clone().into(), now.into()]);
+            docs.push(crate::search::Doc { workspace_id, kind: "message", ref_id: *id, ticket_id: Some(t), body });
+        }
+        insert_rows(&txn, "messages", &["id", "workspace_id", "ticket_id", "direction", "channel", "author_kind", "body_text", "created_at"], rows).await?;
+        for chunk in docs.chunks(2000) {
+            crate::search::index_many(&txn, chunk.to_vec()).await?;
+        }
+        txn.commit().await?;
+        done += k as u64;
+    }
+    Ok(())
+}
+
+/// Tickets per seeding transaction.
+const SEED_CHUNK: u64 = 2_000;

@@ -1,0 +1,193 @@
+//! The `plugdesk` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::auth::Role;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Plugdesk: a helpdesk you assemble yourself.
+#[derive(Debug, Parser)]
+#[command(name = "plugdesk", version, about, long_about = "Plugdesk: a customer-service helpdesk in one binary.\n\nStart with `plugdesk serve`: on first start it creates ./data with an SQLite database and a workspace called `default`, and prints the admin's API token. Set DATABASE_URL=postgres://… to use PostgreSQL instead.")]
+pub struct Cli {
+    /// Configuration file (default: ./plugdesk.toml if it exists).
+    #[arg(long, global = true, env = "PLUGDESK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct DataArgs {
+    /// Data directory holding the SQLite database [env: PLUGDESK_DATA] [default: ./data]
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (creates the database and a `default` workspace on first start).
+    Serve {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Address to listen on [env: PLUGDESK_LISTEN] [default: 127.0.0.1:8080]
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Create a workspace with an admin; prints the admin's API token on the last line.
+    Init {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Workspace name (a-z, 0-9, _ and -).
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// The admin's e-mail address.
+        #[arg(long, default_value = "admin@localhost")]
+        admin_email: String,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Import customers or tickets from a CSV file (header row required).
+    Import {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Workspace to import into.
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// What the file holds.
+        #[arg(value_enum)]
+        kind: crate::import::Kind,
+        /// The CSV file. Customers: name,email,phone,organization,tier,language.
+        /// Tickets: subject,body,email,name,channel,priority,tags,external_id (tags separated by `;`).
+        file: PathBuf,
+    },
+    /// Measure the server: start it on a scratch database and load it from this process.
+    Bench(crate::bench::Options),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Create a token for an agent (default: the workspace's first admin) and print it.
+    Create {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Workspace.
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// The agent's e-mail address.
+        #[arg(long)]
+        agent: Option<String>,
+        /// admin or agent.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// A label for the token.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+fn config(path: Option<&PathBuf>, data: &DataArgs) -> Result<Config> {
+    let mut cfg = Config::load(path.map(PathBuf::as_path))?;
+    if let Some(d) = &data.data {
+        cfg.data = d.clone();
+    }
+    Ok(cfg)
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLUGDESK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Parses the command line and runs it; the exit code says whether it worked.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> Result<()> {
+    let path = cli.config.as_ref();
+    match cli.command {
+        Command::Serve { data, listen } => {
+            let mut cfg = config(path, &data)?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            init_tracing(&cfg.log_format);
+            crate::server::serve(cfg).await
+        }
+        Command::Init { data, workspace, admin_email } => {
+            let cfg = config(path, &data)?;
+            init_tracing(&cfg.log_format);
+            let conn = crate::server::open(&cfg).await?;
+            let created = crate::workspace::create(&conn, &workspace, &admin_email).await?;
+            println!("Created workspace {:?} (id {}) with admin {} in {}.", created.name, created.workspace_id, admin_email, crate::db::redact(&cfg.database_url()));
+            println!("Admin API token (shown once):");
+            println!("{}", created.admin_token);
+            Ok(())
+        }
+        Command::Migrate { data } => {
+            let cfg = config(path, &data)?;
+            init_tracing(&cfg.log_format);
+            if cfg.database_url.is_none() {
+                std::fs::create_dir_all(&cfg.data)?;
+            }
+            let conn = crate::db::connect(&cfg.database_url()).await?;
+            let applied = crate::db::migrate(&conn).await?;
+            if applied.is_empty() {
+                println!("Database is up to date.");
+            } else {
+                println!("Applied {} migration(s): {}", applied.len(), applied.join(", "));
+            }
+            Ok(())
+        }
+        Command::Token { action: TokenAction::Create { data, workspace, agent, role, name } } => {
+            let cfg = config(path, &data)?;
+            let conn = crate::server::open(&cfg).await?;
+            let ws = crate::workspace::find_by_name(&conn, &workspace).await.map_err(|_| Error::invalid("workspace", format!("workspace {workspace:?} does not exist; create it with plugdesk init --workspace {workspace}")))?;
+            let role = Role::parse(&role)?;
+            let agents = crate::agent::list(&conn, ws.id).await?;
+            let agent = match &agent {
+                Some(email) => agents.iter().find(|a| &a.email == email).ok_or_else(|| Error::invalid("agent", format!("no agent with e-mail {email} in workspace {workspace}")))?,
+                None => agents.iter().find(|a| a.role == Role::Admin).ok_or_else(|| Error::invalid("agent", "the workspace has no admin; name an agent with --agent"))?,
+            };
+            if role == Role::Admin && agent.role != Role::Admin {
+                return Err(Error::invalid("role", format!("{} is not an admin; use --role agent", agent.email)));
+            }
+            let (_, token) = crate::auth::create_token(&conn, ws.id, agent.id, &name, role).await?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Import { data, workspace, kind, file } => {
+            let cfg = config(path, &data)?;
+            init_tracing(&cfg.log_format);
+            crate::import::run(&cfg, &workspace, kind, &file).await
+        }
+        Command::Bench(opts) => crate::bench::run(opts).await,
+    }
+}

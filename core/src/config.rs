@@ -1,0 +1,123 @@
+//! Configuration: `plugdesk.toml` (optional), then environment variables, then command-line
+//! flags, each overriding the one before.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Everything `plugdesk serve` needs to know.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data directory: the SQLite file lives here.
+    pub data: PathBuf,
+    /// Address the HTTP server listens on.
+    pub listen: String,
+    /// PostgreSQL URL; empty means the SQLite file in `data`.
+    pub database_url: Option<String>,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+    /// How often the SLA scheduler looks for due clocks, in milliseconds.
+    pub sla_tick_ms: u64,
+    /// Input size limits.
+    pub limits: Limits,
+}
+
+/// Size limits on input. Every input has one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes (JSON with base64 attachments included).
+    pub max_body_bytes: usize,
+    /// Largest single attachment, in bytes (decoded).
+    pub max_attachment_bytes: usize,
+    /// Longest ticket subject, in characters.
+    pub max_subject_chars: usize,
+    /// Longest message body, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_attachment_bytes: 10 * 1024 * 1024,
+            max_subject_chars: 500,
+            max_message_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data: PathBuf::from("./data"),
+            listen: "127.0.0.1:8080".into(),
+            database_url: None,
+            log_format: "text".into(),
+            sla_tick_ms: 1000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` if given, else `./plugdesk.toml` if present, else defaults; then applies
+    /// `PLUGDESK_DATA`, `PLUGDESK_LISTEN`, `DATABASE_URL`, `PLUGDESK_LOG_FORMAT`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file and what is wrong in it.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let default_path = Path::new("plugdesk.toml");
+        let mut cfg = match path {
+            Some(p) => Self::from_file(p)?,
+            None if default_path.exists() => Self::from_file(default_path)?,
+            None => Config::default(),
+        };
+        if let Ok(v) = std::env::var("PLUGDESK_DATA") {
+            cfg.data = PathBuf::from(v);
+        }
+        if let Ok(v) = std::env::var("PLUGDESK_LISTEN") {
+            cfg.listen = v;
+        }
+        if let Ok(v) = std::env::var("DATABASE_URL") {
+            cfg.database_url = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Ok(v) = std::env::var("PLUGDESK_LOG_FORMAT") {
+            cfg.log_format = v;
+        }
+        Ok(cfg)
+    }
+
+    fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        crate::db::database_url(&self.data, self.database_url.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("plugdesk-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let p = dir.join("plugdesk.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:9\"\nlisten_port = 3\n").ok();
+        let err = Config::load(Some(&p)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("plugdesk.toml") && err.contains("listen_port"), "{err}");
+        std::fs::write(&p, "listen = \"127.0.0.1:9\"\n[limits]\nmax_body_bytes = 10\n").ok();
+        let cfg = Config::load(Some(&p)).map_err(|e| e.to_string());
+        assert_eq!(cfg.as_ref().map(|c| c.limits.max_body_bytes), Ok(10));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,273 @@
+//! The schema, as an append-only list of migrations. A migration that has shipped is never
+//! edited: add a new one instead. One SQL text serves both databases; `{pk}` and `{blob}` are
+//! replaced per backend, and the full-text index has a statement of its own per backend.
+//!
+//! Times are stored as Unix milliseconds (`BIGINT`) and JSON as `TEXT`: the same bytes on both
+//! databases, sortable, and no driver-specific date handling.
+
+use sea_orm::DbBackend;
+
+/// One step of the schema.
+pub struct Migration {
+    /// Monotonic version number; the order of application.
+    pub version: i64,
+    /// A short name, recorded in `schema_migrations`.
+    pub name: &'static str,
+    /// Statements for both backends.
+    common: &'static str,
+    /// Statements for SQLite only.
+    sqlite: &'static str,
+    /// Statements for PostgreSQL only.
+    postgres: &'static str,
+}
+
+impl Migration {
+    /// The statements to run on `backend`, in order.
+    pub fn statements(&self, backend: DbBackend) -> Vec<String> {
+        let (pk, blob, extra) = match backend {
+            DbBackend::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA", self.postgres),
+            _ => ("INTEGER PRIMARY KEY", "BLOB", self.sqlite),
+        };
+        self.common
+            .split(";\n")
+            .chain(extra.split(";\n"))
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.replace("{pk}", pk).replace("{blob}", blob))
+            .collect()
+    }
+}
+
+/// Every migration, oldest first.
+pub static MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial schema",
+    common: r#"
+CREATE TABLE workspaces (
+    id {pk},
+    name TEXT NOT NULL UNIQUE,
+    next_ticket_number BIGINT NOT NULL DEFAULT 1,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE teams (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    lead_agent_id BIGINT,
+    created_at BIGINT NOT NULL,
+    UNIQUE (workspace_id, name)
+);
+CREATE TABLE agents (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    role TEXT NOT NULL,
+    level INTEGER NOT NULL DEFAULT 1,
+    skills TEXT NOT NULL DEFAULT '[]',
+    capacity INTEGER NOT NULL DEFAULT 10,
+    presence TEXT NOT NULL DEFAULT 'offline',
+    created_at BIGINT NOT NULL,
+    UNIQUE (workspace_id, email)
+);
+CREATE TABLE team_members (
+    team_id BIGINT NOT NULL REFERENCES teams(id),
+    agent_id BIGINT NOT NULL REFERENCES agents(id),
+    workspace_id BIGINT NOT NULL,
+    PRIMARY KEY (team_id, agent_id)
+);
+CREATE TABLE api_tokens (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    agent_id BIGINT NOT NULL REFERENCES agents(id),
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE TABLE tiers (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    first_response_secs BIGINT NOT NULL,
+    next_response_secs BIGINT NOT NULL,
+    resolution_secs BIGINT NOT NULL,
+    warning_secs BIGINT NOT NULL,
+    calendar TEXT NOT NULL,
+    default_priority TEXT NOT NULL,
+    team_id BIGINT REFERENCES teams(id),
+    channels TEXT NOT NULL,
+    automation_level TEXT NOT NULL,
+    agent_minutes_budget BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    UNIQUE (workspace_id, key)
+);
+CREATE TABLE organizations (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    domain TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    created_at BIGINT NOT NULL,
+    UNIQUE (workspace_id, name)
+);
+CREATE TABLE customers (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    organization_id BIGINT REFERENCES organizations(id),
+    tier_id BIGINT NOT NULL REFERENCES tiers(id),
+    language TEXT NOT NULL DEFAULT 'en',
+    attributes TEXT NOT NULL DEFAULT '{}',
+    merged_into_id BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX customers_ws ON customers (workspace_id, id);
+CREATE TABLE customer_identities (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    customer_id BIGINT NOT NULL REFERENCES customers(id),
+    kind TEXT NOT NULL,
+    address TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (workspace_id, kind, address)
+);
+CREATE INDEX customer_identities_customer ON customer_identities (customer_id);
+CREATE TABLE customer_merges (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    source_customer_id BIGINT NOT NULL,
+    target_customer_id BIGINT NOT NULL,
+    snapshot TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE tickets (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    number BIGINT NOT NULL,
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    level INTEGER NOT NULL DEFAULT 1,
+    team_id BIGINT REFERENCES teams(id),
+    assignee_id BIGINT REFERENCES agents(id),
+    customer_id BIGINT NOT NULL REFERENCES customers(id),
+    tier_id BIGINT NOT NULL REFERENCES tiers(id),
+    category TEXT,
+    channel TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '[]',
+    attributes TEXT NOT NULL DEFAULT '{}',
+    reopen_count INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    first_response_at BIGINT,
+    resolved_at BIGINT,
+    closed_at BIGINT,
+    pending_since BIGINT,
+    UNIQUE (workspace_id, number)
+);
+CREATE INDEX tickets_ws_status ON tickets (workspace_id, status, id);
+CREATE INDEX tickets_ws_assignee ON tickets (workspace_id, assignee_id, id);
+CREATE INDEX tickets_ws_team ON tickets (workspace_id, team_id, id);
+CREATE INDEX tickets_ws_customer ON tickets (workspace_id, customer_id, id);
+CREATE INDEX tickets_ws_tier ON tickets (workspace_id, tier_id, id);
+CREATE INDEX tickets_ws_priority ON tickets (workspace_id, priority, id);
+CREATE INDEX tickets_ws_channel ON tickets (workspace_id, channel, id);
+CREATE INDEX tickets_ws_updated ON tickets (workspace_id, updated_at, id);
+CREATE TABLE ticket_tags (
+    ticket_id BIGINT NOT NULL REFERENCES tickets(id),
+    workspace_id BIGINT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (ticket_id, tag)
+);
+CREATE INDEX ticket_tags_ws_tag ON ticket_tags (workspace_id, tag, ticket_id);
+CREATE TABLE messages (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    ticket_id BIGINT NOT NULL REFERENCES tickets(id),
+    direction TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    author_kind TEXT NOT NULL,
+    author_id BIGINT,
+    body_text TEXT NOT NULL,
+    body_html TEXT,
+    external_id TEXT,
+    delivery_status TEXT,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX messages_ticket ON messages (ticket_id, id);
+CREATE UNIQUE INDEX messages_external ON messages (workspace_id, channel, external_id) WHERE external_id IS NOT NULL;
+CREATE TABLE attachments (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    sha256 TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    content_type TEXT NOT NULL,
+    data {blob} NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (workspace_id, sha256)
+);
+CREATE TABLE message_attachments (
+    message_id BIGINT NOT NULL REFERENCES messages(id),
+    attachment_id BIGINT NOT NULL REFERENCES attachments(id),
+    workspace_id BIGINT NOT NULL,
+    filename TEXT NOT NULL,
+    PRIMARY KEY (message_id, attachment_id, filename)
+);
+CREATE TABLE events (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    type TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    ticket_id BIGINT,
+    customer_id BIGINT,
+    changes TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX events_ws ON events (workspace_id, id);
+CREATE INDEX events_ticket ON events (ticket_id, id);
+CREATE TABLE sla_timers (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    ticket_id BIGINT NOT NULL REFERENCES tickets(id),
+    kind TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    warn_at BIGINT NOT NULL,
+    paused_at BIGINT,
+    warned_at BIGINT,
+    breached_at BIGINT,
+    UNIQUE (ticket_id, kind)
+);
+CREATE INDEX sla_timers_warn ON sla_timers (warned_at, warn_at);
+CREATE INDEX sla_timers_due ON sla_timers (breached_at, due_at)
+"#,
+    sqlite: r#"
+CREATE VIRTUAL TABLE search_docs USING fts5 (
+    body,
+    workspace_id UNINDEXED,
+    kind UNINDEXED,
+    ref_id UNINDEXED,
+    ticket_id UNINDEXED,
+    tokenize = 'porter unicode61 remove_diacritics 2'
+)
+"#,
+    postgres: r#"
+CREATE TABLE search_docs (
+    id BIGSERIAL PRIMARY KEY,
+    body TEXT NOT NULL,
+    workspace_id BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    ref_id BIGINT NOT NULL,
+    ticket_id BIGINT,
+    tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', body) || to_tsvector('german', body)) STORED
+);
+CREATE INDEX search_docs_tsv ON search_docs USING GIN (tsv);
+CREATE INDEX search_docs_ref ON search_docs (workspace_id, kind, ref_id)
+"#,
+}];

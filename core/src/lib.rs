@@ -1,0 +1,114 @@
+//! Plugdesk's core: the data model (workspaces, customers, tiers, agents, tickets, messages),
+//! its storage, the event log and bus, SLA clocks, and the HTTP API that serves them.
+//!
+//! The binary in `main.rs` is a thin shell over [`cli::run`]; tests build the router with
+//! [`api::app`] or start the real binary.
+
+pub mod agent;
+pub mod api;
+pub mod auth;
+pub mod bench;
+pub mod calendar;
+pub mod cli;
+pub mod config;
+pub mod customer;
+pub mod db;
+pub mod entity;
+pub mod error;
+pub mod event;
+pub mod import;
+pub mod metrics;
+pub mod organization;
+pub mod search;
+pub mod server;
+pub mod sla;
+pub mod ticket;
+pub mod tier;
+pub mod workspace;
+
+use std::sync::Arc;
+
+use sea_orm::{DatabaseConnection, DbBackend};
+
+pub use error::{Error, Result};
+
+/// The shared state of a running core: the database, the event bus, the token cache and the
+/// ticket writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    inner: Arc<CoreInner>,
+}
+
+struct CoreInner {
+    db: DatabaseConnection,
+    bus: event::Bus,
+    tokens: auth::TokenCache,
+    writer: ticket::Writer,
+    metrics: metrics::Metrics,
+    limits: config::Limits,
+}
+
+impl Core {
+    /// Wraps an open, migrated database.
+    pub fn new(db: DatabaseConnection, limits: config::Limits) -> Self {
+        let bus = event::Bus::new();
+        let writer = ticket::Writer::start(db.clone(), bus.clone());
+        Core {
+            inner: Arc::new(CoreInner {
+                db,
+                bus,
+                tokens: auth::TokenCache::default(),
+                writer,
+                metrics: metrics::Metrics::default(),
+                limits,
+            }),
+        }
+    }
+
+    /// The database pool.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    /// Which database we run on.
+    pub fn backend(&self) -> DbBackend {
+        self.inner.db.get_database_backend()
+    }
+
+    /// The in-process event bus.
+    pub fn bus(&self) -> &event::Bus {
+        &self.inner.bus
+    }
+
+    /// API token lookups, cached.
+    pub fn tokens(&self) -> &auth::TokenCache {
+        &self.inner.tokens
+    }
+
+    /// The group-commit writer that creates tickets.
+    pub fn writer(&self) -> &ticket::Writer {
+        &self.inner.writer
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Size limits on input.
+    pub fn limits(&self) -> &config::Limits {
+        &self.inner.limits
+    }
+}
+
+/// Now, as Unix milliseconds: the unit every stored time uses.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A stored time as RFC 3339 text for the API.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

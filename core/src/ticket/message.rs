@@ -1,0 +1,382 @@
+//! Messages on a ticket — a customer's inbound message, an agent's reply, an internal note —
+//! and their attachments, stored once per workspace by content hash.
+
+use base64::Engine as _;
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ActiveModelTrait, ConnectionTrait};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{Status, apply_status, find, targets_of};
+use crate::db;
+use crate::entity::ticket;
+use crate::error::{Error, Result};
+use crate::event::{self, NewEvent};
+use crate::sla::{self, Clock};
+
+/// Most attachments on one message.
+const MAX_ATTACHMENTS: usize = 20;
+
+/// What kind of message is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// From the customer (reopens the ticket, starts the next-response clock).
+    Inbound,
+    /// An agent's reply to the customer (meets the response clocks).
+    Reply,
+    /// Visible to agents only.
+    Note,
+}
+
+impl MessageKind {
+    fn direction(self) -> &'static str {
+        match self {
+            MessageKind::Inbound => "inbound",
+            MessageKind::Reply => "outbound",
+            MessageKind::Note => "internal",
+        }
+    }
+}
+
+/// An attachment as sent in JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentInput {
+    /// File name shown to agents.
+    pub filename: String,
+    /// MIME type.
+    #[serde(default = "octet_stream")]
+    pub content_type: String,
+    /// Content, base64.
+    pub data: String,
+}
+
+fn octet_stream() -> String {
+    "application/octet-stream".into()
+}
+
+/// A decoded, checked attachment.
+#[derive(Debug, Clone)]
+pub(crate) struct Attachment {
+    pub(crate) filename: String,
+    pub(crate) content_type: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) sha256: String,
+}
+
+/// Decodes and checks attachments against the size limit.
+pub(crate) fn decode_attachments(input: &[AttachmentInput], max_bytes: usize) -> Result<Vec<Attachment>> {
+    if input.len() > MAX_ATTACHMENTS {
+        return Err(Error::invalid("attachments", format!("a message has at most {MAX_ATTACHMENTS} attachments")));
+    }
+    input
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let field = format!("attachments[{i}]");
+            let name = a.filename.trim();
+            if name.is_empty() || name.len() > 255 || name.contains(['/', '\\', '\0']) {
+                return Err(Error::invalid(&field, "filename must be 1-255 characters without slashes"));
+            }
+            if a.data.len() > max_bytes / 3 * 4 + 4 {
+                return Err(Error::invalid(&field, format!("{name} is larger than the limit of {max_bytes} bytes")));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(a.data.trim())
+                .map_err(|e| Error::invalid(&field, format!("data of {name} is not valid base64: {e}")))?;
+            if bytes.len() > max_bytes {
+                return Err(Error::invalid(&field, format!("{name} is larger than the limit of {max_bytes} bytes")));
+            }
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            Ok(Attachment { filename: name.to_owned(), content_type: a.content_type.clone(), bytes, sha256 })
+        })
+        .collect()
+}
+
+/// Stores attachments (once per content hash) and links them to a message.
+pub(crate) async fn store_attachments<C: ConnectionTrait>(db: &C, workspace_id: i64, message_id: i64, items: &[Attachment]) -> Result<()> {
+    for a in items {
+        db::exec(
+            db,
+            "INSERT INTO attachments (workspace_id, sha256, size, content_type, data, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, sha256) DO NOTHING",
+            vec![workspace_id.into(), a.sha256.clone().into(), (a.bytes.len() as i64).into(), a.content_type.clone().into(), a.bytes.clone().into(), crate::now_ms().into()],
+        )
+        .await?;
+        let row = db::query_one(db, "SELECT id FROM attachments WHERE workspace_id = ? AND sha256 = ?", vec![workspace_id.into(), a.sha256.clone().into()])
+            .await?
+            .ok_or_else(|| Error::Internal("attachment vanished after insert".into()))?;
+        let id: i64 = db::col(&row, "id")?;
+        db::exec(
+            db,
+            "INSERT INTO message_attachments (message_id, attachment_id, workspace_id, filename) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            vec![message_id.into(), id.into(), workspace_id.into(), a.filename.clone().into()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A message to add to a ticket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageInput {
+    /// Plain-text body.
+    pub body: String,
+    /// HTML body, if the channel has one.
+    #[serde(default)]
+    pub body_html: Option<String>,
+    /// Channel; the ticket's channel when missing.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The channel's id of the message; a second message with the same id is not stored
+    /// twice.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Attachments.
+    #[serde(default)]
+    pub attachments: Vec<AttachmentInput>,
+}
+
+/// A message as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    /// Id.
+    pub id: i64,
+    /// Ticket.
+    pub ticket_id: i64,
+    /// `inbound`, `outbound` or `internal`.
+    pub direction: String,
+    /// Channel.
+    pub channel: String,
+    /// `customer`, `agent` or `system`.
+    pub author_kind: String,
+    /// Author id (customer or agent).
+    pub author_id: Option<i64>,
+    /// Plain text.
+    pub body: String,
+    /// HTML.
+    pub body_html: Option<String>,
+    /// The channel's id.
+    pub external_id: Option<String>,
+    /// Delivery state of outbound messages.
+    pub delivery_status: Option<String>,
+    /// Attachments.
+    pub attachments: Vec<AttachmentView>,
+    /// Created.
+    pub created_at: String,
+}
+
+/// An attachment as listed on a message.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentView {
+    /// Id (download at `/api/v1/attachments/{id}`).
+    pub id: i64,
+    /// File name.
+    pub filename: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+    /// SHA-256 of the content.
+    pub sha256: String,
+}
+
+/// Checks a message body against the size limit.
+pub(crate) fn validate_body(body: &str, html: Option<&str>, max_bytes: usize) -> Result<()> {
+    if body.trim().is_empty() && html.is_none_or(|h| h.trim().is_empty()) {
+        return Err(Error::invalid("body", "message body must not be empty"));
+    }
+    if body.len() > max_bytes || html.is_some_and(|h| h.len() > max_bytes) {
+        return Err(Error::invalid("body", format!("message body is larger than {max_bytes} bytes")));
+    }
+    Ok(())
+}
+
+/// Adds a message to a ticket in one transaction, with what it means for the ticket: an agent's
+/// reply meets the response clocks and opens a new ticket; a customer's message reopens a
+/// pending, resolved or closed ticket and starts the next-response clock.
+///
+/// Returns the message and whether it was stored now (`false` when its external id was known).
+///
+/// # Errors
+/// [`Error::NotFound`], [`Error::Invalid`].
+pub async fn add_message(core: &crate::Core, workspace_id: i64, ticket_id: i64, kind: MessageKind, author_id: Option<i64>, actor: &str, input: &MessageInput) -> Result<(MessageView, bool)> {
+    let limits = core.limits();
+    validate_body(&input.body, input.body_html.as_deref(), limits.max_message_bytes)?;
+    let attachments = decode_attachments(&input.attachments, limits.max_attachment_bytes)?;
+    let txn = db::begin_write(core.db()).await?;
+    let before = find(&txn, workspace_id, ticket_id).await?;
+    let channel = input.channel.clone().unwrap_or_else(|| before.channel.clone());
+    if let Some(ext) = &input.external_id {
+        let known = db::query_one(&txn, "SELECT id FROM messages WHERE workspace_id = ? AND channel = ? AND external_id = ?", vec![workspace_id.into(), channel.clone().into(), ext.clone().into()]).await?;
+        if let Some(row) = known {
+            drop(txn);
+            let id: i64 = db::col(&row, "id")?;
+            let msg = messages(core.db(), workspace_id, ticket_id, Some(id)).await?.pop().ok_or(Error::NotFound("message"))?;
+            return Ok((msg, false));
+        }
+    }
+    let now = crate::now_ms();
+    let author_kind = if kind == MessageKind::Inbound { "customer" } else { "agent" };
+    let author_id = if kind == MessageKind::Inbound { Some(before.customer_id) } else { author_id };
+    let message_id = db::reserve_ids(&txn, "messages", 1).await?[0];
+    db::exec(
+        &txn,
+        "INSERT INTO messages (id, workspace_id, ticket_id, direction, channel, author_kind, author_id, body_text, body_html, external_id, delivery_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            message_id.into(),
+            workspace_id.into(),
+            ticket_id.into(),
+            kind.direction().into(),
+            channel.clone().into(),
+            author_kind.into(),
+            author_id.into(),
+            input.body.clone().into(),
+            input.body_html.clone().into(),
+            input.external_id.clone().into(),
+            Option::<String>::None.into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    store_attachments(&txn, workspace_id, message_id, &attachments).await?;
+    crate::search::index(&txn, workspace_id, "message", message_id, Some(ticket_id), &input.body).await?;
+
+    let mut row: ticket::ActiveModel = before.clone().into();
+    let status = Status::parse(&before.status)?;
+    let mut new_status = status;
+    let targets = targets_of(&txn, &before).await?;
+    match kind {
+        MessageKind::Reply => {
+            if before.first_response_at.is_none() {
+                row.first_response_at = Set(Some(now));
+            }
+            sla::stop(&txn, ticket_id, &[Clock::FirstResponse, Clock::NextResponse]).await?;
+            if status == Status::New {
+                new_status = Status::Open;
+            }
+        }
+        MessageKind::Inbound => {
+            if status != Status::New && status != Status::Open {
+                new_status = Status::Open;
+            }
+            if before.first_response_at.is_some() {
+                sla::restart(&txn, sla::NewTimer::new(workspace_id, ticket_id, Clock::NextResponse, now, &targets)).await?;
+            }
+        }
+        MessageKind::Note => {}
+    }
+    apply_status(&txn, &mut row, &before, new_status, now, &targets).await?;
+    row.updated_at = Set(now);
+    row.update(&txn).await?;
+
+    let kind_name = match kind {
+        MessageKind::Inbound => "message.received",
+        MessageKind::Reply => "message.sent",
+        MessageKind::Note => "note.added",
+    };
+    let mut events = vec![NewEvent {
+        kind: kind_name,
+        actor: actor.to_owned(),
+        ticket_id: Some(ticket_id),
+        customer_id: Some(before.customer_id),
+        changes: json!({ "message_id": message_id, "channel": channel, "direction": kind.direction() }),
+    }];
+    if new_status != status {
+        events.push(NewEvent {
+            kind: "ticket.updated",
+            actor: actor.to_owned(),
+            ticket_id: Some(ticket_id),
+            customer_id: Some(before.customer_id),
+            changes: json!({ "status": { "before": status.as_str(), "after": new_status.as_str() } }),
+        });
+    }
+    let events = event::append(&txn, workspace_id, events).await?;
+    txn.commit().await?;
+    core.bus().publish(events);
+    let msg = messages(core.db(), workspace_id, ticket_id, Some(message_id)).await?.pop().ok_or(Error::NotFound("message"))?;
+    Ok((msg, true))
+}
+
+/// The messages of a ticket, oldest first (or only `only`).
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown ticket.
+pub async fn messages<C: ConnectionTrait>(db: &C, workspace_id: i64, ticket_id: i64, only: Option<i64>) -> Result<Vec<MessageView>> {
+    find(db, workspace_id, ticket_id).await?;
+    let (filter, mut values): (&str, Vec<sea_orm::Value>) = match only {
+        Some(id) => (" AND id = ?", vec![ticket_id.into(), id.into()]),
+        None => ("", vec![ticket_id.into()]),
+    };
+    let rows = db::query_all(db, &format!("SELECT * FROM messages WHERE ticket_id = ?{filter} ORDER BY id"), values.split_off(0)).await?;
+    let atts = db::query_all(
+        db,
+        "SELECT ma.message_id, a.id, ma.filename, a.content_type, a.size, a.sha256 FROM message_attachments ma JOIN attachments a ON a.id = ma.attachment_id JOIN messages m ON m.id = ma.message_id WHERE m.ticket_id = ? ORDER BY a.id",
+        vec![ticket_id.into()],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let m = <crate::entity::message::Model as sea_orm::FromQueryResult>::from_query_result(r, "")?;
+            let mut attachments = Vec::new();
+            for a in &atts {
+                if db::col::<i64>(a, "message_id")? == m.id {
+                    attachments.push(AttachmentView {
+                        id: db::col(a, "id")?,
+                        filename: db::col(a, "filename")?,
+                        content_type: db::col(a, "content_type")?,
+                        size: db::col(a, "size")?,
+                        sha256: db::col(a, "sha256")?,
+                    });
+                }
+            }
+            Ok(MessageView {
+                id: m.id,
+                ticket_id: m.ticket_id,
+                direction: m.direction,
+                channel: m.channel,
+                author_kind: m.author_kind,
+                author_id: m.author_id,
+                body: m.body_text,
+                body_html: m.body_html,
+                external_id: m.external_id,
+                delivery_status: m.delivery_status,
+                attachments,
+                created_at: crate::rfc3339(m.created_at),
+            })
+        })
+        .collect()
+}
+
+/// An attachment's content type and bytes.
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn attachment<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64) -> Result<(String, Vec<u8>)> {
+    let row = db::query_one(db, "SELECT content_type, data FROM attachments WHERE id = ? AND workspace_id = ?", vec![id.into(), workspace_id.into()])
+        .await?
+        .ok_or(Error::NotFound("attachment"))?;
+    Ok((db::col(&row, "content_type")?, db::col(&row, "data")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachments_are_decoded_hashed_and_limited() {
+        let ok = AttachmentInput { filename: "a.txt".into(), content_type: "text/plain".into(), data: "aGFsbG8=".into() };
+        let a = decode_attachments(std::slice::from_ref(&ok), 100).map_err(|e| e.to_string());
+        let a = a.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a[0].bytes, b"hallo");
+        assert_eq!(a[0].sha256, hex::encode(Sha256::digest(b"hallo")));
+        let big = AttachmentInput { data: base64::engine::general_purpose::STANDARD.encode(vec![0u8; 101]), ..ok.clone() };
+        assert!(decode_attachments(&[big], 100).is_err());
+        let bad = AttachmentInput { data: "***".into(), ..ok.clone() };
+        let err = decode_attachments(&[bad], 100).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("not valid base64"), "{err}");
+        let slash = AttachmentInput { filename: "../etc/passwd".into(), ..ok };
+        assert!(decode_attachments(&[slash], 100).is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! Workspaces: one business each. Every other row belongs to exactly one workspace, and every
+//! query of a request is confined to the caller's.
+
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+
+use crate::auth::{self, Role};
+use crate::entity::{agent, workspace};
+use crate::error::{Error, Result};
+
+/// What `plugdesk init` reports.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The workspace.
+    pub workspace_id: i64,
+    /// Its name.
+    pub name: String,
+    /// The admin agent.
+    pub admin_agent_id: i64,
+    /// The admin's API token, shown once.
+    pub admin_token: String,
+}
+
+/// Checks a workspace name: 1-64 characters of `a-z 0-9 _ -`.
+///
+/// # Errors
+/// [`Error::Invalid`].
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid("workspace", format!("workspace name {name:?} must be 1-64 characters of a-z, 0-9, _ or -")))
+    }
+}
+
+/// Creates a workspace with the default tiers, an admin agent and the admin's token, all in
+/// one transaction.
+///
+/// # Errors
+/// [`Error::Conflict`] when the name is taken, [`Error::Invalid`] for a bad name.
+pub async fn create(db: &DatabaseConnection, name: &str, admin_email: &str) -> Result<Created> {
+    validate_name(name)?;
+    let txn = crate::db::begin_write(db).await?;
+    let exists = workspace::Entity::find().filter(workspace::Column::Name.eq(name)).one(&txn).await?;
+    if exists.is_some() {
+        return Err(Error::Conflict(format!("workspace {name:?} exists already")));
+    }
+    let now = crate::now_ms();
+    let ws = workspace::ActiveModel { id: NotSet, name: Set(name.to_owned()), next_ticket_number: Set(1), created_at: Set(now) }
+        .insert(&txn)
+        .await?;
+    for spec in crate::tier::defaults() {
+        crate::tier::create(&txn, ws.id, &spec).await?;
+    }
+    let admin = agent::ActiveModel {
+        id: NotSet,
+        workspace_id: Set(ws.id),
+        name: Set("Administrator".into()),
+        email: Set(admin_email.to_owned()),
+        role: Set(Role::Admin.as_str().into()),
+        level: Set(2),
+        skills: Set("[]".into()),
+        capacity: Set(10),
+        presence: Set("offline".into()),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    let (_, token) = auth::create_token(&txn, ws.id, admin.id, "initial admin token", Role::Admin).await?;
+    txn.commit().await?;
+    Ok(Created { workspace_id: ws.id, name: ws.name, admin_agent_id: admin.id, admin_token: token })
+}
+
+/// Finds a workspace by name.
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn find_by_name(db: &DatabaseConnection, name: &str) -> Result<workspace::Model> {
+    workspace::Entity::find()
+        .filter(workspace::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("workspace"))
+}
+
+/// How many workspaces exist.
+pub async fn count(db: &DatabaseConnection) -> Result<u64> {
+    use sea_orm::PaginatorTrait;
+    Ok(workspace::Entity::find().count(db).await?)
+}
