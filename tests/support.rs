@@ -1,1 +1,237 @@
+//! Test harness: starts the real `plugdesk` binary on a fresh database — an SQLite file in a
+//! temporary directory, or, when `DATABASE_URL` points at PostgreSQL, a new database created
+//! for the test on that server — and talks to it over loopback HTTP.
 
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_plugdesk");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A scratch place for one test: a directory and, on PostgreSQL, a database of its own.
+pub struct Scratch {
+    pub dir: PathBuf,
+    pub database_url: Option<String>,
+    admin_url: Option<String>,
+    db_name: Option<String>,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("plugdesk-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        match std::env::var("DATABASE_URL").ok().filter(|u| u.starts_with("postgres")) {
+            Some(admin) => {
+                let name = format!("plugdesk_test_{}_{n}", std::process::id());
+                psql(&admin, &format!("DROP DATABASE IF EXISTS {name}"));
+                psql(&admin, &format!("CREATE DATABASE {name}"));
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
+                Scratch { dir, database_url: Some(format!("{base}/{name}")), admin_url: Some(admin), db_name: Some(name) }
+            }
+            None => Scratch { dir, database_url: None, admin_url: None, db_name: None },
+        }
+    }
+
+    /// A `plugdesk` command with this scratch's data directory and database.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args);
+        c.env("PLUGDESK_DATA", &self.dir);
+        c.env_remove("PLUGDESK_LISTEN");
+        c.env("PLUGDESK_LOG", "warn");
+        match &self.database_url {
+            Some(url) => c.env("DATABASE_URL", url),
+            None => c.env_remove("DATABASE_URL"),
+        };
+        c.current_dir(&self.dir);
+        c
+    }
+
+    /// Runs `plugdesk init` and returns the token from the last line of its output.
+    pub fn init(&self, workspace: &str) -> String {
+        let out = self.command(&["init", "--workspace", workspace]).output().expect("run plugdesk init");
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout.lines().last().expect("init printed nothing").trim().to_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let (Some(admin), Some(name)) = (&self.admin_url, &self.db_name) {
+            psql(admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql").arg(url).args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql]).output().expect("run psql");
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A running server.
+pub struct Server {
+    pub base: String,
+    pub token: String,
+    child: Child,
+    pub stdout_lines: Vec<String>,
+    pub scratch: Scratch,
+    client: reqwest::Client,
+}
+
+impl Server {
+    /// A fresh server with one workspace (`default`) made by `plugdesk init`.
+    pub async fn start() -> Self {
+        let scratch = Scratch::new();
+        let token = scratch.init("default");
+        Self::serve(scratch, token).await
+    }
+
+    /// Starts `plugdesk serve` on an initialised scratch.
+    pub async fn serve(scratch: Scratch, token: String) -> Self {
+        let mut child = scratch
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn plugdesk serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = Vec::new();
+        let mut base = None;
+        let mut reader = BufReader::new(stdout).lines();
+        for line in reader.by_ref() {
+            let line = line.expect("read stdout");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                base = rest.split_whitespace().next().map(str::to_owned);
+                lines.push(line);
+                break;
+            }
+            lines.push(line);
+        }
+        // Keep draining so that a late line can never block or break the server.
+        std::thread::spawn(move || reader.for_each(drop));
+        let base = base.unwrap_or_else(|| panic!("server did not say where it listens: {lines:?}"));
+        let client = reqwest::Client::new();
+        Server { base, token, child, stdout_lines: lines, scratch, client }
+    }
+
+    /// Stops the server (SIGTERM, then waits) and returns its scratch for a restart.
+    pub fn stop(mut self) -> (Scratch, String) {
+        self.terminate();
+        let token = self.token.clone();
+        let scratch = std::mem::replace(&mut self.scratch, Scratch { dir: PathBuf::new(), database_url: None, admin_url: None, db_name: None });
+        (scratch, token)
+    }
+
+    fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("send request");
+        let status = resp.status();
+        let text = resp.text().await.expect("read body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(&self.token), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(&self.token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(&self.token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(&self.token), Some(body)).await
+    }
+
+    /// Sends raw bytes with a content type.
+    pub async fn raw(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("send request");
+        let status = resp.status();
+        let text = resp.text().await.expect("read body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Creates a ticket and returns it, asserting 201.
+    pub async fn ticket(&self, subject: &str, email: &str) -> Value {
+        let (status, t) = self.post("/api/v1/tickets", serde_json::json!({ "subject": subject, "body": format!("Body of {subject}"), "customer": { "email": email } })).await;
+        assert_eq!(status, StatusCode::CREATED, "{t}");
+        t
+    }
+
+    /// Polls `path` until `check` accepts the body or `timeout` passes.
+    pub async fn wait_for(&self, path: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, v) = self.get(path).await;
+            if check(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting on {path}; last answer {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.scratch.dir
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Asserts an error answer: status, code, and a message containing `needle`.
+pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str, needle: &str) {
+    let (s, body) = got;
+    assert_eq!(*s, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(needle), "message {msg:?} should contain {needle:?}");
+}
