@@ -95,24 +95,49 @@ async fn bad_json_is_answered_precisely() {
     let s = Server::start().await;
     let malformed = s.raw(Method::POST, "/api/v1/tickets", "application/json", b"{\"subject\": ".to_vec()).await;
     assert_error(&malformed, StatusCode::BAD_REQUEST, "malformed_json", "not valid JSON");
-    let unknown = s.post("/api/v1/tickets", json!({ "subject": "a", "body": "b", "customer": { "email": "a@example.com" }, "colour": "red" })).await;
+    let unknown = s
+        .post(
+            "/api/v1/tickets",
+            json!({ "subject": "a", "body": "b", "customer": { "email": "a@example.com" }, "colour": "red" }),
+        )
+        .await;
     assert_error(&unknown, StatusCode::UNPROCESSABLE_ENTITY, "invalid_json", "unknown field `colour`");
-    let wrong_type = s.post("/api/v1/tickets", json!({ "subject": 5, "body": "b", "customer": { "email": "a@example.com" } })).await;
+    let wrong_type =
+        s.post("/api/v1/tickets", json!({ "subject": 5, "body": "b", "customer": { "email": "a@example.com" } })).await;
     assert_error(&wrong_type, StatusCode::UNPROCESSABLE_ENTITY, "invalid_json", "subject");
     let not_json = s.raw(Method::POST, "/api/v1/tickets", "text/plain", b"hello".to_vec()).await;
     assert_error(&not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type");
-    let empty_subject = s.post("/api/v1/tickets", json!({ "subject": "  ", "body": "b", "customer": { "email": "a@example.com" } })).await;
+    let empty_subject = s
+        .post("/api/v1/tickets", json!({ "subject": "  ", "body": "b", "customer": { "email": "a@example.com" } }))
+        .await;
     assert_error(&empty_subject, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "subject must not be empty");
-    let bad_email = s.post("/api/v1/tickets", json!({ "subject": "a", "body": "b", "customer": { "email": "not-an-address" } })).await;
+    let bad_email = s
+        .post("/api/v1/tickets", json!({ "subject": "a", "body": "b", "customer": { "email": "not-an-address" } }))
+        .await;
     assert_error(&bad_email, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "is not an e-mail address");
     let no_customer = s.post("/api/v1/tickets", json!({ "subject": "a", "body": "b", "customer": {} })).await;
     assert_error(&no_customer, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "at least one identity");
     assert_error(&s.get("/api/v1/tickets/abc").await, StatusCode::BAD_REQUEST, "bad_path", "whole numbers");
     assert_error(&s.get("/api/v1/tickets?colour=red").await, StatusCode::BAD_REQUEST, "bad_query", "colour");
-    assert_error(&s.get("/api/v1/tickets?sort=priority").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "cannot sort by");
-    assert_error(&s.get("/api/v1/tickets?cursor=zzz").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "cursor is malformed");
+    assert_error(
+        &s.get("/api/v1/tickets?sort=priority").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "cannot sort by",
+    );
+    assert_error(
+        &s.get("/api/v1/tickets?cursor=zzz").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "cursor is malformed",
+    );
     assert_error(&s.get("/api/v1/nothing-here").await, StatusCode::NOT_FOUND, "not_found", "no such endpoint");
-    assert_error(&s.call(Method::DELETE, "/api/v1/tickets", Some(&s.token), None).await, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method");
+    assert_error(
+        &s.call(Method::DELETE, "/api/v1/tickets", Some(&s.token), None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method",
+    );
     // Nothing of the above was written.
     let (_, list) = s.get("/api/v1/tickets").await;
     assert_eq!(list["items"], json!([]));
@@ -123,17 +148,36 @@ async fn bad_json_is_answered_precisely() {
 #[tokio::test]
 async fn oversized_bodies_and_attachments_are_refused() {
     let scratch = Scratch::new();
-    std::fs::write(scratch.dir.join("plugdesk.toml"), "[limits]\nmax_body_bytes = 65536\nmax_attachment_bytes = 1000\n").expect("write config");
+    std::fs::write(
+        scratch.dir.join("plugdesk.toml"),
+        "[limits]\nmax_body_bytes = 65536\nmax_attachment_bytes = 1000\n",
+    )
+    .expect("write config");
     let token = scratch.init("default");
     let s = Server::serve(scratch, token).await;
     let huge = json!({ "subject": "big", "body": "x".repeat(100_000), "customer": { "email": "a@example.com" } });
-    assert_error(&s.post("/api/v1/tickets", huge).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "65536 bytes");
+    assert_error(
+        &s.post("/api/v1/tickets", huge).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "65536 bytes",
+    );
     let big_file = json!({ "subject": "file", "body": "see attachment", "customer": { "email": "a@example.com" },
         "attachments": [{ "filename": "scan.pdf", "content_type": "application/pdf", "data": base64(&vec![7u8; 2000]) }] });
-    assert_error(&s.post("/api/v1/tickets", big_file).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "larger than the limit of 1000 bytes");
+    assert_error(
+        &s.post("/api/v1/tickets", big_file).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "larger than the limit of 1000 bytes",
+    );
     let bad_b64 = json!({ "subject": "file", "body": "see attachment", "customer": { "email": "a@example.com" },
         "attachments": [{ "filename": "a.txt", "data": "%%%" }] });
-    assert_error(&s.post("/api/v1/tickets", bad_b64).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "not valid base64");
+    assert_error(
+        &s.post("/api/v1/tickets", bad_b64).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "not valid base64",
+    );
     let (_, list) = s.get("/api/v1/tickets").await;
     assert_eq!(list["items"], json!([]), "nothing may be stored");
 }
@@ -161,7 +205,9 @@ async fn attachments_are_stored_once_by_hash_and_served_back() {
     let att = json!([{ "filename": "hello.txt", "content_type": "text/plain", "data": base64(b"hello agent") }]);
     let (_, t) = s.post("/api/v1/tickets", json!({ "subject": "with file", "body": "see file", "customer": { "email": "f@example.com" }, "attachments": att })).await;
     let id = t["id"].as_i64().expect("id");
-    let (status, m) = s.post(&format!("/api/v1/tickets/{id}/messages"), json!({ "body": "same file again", "attachments": att })).await;
+    let (status, m) = s
+        .post(&format!("/api/v1/tickets/{id}/messages"), json!({ "body": "same file again", "attachments": att }))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{m}");
     let (_, msgs) = s.get(&format!("/api/v1/tickets/{id}/messages")).await;
     let items = msgs["items"].as_array().expect("items");
@@ -170,7 +216,12 @@ async fn attachments_are_stored_once_by_hash_and_served_back() {
     let a1 = &items[1]["attachments"][0];
     assert_eq!(a0["id"], a1["id"], "same content is stored once");
     assert_eq!(a0["size"], 11);
-    let resp = reqwest::Client::new().get(format!("{}/api/v1/attachments/{}", s.base, a0["id"])).bearer_auth(&s.token).send().await.expect("get");
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/attachments/{}", s.base, a0["id"]))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .expect("get");
     assert_eq!(resp.headers()["content-type"], "text/plain");
     assert_eq!(resp.bytes().await.expect("body").as_ref(), b"hello agent");
 }
@@ -183,42 +234,89 @@ async fn tokens_are_checked_and_workspaces_do_not_see_each_other() {
     let s = Server::serve(scratch, admin).await;
     let t = s.ticket("Private matter", "p@example.com").await;
     let id = t["id"].as_i64().expect("id");
-    assert_error(&s.call(Method::GET, "/api/v1/tickets", None, None).await, StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization");
-    assert_error(&s.call(Method::GET, "/api/v1/tickets", Some("pd_nope"), None).await, StatusCode::UNAUTHORIZED, "unauthorized", "unknown or revoked");
+    assert_error(
+        &s.call(Method::GET, "/api/v1/tickets", None, None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing Authorization",
+    );
+    assert_error(
+        &s.call(Method::GET, "/api/v1/tickets", Some("pd_nope"), None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "unknown or revoked",
+    );
     // Another workspace's token: 404 on the record, nothing in lists or search.
-    assert_error(&s.call(Method::GET, &format!("/api/v1/tickets/{id}"), Some(&other), None).await, StatusCode::NOT_FOUND, "not_found", "ticket not found");
-    assert_error(&s.call(Method::PATCH, &format!("/api/v1/tickets/{id}"), Some(&other), Some(json!({ "status": "open" }))).await, StatusCode::NOT_FOUND, "not_found", "ticket");
-    assert_error(&s.call(Method::GET, &format!("/api/v1/customers/{}", t["customer_id"]), Some(&other), None).await, StatusCode::NOT_FOUND, "not_found", "customer");
+    assert_error(
+        &s.call(Method::GET, &format!("/api/v1/tickets/{id}"), Some(&other), None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "ticket not found",
+    );
+    assert_error(
+        &s.call(Method::PATCH, &format!("/api/v1/tickets/{id}"), Some(&other), Some(json!({ "status": "open" }))).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "ticket",
+    );
+    assert_error(
+        &s.call(Method::GET, &format!("/api/v1/customers/{}", t["customer_id"]), Some(&other), None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "customer",
+    );
     let (_, list) = s.call(Method::GET, "/api/v1/tickets", Some(&other), None).await;
     assert_eq!(list["items"], json!([]));
     let (_, hits) = s.call(Method::GET, "/api/v1/search?q=private", Some(&other), None).await;
     assert_eq!(hits["items"], json!([]));
     // Same identity in the other workspace is a different customer.
-    let (_, t2) = s.call(Method::POST, "/api/v1/tickets", Some(&other), Some(json!({ "subject": "x", "body": "y", "customer": { "email": "p@example.com" } }))).await;
+    let (_, t2) = s
+        .call(
+            Method::POST,
+            "/api/v1/tickets",
+            Some(&other),
+            Some(json!({ "subject": "x", "body": "y", "customer": { "email": "p@example.com" } })),
+        )
+        .await;
     assert_ne!(t2["customer_id"], t["customer_id"]);
     assert_eq!(t2["number"], 1, "numbers count per workspace");
 
     // An agent token may work tickets but not change configuration.
-    let (status, agent) = s.post("/api/v1/agents", json!({ "name": "Ada", "email": "ada@example.com", "skills": ["billing"] })).await;
+    let (status, agent) =
+        s.post("/api/v1/agents", json!({ "name": "Ada", "email": "ada@example.com", "skills": ["billing"] })).await;
     assert_eq!(status, StatusCode::CREATED, "{agent}");
     let (status, tok) = s.post("/api/v1/tokens", json!({ "agent_id": agent["id"], "name": "ada laptop" })).await;
     assert_eq!(status, StatusCode::CREATED, "{tok}");
     assert_eq!(tok["role"], "agent");
     let agent_token = tok["token"].as_str().expect("token").to_owned();
-    let (status, _) = s.call(Method::PATCH, &format!("/api/v1/tickets/{id}"), Some(&agent_token), Some(json!({ "status": "open" }))).await;
+    let (status, _) = s
+        .call(Method::PATCH, &format!("/api/v1/tickets/{id}"), Some(&agent_token), Some(json!({ "status": "open" })))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let tier = s.call(Method::POST, "/api/v1/tiers", Some(&agent_token), Some(tier_spec("gold", 60.0, 30.0))).await;
     assert_error(&tier, StatusCode::FORBIDDEN, "forbidden", "needs an admin token");
     let team = s.call(Method::POST, "/api/v1/teams", Some(&agent_token), Some(json!({ "name": "x" }))).await;
     assert_error(&team, StatusCode::FORBIDDEN, "forbidden", "admin");
-    let escalate = s.call(Method::POST, "/api/v1/tokens", Some(&agent_token), Some(json!({ "agent_id": agent["id"], "name": "x", "role": "admin" }))).await;
+    let escalate = s
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&agent_token),
+            Some(json!({ "agent_id": agent["id"], "name": "x", "role": "admin" })),
+        )
+        .await;
     assert_error(&escalate, StatusCode::FORBIDDEN, "forbidden", "admin");
     let (status, _) = s.post("/api/v1/tokens", json!({ "agent_id": agent["id"], "name": "x", "role": "admin" })).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an agent cannot hold an admin token");
     // Revoked tokens stop working at once.
     let (status, _) = s.call(Method::DELETE, &format!("/api/v1/tokens/{}", tok["id"]), Some(&s.token), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_error(&s.call(Method::GET, "/api/v1/tickets", Some(&agent_token), None).await, StatusCode::UNAUTHORIZED, "unauthorized", "revoked");
+    assert_error(
+        &s.call(Method::GET, "/api/v1/tickets", Some(&agent_token), None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "revoked",
+    );
 }
 
 fn tier_spec(key: &str, first_response: f64, warning: f64) -> Value {
@@ -242,8 +340,18 @@ async fn status_transitions_are_enforced_and_customer_replies_reopen() {
     assert_error(&back_to_new, StatusCode::CONFLICT, "invalid_transition", "cannot change status from open to new");
     let (status, _) = s.patch(&path, json!({ "status": "resolved" })).await;
     assert_eq!(status, StatusCode::OK);
-    assert_error(&s.patch(&path, json!({ "status": "pending" })).await, StatusCode::CONFLICT, "invalid_transition", "allowed from resolved: open, closed");
-    assert_error(&s.patch(&path, json!({ "status": "done" })).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_json", "unknown variant `done`");
+    assert_error(
+        &s.patch(&path, json!({ "status": "pending" })).await,
+        StatusCode::CONFLICT,
+        "invalid_transition",
+        "allowed from resolved: open, closed",
+    );
+    assert_error(
+        &s.patch(&path, json!({ "status": "done" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_json",
+        "unknown variant `done`",
+    );
     // The customer writes again: the ticket reopens, counted.
     let (status, _) = s.post(&format!("{path}/messages"), json!({ "body": "It is still burning" })).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -257,8 +365,13 @@ async fn status_transitions_are_enforced_and_customer_replies_reopen() {
     assert_eq!(after["priority"], t["priority"]);
     // The history has before/after of each change.
     let (_, events) = s.get(&format!("{path}/events")).await;
-    let types: Vec<&str> = events["items"].as_array().expect("items").iter().filter_map(|e| e["type"].as_str()).collect();
-    assert_eq!(types, vec!["ticket.created", "ticket.updated", "ticket.updated", "message.received", "ticket.updated"], "{events}");
+    let types: Vec<&str> =
+        events["items"].as_array().expect("items").iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        vec!["ticket.created", "ticket.updated", "ticket.updated", "message.received", "ticket.updated"],
+        "{events}"
+    );
     assert_eq!(events["items"][2]["changes"]["status"], json!({ "before": "open", "after": "resolved" }));
 }
 
@@ -267,11 +380,13 @@ async fn replies_meet_the_first_response_and_pending_pauses_the_clocks() {
     let s = Server::start().await;
     let t = s.ticket("Where is my invoice", "i@example.com").await;
     let path = format!("/api/v1/tickets/{}", t["id"]);
-    let (status, note) = s.post(&format!("{path}/notes"), json!({ "body": "Checked billing: invoice was never sent" })).await;
+    let (status, note) =
+        s.post(&format!("{path}/notes"), json!({ "body": "Checked billing: invoice was never sent" })).await;
     assert_eq!((status, note["direction"].as_str()), (StatusCode::CREATED, Some("internal")));
     let (_, t) = s.get(&path).await;
     assert!(t["first_response_at"].is_null(), "a note is no response");
-    let (status, reply) = s.post(&format!("{path}/reply"), json!({ "body": "Here it is", "body_html": "<p>Here it is</p>" })).await;
+    let (status, reply) =
+        s.post(&format!("{path}/reply"), json!({ "body": "Here it is", "body_html": "<p>Here it is</p>" })).await;
     assert_eq!((status, reply["direction"].as_str()), (StatusCode::CREATED, Some("outbound")));
     let (_, t) = s.get(&path).await;
     assert_eq!(t["status"], "open");
@@ -285,11 +400,17 @@ async fn replies_meet_the_first_response_and_pending_pauses_the_clocks() {
     let (_, t) = s.get(&path).await;
     assert_eq!(t["status"], "open");
     assert_eq!(t["reopen_count"], 0, "leaving pending is no reopen");
-    let mut clocks: Vec<(String, bool)> = t["sla"].as_array().expect("sla").iter().map(|c| (c["kind"].as_str().unwrap_or("").to_owned(), c["paused"].as_bool().unwrap_or(true))).collect();
+    let mut clocks: Vec<(String, bool)> = t["sla"]
+        .as_array()
+        .expect("sla")
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap_or("").to_owned(), c["paused"].as_bool().unwrap_or(true)))
+        .collect();
     clocks.sort();
     assert_eq!(clocks, vec![("next_response".to_owned(), false), ("resolution".to_owned(), false)]);
     let (_, msgs) = s.get(&format!("{path}/messages")).await;
-    let directions: Vec<&str> = msgs["items"].as_array().expect("items").iter().filter_map(|m| m["direction"].as_str()).collect();
+    let directions: Vec<&str> =
+        msgs["items"].as_array().expect("items").iter().filter_map(|m| m["direction"].as_str()).collect();
     assert_eq!(directions, vec!["inbound", "internal", "outbound", "inbound"]);
     let (_, t) = s.patch(&path, json!({ "status": "closed" })).await;
     assert_eq!(t["sla"], json!([]));
@@ -374,7 +495,8 @@ async fn a_ticket_that_fails_inside_a_batch_leaves_nothing_behind() {
 async fn lists_filter_sort_and_paginate_with_a_cursor() {
     let s = Server::start().await;
     let (_, team) = s.post("/api/v1/teams", json!({ "name": "Billing" })).await;
-    let (_, agent) = s.post("/api/v1/agents", json!({ "name": "Bea", "email": "bea@example.com", "teams": [team["id"]] })).await;
+    let (_, agent) =
+        s.post("/api/v1/agents", json!({ "name": "Bea", "email": "bea@example.com", "teams": [team["id"]] })).await;
     let mut all = Vec::new();
     for i in 0..7 {
         let (_, t) = s
@@ -384,7 +506,11 @@ async fn lists_filter_sort_and_paginate_with_a_cursor() {
             .await;
         all.push(t["id"].as_i64().expect("id"));
     }
-    s.patch(&format!("/api/v1/tickets/{}", all[1]), json!({ "team_id": team["id"], "assignee_id": agent["id"], "status": "open" })).await;
+    s.patch(
+        &format!("/api/v1/tickets/{}", all[1]),
+        json!({ "team_id": team["id"], "assignee_id": agent["id"], "status": "open" }),
+    )
+    .await;
     let ids_of = |v: &Value| ids(&v["items"]);
     let (_, v) = s.get("/api/v1/tickets?channel=email").await;
     assert_eq!(ids_of(&v), vec![all[6], all[4], all[2], all[0]]);
@@ -400,8 +526,18 @@ async fn lists_filter_sort_and_paginate_with_a_cursor() {
     assert_eq!(ids_of(&v).len(), 6);
     let (_, v) = s.get("/api/v1/tickets?sort=-updated_at&limit=1").await;
     assert_eq!(ids_of(&v), vec![all[1]], "the changed ticket is the most recently updated");
-    assert_error(&s.get("/api/v1/tickets?tier=platinum").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "unknown tier");
-    assert_error(&s.get("/api/v1/tickets?status=burning").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "unknown status");
+    assert_error(
+        &s.get("/api/v1/tickets?tier=platinum").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "unknown tier",
+    );
+    assert_error(
+        &s.get("/api/v1/tickets?status=burning").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "unknown status",
+    );
     // Walk all pages of 3.
     for sort in ["-created_at", "created_at", "-updated_at", "updated_at"] {
         let mut seen = Vec::new();
@@ -425,16 +561,30 @@ async fn lists_filter_sort_and_paginate_with_a_cursor() {
         assert_eq!(sorted.len(), 7, "{sort}: every ticket exactly once: {seen:?}");
     }
     let (_, agents) = s.get("/api/v1/agents").await;
-    let bea = agents["items"].as_array().expect("items").iter().find(|a| a["email"] == "bea@example.com").cloned().expect("bea");
+    let bea = agents["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|a| a["email"] == "bea@example.com")
+        .cloned()
+        .expect("bea");
     assert_eq!((bea["open_tickets"].as_i64(), bea["teams"].clone()), (Some(1), json!([team["id"]])));
 }
 
 #[tokio::test]
 async fn customers_merge_with_their_identities_tickets_and_timeline() {
     let s = Server::start().await;
-    let (status, anna) = s.post("/api/v1/customers", json!({ "name": "Anna", "email": "anna@example.com", "phone": "+49 30 1234567", "language": "de" })).await;
+    let (status, anna) = s
+        .post(
+            "/api/v1/customers",
+            json!({ "name": "Anna", "email": "anna@example.com", "phone": "+49 30 1234567", "language": "de" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{anna}");
-    assert_eq!(anna["identities"], json!([{ "kind": "email", "address": "anna@example.com" }, { "kind": "phone", "address": "+49301234567" }]));
+    assert_eq!(
+        anna["identities"],
+        json!([{ "kind": "email", "address": "anna@example.com" }, { "kind": "phone", "address": "+49301234567" }])
+    );
     let dup = s.post("/api/v1/customers", json!({ "email": "ANNA@example.com" })).await;
     assert_error(&dup, StatusCode::CONFLICT, "conflict", "identity email:anna@example.com belongs to customer");
     // The same person writes from a chat handle: a second customer at first.
@@ -443,11 +593,13 @@ async fn customers_merge_with_their_identities_tickets_and_timeline() {
     assert_eq!(mail["customer_id"], anna["id"]);
     let chat_customer = chat["customer_id"].as_i64().expect("customer");
     assert_ne!(chat_customer, anna["id"].as_i64().expect("id"));
-    let self_merge = s.post(&format!("/api/v1/customers/{chat_customer}/merge"), json!({ "into_id": chat_customer })).await;
+    let self_merge =
+        s.post(&format!("/api/v1/customers/{chat_customer}/merge"), json!({ "into_id": chat_customer })).await;
     assert_error(&self_merge, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "cannot merge a customer into itself");
     let missing = s.post(&format!("/api/v1/customers/{chat_customer}/merge"), json!({ "into_id": 9999 })).await;
     assert_error(&missing, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "customer 9999 does not exist");
-    let (status, merged) = s.post(&format!("/api/v1/customers/{chat_customer}/merge"), json!({ "into_id": anna["id"] })).await;
+    let (status, merged) =
+        s.post(&format!("/api/v1/customers/{chat_customer}/merge"), json!({ "into_id": anna["id"] })).await;
     assert_eq!(status, StatusCode::OK, "{merged}");
     assert_eq!(merged["identities"].as_array().map(Vec::len), Some(3));
     let (_, gone) = s.get(&format!("/api/v1/customers/{chat_customer}")).await;
@@ -462,13 +614,21 @@ async fn customers_merge_with_their_identities_tickets_and_timeline() {
     assert_eq!(t3["customer_id"], anna["id"]);
     // One timeline across channels, newest first, paginated.
     let (_, tl) = s.get(&format!("/api/v1/customers/{}/timeline?limit=2", anna["id"])).await;
-    let channels: Vec<&str> = tl["items"].as_array().expect("items").iter().filter_map(|e| e["channel"].as_str()).collect();
+    let channels: Vec<&str> =
+        tl["items"].as_array().expect("items").iter().filter_map(|e| e["channel"].as_str()).collect();
     assert_eq!(channels, vec!["telegram", "email"]);
-    let (_, tl2) = s.get(&format!("/api/v1/customers/{}/timeline?limit=2&before={}", anna["id"], tl["next_before"])).await;
+    let (_, tl2) =
+        s.get(&format!("/api/v1/customers/{}/timeline?limit=2&before={}", anna["id"], tl["next_before"])).await;
     assert_eq!(tl2["items"][0]["body"], "hi from chat");
     // The merge is recorded with what moved.
     let (_, events) = s.get("/api/v1/events?limit=1000").await;
-    let merge = events["items"].as_array().expect("items").iter().find(|e| e["type"] == "customer.merged").cloned().expect("merge event");
+    let merge = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|e| e["type"] == "customer.merged")
+        .cloned()
+        .expect("merge event");
     assert_eq!(merge["changes"]["ticket_ids"], json!([chat["id"]]));
     assert_eq!(merge["changes"]["source"]["id"], chat_customer);
 }
@@ -480,22 +640,55 @@ async fn customer_updates_and_identities_are_validated() {
     assert_eq!(c["name"], "k");
     assert_eq!(c["tier"], "normal");
     let path = format!("/api/v1/customers/{}", c["id"]);
-    let (status, c2) = s.patch(&path, json!({ "tier": "extended", "attributes": { "plan": "pro" }, "name": "Karl" })).await;
+    let (status, c2) =
+        s.patch(&path, json!({ "tier": "extended", "attributes": { "plan": "pro" }, "name": "Karl" })).await;
     assert_eq!(status, StatusCode::OK, "{c2}");
     assert_eq!((c2["tier"].as_str(), c2["attributes"]["plan"].as_str()), (Some("extended"), Some("pro")));
-    assert_error(&s.patch(&path, json!({ "tier": "diamond" })).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "unknown tier");
-    assert_error(&s.patch(&path, json!({ "attributes": [1] })).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "JSON object");
-    assert_error(&s.patch(&path, json!({ "language": "../../etc" })).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "language");
-    let (status, _) = s.post(&format!("{path}/identities"), json!({ "kind": "phone", "address": "+44 20 7946 0958" })).await;
+    assert_error(
+        &s.patch(&path, json!({ "tier": "diamond" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "unknown tier",
+    );
+    assert_error(
+        &s.patch(&path, json!({ "attributes": [1] })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "JSON object",
+    );
+    assert_error(
+        &s.patch(&path, json!({ "language": "../../etc" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "language",
+    );
+    let (status, _) =
+        s.post(&format!("{path}/identities"), json!({ "kind": "phone", "address": "+44 20 7946 0958" })).await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, other) = s.post("/api/v1/customers", json!({ "email": "other@example.com" })).await;
-    let stolen = s.post(&format!("/api/v1/customers/{}/identities", other["id"]), json!({ "kind": "phone", "address": "+442079460958" })).await;
+    let stolen = s
+        .post(
+            &format!("/api/v1/customers/{}/identities", other["id"]),
+            json!({ "kind": "phone", "address": "+442079460958" }),
+        )
+        .await;
     assert_error(&stolen, StatusCode::CONFLICT, "conflict", "belongs to customer");
-    assert_error(&s.post(&format!("{path}/identities"), json!({ "kind": "phone", "address": "ring ring" })).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "not a phone number");
+    assert_error(
+        &s.post(&format!("{path}/identities"), json!({ "kind": "phone", "address": "ring ring" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "not a phone number",
+    );
     // A ticket for the extended customer gets the extended tier's priority.
-    let (_, t) = s.post("/api/v1/tickets", json!({ "subject": "VIP", "body": "x", "customer": { "id": c["id"] } })).await;
+    let (_, t) =
+        s.post("/api/v1/tickets", json!({ "subject": "VIP", "body": "x", "customer": { "id": c["id"] } })).await;
     assert_eq!(t["priority"], "high");
-    assert_error(&s.post("/api/v1/tickets", json!({ "subject": "x", "body": "x", "customer": { "id": 9999 } })).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "customer 9999 does not exist");
+    assert_error(
+        &s.post("/api/v1/tickets", json!({ "subject": "x", "body": "x", "customer": { "id": 9999 } })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "customer 9999 does not exist",
+    );
 }
 
 #[tokio::test]
@@ -507,13 +700,23 @@ async fn tiers_teams_agents_and_organisations_are_configurable() {
     assert_eq!(tiers["items"][0]["automation_level"], "automated_first");
     let (status, gold) = s.post("/api/v1/tiers", tier_spec("gold", 30.0, 10.0)).await;
     assert_eq!(status, StatusCode::CREATED, "{gold}");
-    assert_error(&s.post("/api/v1/tiers", tier_spec("gold", 30.0, 10.0)).await, StatusCode::CONFLICT, "conflict", "exists already");
+    assert_error(
+        &s.post("/api/v1/tiers", tier_spec("gold", 30.0, 10.0)).await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "exists already",
+    );
     let mut bad = tier_spec("silver", 30.0, 10.0);
     bad["calendar"]["timezone"] = json!("Atlantis/Capital");
     assert_error(&s.post("/api/v1/tiers", bad).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "unknown time zone");
     let mut bad = tier_spec("silver", 30.0, 10.0);
     bad["calendar"]["hours"]["mon"] = json!([["18:00", "09:00"]]);
-    assert_error(&s.post("/api/v1/tiers", bad).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "ends before it starts");
+    assert_error(
+        &s.post("/api/v1/tiers", bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "ends before it starts",
+    );
     let (_, team) = s.post("/api/v1/teams", json!({ "name": "VIP desk" })).await;
     let mut spec = tier_spec("gold", 20.0, 5.0);
     spec["team_id"] = team["id"].clone();
@@ -522,20 +725,48 @@ async fn tiers_teams_agents_and_organisations_are_configurable() {
     assert_eq!((gold2["first_response_minutes"].as_f64(), gold2["team_id"].clone()), (Some(20.0), team["id"].clone()));
     // A gold customer's ticket goes to the tier's team.
     let (_, c) = s.post("/api/v1/customers", json!({ "email": "g@example.com", "tier": "gold" })).await;
-    let (_, t) = s.post("/api/v1/tickets", json!({ "subject": "gold", "body": "x", "customer": { "id": c["id"] } })).await;
-    assert_eq!((t["team_id"].clone(), t["tier_id"].clone(), t["priority"].as_str()), (team["id"].clone(), gold["id"].clone(), Some("high")));
-    assert_error(&s.post("/api/v1/teams", json!({ "name": "VIP desk" })).await, StatusCode::CONFLICT, "conflict", "exists already");
-    let (_, lead) = s.post("/api/v1/agents", json!({ "name": "Lea", "email": "lea@example.com", "level": 2, "teams": [team["id"]] })).await;
-    let (status, team2) = s.put(&format!("/api/v1/teams/{}", team["id"]), json!({ "name": "VIP desk", "lead_agent_id": lead["id"] })).await;
+    let (_, t) =
+        s.post("/api/v1/tickets", json!({ "subject": "gold", "body": "x", "customer": { "id": c["id"] } })).await;
+    assert_eq!(
+        (t["team_id"].clone(), t["tier_id"].clone(), t["priority"].as_str()),
+        (team["id"].clone(), gold["id"].clone(), Some("high"))
+    );
+    assert_error(
+        &s.post("/api/v1/teams", json!({ "name": "VIP desk" })).await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "exists already",
+    );
+    let (_, lead) = s
+        .post("/api/v1/agents", json!({ "name": "Lea", "email": "lea@example.com", "level": 2, "teams": [team["id"]] }))
+        .await;
+    let (status, team2) = s
+        .put(&format!("/api/v1/teams/{}", team["id"]), json!({ "name": "VIP desk", "lead_agent_id": lead["id"] }))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!((team2["lead_agent_id"].clone(), team2["members"].clone()), (lead["id"].clone(), json!([lead["id"]])));
-    assert_error(&s.post("/api/v1/agents", json!({ "name": "Dup", "email": "LEA@example.com" })).await, StatusCode::CONFLICT, "conflict", "exists already");
-    assert_error(&s.post("/api/v1/agents", json!({ "name": "L3", "email": "l3@example.com", "level": 3 })).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "level must be 1");
+    assert_error(
+        &s.post("/api/v1/agents", json!({ "name": "Dup", "email": "LEA@example.com" })).await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "exists already",
+    );
+    assert_error(
+        &s.post("/api/v1/agents", json!({ "name": "L3", "email": "l3@example.com", "level": 3 })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "level must be 1",
+    );
     let (status, org) = s.post("/api/v1/organizations", json!({ "name": "Acme GmbH", "domain": "acme.de" })).await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, c) = s.patch(&format!("/api/v1/customers/{}", c["id"]), json!({ "organization_id": org["id"] })).await;
     assert_eq!(c["organization_id"], org["id"]);
-    assert_error(&s.post("/api/v1/organizations", json!({ "name": "Acme GmbH" })).await, StatusCode::CONFLICT, "conflict", "exists already");
+    assert_error(
+        &s.post("/api/v1/organizations", json!({ "name": "Acme GmbH" })).await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "exists already",
+    );
 }
 
 #[tokio::test]
@@ -578,7 +809,8 @@ async fn fast_sla_server() -> Server {
 async fn sla_warning_and_breach_fire_exactly_once() {
     let s = fast_sla_server().await;
     let (_, c) = s.post("/api/v1/customers", json!({ "email": "rush@example.com", "tier": "rush" })).await;
-    let (_, t) = s.post("/api/v1/tickets", json!({ "subject": "hurry", "body": "x", "customer": { "id": c["id"] } })).await;
+    let (_, t) =
+        s.post("/api/v1/tickets", json!({ "subject": "hurry", "body": "x", "customer": { "id": c["id"] } })).await;
     let id = t["id"].as_i64().expect("id");
     s.wait_for("/api/v1/events?limit=1000", Duration::from_secs(20), |v| {
         v["items"].as_array().is_some_and(|a| a.iter().any(|e| e["type"] == "sla.breached" && e["ticket_id"] == id))
@@ -588,11 +820,13 @@ async fn sla_warning_and_breach_fire_exactly_once() {
     let fr = t["sla"].as_array().expect("sla").iter().find(|c| c["kind"] == "first_response").cloned().expect("clock");
     assert_eq!((fr["warned"].as_bool(), fr["breached"].as_bool()), (Some(true), Some(true)));
     // A ticket answered in time never breaches its first response.
-    let (_, t2) = s.post("/api/v1/tickets", json!({ "subject": "answered", "body": "x", "customer": { "id": c["id"] } })).await;
+    let (_, t2) =
+        s.post("/api/v1/tickets", json!({ "subject": "answered", "body": "x", "customer": { "id": c["id"] } })).await;
     let id2 = t2["id"].as_i64().expect("id");
     s.post(&format!("/api/v1/tickets/{id2}/reply"), json!({ "body": "on it" })).await;
     // Wait for a third ticket's breach: by then the scheduler has passed many times.
-    let (_, t3) = s.post("/api/v1/tickets", json!({ "subject": "marker", "body": "x", "customer": { "id": c["id"] } })).await;
+    let (_, t3) =
+        s.post("/api/v1/tickets", json!({ "subject": "marker", "body": "x", "customer": { "id": c["id"] } })).await;
     let id3 = t3["id"].as_i64().expect("id");
     s.wait_for("/api/v1/events?limit=1000", Duration::from_secs(20), |v| {
         v["items"].as_array().is_some_and(|a| a.iter().any(|e| e["type"] == "sla.breached" && e["ticket_id"] == id3))
@@ -600,7 +834,11 @@ async fn sla_warning_and_breach_fire_exactly_once() {
     .await;
     assert_eq!(sla_events(&s, id).await, (1, 1), "once each, however many passes");
     let (_, v) = s.get("/api/v1/events?limit=1000").await;
-    let breached_first_response_2 = v["items"].as_array().expect("items").iter().any(|e| e["type"] == "sla.breached" && e["ticket_id"] == id2 && e["changes"]["clock"] == "first_response");
+    let breached_first_response_2 = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .any(|e| e["type"] == "sla.breached" && e["ticket_id"] == id2 && e["changes"]["clock"] == "first_response");
     assert!(!breached_first_response_2);
     let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
     assert!(metrics.as_str().unwrap_or_default().contains("plugdesk_sla_events_total{type=\"sla.breached\"}"));
@@ -610,7 +848,9 @@ async fn sla_warning_and_breach_fire_exactly_once() {
 async fn sla_deadlines_survive_a_restart() {
     let s = fast_sla_server().await;
     let (_, c) = s.post("/api/v1/customers", json!({ "email": "r@example.com", "tier": "rush" })).await;
-    let (_, t) = s.post("/api/v1/tickets", json!({ "subject": "over the restart", "body": "x", "customer": { "id": c["id"] } })).await;
+    let (_, t) = s
+        .post("/api/v1/tickets", json!({ "subject": "over the restart", "body": "x", "customer": { "id": c["id"] } }))
+        .await;
     let id = t["id"].as_i64().expect("id");
     let due = t["created_at"].as_str().map(str::to_owned).expect("created");
     let (scratch, token) = s.stop();
@@ -628,7 +868,8 @@ async fn sla_deadlines_survive_a_restart() {
     // Restart again: nothing is emitted twice.
     let (scratch, token) = s.stop();
     let s = Server::serve(scratch, token).await;
-    let (_, t2) = s.post("/api/v1/tickets", json!({ "subject": "marker", "body": "x", "customer": { "id": c["id"] } })).await;
+    let (_, t2) =
+        s.post("/api/v1/tickets", json!({ "subject": "marker", "body": "x", "customer": { "id": c["id"] } })).await;
     let id2 = t2["id"].as_i64().expect("id");
     s.wait_for("/api/v1/events?limit=1000", Duration::from_secs(20), |v| {
         v["items"].as_array().is_some_and(|a| a.iter().any(|e| e["type"] == "sla.breached" && e["ticket_id"] == id2))
@@ -671,7 +912,12 @@ async fn every_documented_route_exists_and_the_document_is_served() {
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{} {}", route.method, route.path);
         let unknown = answer["error"]["message"].as_str().is_some_and(|m| m.contains("no such endpoint"));
         assert!(!unknown, "{} {} is documented but not routed", route.method, route.path);
-        assert!(doc["paths"][route.path][route.method.to_lowercase()].is_object(), "{} {} missing from the document", route.method, route.path);
+        assert!(
+            doc["paths"][route.path][route.method.to_lowercase()].is_object(),
+            "{} {} missing from the document",
+            route.method,
+            route.path
+        );
     }
 }
 
@@ -696,7 +942,8 @@ async fn import_reports_bad_rows_by_file_and_line_and_keeps_the_rest() {
     assert!(stderr.contains("4/4 rows, 2 failed"), "progress is shown: {stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Imported 2 of 4 rows"));
     let (_, list) = s.get("/api/v1/tickets?sort=created_at").await;
-    let subjects: Vec<&str> = list["items"].as_array().expect("items").iter().filter_map(|t| t["subject"].as_str()).collect();
+    let subjects: Vec<&str> =
+        list["items"].as_array().expect("items").iter().filter_map(|t| t["subject"].as_str()).collect();
     assert_eq!(subjects.len(), 2);
     assert!(subjects.contains(&"Lost parcel") && subjects.contains(&"Refund"));
     let (_, lost) = s.get("/api/v1/tickets?tag=lost").await;
@@ -728,7 +975,13 @@ async fn metrics_count_requests_by_route() {
     s.get("/api/v1/tickets/424242").await;
     let (_, text) = s.call(Method::GET, "/metrics", None, None).await;
     let text = text.as_str().unwrap_or_default().to_owned();
-    assert!(text.contains("plugdesk_http_requests_total{method=\"POST\",route=\"/api/v1/tickets\",status=\"201\"} 1"), "{text}");
-    assert!(text.contains("plugdesk_http_requests_total{method=\"GET\",route=\"/api/v1/tickets/{id}\",status=\"404\"} 1"), "{text}");
+    assert!(
+        text.contains("plugdesk_http_requests_total{method=\"POST\",route=\"/api/v1/tickets\",status=\"201\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("plugdesk_http_requests_total{method=\"GET\",route=\"/api/v1/tickets/{id}\",status=\"404\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("plugdesk_tickets_created_total 1"), "{text}");
 }

@@ -37,7 +37,12 @@ impl Scratch {
                 psql(&admin, &format!("DROP DATABASE IF EXISTS {name}"));
                 psql(&admin, &format!("CREATE DATABASE {name}"));
                 let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
-                Scratch { dir, database_url: Some(format!("{base}/{name}")), admin_url: Some(admin), db_name: Some(name) }
+                Scratch {
+                    dir,
+                    database_url: Some(format!("{base}/{name}")),
+                    admin_url: Some(admin),
+                    db_name: Some(name),
+                }
             }
             None => Scratch { dir, database_url: None, admin_url: None, db_name: None },
         }
@@ -77,7 +82,8 @@ impl Drop for Scratch {
 }
 
 fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql").arg(url).args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql]).output().expect("run psql");
+    let out =
+        Command::new("psql").arg(url).args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql]).output().expect("run psql");
     assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -131,7 +137,10 @@ impl Server {
     pub fn stop(mut self) -> (Scratch, String) {
         self.terminate();
         let token = self.token.clone();
-        let scratch = std::mem::replace(&mut self.scratch, Scratch { dir: PathBuf::new(), database_url: None, admin_url: None, db_name: None });
+        let scratch = std::mem::replace(
+            &mut self.scratch,
+            Scratch { dir: PathBuf::new(), database_url: None, admin_url: None, db_name: None },
+        );
         (scratch, token)
     }
 
@@ -149,7 +158,13 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);

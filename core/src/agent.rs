@@ -134,7 +134,8 @@ impl AgentSpec {
         if self.name.trim().is_empty() {
             return Err(Error::invalid("name", "agent name must not be empty"));
         }
-        crate::customer::normalize_identity("email", &self.email).map_err(|_| Error::invalid("email", format!("{:?} is not an e-mail address", self.email)))?;
+        crate::customer::normalize_identity("email", &self.email)
+            .map_err(|_| Error::invalid("email", format!("{:?} is not an e-mail address", self.email)))?;
         if !(1..=2).contains(&self.level) {
             return Err(Error::invalid("level", "level must be 1 (front office) or 2 (back office)"));
         }
@@ -166,7 +167,13 @@ pub async fn create<C: ConnectionTrait>(db: &C, workspace_id: i64, spec: &AgentS
     .insert(db)
     .await
     .map_err(Error::from)
-    .map_err(|e| if e.is_unique_violation() { Error::Conflict(format!("an agent with e-mail {} exists already", spec.email)) } else { e })?;
+    .map_err(|e| {
+        if e.is_unique_violation() {
+            Error::Conflict(format!("an agent with e-mail {} exists already", spec.email))
+        } else {
+            e
+        }
+    })?;
     set_teams(db, workspace_id, row.id, &spec.teams).await?;
     get(db, workspace_id, row.id).await
 }
@@ -186,19 +193,29 @@ pub async fn update<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64, spec
     row.skills = Set(serde_json::to_string(&spec.skills)?);
     row.capacity = Set(spec.capacity);
     row.presence = Set(spec.presence.as_str().to_owned());
-    row.update(db)
-        .await
-        .map_err(Error::from)
-        .map_err(|e| if e.is_unique_violation() { Error::Conflict(format!("an agent with e-mail {} exists already", spec.email)) } else { e })?;
+    row.update(db).await.map_err(Error::from).map_err(|e| {
+        if e.is_unique_violation() {
+            Error::Conflict(format!("an agent with e-mail {} exists already", spec.email))
+        } else {
+            e
+        }
+    })?;
     set_teams(db, workspace_id, id, &spec.teams).await?;
     get(db, workspace_id, id).await
 }
 
 async fn set_teams<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64, teams: &[i64]) -> Result<()> {
     for t in teams {
-        find_team(db, workspace_id, *t).await.map_err(|_| Error::invalid("teams", format!("team {t} does not exist")))?;
+        find_team(db, workspace_id, *t)
+            .await
+            .map_err(|_| Error::invalid("teams", format!("team {t} does not exist")))?;
     }
-    db::exec(db, "DELETE FROM team_members WHERE agent_id = ? AND workspace_id = ?", vec![agent_id.into(), workspace_id.into()]).await?;
+    db::exec(
+        db,
+        "DELETE FROM team_members WHERE agent_id = ? AND workspace_id = ?",
+        vec![agent_id.into(), workspace_id.into()],
+    )
+    .await?;
     for t in teams {
         db::exec(
             db,
@@ -242,7 +259,12 @@ pub async fn list<C: ConnectionTrait>(db: &C, workspace_id: i64) -> Result<Vec<A
 }
 
 async fn list_models<C: ConnectionTrait>(db: &C, workspace_id: i64, rows: Vec<agent::Model>) -> Result<Vec<Agent>> {
-    let members = db::query_all(db, "SELECT agent_id, team_id FROM team_members WHERE workspace_id = ?", vec![workspace_id.into()]).await?;
+    let members = db::query_all(
+        db,
+        "SELECT agent_id, team_id FROM team_members WHERE workspace_id = ?",
+        vec![workspace_id.into()],
+    )
+    .await?;
     let load = db::query_all(
         db,
         "SELECT assignee_id, COUNT(*) AS n FROM tickets WHERE workspace_id = ? AND assignee_id IS NOT NULL AND status IN ('new', 'open', 'pending') GROUP BY assignee_id",
@@ -292,7 +314,9 @@ pub async fn find_team<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64) -
 }
 
 async fn team_view<C: ConnectionTrait>(db: &C, m: team::Model) -> Result<Team> {
-    let rows = db::query_all(db, "SELECT agent_id FROM team_members WHERE team_id = ? ORDER BY agent_id", vec![m.id.into()]).await?;
+    let rows =
+        db::query_all(db, "SELECT agent_id FROM team_members WHERE team_id = ? ORDER BY agent_id", vec![m.id.into()])
+            .await?;
     let members = rows.iter().map(|r| db::col::<i64>(r, "agent_id")).collect::<Result<_>>()?;
     Ok(Team { id: m.id, name: m.name, lead_agent_id: m.lead_agent_id, members })
 }
@@ -301,23 +325,32 @@ async fn team_view<C: ConnectionTrait>(db: &C, m: team::Model) -> Result<Team> {
 ///
 /// # Errors
 /// [`Error::Invalid`] for an empty name or unknown lead, [`Error::Conflict`] for a taken name.
-pub async fn save_team<C: ConnectionTrait>(db: &C, workspace_id: i64, id: Option<i64>, spec: &TeamSpec) -> Result<Team> {
+pub async fn save_team<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: i64,
+    id: Option<i64>,
+    spec: &TeamSpec,
+) -> Result<Team> {
     if spec.name.trim().is_empty() {
         return Err(Error::invalid("name", "team name must not be empty"));
     }
     if let Some(lead) = spec.lead_agent_id {
-        find(db, workspace_id, lead).await.map_err(|_| Error::invalid("lead_agent_id", format!("agent {lead} does not exist")))?;
+        find(db, workspace_id, lead)
+            .await
+            .map_err(|_| Error::invalid("lead_agent_id", format!("agent {lead} does not exist")))?;
     }
     let result = match id {
-        None => team::ActiveModel {
-            id: NotSet,
-            workspace_id: Set(workspace_id),
-            name: Set(spec.name.trim().to_owned()),
-            lead_agent_id: Set(spec.lead_agent_id),
-            created_at: Set(crate::now_ms()),
+        None => {
+            team::ActiveModel {
+                id: NotSet,
+                workspace_id: Set(workspace_id),
+                name: Set(spec.name.trim().to_owned()),
+                lead_agent_id: Set(spec.lead_agent_id),
+                created_at: Set(crate::now_ms()),
+            }
+            .insert(db)
+            .await
         }
-        .insert(db)
-        .await,
         Some(id) => {
             let mut row: team::ActiveModel = find_team(db, workspace_id, id).await?.into();
             row.name = Set(spec.name.trim().to_owned());
@@ -325,9 +358,13 @@ pub async fn save_team<C: ConnectionTrait>(db: &C, workspace_id: i64, id: Option
             row.update(db).await
         }
     };
-    let m = result
-        .map_err(Error::from)
-        .map_err(|e| if e.is_unique_violation() { Error::Conflict(format!("a team named {:?} exists already", spec.name)) } else { e })?;
+    let m = result.map_err(Error::from).map_err(|e| {
+        if e.is_unique_violation() {
+            Error::Conflict(format!("a team named {:?} exists already", spec.name))
+        } else {
+            e
+        }
+    })?;
     team_view(db, m).await
 }
 

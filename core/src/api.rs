@@ -2,9 +2,9 @@
 //! thin: they authenticate, call the domain, and convert to response types. Every error
 //! answers `{"error": {"code", "message"}}` (see [`error::ApiError`]).
 
+mod customers;
 pub mod error;
 pub mod extract;
-mod customers;
 pub mod openapi;
 mod settings;
 mod system;
@@ -70,14 +70,19 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method; see /api/v1/openapi.json")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method; see /api/v1/openapi.json",
+    )
 }
 
 /// Records every request in the metrics and the log.
 async fn observe(State(core): State<Core>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let response = next.run(req).await.into_response();
     let elapsed = start.elapsed();
     let status = response.status().as_u16();

@@ -146,10 +146,7 @@ impl TokenCache {
             token_id: row.id,
             role: Role::parse(&row.role)?,
         };
-        self.map
-            .write()
-            .map_err(|_| Error::Internal("token cache poisoned".into()))?
-            .insert(hash, principal);
+        self.map.write().map_err(|_| Error::Internal("token cache poisoned".into()))?.insert(hash, principal);
         Ok(principal)
     }
 
@@ -165,7 +162,12 @@ impl TokenCache {
 ///
 /// # Errors
 /// [`Error::NotFound`] when the workspace has no such token.
-pub async fn revoke_token<C: ConnectionTrait>(db: &C, cache: &TokenCache, workspace_id: i64, token_id: i64) -> Result<()> {
+pub async fn revoke_token<C: ConnectionTrait>(
+    db: &C,
+    cache: &TokenCache,
+    workspace_id: i64,
+    token_id: i64,
+) -> Result<()> {
     let n = crate::db::exec(
         db,
         "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND workspace_id = ? AND revoked_at IS NULL",

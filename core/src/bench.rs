@@ -69,7 +69,8 @@ impl Stats {
 /// # Errors
 /// When the server cannot be started or answers with errors.
 pub async fn run(opts: Options) -> Result<()> {
-    let dir = opts.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("plugdesk-bench-{}", std::process::id())));
+    let dir =
+        opts.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("plugdesk-bench-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let cfg = Config { data: dir.clone(), database_url: None, ..Config::default() };
@@ -89,13 +90,16 @@ pub async fn run(opts: Options) -> Result<()> {
         .args(["serve", "--data"])
         .arg(&dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("PLUGDESK_LOG", "warn")
+        .env("PLUGDESK_LOG", std::env::var("PLUGDESK_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(http)?;
     let up = wait_ready(&client, &base, &mut server).await?;
-    println!("process start to first answered request          {:>9.1} ms", up.duration_since(started).as_secs_f64() * 1000.0);
+    println!(
+        "process start to first answered request          {:>9.1} ms",
+        up.duration_since(started).as_secs_f64() * 1000.0
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = server.id().unwrap_or_default();
     println!("idle resident memory                              {:>9.1} MB", rss_mb(pid));
@@ -147,7 +151,12 @@ async fn measure(client: &reqwest::Client, base: &str, token: &Arc<String>, opts
         let (client, base, token, ids) = (c.clone(), b.clone(), tk.clone(), ids2.clone());
         async move {
             let id = ids[(i as usize * 7919) % ids.len()];
-            let r = client.get(format!("{base}/api/v1/tickets/{id}")).bearer_auth(token.as_str()).send().await.map_err(http)?;
+            let r = client
+                .get(format!("{base}/api/v1/tickets/{id}"))
+                .bearer_auth(token.as_str())
+                .send()
+                .await
+                .map_err(http)?;
             if !r.status().is_success() {
                 return Err(Error::Internal(format!("get answered {}", r.status())));
             }
@@ -162,8 +171,14 @@ async fn measure(client: &reqwest::Client, base: &str, token: &Arc<String>, opts
     let list = load(opts.clients, opts.queries, move |i| {
         let (client, base, token) = (c.clone(), b.clone(), tk.clone());
         async move {
-            let filter = ["status=new", "priority=normal", "tag=bench", "status=new,open&sort=-updated_at"][i as usize % 4];
-            let r = client.get(format!("{base}/api/v1/tickets?{filter}&limit=50")).bearer_auth(token.as_str()).send().await.map_err(http)?;
+            let filter =
+                ["status=new", "priority=normal", "tag=bench", "status=new,open&sort=-updated_at"][i as usize % 4];
+            let r = client
+                .get(format!("{base}/api/v1/tickets?{filter}&limit=50"))
+                .bearer_auth(token.as_str())
+                .send()
+                .await
+                .map_err(http)?;
             if !r.status().is_success() {
                 return Err(Error::Internal(format!("list answered {}", r.status())));
             }
@@ -178,8 +193,15 @@ async fn measure(client: &reqwest::Client, base: &str, token: &Arc<String>, opts
     let search = load(opts.clients, opts.queries, move |i| {
         let (client, base, token) = (c.clone(), b.clone(), tk.clone());
         async move {
-            let q = ["parcel carrier", &format!("order {}", i * 13), "missing", "Customer 42"][i as usize % 4].to_owned();
-            let r = client.get(format!("{base}/api/v1/search")).query(&[("q", q.as_str()), ("limit", "20")]).bearer_auth(token.as_str()).send().await.map_err(http)?;
+            let q =
+                ["parcel carrier", &format!("order {}", i * 13), "missing", "Customer 42"][i as usize % 4].to_owned();
+            let r = client
+                .get(format!("{base}/api/v1/search"))
+                .query(&[("q", q.as_str()), ("limit", "20")])
+                .bearer_auth(token.as_str())
+                .send()
+                .await
+                .map_err(http)?;
             if !r.status().is_success() {
                 return Err(Error::Internal(format!("search answered {}", r.status())));
             }
@@ -239,10 +261,10 @@ fn free_port() -> Result<u16> {
 async fn wait_ready(client: &reqwest::Client, base: &str, server: &mut Child) -> Result<Instant> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
-            if r.status().is_success() {
-                return Ok(Instant::now());
-            }
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(Instant::now());
         }
         if let Some(status) = server.try_wait()? {
             return Err(Error::Internal(format!("server exited with {status}")));
@@ -255,7 +277,12 @@ async fn wait_ready(client: &reqwest::Client, base: &str, server: &mut Child) ->
 fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -265,8 +292,22 @@ fn rss_mb(pid: u32) -> f64 {
 async fn seed(db: &sea_orm::DatabaseConnection, workspace_id: i64, n: u64) -> Result<()> {
     use crate::db::{insert_rows, reserve_ids};
     const WORDS: [&str; 16] = [
-        "parcel", "invoice", "refund", "password", "delivery", "Rechnung", "Lieferung", "Passwort",
-        "broken", "discount", "subscription", "Kündigung", "address", "warranty", "login", "Umtausch",
+        "parcel",
+        "invoice",
+        "refund",
+        "password",
+        "delivery",
+        "Rechnung",
+        "Lieferung",
+        "Passwort",
+        "broken",
+        "discount",
+        "subscription",
+        "Kündigung",
+        "address",
+        "warranty",
+        "login",
+        "Umtausch",
     ];
     let tiers = crate::tier::list(db, workspace_id).await?;
     let tier = tiers.first().ok_or_else(|| Error::Internal("no tiers".into()))?.id;
@@ -278,8 +319,25 @@ async fn seed(db: &sea_orm::DatabaseConnection, workspace_id: i64, n: u64) -> Re
         let txn = crate::db::begin_write(db).await?;
         let now = crate::now_ms();
         let customers = reserve_ids(&txn, "customers", k).await?;
-        insert_rows(&txn, "customers", &["id", "workspace_id", "name", "tier_id", "created_at", "updated_at"],
-            customers.iter().map(|id| vec![(*id).into(), workspace_id.into(), format!("Seed customer {id}").into(), tier.into(), now.into(), now.into()]).collect()).await?;
+        insert_rows(
+            &txn,
+            "customers",
+            &["id", "workspace_id", "name", "tier_id", "created_at", "updated_at"],
+            customers
+                .iter()
+                .map(|id| {
+                    vec![
+                        (*id).into(),
+                        workspace_id.into(),
+                        format!("Seed customer {id}").into(),
+                        tier.into(),
+                        now.into(),
+                        now.into(),
+                    ]
+                })
+                .collect(),
+        )
+        .await?;
         let tickets = reserve_ids(&txn, "tickets", k).await?;
         let numbers: Vec<i64> = tickets.iter().map(|id| 1_000_000_000 + id).collect();
         let mut rows = Vec::with_capacity(k);
@@ -287,20 +345,75 @@ async fn seed(db: &sea_orm::DatabaseConnection, workspace_id: i64, n: u64) -> Re
         for (j, (id, c)) in tickets.iter().zip(&customers).enumerate() {
             let w = WORDS[(*id as usize) % WORDS.len()];
             let subject = format!("Question about {w} {id}");
-            rows.push(vec![(*id).into(), workspace_id.into(), numbers[j].into(), subject.clone().into(), statuses[j % 5].into(), priorities[j % 4].into(), 1.into(), (*c).into(), tier.into(), "email".into(), now.into(), now.into()]);
-            docs.push(crate::search::Doc { workspace_id, kind: "ticket", ref_id: *id, ticket_id: Some(*id), body: subject });
+            rows.push(vec![
+                (*id).into(),
+                workspace_id.into(),
+                numbers[j].into(),
+                subject.clone().into(),
+                statuses[j % 5].into(),
+                priorities[j % 4].into(),
+                1.into(),
+                (*c).into(),
+                tier.into(),
+                "email".into(),
+                now.into(),
+                now.into(),
+            ]);
+            docs.push(crate::search::Doc {
+                workspace_id,
+                kind: "ticket",
+                ref_id: *id,
+                ticket_id: Some(*id),
+                body: subject,
+            });
         }
-        insert_rows(&txn, "tickets", &["id", "workspace_id", "number", "subject", "status", "priority", "level", "customer_id", "tier_id", "channel", "created_at", "updated_at"], rows).await?;
+        insert_rows(
+            &txn,
+            "tickets",
+            &[
+                "id",
+                "workspace_id",
+                "number",
+                "subject",
+                "status",
+                "priority",
+                "level",
+                "customer_id",
+                "tier_id",
+                "channel",
+                "created_at",
+                "updated_at",
+            ],
+            rows,
+        )
+        .await?;
         let messages = reserve_ids(&txn, "messages", k * 3).await?;
         let mut rows = Vec::with_capacity(k * 3);
         for (m, id) in messages.iter().enumerate() {
             let t = tickets[m / 3];
             let (w1, w2) = (WORDS[(*id as usize * 7) % WORDS.len()], WORDS[(*id as usize * 13) % WORDS.len()]);
-            let body = format!("Message {id} on ticket {t}: the {w1} and the {w2} need attention, please get back to me soon.");
-            rows.push(vec![(*id).into(), workspace_id.into(), t.into(), "inbound".into(), "email".into(), "customer".into(), body.clone().into(), now.into()]);
+            let body = format!(
+                "Message {id} on ticket {t}: the {w1} and the {w2} need attention, please get back to me soon."
+            );
+            rows.push(vec![
+                (*id).into(),
+                workspace_id.into(),
+                t.into(),
+                "inbound".into(),
+                "email".into(),
+                "customer".into(),
+                body.clone().into(),
+                now.into(),
+            ]);
             docs.push(crate::search::Doc { workspace_id, kind: "message", ref_id: *id, ticket_id: Some(t), body });
         }
-        insert_rows(&txn, "messages", &["id", "workspace_id", "ticket_id", "direction", "channel", "author_kind", "body_text", "created_at"], rows).await?;
+        insert_rows(
+            &txn,
+            "messages",
+            &["id", "workspace_id", "ticket_id", "direction", "channel", "author_kind", "body_text", "created_at"],
+            rows,
+        )
+        .await?;
         for chunk in docs.chunks(2000) {
             crate::search::index_many(&txn, chunk.to_vec()).await?;
         }

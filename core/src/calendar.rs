@@ -39,19 +39,14 @@ pub struct Hours {
 impl Calendar {
     /// Open around the clock, every day, in UTC.
     pub fn always_open() -> Self {
-        let hours = DAY_KEYS
-            .iter()
-            .map(|d| ((*d).to_owned(), vec![["00:00".to_owned(), "24:00".to_owned()]]))
-            .collect();
+        let hours =
+            DAY_KEYS.iter().map(|d| ((*d).to_owned(), vec![["00:00".to_owned(), "24:00".to_owned()]])).collect();
         Calendar { timezone: "UTC".into(), hours, holidays: vec![] }
     }
 
     /// Monday to Friday, `from`–`to`, in `timezone`.
     pub fn weekdays(timezone: &str, from: &str, to: &str) -> Self {
-        let hours = DAY_KEYS[..5]
-            .iter()
-            .map(|d| ((*d).to_owned(), vec![[from.to_owned(), to.to_owned()]]))
-            .collect();
+        let hours = DAY_KEYS[..5].iter().map(|d| ((*d).to_owned(), vec![[from.to_owned(), to.to_owned()]])).collect();
         Calendar { timezone: timezone.into(), hours, holidays: vec![] }
     }
 
@@ -70,7 +65,10 @@ impl Calendar {
         let mut week: [Vec<(u32, u32)>; 7] = Default::default();
         for (day, intervals) in &self.hours {
             let idx = DAY_KEYS.iter().position(|d| d == day).ok_or_else(|| {
-                Error::invalid("calendar.hours", format!("unknown weekday {day:?}; use mon, tue, wed, thu, fri, sat, sun"))
+                Error::invalid(
+                    "calendar.hours",
+                    format!("unknown weekday {day:?}; use mon, tue, wed, thu, fri, sat, sun"),
+                )
             })?;
             for [from, to] in intervals {
                 let (a, b) = (parse_minutes(from)?, parse_minutes(to)?);

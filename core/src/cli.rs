@@ -11,7 +11,12 @@ use crate::error::{Error, Result};
 
 /// Plugdesk: a helpdesk you assemble yourself.
 #[derive(Debug, Parser)]
-#[command(name = "plugdesk", version, about, long_about = "Plugdesk: a customer-service helpdesk in one binary.\n\nStart with `plugdesk serve`: on first start it creates ./data with an SQLite database and a workspace called `default`, and prints the admin's API token. Set DATABASE_URL=postgres://… to use PostgreSQL instead.")]
+#[command(
+    name = "plugdesk",
+    version,
+    about,
+    long_about = "Plugdesk: a customer-service helpdesk in one binary.\n\nStart with `plugdesk serve`: on first start it creates ./data with an SQLite database and a workspace called `default`, and prints the admin's API token. Set DATABASE_URL=postgres://… to use PostgreSQL instead."
+)]
 pub struct Cli {
     /// Configuration file (default: ./plugdesk.toml if it exists).
     #[arg(long, global = true, env = "PLUGDESK_CONFIG")]
@@ -106,7 +111,8 @@ fn config(path: Option<&PathBuf>, data: &DataArgs) -> Result<Config> {
 }
 
 fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLUGDESK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLUGDESK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
@@ -146,7 +152,13 @@ async fn execute(cli: Cli) -> Result<()> {
             init_tracing(&cfg.log_format);
             let conn = crate::server::open(&cfg).await?;
             let created = crate::workspace::create(&conn, &workspace, &admin_email).await?;
-            println!("Created workspace {:?} (id {}) with admin {} in {}.", created.name, created.workspace_id, admin_email, crate::db::redact(&cfg.database_url()));
+            println!(
+                "Created workspace {:?} (id {}) with admin {} in {}.",
+                created.name,
+                created.workspace_id,
+                admin_email,
+                crate::db::redact(&cfg.database_url())
+            );
             println!("Admin API token (shown once):");
             println!("{}", created.admin_token);
             Ok(())
@@ -169,12 +181,24 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Token { action: TokenAction::Create { data, workspace, agent, role, name } } => {
             let cfg = config(path, &data)?;
             let conn = crate::server::open(&cfg).await?;
-            let ws = crate::workspace::find_by_name(&conn, &workspace).await.map_err(|_| Error::invalid("workspace", format!("workspace {workspace:?} does not exist; create it with plugdesk init --workspace {workspace}")))?;
+            let ws = crate::workspace::find_by_name(&conn, &workspace).await.map_err(|_| {
+                Error::invalid(
+                    "workspace",
+                    format!(
+                        "workspace {workspace:?} does not exist; create it with plugdesk init --workspace {workspace}"
+                    ),
+                )
+            })?;
             let role = Role::parse(&role)?;
             let agents = crate::agent::list(&conn, ws.id).await?;
             let agent = match &agent {
-                Some(email) => agents.iter().find(|a| &a.email == email).ok_or_else(|| Error::invalid("agent", format!("no agent with e-mail {email} in workspace {workspace}")))?,
-                None => agents.iter().find(|a| a.role == Role::Admin).ok_or_else(|| Error::invalid("agent", "the workspace has no admin; name an agent with --agent"))?,
+                Some(email) => agents.iter().find(|a| &a.email == email).ok_or_else(|| {
+                    Error::invalid("agent", format!("no agent with e-mail {email} in workspace {workspace}"))
+                })?,
+                None => agents
+                    .iter()
+                    .find(|a| a.role == Role::Admin)
+                    .ok_or_else(|| Error::invalid("agent", "the workspace has no admin; name an agent with --agent"))?,
             };
             if role == Role::Admin && agent.role != Role::Admin {
                 return Err(Error::invalid("role", format!("{} is not an admin; use --role agent", agent.email)));

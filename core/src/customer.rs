@@ -34,7 +34,10 @@ pub fn normalize_identity(kind: &str, address: &str) -> Result<(String, String)>
     let kind = kind.trim().to_ascii_lowercase();
     let address = address.trim();
     if kind.is_empty() || kind.len() > 32 || !kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(Error::invalid("identity.kind", format!("identity kind {kind:?} must be 1-32 characters of a-z, 0-9, _ or -")));
+        return Err(Error::invalid(
+            "identity.kind",
+            format!("identity kind {kind:?} must be 1-32 characters of a-z, 0-9, _ or -"),
+        ));
     }
     if address.is_empty() || address.len() > MAX_ADDRESS_LEN {
         return Err(Error::invalid(&kind, format!("{kind} address must be 1-{MAX_ADDRESS_LEN} characters")));
@@ -44,7 +47,12 @@ pub fn normalize_identity(kind: &str, address: &str) -> Result<(String, String)>
             let a = address.to_lowercase();
             let valid = match a.split_once('@') {
                 Some((local, domain)) => {
-                    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !a.contains(char::is_whitespace) && !domain.contains('@')
+                    !local.is_empty()
+                        && domain.contains('.')
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.')
+                        && !a.contains(char::is_whitespace)
+                        && !domain.contains('@')
                 }
                 None => false,
             };
@@ -57,7 +65,10 @@ pub fn normalize_identity(kind: &str, address: &str) -> Result<(String, String)>
             let digits: String = address.chars().filter(|c| c.is_ascii_digit()).collect();
             let only_phone_chars = address.chars().all(|c| c.is_ascii_digit() || " +-()./".contains(c));
             if !only_phone_chars || !(5..=16).contains(&digits.len()) {
-                return Err(Error::invalid("phone", format!("{address:?} is not a phone number; use international form like +49 30 1234567")));
+                return Err(Error::invalid(
+                    "phone",
+                    format!("{address:?} is not a phone number; use international form like +49 30 1234567"),
+                ));
             }
             Ok((kind, format!("+{digits}")))
         }
@@ -242,7 +253,12 @@ pub async fn get<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64) -> Resu
 }
 
 /// Finds the customer owning an identity.
-pub async fn find_by_identity<C: ConnectionTrait>(db: &C, workspace_id: i64, kind: &str, address: &str) -> Result<Option<i64>> {
+pub async fn find_by_identity<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: i64,
+    kind: &str,
+    address: &str,
+) -> Result<Option<i64>> {
     let row = identity::Entity::find()
         .filter(identity::Column::WorkspaceId.eq(workspace_id))
         .filter(identity::Column::Kind.eq(kind))
@@ -262,7 +278,10 @@ pub async fn create(core: &crate::Core, workspace_id: i64, actor: &str, input: &
     }
     let identities = input.identities()?;
     if identities.is_empty() {
-        return Err(Error::invalid("identities", "a customer needs at least one identity (email, phone or identities[])"));
+        return Err(Error::invalid(
+            "identities",
+            "a customer needs at least one identity (email, phone or identities[])",
+        ));
     }
     let language = validate_language(input.language.as_deref().unwrap_or("en"))?;
     let attributes = attributes_object(input.attributes.as_ref())?;
@@ -277,7 +296,9 @@ pub async fn create(core: &crate::Core, workspace_id: i64, actor: &str, input: &
         None => crate::tier::default_for_new_customers(&txn, workspace_id).await?,
     };
     if let Some(org) = input.organization_id {
-        crate::organization::find(&txn, workspace_id, org).await.map_err(|_| Error::invalid("organization_id", format!("organisation {org} does not exist")))?;
+        crate::organization::find(&txn, workspace_id, org)
+            .await
+            .map_err(|_| Error::invalid("organization_id", format!("organisation {org} does not exist")))?;
     }
     let now = crate::now_ms();
     let id = db::reserve_ids(&txn, "customers", 1).await?[0];
@@ -300,7 +321,13 @@ pub async fn create(core: &crate::Core, workspace_id: i64, actor: &str, input: &
     let events = event::append(
         &txn,
         workspace_id,
-        vec![NewEvent { kind: "customer.created", actor: actor.to_owned(), ticket_id: None, customer_id: Some(id), changes: json!({ "name": name }) }],
+        vec![NewEvent {
+            kind: "customer.created",
+            actor: actor.to_owned(),
+            ticket_id: None,
+            customer_id: Some(id),
+            changes: json!({ "name": name }),
+        }],
     )
     .await?;
     txn.commit().await?;
@@ -322,7 +349,13 @@ pub fn customer_search_text(name: &str, identities: &[(String, String)]) -> Stri
 ///
 /// # Errors
 /// [`Error::NotFound`], [`Error::Invalid`].
-pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, actor: &str, patch: &CustomerPatch) -> Result<Customer> {
+pub async fn update(
+    core: &crate::Core,
+    workspace_id: i64,
+    id: i64,
+    actor: &str,
+    patch: &CustomerPatch,
+) -> Result<Customer> {
     let txn = db::begin_write(core.db()).await?;
     let before = find(&txn, workspace_id, id).await?;
     let mut row: customer::ActiveModel = before.clone().into();
@@ -337,7 +370,9 @@ pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, actor: &str,
     if let Some(org) = patch.organization_id {
         let org = if org == 0 { None } else { Some(org) };
         if let Some(o) = org {
-            crate::organization::find(&txn, workspace_id, o).await.map_err(|_| Error::invalid("organization_id", format!("organisation {o} does not exist")))?;
+            crate::organization::find(&txn, workspace_id, o)
+                .await
+                .map_err(|_| Error::invalid("organization_id", format!("organisation {o} does not exist")))?;
         }
         event::diff(&mut changes, "organization_id", json!(before.organization_id), json!(org));
         row.organization_id = Set(org);
@@ -365,7 +400,13 @@ pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, actor: &str,
         event::append(
             &txn,
             workspace_id,
-            vec![NewEvent { kind: "customer.updated", actor: actor.to_owned(), ticket_id: None, customer_id: Some(id), changes: Json::Object(changes) }],
+            vec![NewEvent {
+                kind: "customer.updated",
+                actor: actor.to_owned(),
+                ticket_id: None,
+                customer_id: Some(id),
+                changes: Json::Object(changes),
+            }],
         )
         .await?
     };
@@ -378,12 +419,21 @@ pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, actor: &str,
 ///
 /// # Errors
 /// [`Error::Conflict`] when another customer (or this one) has it already.
-pub async fn add_identity(core: &crate::Core, workspace_id: i64, id: i64, actor: &str, input: &IdentityInput) -> Result<Customer> {
+pub async fn add_identity(
+    core: &crate::Core,
+    workspace_id: i64,
+    id: i64,
+    actor: &str,
+    input: &IdentityInput,
+) -> Result<Customer> {
     let (kind, address) = normalize_identity(&input.kind, &input.address)?;
     let txn = db::begin_write(core.db()).await?;
     let c = find(&txn, workspace_id, id).await?;
     if c.merged_into_id.is_some() {
-        return Err(Error::Conflict(format!("customer {id} was merged into {}; add the identity there", c.merged_into_id.unwrap_or_default())));
+        return Err(Error::Conflict(format!(
+            "customer {id} was merged into {}; add the identity there",
+            c.merged_into_id.unwrap_or_default()
+        )));
     }
     if let Some(owner) = find_by_identity(&txn, workspace_id, &kind, &address).await? {
         return Err(Error::Conflict(format!("identity {kind}:{address} belongs to customer {owner} already")));
@@ -397,7 +447,13 @@ pub async fn add_identity(core: &crate::Core, workspace_id: i64, id: i64, actor:
     let events = event::append(
         &txn,
         workspace_id,
-        vec![NewEvent { kind: "customer.identity_added", actor: actor.to_owned(), ticket_id: None, customer_id: Some(id), changes: json!({ "kind": kind, "address": address }) }],
+        vec![NewEvent {
+            kind: "customer.identity_added",
+            actor: actor.to_owned(),
+            ticket_id: None,
+            customer_id: Some(id),
+            changes: json!({ "kind": kind, "address": address }),
+        }],
     )
     .await?;
     txn.commit().await?;
@@ -418,7 +474,9 @@ pub async fn merge(core: &crate::Core, workspace_id: i64, source: i64, target: i
     }
     let txn = db::begin_write(core.db()).await?;
     let src = find(&txn, workspace_id, source).await?;
-    let dst = find(&txn, workspace_id, target).await.map_err(|_| Error::invalid("into_id", format!("customer {target} does not exist")))?;
+    let dst = find(&txn, workspace_id, target)
+        .await
+        .map_err(|_| Error::invalid("into_id", format!("customer {target} does not exist")))?;
     for c in [&src, &dst] {
         if let Some(into) = c.merged_into_id {
             return Err(Error::Conflict(format!("customer {} was merged into {into} already", c.id)));
@@ -431,7 +489,12 @@ pub async fn merge(core: &crate::Core, workspace_id: i64, source: i64, target: i
         .into_iter()
         .map(|i| i.id)
         .collect();
-    let tickets = db::query_all(&txn, "SELECT id FROM tickets WHERE customer_id = ? AND workspace_id = ?", vec![source.into(), workspace_id.into()]).await?;
+    let tickets = db::query_all(
+        &txn,
+        "SELECT id FROM tickets WHERE customer_id = ? AND workspace_id = ?",
+        vec![source.into(), workspace_id.into()],
+    )
+    .await?;
     let tickets: Vec<i64> = tickets.iter().map(|r| db::col::<i64>(r, "id")).collect::<Result<_>>()?;
     let snapshot = json!({
         "source": { "id": src.id, "name": src.name, "organization_id": src.organization_id, "tier_id": src.tier_id, "language": src.language, "attributes": serde_json::from_str::<Json>(&src.attributes)? },
@@ -439,9 +502,24 @@ pub async fn merge(core: &crate::Core, workspace_id: i64, source: i64, target: i
         "ticket_ids": tickets,
     });
     let now = crate::now_ms();
-    db::exec(&txn, "UPDATE customer_identities SET customer_id = ? WHERE customer_id = ?", vec![target.into(), source.into()]).await?;
-    db::exec(&txn, "UPDATE tickets SET customer_id = ?, updated_at = ? WHERE customer_id = ?", vec![target.into(), now.into(), source.into()]).await?;
-    db::exec(&txn, "UPDATE customers SET merged_into_id = ?, updated_at = ? WHERE id = ?", vec![target.into(), now.into(), source.into()]).await?;
+    db::exec(
+        &txn,
+        "UPDATE customer_identities SET customer_id = ? WHERE customer_id = ?",
+        vec![target.into(), source.into()],
+    )
+    .await?;
+    db::exec(
+        &txn,
+        "UPDATE tickets SET customer_id = ?, updated_at = ? WHERE customer_id = ?",
+        vec![target.into(), now.into(), source.into()],
+    )
+    .await?;
+    db::exec(
+        &txn,
+        "UPDATE customers SET merged_into_id = ?, updated_at = ? WHERE id = ?",
+        vec![target.into(), now.into(), source.into()],
+    )
+    .await?;
     db::exec(
         &txn,
         "INSERT INTO customer_merges (workspace_id, source_customer_id, target_customer_id, snapshot, actor, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -451,7 +529,13 @@ pub async fn merge(core: &crate::Core, workspace_id: i64, source: i64, target: i
     let events = event::append(
         &txn,
         workspace_id,
-        vec![NewEvent { kind: "customer.merged", actor: actor.to_owned(), ticket_id: None, customer_id: Some(target), changes: snapshot }],
+        vec![NewEvent {
+            kind: "customer.merged",
+            actor: actor.to_owned(),
+            ticket_id: None,
+            customer_id: Some(target),
+            changes: snapshot,
+        }],
     )
     .await?;
     txn.commit().await?;
@@ -485,7 +569,13 @@ pub struct TimelineEntry {
 ///
 /// # Errors
 /// [`Error::NotFound`].
-pub async fn timeline<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64, before: Option<i64>, limit: u64) -> Result<Vec<TimelineEntry>> {
+pub async fn timeline<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: i64,
+    id: i64,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<Vec<TimelineEntry>> {
     find(db, workspace_id, id).await?;
     let rows = db::query_all(
         db,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    QueryResult, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, QueryResult,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
 use crate::error::{Error, Result};
@@ -45,9 +45,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection> {
     } else {
         opts.max_connections(16).min_connections(1);
     }
-    Database::connect(opts)
-        .await
-        .map_err(|e| Error::Config(format!("cannot open database {}: {e}", redact(url))))
+    Database::connect(opts).await.map_err(|e| Error::Config(format!("cannot open database {}: {e}", redact(url))))
 }
 
 /// Hides a password in a database URL before it is printed or logged.
@@ -84,9 +82,9 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<Vec<&'static str>> {
         }
         let txn = begin_write(db).await?;
         for statement in m.statements(backend) {
-            txn.execute_unprepared(&statement).await.map_err(|e| {
-                Error::Internal(format!("migration {} ({}) failed: {e}", m.version, m.name))
-            })?;
+            txn.execute_unprepared(&statement)
+                .await
+                .map_err(|e| Error::Internal(format!("migration {} ({}) failed: {e}", m.version, m.name)))?;
         }
         exec(
             &txn,
@@ -104,10 +102,8 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<Vec<&'static str>> {
 /// reads first and writes later fails with "database is locked" when another writer got in
 /// between, while an immediate one waits its turn under the busy timeout.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction> {
-    let options = TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..Default::default()
-    };
+    let options =
+        TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() };
     let txn = if db.get_database_backend() == DbBackend::Sqlite {
         db.begin_with_options(options).await?
     } else {
@@ -144,30 +140,25 @@ pub async fn exec<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> 
 }
 
 /// Runs a query and returns all rows.
-pub async fn query_all<C: ConnectionTrait>(
-    db: &C,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<Vec<QueryResult>> {
+pub async fn query_all<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Result<Vec<QueryResult>> {
     let stmt = statement(db.get_database_backend(), sql, values);
     Ok(db.query_all_raw(stmt).await?)
 }
 
 /// Runs a query and returns the first row, if any.
-pub async fn query_one<C: ConnectionTrait>(
-    db: &C,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<Option<QueryResult>> {
+pub async fn query_one<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Result<Option<QueryResult>> {
     let stmt = statement(db.get_database_backend(), sql, values);
     Ok(db.query_one_raw(stmt).await?)
 }
 
-/// Inserts rows with one multi-row `INSERT` (the statement count, not the row count, is what a
-/// batch costs on SQLite). Every row must have one value per column.
-pub async fn insert_rows<C: ConnectionTrait>(db: &C, table: &str, columns: &[&str], rows: Vec<Vec<Value>>) -> Result<()> {
+/// A statement with its values, for [`exec_all`].
+pub type Sql = (String, Vec<Value>);
+
+/// Builds one multi-row `INSERT` (the statement count, not the row count, is what a batch
+/// costs on SQLite). Every row must have one value per column; no rows, no statement.
+pub fn insert_statement(table: &str, columns: &[&str], rows: Vec<Vec<Value>>) -> Option<Sql> {
     if rows.is_empty() {
-        return Ok(());
+        return None;
     }
     let tuple = format!("({})", vec!["?"; columns.len()].join(", "));
     let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
@@ -180,8 +171,68 @@ pub async fn insert_rows<C: ConnectionTrait>(db: &C, table: &str, columns: &[&st
         sql.push_str(&tuple);
         values.extend(row);
     }
-    exec(db, &sql, values).await?;
+    Some((sql, values))
+}
+
+/// Inserts rows with one multi-row `INSERT`.
+pub async fn insert_rows<C: ConnectionTrait>(
+    db: &C,
+    table: &str,
+    columns: &[&str],
+    rows: Vec<Vec<Value>>,
+) -> Result<()> {
+    exec_all(db, insert_statement(table, columns, rows).into_iter().collect()).await
+}
+
+/// Runs statements in order. On SQLite they go down as one multi-statement string in a single
+/// round trip to the driver's worker thread (its `?` parameters are consumed across the
+/// statements in order); that hop, not SQLite itself, is most of a small write's cost.
+/// PostgreSQL does not allow several commands in one prepared statement, so there they run
+/// one by one.
+pub async fn exec_all<C: ConnectionTrait>(db: &C, statements: Vec<Sql>) -> Result<()> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        for (s, v) in statements {
+            if !sql.is_empty() {
+                sql.push_str(";\n");
+            }
+            sql.push_str(&s);
+            values.extend(v);
+        }
+        if !sql.is_empty() {
+            exec(db, &sql, values).await?;
+        }
+    } else {
+        for (s, v) in statements {
+            exec(db, &s, v).await?;
+        }
+    }
     Ok(())
+}
+
+/// Reserves keys in several tables at once (one round trip on SQLite); see [`reserve_ids`].
+pub async fn reserve_ids_many<C: ConnectionTrait>(db: &C, wanted: &[(&str, usize)]) -> Result<Vec<Vec<i64>>> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        let mut out = Vec::with_capacity(wanted.len());
+        for (table, n) in wanted {
+            out.push(reserve_ids(db, table, *n).await?);
+        }
+        return Ok(out);
+    }
+    let columns: Vec<String> =
+        wanted.iter().map(|(table, _)| format!("(SELECT COALESCE(MAX(id), 0) FROM {table})")).collect();
+    let row = query_one(db, &format!("SELECT {}", columns.join(", ")), vec![])
+        .await?
+        .ok_or_else(|| Error::Internal("no row from key reservation".into()))?;
+    wanted
+        .iter()
+        .enumerate()
+        .map(|(i, (_, n))| {
+            let max = row.try_get_by_index::<i64>(i)?;
+            Ok((max + 1..=max + *n as i64).collect())
+        })
+        .collect()
 }
 
 /// Reserves `n` fresh primary keys of `table` so that a batch can be written with one

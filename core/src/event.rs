@@ -73,21 +73,22 @@ impl From<crate::entity::event::Model> for Event {
 
 /// Appends events inside the caller's transaction, with one multi-row insert. Returns them
 /// with their ids so the caller can publish them after commit.
-pub async fn append<C: ConnectionTrait>(
-    txn: &C,
-    workspace_id: i64,
-    events: Vec<NewEvent>,
-) -> Result<Vec<Event>> {
+pub async fn append<C: ConnectionTrait>(txn: &C, workspace_id: i64, events: Vec<NewEvent>) -> Result<Vec<Event>> {
     append_many(txn, events.into_iter().map(|e| (workspace_id, e)).collect()).await
 }
 
 /// Appends events of possibly several workspaces (a batch of the ticket writer).
 pub async fn append_many<C: ConnectionTrait>(txn: &C, events: Vec<(i64, NewEvent)>) -> Result<Vec<Event>> {
-    if events.is_empty() {
-        return Ok(vec![]);
-    }
-    let now = crate::now_ms();
     let ids = db::reserve_ids(txn, "events", events.len()).await?;
+    let (statement, out) = insert_statement(events, ids);
+    db::exec_all(txn, statement.into_iter().collect()).await?;
+    Ok(out)
+}
+
+/// Builds the insert for events whose keys were reserved (`ids`, one per event) without
+/// running it, for callers that send several statements at once.
+pub fn insert_statement(events: Vec<(i64, NewEvent)>, ids: Vec<i64>) -> (Option<db::Sql>, Vec<Event>) {
+    let now = crate::now_ms();
     let mut rows: Vec<Vec<Value>> = Vec::with_capacity(events.len());
     let mut out = Vec::with_capacity(events.len());
     for ((workspace_id, e), id) in events.into_iter().zip(ids) {
@@ -113,8 +114,7 @@ pub async fn append_many<C: ConnectionTrait>(txn: &C, events: Vec<(i64, NewEvent
         });
     }
     let columns = ["id", "workspace_id", "type", "actor", "ticket_id", "customer_id", "changes", "created_at"];
-    db::insert_rows(txn, "events", &columns, rows).await?;
-    Ok(out)
+    (db::insert_statement("events", &columns, rows), out)
 }
 
 /// The in-process bus. Publishing never blocks; a subscriber that falls behind is told how many
@@ -168,9 +168,8 @@ pub async fn feed<C: ConnectionTrait>(
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
     use crate::entity::event;
-    let mut q = event::Entity::find()
-        .filter(event::Column::WorkspaceId.eq(workspace_id))
-        .filter(event::Column::Id.gt(after));
+    let mut q =
+        event::Entity::find().filter(event::Column::WorkspaceId.eq(workspace_id)).filter(event::Column::Id.gt(after));
     if let Some(t) = ticket_id {
         q = q.filter(event::Column::TicketId.eq(t));
     }

@@ -65,7 +65,14 @@ struct Progress {
 
 impl Progress {
     fn new(total: u64) -> Self {
-        Progress { total, done: 0, failed: 0, tty: std::io::stderr().is_terminal(), last: Instant::now(), last_decile: 0 }
+        Progress {
+            total,
+            done: 0,
+            failed: 0,
+            tty: std::io::stderr().is_terminal(),
+            last: Instant::now(),
+            last_decile: 0,
+        }
     }
 
     fn tick(&mut self, ok: bool) {
@@ -74,7 +81,10 @@ impl Progress {
             self.failed += 1;
         }
         let decile = self.done * 10 / self.total.max(1);
-        if (self.tty && self.last.elapsed() > Duration::from_millis(100)) || (!self.tty && decile > self.last_decile) || self.done == self.total {
+        if (self.tty && self.last.elapsed() > Duration::from_millis(100))
+            || (!self.tty && decile > self.last_decile)
+            || self.done == self.total
+        {
             self.draw();
             self.last = Instant::now();
             self.last_decile = decile;
@@ -98,10 +108,17 @@ impl Progress {
 /// importing the others).
 pub async fn run(cfg: &Config, workspace_name: &str, kind: Kind, file: &Path) -> Result<()> {
     let conn = server::open(cfg).await?;
-    let ws = workspace::find_by_name(&conn, workspace_name).await.map_err(|_| Error::invalid("workspace", format!("workspace {workspace_name:?} does not exist")))?;
+    let ws = workspace::find_by_name(&conn, workspace_name)
+        .await
+        .map_err(|_| Error::invalid("workspace", format!("workspace {workspace_name:?} does not exist")))?;
     let core = Core::new(conn, cfg.limits.clone());
     let name = file.display().to_string();
-    let open = || csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(file).map_err(|e| Error::Config(format!("{name}: {e}")));
+    let open = || {
+        csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_path(file)
+            .map_err(|e| Error::Config(format!("{name}: {e}")))
+    };
     let total = open()?.records().count() as u64;
     let mut reader = open()?;
     let mut progress = Progress::new(total);
@@ -172,8 +189,18 @@ pub async fn run(cfg: &Config, workspace_name: &str, kind: Kind, file: &Path) ->
         eprintln!("{e}");
     }
     let imported = progress.done - progress.failed;
-    println!("Imported {imported} of {total} rows from {name} in {secs:.1} s ({:.0} rows/s).", imported as f64 / secs.max(1e-9));
-    if errors.is_empty() { Ok(()) } else { Err(Error::Invalid { field: None, message: format!("{} row(s) of {name} were not imported; see the lines above", errors.len()) }) }
+    println!(
+        "Imported {imported} of {total} rows from {name} in {secs:.1} s ({:.0} rows/s).",
+        imported as f64 / secs.max(1e-9)
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            field: None,
+            message: format!("{} row(s) of {name} were not imported; see the lines above", errors.len()),
+        })
+    }
 }
 
 fn ticket_input(r: TicketRow) -> Result<NewTicket> {
@@ -182,7 +209,17 @@ fn ticket_input(r: TicketRow) -> Result<NewTicket> {
         subject: r.subject,
         body: r.body,
         body_html: None,
-        customer: NewCustomer { id: None, name: blank(r.name), email: blank(r.email), phone: None, identities: vec![], organization_id: None, tier: None, language: None, attributes: None },
+        customer: NewCustomer {
+            id: None,
+            name: blank(r.name),
+            email: blank(r.email),
+            phone: None,
+            identities: vec![],
+            organization_id: None,
+            tier: None,
+            language: None,
+            attributes: None,
+        },
         channel: blank(r.channel),
         priority,
         tags: blank(r.tags).map(|t| t.split(';').map(str::to_owned).collect()).unwrap_or_default(),

@@ -56,7 +56,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         s.push_str("# HELP plugdesk_http_requests_total HTTP requests by method, route and status.\n# TYPE plugdesk_http_requests_total counter\n");
-        let map = self.requests.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), v.count, v.seconds, v.buckets)).collect::<Vec<_>>()).unwrap_or_default();
+        let map = self
+            .requests
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.count, v.seconds, v.buckets)).collect::<Vec<_>>())
+            .unwrap_or_default();
         for ((m, r, st), count, _, _) in &map {
             let _ = writeln!(s, "plugdesk_http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{st}\"}} {count}");
         }
@@ -72,16 +76,38 @@ impl Metrics {
         }
         for ((m, r), (count, secs, buckets)) in &by_route {
             for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(s, "plugdesk_http_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"{le}\"}} {}", buckets[i]);
+                let _ = writeln!(
+                    s,
+                    "plugdesk_http_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"{le}\"}} {}",
+                    buckets[i]
+                );
             }
-            let _ = writeln!(s, "plugdesk_http_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                s,
+                "plugdesk_http_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"+Inf\"}} {count}"
+            );
             let _ = writeln!(s, "plugdesk_http_request_duration_seconds_sum{{method=\"{m}\",route=\"{r}\"}} {secs}");
             let _ = writeln!(s, "plugdesk_http_request_duration_seconds_count{{method=\"{m}\",route=\"{r}\"}} {count}");
         }
-        let _ = writeln!(s, "# HELP plugdesk_tickets_created_total Tickets created.\n# TYPE plugdesk_tickets_created_total counter\nplugdesk_tickets_created_total {}", self.tickets_created.load(Ordering::Relaxed));
-        let _ = writeln!(s, "# HELP plugdesk_sla_events_total SLA events emitted.\n# TYPE plugdesk_sla_events_total counter");
-        let _ = writeln!(s, "plugdesk_sla_events_total{{type=\"sla.warning\"}} {}", self.sla_warnings.load(Ordering::Relaxed));
-        let _ = writeln!(s, "plugdesk_sla_events_total{{type=\"sla.breached\"}} {}", self.sla_breaches.load(Ordering::Relaxed));
+        let _ = writeln!(
+            s,
+            "# HELP plugdesk_tickets_created_total Tickets created.\n# TYPE plugdesk_tickets_created_total counter\nplugdesk_tickets_created_total {}",
+            self.tickets_created.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP plugdesk_sla_events_total SLA events emitted.\n# TYPE plugdesk_sla_events_total counter"
+        );
+        let _ = writeln!(
+            s,
+            "plugdesk_sla_events_total{{type=\"sla.warning\"}} {}",
+            self.sla_warnings.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "plugdesk_sla_events_total{{type=\"sla.breached\"}} {}",
+            self.sla_breaches.load(Ordering::Relaxed)
+        );
         s
     }
 }
@@ -96,8 +122,18 @@ mod tests {
         m.observe_request("GET", "/api/v1/tickets/{id}", 200, 0.002);
         m.observe_request("GET", "/api/v1/tickets/{id}", 404, 0.0001);
         let text = m.render();
-        assert!(text.contains("plugdesk_http_requests_total{method=\"GET\",route=\"/api/v1/tickets/{id}\",status=\"200\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "plugdesk_http_requests_total{method=\"GET\",route=\"/api/v1/tickets/{id}\",status=\"200\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.contains("plugdesk_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/tickets/{id}\",le=\"0.0025\"} 2"), "{text}");
-        assert!(text.contains("plugdesk_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/tickets/{id}\"} 2"), "{text}");
+        assert!(
+            text.contains(
+                "plugdesk_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/tickets/{id}\"} 2"
+            ),
+            "{text}"
+        );
     }
 }

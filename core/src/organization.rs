@@ -50,7 +50,12 @@ impl From<organization::Model> for Organization {
 ///
 /// # Errors
 /// [`Error::Invalid`], [`Error::Conflict`] for a taken name, [`Error::NotFound`].
-pub async fn save<C: ConnectionTrait>(db: &C, workspace_id: i64, id: Option<i64>, spec: &OrganizationSpec) -> Result<Organization> {
+pub async fn save<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: i64,
+    id: Option<i64>,
+    spec: &OrganizationSpec,
+) -> Result<Organization> {
     if spec.name.trim().is_empty() {
         return Err(Error::invalid("name", "organisation name must not be empty"));
     }
@@ -60,16 +65,18 @@ pub async fn save<C: ConnectionTrait>(db: &C, workspace_id: i64, id: Option<i64>
         Some(_) => return Err(Error::invalid("attributes", "attributes must be a JSON object")),
     };
     let result = match id {
-        None => organization::ActiveModel {
-            id: NotSet,
-            workspace_id: Set(workspace_id),
-            name: Set(spec.name.trim().to_owned()),
-            domain: Set(spec.domain.clone()),
-            attributes: Set(attributes.to_string()),
-            created_at: Set(crate::now_ms()),
+        None => {
+            organization::ActiveModel {
+                id: NotSet,
+                workspace_id: Set(workspace_id),
+                name: Set(spec.name.trim().to_owned()),
+                domain: Set(spec.domain.clone()),
+                attributes: Set(attributes.to_string()),
+                created_at: Set(crate::now_ms()),
+            }
+            .insert(db)
+            .await
         }
-        .insert(db)
-        .await,
         Some(id) => {
             let mut row: organization::ActiveModel = find(db, workspace_id, id).await?.into();
             row.name = Set(spec.name.trim().to_owned());
@@ -78,10 +85,13 @@ pub async fn save<C: ConnectionTrait>(db: &C, workspace_id: i64, id: Option<i64>
             row.update(db).await
         }
     };
-    result
-        .map(Organization::from)
-        .map_err(Error::from)
-        .map_err(|e| if e.is_unique_violation() { Error::Conflict(format!("an organisation named {:?} exists already", spec.name)) } else { e })
+    result.map(Organization::from).map_err(Error::from).map_err(|e| {
+        if e.is_unique_violation() {
+            Error::Conflict(format!("an organisation named {:?} exists already", spec.name))
+        } else {
+            e
+        }
+    })
 }
 
 /// One organisation of the workspace.

@@ -15,7 +15,8 @@ use crate::{Core, api, db, sla, workspace};
 /// [`Error::Config`] when the directory or database cannot be opened.
 pub async fn open(cfg: &Config) -> Result<sea_orm::DatabaseConnection> {
     if cfg.database_url.is_none() {
-        std::fs::create_dir_all(&cfg.data).map_err(|e| Error::Config(format!("cannot create data directory {}: {e}", cfg.data.display())))?;
+        std::fs::create_dir_all(&cfg.data)
+            .map_err(|e| Error::Config(format!("cannot create data directory {}: {e}", cfg.data.display())))?;
     }
     let conn = db::connect(&cfg.database_url()).await?;
     let applied = db::migrate(&conn).await?;
@@ -38,10 +39,17 @@ pub async fn serve(cfg: Config) -> Result<()> {
     }
     let core = Core::new(conn, cfg.limits.clone());
     tokio::spawn(sla::run(core.clone(), Duration::from_millis(cfg.sla_tick_ms.max(10))));
-    let addr: SocketAddr = cfg.listen.parse().map_err(|_| Error::Config(format!("listen address {:?} is not HOST:PORT", cfg.listen)))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+    let addr: SocketAddr =
+        cfg.listen.parse().map_err(|_| Error::Config(format!("listen address {:?} is not HOST:PORT", cfg.listen)))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr()?;
-    println!("Plugdesk {} listening on http://{local} (database: {})", env!("CARGO_PKG_VERSION"), db::redact(&cfg.database_url()));
+    println!(
+        "Plugdesk {} listening on http://{local} (database: {})",
+        env!("CARGO_PKG_VERSION"),
+        db::redact(&cfg.database_url())
+    );
     tracing::info!(%local, "listening");
     axum::serve(listener, api::app(core)).with_graceful_shutdown(shutdown()).await?;
     tracing::info!("stopped");

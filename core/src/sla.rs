@@ -113,11 +113,25 @@ impl NewTimer {
 /// Writes timers with one multi-row insert. The tickets must have no running timer of the
 /// same kind (fresh tickets); use [`restart`] otherwise.
 pub async fn start_many<C: ConnectionTrait>(db: &C, timers: &[NewTimer]) -> Result<()> {
+    db::exec_all(db, insert_statement(timers).into_iter().collect()).await
+}
+
+/// The insert that starts `timers`, not yet run.
+pub fn insert_statement(timers: &[NewTimer]) -> Option<db::Sql> {
     let rows = timers
         .iter()
-        .map(|t| vec![t.workspace_id.into(), t.ticket_id.into(), t.clock.as_str().into(), t.started_at.into(), t.due_at.into(), t.warn_at.into()])
+        .map(|t| {
+            vec![
+                t.workspace_id.into(),
+                t.ticket_id.into(),
+                t.clock.as_str().into(),
+                t.started_at.into(),
+                t.due_at.into(),
+                t.warn_at.into(),
+            ]
+        })
         .collect();
-    db::insert_rows(db, "sla_timers", &["workspace_id", "ticket_id", "kind", "started_at", "due_at", "warn_at"], rows).await
+    db::insert_statement("sla_timers", &["workspace_id", "ticket_id", "kind", "started_at", "due_at", "warn_at"], rows)
 }
 
 /// (Re)starts one clock of a ticket.
@@ -129,7 +143,12 @@ pub async fn restart<C: ConnectionTrait>(db: &C, timer: NewTimer) -> Result<()> 
 /// Stops clocks of a ticket (the obligation was met or no longer applies).
 pub async fn stop<C: ConnectionTrait>(db: &C, ticket_id: i64, clocks: &[Clock]) -> Result<()> {
     for c in clocks {
-        db::exec(db, "DELETE FROM sla_timers WHERE ticket_id = ? AND kind = ?", vec![ticket_id.into(), c.as_str().into()]).await?;
+        db::exec(
+            db,
+            "DELETE FROM sla_timers WHERE ticket_id = ? AND kind = ?",
+            vec![ticket_id.into(), c.as_str().into()],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -142,13 +161,23 @@ pub async fn stop_all<C: ConnectionTrait>(db: &C, ticket_id: i64) -> Result<()> 
 
 /// Pauses a ticket's clocks (it went `pending`: we wait for the customer).
 pub async fn pause<C: ConnectionTrait>(db: &C, ticket_id: i64, now: i64) -> Result<()> {
-    db::exec(db, "UPDATE sla_timers SET paused_at = ? WHERE ticket_id = ? AND paused_at IS NULL", vec![now.into(), ticket_id.into()]).await?;
+    db::exec(
+        db,
+        "UPDATE sla_timers SET paused_at = ? WHERE ticket_id = ? AND paused_at IS NULL",
+        vec![now.into(), ticket_id.into()],
+    )
+    .await?;
     Ok(())
 }
 
 /// Resumes paused clocks: whatever business time was left at the pause is left now.
 pub async fn resume<C: ConnectionTrait>(db: &C, ticket_id: i64, now: i64, targets: &Targets) -> Result<()> {
-    let rows = db::query_all(db, "SELECT id, due_at, warn_at, paused_at FROM sla_timers WHERE ticket_id = ? AND paused_at IS NOT NULL", vec![ticket_id.into()]).await?;
+    let rows = db::query_all(
+        db,
+        "SELECT id, due_at, warn_at, paused_at FROM sla_timers WHERE ticket_id = ? AND paused_at IS NOT NULL",
+        vec![ticket_id.into()],
+    )
+    .await?;
     for r in &rows {
         let paused_at: i64 = db::col(r, "paused_at")?;
         let due_left = targets.hours.business_ms_between(paused_at, db::col(r, "due_at")?);
@@ -218,7 +247,12 @@ pub async fn tick(core: &crate::Core, now: i64) -> Result<usize> {
         for r in &rows {
             let id: i64 = db::col(r, "id")?;
             // Conditional: whoever sets the flag first emits the event.
-            let set = db::exec(&txn, &format!("UPDATE sla_timers SET {flag} = ? WHERE id = ? AND {flag} IS NULL"), vec![now.into(), id.into()]).await?;
+            let set = db::exec(
+                &txn,
+                &format!("UPDATE sla_timers SET {flag} = ? WHERE id = ? AND {flag} IS NULL"),
+                vec![now.into(), id.into()],
+            )
+            .await?;
             if set == 1 {
                 let clock: String = db::col(r, "kind")?;
                 let due: i64 = db::col(r, "due_at")?;

@@ -65,7 +65,10 @@ impl Status {
             "pending" => Ok(Status::Pending),
             "resolved" => Ok(Status::Resolved),
             "closed" => Ok(Status::Closed),
-            other => Err(Error::invalid("status", format!("unknown status {other:?}; use new, open, pending, resolved or closed"))),
+            other => Err(Error::invalid(
+                "status",
+                format!("unknown status {other:?}; use new, open, pending, resolved or closed"),
+            )),
         }
     }
 
@@ -137,7 +140,9 @@ impl Priority {
             "normal" => Ok(Priority::Normal),
             "high" => Ok(Priority::High),
             "urgent" => Ok(Priority::Urgent),
-            other => Err(Error::invalid("priority", format!("unknown priority {other:?}; use low, normal, high or urgent"))),
+            other => {
+                Err(Error::invalid("priority", format!("unknown priority {other:?}; use low, normal, high or urgent")))
+            }
         }
     }
 }
@@ -224,7 +229,12 @@ impl TryFrom<ticket::Model> for Ticket {
 /// # Errors
 /// [`Error::NotFound`].
 pub async fn find<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64) -> Result<ticket::Model> {
-    let row = db::query_one(db, "SELECT * FROM tickets WHERE id = ? AND workspace_id = ?", vec![id.into(), workspace_id.into()]).await?;
+    let row = db::query_one(
+        db,
+        "SELECT * FROM tickets WHERE id = ? AND workspace_id = ?",
+        vec![id.into(), workspace_id.into()],
+    )
+    .await?;
     match row {
         Some(r) => Ok(<ticket::Model as sea_orm::FromQueryResult>::from_query_result(&r, "")?),
         None => Err(Error::NotFound("ticket")),
@@ -251,7 +261,10 @@ pub fn normalize_tags(tags: &[String]) -> Result<Vec<String>> {
     for t in tags {
         let t = t.trim().to_lowercase();
         if t.is_empty() || t.chars().count() > MAX_TAG_CHARS || t.contains(',') {
-            return Err(Error::invalid("tags", format!("tag {t:?} must be 1-{MAX_TAG_CHARS} characters without commas")));
+            return Err(Error::invalid(
+                "tags",
+                format!("tag {t:?} must be 1-{MAX_TAG_CHARS} characters without commas"),
+            ));
         }
         if !out.contains(&t) {
             out.push(t);
@@ -315,50 +328,68 @@ pub async fn list<C: ConnectionTrait>(db: &C, workspace_id: i64, q: &ListQuery) 
         "-created_at" => ("id", true),
         "updated_at" => ("updated_at", false),
         "-updated_at" => ("updated_at", true),
-        other => return Err(Error::invalid("sort", format!("cannot sort by {other:?}; use created_at, -created_at, updated_at or -updated_at"))),
+        other => {
+            return Err(Error::invalid(
+                "sort",
+                format!("cannot sort by {other:?}; use created_at, -created_at, updated_at or -updated_at"),
+            ));
+        }
     };
-    let mut sql = String::from("SELECT * FROM tickets WHERE workspace_id = ?");
-    let mut values: Vec<Value> = vec![workspace_id.into()];
+    // With a tag filter the tag index drives the query: it yields the tagged tickets in id
+    // order, so a page stops after `limit` rows however many tickets carry the tag.
+    let (mut sql, mut values, id_col): (String, Vec<Value>, &str) = match &q.tag {
+        Some(tag) => (
+            "SELECT t.* FROM ticket_tags g JOIN tickets t ON t.id = g.ticket_id \
+             WHERE g.workspace_id = ? AND g.tag = ? AND t.workspace_id = ?"
+                .into(),
+            vec![workspace_id.into(), tag.trim().to_lowercase().into(), workspace_id.into()],
+            "g.ticket_id",
+        ),
+        None => ("SELECT t.* FROM tickets t WHERE t.workspace_id = ?".into(), vec![workspace_id.into()], "t.id"),
+    };
+    let column = if column == "id" { id_col } else { "t.updated_at" };
     let in_list = |sql: &mut String, values: &mut Vec<Value>, col: &str, items: Vec<String>| {
         sql.push_str(&format!(" AND {col} IN ({})", vec!["?"; items.len()].join(", ")));
         values.extend(items.into_iter().map(Value::from));
     };
     if let Some(s) = &q.status {
-        let items = s.split(',').map(|s| Status::parse(s.trim()).map(|s| s.as_str().to_owned())).collect::<Result<Vec<_>>>()?;
-        in_list(&mut sql, &mut values, "status", items);
+        let items =
+            s.split(',').map(|s| Status::parse(s.trim()).map(|s| s.as_str().to_owned())).collect::<Result<Vec<_>>>()?;
+        in_list(&mut sql, &mut values, "t.status", items);
     }
     if let Some(p) = &q.priority {
-        let items = p.split(',').map(|s| Priority::parse(s.trim()).map(|s| s.as_str().to_owned())).collect::<Result<Vec<_>>>()?;
-        in_list(&mut sql, &mut values, "priority", items);
+        let items = p
+            .split(',')
+            .map(|s| Priority::parse(s.trim()).map(|s| s.as_str().to_owned()))
+            .collect::<Result<Vec<_>>>()?;
+        in_list(&mut sql, &mut values, "t.priority", items);
     }
     if let Some(key) = &q.tier {
         let tier = crate::tier::find_by_key(db, workspace_id, key).await?;
-        sql.push_str(" AND tier_id = ?");
+        sql.push_str(" AND t.tier_id = ?");
         values.push(tier.id.into());
     }
     if let Some(team) = q.team_id {
-        sql.push_str(" AND team_id = ?");
+        sql.push_str(" AND t.team_id = ?");
         values.push(team.into());
     }
     match q.assignee.as_deref() {
         None => {}
-        Some("none") => sql.push_str(" AND assignee_id IS NULL"),
+        Some("none") => sql.push_str(" AND t.assignee_id IS NULL"),
         Some(a) => {
-            let id: i64 = a.parse().map_err(|_| Error::invalid("assignee", format!("assignee {a:?} must be an agent id or none")))?;
-            sql.push_str(" AND assignee_id = ?");
+            let id: i64 = a
+                .parse()
+                .map_err(|_| Error::invalid("assignee", format!("assignee {a:?} must be an agent id or none")))?;
+            sql.push_str(" AND t.assignee_id = ?");
             values.push(id.into());
         }
     }
-    if let Some(tag) = &q.tag {
-        sql.push_str(" AND id IN (SELECT ticket_id FROM ticket_tags WHERE workspace_id = ? AND tag = ?)");
-        values.extend([workspace_id.into(), tag.trim().to_lowercase().into()]);
-    }
     if let Some(ch) = &q.channel {
-        sql.push_str(" AND channel = ?");
+        sql.push_str(" AND t.channel = ?");
         values.push(ch.clone().into());
     }
     if let Some(c) = q.customer_id {
-        sql.push_str(" AND customer_id = ?");
+        sql.push_str(" AND t.customer_id = ?");
         values.push(c.into());
     }
     let cmp = if desc { "<" } else { ">" };
@@ -366,26 +397,26 @@ pub async fn list<C: ConnectionTrait>(db: &C, workspace_id: i64, q: &ListQuery) 
         let bad = || Error::invalid("cursor", "cursor is malformed; pass next_cursor of the previous page unchanged");
         let (v, id) = cursor.split_once('.').ok_or_else(bad)?;
         let (v, id): (i64, i64) = (v.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?);
-        if column == "id" {
-            sql.push_str(&format!(" AND id {cmp} ?"));
+        if column == id_col {
+            sql.push_str(&format!(" AND {id_col} {cmp} ?"));
             values.push(id.into());
         } else {
-            sql.push_str(&format!(" AND ({column} {cmp} ? OR ({column} = ? AND id {cmp} ?))"));
+            sql.push_str(&format!(" AND ({column} {cmp} ? OR ({column} = ? AND {id_col} {cmp} ?))"));
             values.extend([v.into(), v.into(), id.into()]);
         }
     }
     let dir = if desc { "DESC" } else { "ASC" };
-    if column == "id" {
-        sql.push_str(&format!(" ORDER BY id {dir} LIMIT ?"));
+    if column == id_col {
+        sql.push_str(&format!(" ORDER BY {id_col} {dir} LIMIT ?"));
     } else {
-        sql.push_str(&format!(" ORDER BY {column} {dir}, id {dir} LIMIT ?"));
+        sql.push_str(&format!(" ORDER BY {column} {dir}, {id_col} {dir} LIMIT ?"));
     }
     values.push(((limit + 1) as i64).into());
     let stmt = db::statement(db.get_database_backend(), &sql, values);
     let mut rows = ticket::Entity::find().from_raw_sql(stmt).all(db).await?;
     let next_cursor = if rows.len() as u64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|t| format!("{}.{}", if column == "id" { t.id } else { t.updated_at }, t.id))
+        rows.last().map(|t| format!("{}.{}", if column == id_col { t.id } else { t.updated_at }, t.id))
     } else {
         None
     };
@@ -394,7 +425,9 @@ pub async fn list<C: ConnectionTrait>(db: &C, workspace_id: i64, q: &ListQuery) 
 }
 
 /// Accepts `null` as "clear" and absence as "leave unchanged".
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -470,7 +503,8 @@ pub(crate) async fn apply_status<C: ConnectionTrait>(
             row.reopen_count = Set(before.reopen_count + 1);
             row.resolved_at = Set(None);
             row.closed_at = Set(None);
-            sla::restart(db, sla::NewTimer::new(before.workspace_id, before.id, Clock::Resolution, now, targets)).await?;
+            sla::restart(db, sla::NewTimer::new(before.workspace_id, before.id, Clock::Resolution, now, targets))
+                .await?;
         }
         Status::Open | Status::New => {}
     }
@@ -485,7 +519,12 @@ pub(crate) async fn targets_of<C: ConnectionTrait>(db: &C, t: &ticket::Model) ->
 async fn write_tags<C: ConnectionTrait>(db: &C, workspace_id: i64, ticket_id: i64, tags: &[String]) -> Result<()> {
     db::exec(db, "DELETE FROM ticket_tags WHERE ticket_id = ?", vec![ticket_id.into()]).await?;
     for t in tags {
-        db::exec(db, "INSERT INTO ticket_tags (ticket_id, workspace_id, tag) VALUES (?, ?, ?)", vec![ticket_id.into(), workspace_id.into(), t.clone().into()]).await?;
+        db::exec(
+            db,
+            "INSERT INTO ticket_tags (ticket_id, workspace_id, tag) VALUES (?, ?, ?)",
+            vec![ticket_id.into(), workspace_id.into(), t.clone().into()],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -495,7 +534,13 @@ async fn write_tags<C: ConnectionTrait>(db: &C, workspace_id: i64, ticket_id: i6
 ///
 /// # Errors
 /// [`Error::NotFound`], [`Error::Invalid`], [`Error::Transition`].
-pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, actor: &str, patch: &TicketPatch) -> Result<Ticket> {
+pub async fn update(
+    core: &crate::Core,
+    workspace_id: i64,
+    id: i64,
+    actor: &str,
+    patch: &TicketPatch,
+) -> Result<Ticket> {
     let txn = db::begin_write(core.db()).await?;
     let before = find(&txn, workspace_id, id).await?;
     let mut row: ticket::ActiveModel = before.clone().into();
@@ -519,14 +564,18 @@ pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, actor: &str,
     }
     if let Some(team) = patch.team_id {
         if let Some(t) = team {
-            crate::agent::find_team(&txn, workspace_id, t).await.map_err(|_| Error::invalid("team_id", format!("team {t} does not exist")))?;
+            crate::agent::find_team(&txn, workspace_id, t)
+                .await
+                .map_err(|_| Error::invalid("team_id", format!("team {t} does not exist")))?;
         }
         event::diff(&mut changes, "team_id", json!(before.team_id), json!(team));
         row.team_id = Set(team);
     }
     if let Some(assignee) = patch.assignee_id {
         if let Some(a) = assignee {
-            crate::agent::find(&txn, workspace_id, a).await.map_err(|_| Error::invalid("assignee_id", format!("agent {a} does not exist")))?;
+            crate::agent::find(&txn, workspace_id, a)
+                .await
+                .map_err(|_| Error::invalid("assignee_id", format!("agent {a} does not exist")))?;
         }
         event::diff(&mut changes, "assignee_id", json!(before.assignee_id), json!(assignee));
         row.assignee_id = Set(assignee);
@@ -578,12 +627,26 @@ pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, actor: &str,
     row.update(&txn).await?;
     if changes.contains_key("subject") {
         crate::search::remove(&txn, workspace_id, "ticket", id).await?;
-        crate::search::index(&txn, workspace_id, "ticket", id, Some(id), patch.subject.as_deref().unwrap_or_default().trim()).await?;
+        crate::search::index(
+            &txn,
+            workspace_id,
+            "ticket",
+            id,
+            Some(id),
+            patch.subject.as_deref().unwrap_or_default().trim(),
+        )
+        .await?;
     }
     let events = event::append(
         &txn,
         workspace_id,
-        vec![NewEvent { kind: "ticket.updated", actor: actor.to_owned(), ticket_id: Some(id), customer_id: Some(before.customer_id), changes: Json::Object(changes) }],
+        vec![NewEvent {
+            kind: "ticket.updated",
+            actor: actor.to_owned(),
+            ticket_id: Some(id),
+            customer_id: Some(before.customer_id),
+            changes: Json::Object(changes),
+        }],
     )
     .await?;
     txn.commit().await?;
@@ -634,7 +697,10 @@ mod tests {
 
     #[test]
     fn tags_are_normalised_and_bounded() {
-        assert_eq!(normalize_tags(&[" VIP ".into(), "vip".into(), "refund".into()]).ok(), Some(vec!["vip".to_owned(), "refund".to_owned()]));
+        assert_eq!(
+            normalize_tags(&[" VIP ".into(), "vip".into(), "refund".into()]).ok(),
+            Some(vec!["vip".to_owned(), "refund".to_owned()])
+        );
         assert!(normalize_tags(&["".into()]).is_err());
         assert!(normalize_tags(&["a,b".into()]).is_err());
         let many: Vec<String> = (0..51).map(|i| format!("t{i}")).collect();

@@ -92,7 +92,10 @@ impl TierSpec {
     /// # Errors
     /// [`Error::Invalid`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        if self.key.is_empty() || self.key.len() > 64 || !self.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if self.key.is_empty()
+            || self.key.len() > 64
+            || !self.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(Error::invalid("key", "tier key must be 1-64 characters of a-z, 0-9, _ or -"));
         }
         if self.name.trim().is_empty() {
@@ -104,7 +107,7 @@ impl TierSpec {
             ("resolution_minutes", self.resolution_minutes),
             ("warning_minutes", self.warning_minutes),
         ] {
-            if !v.is_finite() || v < 0.0 || v > 525_600.0 {
+            if !v.is_finite() || !(0.0..=525_600.0).contains(&v) {
                 return Err(Error::invalid(field, format!("{field} must be between 0 and 525600 (one year)")));
             }
         }
@@ -229,7 +232,9 @@ pub async fn create<C: ConnectionTrait>(db: &C, workspace_id: i64, spec: &TierSp
     let model = active(workspace_id, spec, crate::now_ms())?.insert(db).await.map_err(Error::from);
     match model {
         Ok(m) => Tier::try_from(m),
-        Err(e) if e.is_unique_violation() => Err(Error::Conflict(format!("a tier with key {:?} exists already", spec.key))),
+        Err(e) if e.is_unique_violation() => {
+            Err(Error::Conflict(format!("a tier with key {:?} exists already", spec.key)))
+        }
         Err(e) => Err(e),
     }
 }
@@ -247,7 +252,9 @@ pub async fn update<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64, spec
     model.created_at = NotSet;
     match model.update(db).await.map_err(Error::from) {
         Ok(m) => Tier::try_from(m),
-        Err(e) if e.is_unique_violation() => Err(Error::Conflict(format!("a tier with key {:?} exists already", spec.key))),
+        Err(e) if e.is_unique_violation() => {
+            Err(Error::Conflict(format!("a tier with key {:?} exists already", spec.key)))
+        }
         Err(e) => Err(e),
     }
 }

@@ -49,9 +49,14 @@ pub async fn create(db: &DatabaseConnection, name: &str, admin_email: &str) -> R
         return Err(Error::Conflict(format!("workspace {name:?} exists already")));
     }
     let now = crate::now_ms();
-    let ws = workspace::ActiveModel { id: NotSet, name: Set(name.to_owned()), next_ticket_number: Set(1), created_at: Set(now) }
-        .insert(&txn)
-        .await?;
+    let ws = workspace::ActiveModel {
+        id: NotSet,
+        name: Set(name.to_owned()),
+        next_ticket_number: Set(1),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
     for spec in crate::tier::defaults() {
         crate::tier::create(&txn, ws.id, &spec).await?;
     }

@@ -40,7 +40,11 @@ impl From<Error> for ApiError {
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Config(_) | Error::Db(_) | Error::Io(_) | Error::Internal(_) => {
                 tracing::error!(error = %e, "request failed");
-                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the details are in the server log");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; the details are in the server log",
+                );
             }
         };
         let field = match &e {

@@ -28,12 +28,32 @@ impl<T: DeserializeOwned> FromRequest<Core> for Json<T> {
 
 fn json_rejection(r: JsonRejection, limit: usize) -> ApiError {
     match r {
-        JsonRejection::JsonDataError(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_json", format!("request body does not match the expected shape: {}", e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: "))),
-        JsonRejection::JsonSyntaxError(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("request body is not valid JSON: {}", e.body_text().trim_start_matches("Failed to parse the request body as JSON: "))),
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as JSON with Content-Type: application/json"),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than the limit of {limit} bytes"))
-        }
+        JsonRejection::JsonDataError(e) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_json",
+            format!(
+                "request body does not match the expected shape: {}",
+                e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+            ),
+        ),
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!(
+                "request body is not valid JSON: {}",
+                e.body_text().trim_start_matches("Failed to parse the request body as JSON: ")
+            ),
+        ),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than the limit of {limit} bytes"),
+        ),
         other => ApiError::new(other.status(), "bad_request", other.body_text()),
     }
 }
@@ -47,7 +67,11 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Core> for Path<T> {
     async fn from_request_parts(parts: &mut Parts, state: &Core) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
-            Err(e @ PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_path", format!("{}; ids are whole numbers", e.body_text()))),
+            Err(e @ PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                format!("{}; ids are whole numbers", e.body_text()),
+            )),
             Err(e) => Err(ApiError::new(e.status(), "bad_path", e.body_text())),
         }
     }
@@ -62,7 +86,9 @@ impl<T: DeserializeOwned> FromRequestParts<Core> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, state: &Core) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
-            Err(e @ QueryRejection::FailedToDeserializeQueryString(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())),
+            Err(e @ QueryRejection::FailedToDeserializeQueryString(_)) => {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
+            }
             Err(e) => Err(ApiError::new(e.status(), "bad_query", e.body_text())),
         }
     }
@@ -75,16 +101,17 @@ impl FromRequestParts<Core> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, core: &Core) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization header; send Authorization: Bearer <token>"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization header must be Bearer <token>"))?;
+        let header =
+            parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing Authorization header; send Authorization: Bearer <token>",
+                )
+            })?;
+        let token = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()).ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization header must be Bearer <token>")
+        })?;
         Ok(Auth(core.tokens().authenticate(core.db(), token).await?))
     }
 }

@@ -22,7 +22,13 @@ pub struct Route {
     pub query: &'static [&'static str],
 }
 
-const fn r(method: &'static str, path: &'static str, summary: &'static str, body: Option<&'static str>, status: u16) -> Route {
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    body: Option<&'static str>,
+    status: u16,
+) -> Route {
     Route { method, path, summary, admin: false, body, status, query: &[] }
 }
 
@@ -40,22 +46,70 @@ pub static ROUTES: &[Route] = &[
     r("GET", "/readyz", "Readiness: the database answers", None, 200),
     r("GET", "/metrics", "Prometheus metrics", None, 200),
     r("GET", "/api/v1/openapi.json", "This document", None, 200),
-    r("POST", "/api/v1/tickets", "Create a ticket with its first message; the customer is found or created by identity (200 instead of 201 when external_id was seen before)", Some("NewTicket"), 201),
-    q(r("GET", "/api/v1/tickets", "List tickets with filters, sorted, cursor-paginated", None, 200), &["status", "tier", "team_id", "assignee", "tag", "priority", "channel", "customer_id", "sort", "cursor", "limit"]),
+    r(
+        "POST",
+        "/api/v1/tickets",
+        "Create a ticket with its first message; the customer is found or created by identity (200 instead of 201 when external_id was seen before)",
+        Some("NewTicket"),
+        201,
+    ),
+    q(
+        r("GET", "/api/v1/tickets", "List tickets with filters, sorted, cursor-paginated", None, 200),
+        &[
+            "status",
+            "tier",
+            "team_id",
+            "assignee",
+            "tag",
+            "priority",
+            "channel",
+            "customer_id",
+            "sort",
+            "cursor",
+            "limit",
+        ],
+    ),
     r("GET", "/api/v1/tickets/{id}", "A ticket with its running SLA clocks", None, 200),
-    r("PATCH", "/api/v1/tickets/{id}", "Change status (enforced transitions), priority, level, team, assignee, category, tags, attributes", Some("TicketPatch"), 200),
+    r(
+        "PATCH",
+        "/api/v1/tickets/{id}",
+        "Change status (enforced transitions), priority, level, team, assignee, category, tags, attributes",
+        Some("TicketPatch"),
+        200,
+    ),
     r("POST", "/api/v1/tickets/{id}/reply", "An agent's reply to the customer", Some("MessageInput"), 201),
     r("POST", "/api/v1/tickets/{id}/notes", "An internal note", Some("MessageInput"), 201),
-    r("POST", "/api/v1/tickets/{id}/messages", "A customer's message on the ticket (reopens it)", Some("MessageInput"), 201),
+    r(
+        "POST",
+        "/api/v1/tickets/{id}/messages",
+        "A customer's message on the ticket (reopens it)",
+        Some("MessageInput"),
+        201,
+    ),
     r("GET", "/api/v1/tickets/{id}/messages", "The conversation, oldest first", None, 200),
     q(r("GET", "/api/v1/tickets/{id}/events", "The ticket's history", None, 200), &["after", "limit"]),
     r("POST", "/api/v1/customers", "Create a customer with identities", Some("NewCustomer"), 201),
     q(r("GET", "/api/v1/customers", "List customers", None, 200), &["after", "limit"]),
     r("GET", "/api/v1/customers/{id}", "A customer with identities", None, 200),
-    r("PATCH", "/api/v1/customers/{id}", "Change name, organisation, tier, language, attributes", Some("CustomerPatch"), 200),
+    r(
+        "PATCH",
+        "/api/v1/customers/{id}",
+        "Change name, organisation, tier, language, attributes",
+        Some("CustomerPatch"),
+        200,
+    ),
     r("POST", "/api/v1/customers/{id}/identities", "Add an identity", Some("Identity"), 201),
     r("POST", "/api/v1/customers/{id}/merge", "Merge this customer into into_id", Some("Merge"), 200),
-    q(r("GET", "/api/v1/customers/{id}/timeline", "Every message with the customer across channels, newest first", None, 200), &["before", "limit"]),
+    q(
+        r(
+            "GET",
+            "/api/v1/customers/{id}/timeline",
+            "Every message with the customer across channels, newest first",
+            None,
+            200,
+        ),
+        &["before", "limit"],
+    ),
     r("POST", "/api/v1/organizations", "Create an organisation", Some("Organization"), 201),
     r("GET", "/api/v1/organizations", "List organisations", None, 200),
     r("GET", "/api/v1/organizations/{id}", "An organisation", None, 200),
@@ -75,7 +129,10 @@ pub static ROUTES: &[Route] = &[
     admin(r("POST", "/api/v1/tokens", "Create an API token for an agent (shown once)", Some("NewToken"), 201)),
     admin(r("DELETE", "/api/v1/tokens/{id}", "Revoke an API token", None, 204)),
     q(r("GET", "/api/v1/search", "Full-text search over tickets, messages and customers", None, 200), &["q", "limit"]),
-    q(r("GET", "/api/v1/events", "The workspace's event feed, oldest first after a cursor", None, 200), &["after", "limit"]),
+    q(
+        r("GET", "/api/v1/events", "The workspace's event feed, oldest first after a cursor", None, 200),
+        &["after", "limit"],
+    ),
     r("GET", "/api/v1/attachments/{id}", "An attachment's content", None, 200),
     r("GET", "/api/v1/me", "The caller: workspace, agent and role", None, 200),
 ];
@@ -96,10 +153,23 @@ fn schemas() -> Value {
     let any_obj = || json!({ "type": "object" });
     let identity = obj(&[("kind", s()), ("address", s())], &["kind", "address"]);
     let customer = obj(
-        &[("id", i()), ("name", s()), ("email", s()), ("phone", s()), ("identities", arr(identity.clone())), ("organization_id", i()), ("tier", s()), ("language", s()), ("attributes", any_obj())],
+        &[
+            ("id", i()),
+            ("name", s()),
+            ("email", s()),
+            ("phone", s()),
+            ("identities", arr(identity.clone())),
+            ("organization_id", i()),
+            ("tier", s()),
+            ("language", s()),
+            ("attributes", any_obj()),
+        ],
         &[],
     );
-    let attachment = obj(&[("filename", s()), ("content_type", s()), ("data", json!({ "type": "string", "format": "byte" }))], &["filename", "data"]);
+    let attachment = obj(
+        &[("filename", s()), ("content_type", s()), ("data", json!({ "type": "string", "format": "byte" }))],
+        &["filename", "data"],
+    );
     let status = json!({ "type": "string", "enum": ["new", "open", "pending", "resolved", "closed"] });
     let priority = json!({ "type": "string", "enum": ["low", "normal", "high", "urgent"] });
     json!({
@@ -142,7 +212,9 @@ pub fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "integer" } }))
             .collect();
-        params.extend(route.query.iter().map(|name| json!({ "name": name, "in": "query", "required": *name == "q", "schema": { "type": "string" } })));
+        params.extend(route.query.iter().map(
+            |name| json!({ "name": name, "in": "query", "required": *name == "q", "schema": { "type": "string" } }),
+        ));
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
         }

@@ -17,20 +17,37 @@ use crate::organization::{self, OrganizationSpec};
 use crate::tier::{self, Tier, TierSpec};
 
 pub(super) async fn list_tiers(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
-    let tiers = tier::list(core.db(), p.workspace_id).await?.into_iter().map(Tier::try_from).collect::<crate::Result<Vec<_>>>()?;
+    let tiers = tier::list(core.db(), p.workspace_id)
+        .await?
+        .into_iter()
+        .map(Tier::try_from)
+        .collect::<crate::Result<Vec<_>>>()?;
     Ok(axum::Json(json!({ "items": tiers })))
 }
 
-pub(super) async fn get_tier(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn get_tier(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(Tier::try_from(tier::find(core.db(), p.workspace_id, id).await?)?))
 }
 
-pub(super) async fn create_tier(State(core): State<Core>, Auth(p): Auth, Json(spec): Json<TierSpec>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn create_tier(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Json(spec): Json<TierSpec>,
+) -> ApiResult<impl IntoResponse> {
     p.require_admin("changing tiers")?;
     Ok((StatusCode::CREATED, axum::Json(tier::create(core.db(), p.workspace_id, &spec).await?)))
 }
 
-pub(super) async fn update_tier(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>, Json(spec): Json<TierSpec>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn update_tier(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Json(spec): Json<TierSpec>,
+) -> ApiResult<impl IntoResponse> {
     p.require_admin("changing tiers")?;
     Ok(axum::Json(tier::update(core.db(), p.workspace_id, id, &spec).await?))
 }
@@ -39,11 +56,19 @@ pub(super) async fn list_agents(State(core): State<Core>, Auth(p): Auth) -> ApiR
     Ok(axum::Json(json!({ "items": agent::list(core.db(), p.workspace_id).await? })))
 }
 
-pub(super) async fn get_agent(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn get_agent(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(agent::get(core.db(), p.workspace_id, id).await?))
 }
 
-pub(super) async fn create_agent(State(core): State<Core>, Auth(p): Auth, Json(spec): Json<AgentSpec>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn create_agent(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Json(spec): Json<AgentSpec>,
+) -> ApiResult<impl IntoResponse> {
     p.require_admin("managing agents")?;
     let txn = crate::db::begin_write(core.db()).await?;
     let a = agent::create(&txn, p.workspace_id, &spec).await?;
@@ -51,7 +76,12 @@ pub(super) async fn create_agent(State(core): State<Core>, Auth(p): Auth, Json(s
     Ok((StatusCode::CREATED, axum::Json(a)))
 }
 
-pub(super) async fn update_agent(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>, Json(spec): Json<AgentSpec>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn update_agent(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Json(spec): Json<AgentSpec>,
+) -> ApiResult<impl IntoResponse> {
     p.require_admin("managing agents")?;
     let txn = crate::db::begin_write(core.db()).await?;
     let a = agent::update(&txn, p.workspace_id, id, &spec).await?;
@@ -63,16 +93,29 @@ pub(super) async fn list_teams(State(core): State<Core>, Auth(p): Auth) -> ApiRe
     Ok(axum::Json(json!({ "items": agent::list_teams(core.db(), p.workspace_id).await? })))
 }
 
-pub(super) async fn get_team(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn get_team(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(agent::get_team(core.db(), p.workspace_id, id).await?))
 }
 
-pub(super) async fn create_team(State(core): State<Core>, Auth(p): Auth, Json(spec): Json<TeamSpec>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn create_team(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Json(spec): Json<TeamSpec>,
+) -> ApiResult<impl IntoResponse> {
     p.require_admin("managing teams")?;
     Ok((StatusCode::CREATED, axum::Json(agent::save_team(core.db(), p.workspace_id, None, &spec).await?)))
 }
 
-pub(super) async fn update_team(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>, Json(spec): Json<TeamSpec>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn update_team(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Json(spec): Json<TeamSpec>,
+) -> ApiResult<impl IntoResponse> {
     p.require_admin("managing teams")?;
     Ok(axum::Json(agent::save_team(core.db(), p.workspace_id, Some(id), &spec).await?))
 }
@@ -81,15 +124,28 @@ pub(super) async fn list_organizations(State(core): State<Core>, Auth(p): Auth) 
     Ok(axum::Json(json!({ "items": organization::list(core.db(), p.workspace_id).await? })))
 }
 
-pub(super) async fn get_organization(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn get_organization(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(organization::Organization::from(organization::find(core.db(), p.workspace_id, id).await?)))
 }
 
-pub(super) async fn create_organization(State(core): State<Core>, Auth(p): Auth, Json(spec): Json<OrganizationSpec>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn create_organization(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Json(spec): Json<OrganizationSpec>,
+) -> ApiResult<impl IntoResponse> {
     Ok((StatusCode::CREATED, axum::Json(organization::save(core.db(), p.workspace_id, None, &spec).await?)))
 }
 
-pub(super) async fn update_organization(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>, Json(spec): Json<OrganizationSpec>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn update_organization(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Json(spec): Json<OrganizationSpec>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(organization::save(core.db(), p.workspace_id, Some(id), &spec).await?))
 }
 
@@ -104,19 +160,32 @@ pub(super) struct NewToken {
     role: Option<Role>,
 }
 
-pub(super) async fn create_token(State(core): State<Core>, Auth(p): Auth, Json(input): Json<NewToken>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn create_token(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Json(input): Json<NewToken>,
+) -> ApiResult<impl IntoResponse> {
     p.require_admin("creating API tokens")?;
-    let a = agent::find(core.db(), p.workspace_id, input.agent_id).await.map_err(|_| crate::Error::invalid("agent_id", format!("agent {} does not exist", input.agent_id)))?;
+    let a = agent::find(core.db(), p.workspace_id, input.agent_id)
+        .await
+        .map_err(|_| crate::Error::invalid("agent_id", format!("agent {} does not exist", input.agent_id)))?;
     let agent_role = Role::parse(&a.role)?;
     let role = input.role.unwrap_or(agent_role);
     if role == Role::Admin && agent_role != Role::Admin {
         return Err(crate::Error::invalid("role", "an admin token needs an agent with the admin role").into());
     }
     let (id, token) = auth::create_token(core.db(), p.workspace_id, a.id, &input.name, role).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "id": id, "agent_id": a.id, "role": role, "name": input.name, "token": token }))))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "id": id, "agent_id": a.id, "role": role, "name": input.name, "token": token })),
+    ))
 }
 
-pub(super) async fn revoke_token(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn revoke_token(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
     p.require_admin("revoking API tokens")?;
     auth::revoke_token(core.db(), core.tokens(), p.workspace_id, id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -36,7 +36,11 @@ pub(super) struct SearchQuery {
     limit: Option<u64>,
 }
 
-pub(super) async fn search(State(core): State<Core>, Auth(p): Auth, Query(q): Query<SearchQuery>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn search(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<impl IntoResponse> {
     let hits = crate::search::search(core.db(), p.workspace_id, &q.q, q.limit.unwrap_or(20).clamp(1, 100)).await?;
     Ok(axum::Json(json!({ "items": hits })))
 }
@@ -48,14 +52,23 @@ pub(super) struct FeedQuery {
     limit: Option<u64>,
 }
 
-pub(super) async fn events(State(core): State<Core>, Auth(p): Auth, Query(q): Query<FeedQuery>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn events(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Query(q): Query<FeedQuery>,
+) -> ApiResult<impl IntoResponse> {
     let after = q.after.unwrap_or(0);
-    let items = crate::event::feed(core.db(), p.workspace_id, after, None, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    let items =
+        crate::event::feed(core.db(), p.workspace_id, after, None, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     let next = items.last().map(|e| e.id).unwrap_or(after);
     Ok(axum::Json(json!({ "items": items, "next_after": next })))
 }
 
-pub(super) async fn attachment(State(core): State<Core>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<impl IntoResponse> {
+pub(super) async fn attachment(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
     let (content_type, data) = crate::ticket::attachment(core.db(), p.workspace_id, id).await?;
     Ok(([(header::CONTENT_TYPE, content_type), (header::CONTENT_DISPOSITION, "attachment".to_owned())], data))
 }

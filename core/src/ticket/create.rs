@@ -114,8 +114,14 @@ struct Prepared {
 /// # Errors
 /// [`Error::Invalid`].
 pub fn validate_channel(channel: &str) -> Result<String> {
-    let ok = !channel.is_empty() && channel.len() <= 32 && channel.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok { Ok(channel.to_owned()) } else { Err(Error::invalid("channel", format!("channel {channel:?} must be 1-32 characters of a-z, 0-9, _ or -"))) }
+    let ok = !channel.is_empty()
+        && channel.len() <= 32
+        && channel.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(channel.to_owned())
+    } else {
+        Err(Error::invalid("channel", format!("channel {channel:?} must be 1-32 characters of a-z, 0-9, _ or -")))
+    }
 }
 
 fn object_text(v: Option<&Json>, field: &str) -> Result<String> {
@@ -131,12 +137,15 @@ fn prepare(workspace_id: i64, actor: &str, t: NewTicket, limits: &Limits) -> Res
     validate_body(&t.body, t.body_html.as_deref(), limits.max_message_bytes)?;
     let identities = t.customer.identities()?;
     if t.customer.id.is_none() && identities.is_empty() {
-        return Err(Error::invalid("customer", "customer needs an id or at least one identity (email, phone or identities[])"));
+        return Err(Error::invalid(
+            "customer",
+            "customer needs an id or at least one identity (email, phone or identities[])",
+        ));
     }
-    if let Some(ext) = &t.external_id {
-        if ext.is_empty() || ext.len() > 512 {
-            return Err(Error::invalid("external_id", "external_id must be 1-512 characters"));
-        }
+    if let Some(ext) = &t.external_id
+        && (ext.is_empty() || ext.len() > 512)
+    {
+        return Err(Error::invalid("external_id", "external_id must be 1-512 characters"));
     }
     Ok(Prepared {
         workspace_id,
@@ -269,6 +278,7 @@ type Results = Vec<Result<Outcome>>;
 /// Writes a batch in one transaction. Item-level problems (an unknown team, say) fail that
 /// item only; a database error fails the batch.
 async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Results, Vec<event::Event>)> {
+    let started = std::time::Instant::now();
     let txn = db::begin_write(db).await?;
     let now = crate::now_ms();
     let mut out: Vec<Option<Result<Outcome>>> = (0..items.len()).map(|_| None).collect();
@@ -276,8 +286,8 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
     // Tiers of every workspace in the batch, compiled once.
     let mut tiers: HashMap<i64, Vec<tier::Model>> = HashMap::new();
     for it in items {
-        if !tiers.contains_key(&it.workspace_id) {
-            tiers.insert(it.workspace_id, crate::tier::list(&txn, it.workspace_id).await?);
+        if let std::collections::hash_map::Entry::Vacant(e) = tiers.entry(it.workspace_id) {
+            e.insert(crate::tier::list(&txn, it.workspace_id).await?);
         }
     }
     let mut targets: HashMap<i64, Targets> = HashMap::new();
@@ -295,7 +305,12 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
             duplicate_of.insert(i, j);
             continue;
         }
-        let known = db::query_one(&txn, "SELECT ticket_id FROM messages WHERE workspace_id = ? AND channel = ? AND external_id = ?", vec![it.workspace_id.into(), it.channel.clone().into(), ext.into()]).await?;
+        let known = db::query_one(
+            &txn,
+            "SELECT ticket_id FROM messages WHERE workspace_id = ? AND channel = ? AND external_id = ?",
+            vec![it.workspace_id.into(), it.channel.clone().into(), ext.into()],
+        )
+        .await?;
         match known {
             Some(row) => out[i] = Some(Ok(Outcome::Existing(db::col(&row, "ticket_id")?))),
             None => {
@@ -313,13 +328,17 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
         }
     }
     for (ws, ids) in &by_ws {
-        let mut sql = String::from("SELECT customer_id, kind, address FROM customer_identities WHERE workspace_id = ? AND (");
-        let mut values: Vec<Value> = vec![(*ws).into()];
-        for (n, (k, a)) in ids.iter().enumerate() {
-            sql.push_str(if n == 0 { "(kind = ? AND address = ?)" } else { " OR (kind = ? AND address = ?)" });
-            values.extend([k.clone().into(), a.clone().into()]);
+        // Every OR term names the whole unique key, so SQLite answers each with one index
+        // lookup; with the workspace outside the OR it would scan the workspace's identities.
+        let term = "(workspace_id = ? AND kind = ? AND address = ?)";
+        let sql = format!(
+            "SELECT customer_id, kind, address FROM customer_identities WHERE {}",
+            vec![term; ids.len()].join(" OR ")
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(ids.len() * 3);
+        for (k, a) in ids {
+            values.extend([(*ws).into(), k.clone().into(), a.clone().into()]);
         }
-        sql.push(')');
         for r in db::query_all(&txn, &sql, values).await? {
             stored_identities.insert((*ws, db::col(&r, "kind")?, db::col(&r, "address")?), db::col(&r, "customer_id")?);
         }
@@ -334,7 +353,13 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
         }
         let ws = it.workspace_id;
         let found = match it.customer_id {
-            Some(id) => match db::query_one(&txn, "SELECT merged_into_id FROM customers WHERE id = ? AND workspace_id = ?", vec![id.into(), ws.into()]).await? {
+            Some(id) => match db::query_one(
+                &txn,
+                "SELECT merged_into_id FROM customers WHERE id = ? AND workspace_id = ?",
+                vec![id.into(), ws.into()],
+            )
+            .await?
+            {
                 Some(row) => Some(Cust::Stored(db::col::<Option<i64>>(&row, "merged_into_id")?.unwrap_or(id))),
                 None => {
                     out[i] = Some(Err(Error::invalid("customer.id", format!("customer {id} does not exist"))));
@@ -388,11 +413,20 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
         let checks = [
             ("team_id", "teams", it.team_id),
             ("assignee_id", "agents", it.assignee_id),
-            ("customer.organization_id", "organizations", it.customer_org.filter(|_| matches!(customer_of[i], Some(Cust::New(_))))),
+            (
+                "customer.organization_id",
+                "organizations",
+                it.customer_org.filter(|_| matches!(customer_of[i], Some(Cust::New(_)))),
+            ),
         ];
         for (field, table, id) in checks {
             let Some(id) = id else { continue };
-            let exists = db::query_one(&txn, &format!("SELECT id FROM {table} WHERE id = ? AND workspace_id = ?"), vec![id.into(), it.workspace_id.into()]).await?;
+            let exists = db::query_one(
+                &txn,
+                &format!("SELECT id FROM {table} WHERE id = ? AND workspace_id = ?"),
+                vec![id.into(), it.workspace_id.into()],
+            )
+            .await?;
             if exists.is_none() {
                 out[i] = Some(Err(Error::invalid(field, format!("{field} {id} does not exist in this workspace"))));
                 customer_of[i] = None;
@@ -416,7 +450,23 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
     });
 
     // Keys for everything we insert.
-    let customer_ids = db::reserve_ids(&txn, "customers", new_customers.len()).await?;
+    // Keys for everything we insert, reserved in one round trip; the rows go down together
+    // at the end, also in one round trip on SQLite.
+    let writing: Vec<usize> = (0..items.len()).filter(|i| customer_of[*i].is_some()).collect();
+    let mut keys = db::reserve_ids_many(
+        &txn,
+        &[
+            ("customers", new_customers.len()),
+            ("tickets", writing.len()),
+            ("messages", writing.len()),
+            ("events", used.len() + writing.len()),
+        ],
+    )
+    .await?
+    .into_iter();
+    let mut next_keys = || keys.next().ok_or_else(|| Error::Internal("key reservation came back short".into()));
+    let (customer_ids, ticket_ids, message_ids, event_ids) = (next_keys()?, next_keys()?, next_keys()?, next_keys()?);
+    let mut statements: Vec<db::Sql> = Vec::new();
     let resolve = |c: Cust| match c {
         Cust::Stored(id) => id,
         Cust::New(n) => customer_ids[n],
@@ -430,8 +480,23 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
         .map(|(n, c)| {
             let it = &items[c.item];
             let id = customer_ids[n];
-            docs.push(Doc { workspace_id: c.workspace_id, kind: "customer", ref_id: id, ticket_id: None, body: customer_search_text(&it.customer_name, &it.identities) });
-            events.push((c.workspace_id, NewEvent { kind: "customer.created", actor: it.actor.clone(), ticket_id: None, customer_id: Some(id), changes: json!({ "name": it.customer_name }) }));
+            docs.push(Doc {
+                workspace_id: c.workspace_id,
+                kind: "customer",
+                ref_id: id,
+                ticket_id: None,
+                body: customer_search_text(&it.customer_name, &it.identities),
+            });
+            events.push((
+                c.workspace_id,
+                NewEvent {
+                    kind: "customer.created",
+                    actor: it.actor.clone(),
+                    ticket_id: None,
+                    customer_id: Some(id),
+                    changes: json!({ "name": it.customer_name }),
+                },
+            ));
             vec![
                 id.into(),
                 c.workspace_id.into(),
@@ -445,25 +510,50 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
             ]
         })
         .collect();
-    db::insert_rows(&txn, "customers", &["id", "workspace_id", "name", "organization_id", "tier_id", "language", "attributes", "created_at", "updated_at"], customer_rows).await?;
-    let identity_rows = new_identities.iter().map(|(_, ws, c, k, a)| vec![(*ws).into(), resolve(*c).into(), k.clone().into(), a.clone().into(), now.into()]).collect();
-    db::insert_rows(&txn, "customer_identities", &["workspace_id", "customer_id", "kind", "address", "created_at"], identity_rows).await?;
+    statements.extend(db::insert_statement(
+        "customers",
+        &[
+            "id",
+            "workspace_id",
+            "name",
+            "organization_id",
+            "tier_id",
+            "language",
+            "attributes",
+            "created_at",
+            "updated_at",
+        ],
+        customer_rows,
+    ));
+    let identity_rows = new_identities
+        .iter()
+        .map(|(_, ws, c, k, a)| vec![(*ws).into(), resolve(*c).into(), k.clone().into(), a.clone().into(), now.into()])
+        .collect();
+    statements.extend(db::insert_statement(
+        "customer_identities",
+        &["workspace_id", "customer_id", "kind", "address", "created_at"],
+        identity_rows,
+    ));
 
     // The tier of each ticket is its customer's.
-    let stored_customers: Vec<i64> = customer_of.iter().filter_map(|c| match c {
-        Some(Cust::Stored(id)) => Some(*id),
-        _ => None,
-    }).collect();
-    let mut tier_of_customer: HashMap<i64, i64> = new_customers.iter().enumerate().map(|(n, c)| (customer_ids[n], c.tier_id)).collect();
+    let stored_customers: Vec<i64> = customer_of
+        .iter()
+        .filter_map(|c| match c {
+            Some(Cust::Stored(id)) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let mut tier_of_customer: HashMap<i64, i64> =
+        new_customers.iter().enumerate().map(|(n, c)| (customer_ids[n], c.tier_id)).collect();
     if !stored_customers.is_empty() {
-        let sql = format!("SELECT id, tier_id FROM customers WHERE id IN ({})", vec!["?"; stored_customers.len()].join(", "));
+        let sql =
+            format!("SELECT id, tier_id FROM customers WHERE id IN ({})", vec!["?"; stored_customers.len()].join(", "));
         for r in db::query_all(&txn, &sql, stored_customers.iter().map(|id| (*id).into()).collect()).await? {
             tier_of_customer.insert(db::col(&r, "id")?, db::col(&r, "tier_id")?);
         }
     }
 
     // Ticket numbers: one counter update per workspace.
-    let writing: Vec<usize> = (0..items.len()).filter(|i| customer_of[*i].is_some()).collect();
     let mut next_number: HashMap<i64, i64> = HashMap::new();
     let mut per_ws: HashMap<i64, i64> = HashMap::new();
     for &i in &writing {
@@ -475,7 +565,6 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
             .ok_or_else(|| Error::Internal(format!("workspace {ws} vanished")))?;
         next_number.insert(*ws, db::col::<i64>(&row, "next_ticket_number")? - n);
     }
-    let ticket_ids = db::reserve_ids(&txn, "tickets", writing.len()).await?;
     let mut tickets: HashMap<usize, ticket::Model> = HashMap::new();
     let mut ticket_rows = Vec::new();
     let mut tag_rows = Vec::new();
@@ -483,8 +572,13 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
     for (&i, &id) in writing.iter().zip(&ticket_ids) {
         let it = &items[i];
         let customer_id = resolve(customer_of[i].ok_or_else(|| Error::Internal("customer not planned".into()))?);
-        let tier_id = *tier_of_customer.get(&customer_id).ok_or_else(|| Error::Internal(format!("customer {customer_id} has no tier")))?;
-        let tier = tiers.get(&it.workspace_id).and_then(|ts| ts.iter().find(|t| t.id == tier_id)).ok_or_else(|| Error::Internal(format!("tier {tier_id} not loaded")))?;
+        let tier_id = *tier_of_customer
+            .get(&customer_id)
+            .ok_or_else(|| Error::Internal(format!("customer {customer_id} has no tier")))?;
+        let tier = tiers
+            .get(&it.workspace_id)
+            .and_then(|ts| ts.iter().find(|t| t.id == tier_id))
+            .ok_or_else(|| Error::Internal(format!("tier {tier_id} not loaded")))?;
         let number = next_number.entry(it.workspace_id).or_default();
         let m = ticket::Model {
             id,
@@ -536,19 +630,40 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
         let t = targets.get(&tier_id).ok_or_else(|| Error::Internal(format!("tier {tier_id} not compiled")))?;
         timers.push(NewTimer::new(it.workspace_id, id, Clock::FirstResponse, now, t));
         timers.push(NewTimer::new(it.workspace_id, id, Clock::Resolution, now, t));
-        docs.push(Doc { workspace_id: it.workspace_id, kind: "ticket", ref_id: id, ticket_id: Some(id), body: it.subject.clone() });
+        docs.push(Doc {
+            workspace_id: it.workspace_id,
+            kind: "ticket",
+            ref_id: id,
+            ticket_id: Some(id),
+            body: it.subject.clone(),
+        });
         tickets.insert(i, m);
     }
-    db::insert_rows(
-        &txn,
+    statements.extend(db::insert_statement(
         "tickets",
-        &["id", "workspace_id", "number", "subject", "status", "priority", "level", "team_id", "assignee_id", "customer_id", "tier_id", "category", "channel", "tags", "attributes", "created_at", "updated_at"],
+        &[
+            "id",
+            "workspace_id",
+            "number",
+            "subject",
+            "status",
+            "priority",
+            "level",
+            "team_id",
+            "assignee_id",
+            "customer_id",
+            "tier_id",
+            "category",
+            "channel",
+            "tags",
+            "attributes",
+            "created_at",
+            "updated_at",
+        ],
         ticket_rows,
-    )
-    .await?;
-    db::insert_rows(&txn, "ticket_tags", &["ticket_id", "workspace_id", "tag"], tag_rows).await?;
+    ));
+    statements.extend(db::insert_statement("ticket_tags", &["ticket_id", "workspace_id", "tag"], tag_rows));
 
-    let message_ids = db::reserve_ids(&txn, "messages", writing.len()).await?;
     let mut message_rows = Vec::new();
     for (&i, &mid) in writing.iter().zip(&message_ids) {
         let it = &items[i];
@@ -566,7 +681,13 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
             it.external_id.clone().into(),
             now.into(),
         ]);
-        docs.push(Doc { workspace_id: it.workspace_id, kind: "message", ref_id: mid, ticket_id: Some(t.id), body: it.body.clone() });
+        docs.push(Doc {
+            workspace_id: it.workspace_id,
+            kind: "message",
+            ref_id: mid,
+            ticket_id: Some(t.id),
+            body: it.body.clone(),
+        });
         events.push((
             it.workspace_id,
             NewEvent {
@@ -581,22 +702,35 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
             },
         ));
     }
-    db::insert_rows(
-        &txn,
+    statements.extend(db::insert_statement(
         "messages",
-        &["id", "workspace_id", "ticket_id", "direction", "channel", "author_kind", "author_id", "body_text", "body_html", "external_id", "created_at"],
+        &[
+            "id",
+            "workspace_id",
+            "ticket_id",
+            "direction",
+            "channel",
+            "author_kind",
+            "author_id",
+            "body_text",
+            "body_html",
+            "external_id",
+            "created_at",
+        ],
         message_rows,
-    )
-    .await?;
+    ));
+    statements.extend(search::insert_statement(docs));
+    statements.extend(sla::insert_statement(&timers));
+    let (event_insert, events) = event::insert_statement(events, event_ids);
+    statements.extend(event_insert);
+    db::exec_all(&txn, statements).await?;
     for (&i, &mid) in writing.iter().zip(&message_ids) {
         if !items[i].attachments.is_empty() {
             store_attachments(&txn, items[i].workspace_id, mid, &items[i].attachments).await?;
         }
     }
-    search::index_many(&txn, docs).await?;
-    sla::start_many(&txn, &timers).await?;
-    let events = event::append_many(&txn, events).await?;
     txn.commit().await?;
+    tracing::debug!(tickets = items.len(), elapsed = ?started.elapsed(), "ticket batch written");
 
     let mut results: Results = Vec::with_capacity(items.len());
     for (i, slot) in out.into_iter().enumerate() {

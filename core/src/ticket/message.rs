@@ -95,7 +95,12 @@ pub(crate) fn decode_attachments(input: &[AttachmentInput], max_bytes: usize) ->
 }
 
 /// Stores attachments (once per content hash) and links them to a message.
-pub(crate) async fn store_attachments<C: ConnectionTrait>(db: &C, workspace_id: i64, message_id: i64, items: &[Attachment]) -> Result<()> {
+pub(crate) async fn store_attachments<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: i64,
+    message_id: i64,
+    items: &[Attachment],
+) -> Result<()> {
     for a in items {
         db::exec(
             db,
@@ -103,9 +108,13 @@ pub(crate) async fn store_attachments<C: ConnectionTrait>(db: &C, workspace_id: 
             vec![workspace_id.into(), a.sha256.clone().into(), (a.bytes.len() as i64).into(), a.content_type.clone().into(), a.bytes.clone().into(), crate::now_ms().into()],
         )
         .await?;
-        let row = db::query_one(db, "SELECT id FROM attachments WHERE workspace_id = ? AND sha256 = ?", vec![workspace_id.into(), a.sha256.clone().into()])
-            .await?
-            .ok_or_else(|| Error::Internal("attachment vanished after insert".into()))?;
+        let row = db::query_one(
+            db,
+            "SELECT id FROM attachments WHERE workspace_id = ? AND sha256 = ?",
+            vec![workspace_id.into(), a.sha256.clone().into()],
+        )
+        .await?
+        .ok_or_else(|| Error::Internal("attachment vanished after insert".into()))?;
         let id: i64 = db::col(&row, "id")?;
         db::exec(
             db,
@@ -201,7 +210,15 @@ pub(crate) fn validate_body(body: &str, html: Option<&str>, max_bytes: usize) ->
 ///
 /// # Errors
 /// [`Error::NotFound`], [`Error::Invalid`].
-pub async fn add_message(core: &crate::Core, workspace_id: i64, ticket_id: i64, kind: MessageKind, author_id: Option<i64>, actor: &str, input: &MessageInput) -> Result<(MessageView, bool)> {
+pub async fn add_message(
+    core: &crate::Core,
+    workspace_id: i64,
+    ticket_id: i64,
+    kind: MessageKind,
+    author_id: Option<i64>,
+    actor: &str,
+    input: &MessageInput,
+) -> Result<(MessageView, bool)> {
     let limits = core.limits();
     validate_body(&input.body, input.body_html.as_deref(), limits.max_message_bytes)?;
     let attachments = decode_attachments(&input.attachments, limits.max_attachment_bytes)?;
@@ -209,11 +226,19 @@ pub async fn add_message(core: &crate::Core, workspace_id: i64, ticket_id: i64, 
     let before = find(&txn, workspace_id, ticket_id).await?;
     let channel = input.channel.clone().unwrap_or_else(|| before.channel.clone());
     if let Some(ext) = &input.external_id {
-        let known = db::query_one(&txn, "SELECT id FROM messages WHERE workspace_id = ? AND channel = ? AND external_id = ?", vec![workspace_id.into(), channel.clone().into(), ext.clone().into()]).await?;
+        let known = db::query_one(
+            &txn,
+            "SELECT id FROM messages WHERE workspace_id = ? AND channel = ? AND external_id = ?",
+            vec![workspace_id.into(), channel.clone().into(), ext.clone().into()],
+        )
+        .await?;
         if let Some(row) = known {
             drop(txn);
             let id: i64 = db::col(&row, "id")?;
-            let msg = messages(core.db(), workspace_id, ticket_id, Some(id)).await?.pop().ok_or(Error::NotFound("message"))?;
+            let msg = messages(core.db(), workspace_id, ticket_id, Some(id))
+                .await?
+                .pop()
+                .ok_or(Error::NotFound("message"))?;
             return Ok((msg, false));
         }
     }
@@ -262,7 +287,8 @@ pub async fn add_message(core: &crate::Core, workspace_id: i64, ticket_id: i64, 
                 new_status = Status::Open;
             }
             if before.first_response_at.is_some() {
-                sla::restart(&txn, sla::NewTimer::new(workspace_id, ticket_id, Clock::NextResponse, now, &targets)).await?;
+                sla::restart(&txn, sla::NewTimer::new(workspace_id, ticket_id, Clock::NextResponse, now, &targets))
+                    .await?;
             }
         }
         MessageKind::Note => {}
@@ -295,7 +321,10 @@ pub async fn add_message(core: &crate::Core, workspace_id: i64, ticket_id: i64, 
     let events = event::append(&txn, workspace_id, events).await?;
     txn.commit().await?;
     core.bus().publish(events);
-    let msg = messages(core.db(), workspace_id, ticket_id, Some(message_id)).await?.pop().ok_or(Error::NotFound("message"))?;
+    let msg = messages(core.db(), workspace_id, ticket_id, Some(message_id))
+        .await?
+        .pop()
+        .ok_or(Error::NotFound("message"))?;
     Ok((msg, true))
 }
 
@@ -303,13 +332,23 @@ pub async fn add_message(core: &crate::Core, workspace_id: i64, ticket_id: i64, 
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown ticket.
-pub async fn messages<C: ConnectionTrait>(db: &C, workspace_id: i64, ticket_id: i64, only: Option<i64>) -> Result<Vec<MessageView>> {
+pub async fn messages<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: i64,
+    ticket_id: i64,
+    only: Option<i64>,
+) -> Result<Vec<MessageView>> {
     find(db, workspace_id, ticket_id).await?;
     let (filter, mut values): (&str, Vec<sea_orm::Value>) = match only {
         Some(id) => (" AND id = ?", vec![ticket_id.into(), id.into()]),
         None => ("", vec![ticket_id.into()]),
     };
-    let rows = db::query_all(db, &format!("SELECT * FROM messages WHERE ticket_id = ?{filter} ORDER BY id"), values.split_off(0)).await?;
+    let rows = db::query_all(
+        db,
+        &format!("SELECT * FROM messages WHERE ticket_id = ?{filter} ORDER BY id"),
+        values.split_off(0),
+    )
+    .await?;
     let atts = db::query_all(
         db,
         "SELECT ma.message_id, a.id, ma.filename, a.content_type, a.size, a.sha256 FROM message_attachments ma JOIN attachments a ON a.id = ma.attachment_id JOIN messages m ON m.id = ma.message_id WHERE m.ticket_id = ? ORDER BY a.id",
@@ -354,9 +393,13 @@ pub async fn messages<C: ConnectionTrait>(db: &C, workspace_id: i64, ticket_id: 
 /// # Errors
 /// [`Error::NotFound`].
 pub async fn attachment<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64) -> Result<(String, Vec<u8>)> {
-    let row = db::query_one(db, "SELECT content_type, data FROM attachments WHERE id = ? AND workspace_id = ?", vec![id.into(), workspace_id.into()])
-        .await?
-        .ok_or(Error::NotFound("attachment"))?;
+    let row = db::query_one(
+        db,
+        "SELECT content_type, data FROM attachments WHERE id = ? AND workspace_id = ?",
+        vec![id.into(), workspace_id.into()],
+    )
+    .await?
+    .ok_or(Error::NotFound("attachment"))?;
     Ok((db::col(&row, "content_type")?, db::col(&row, "data")?))
 }
 
@@ -366,12 +409,14 @@ mod tests {
 
     #[test]
     fn attachments_are_decoded_hashed_and_limited() {
-        let ok = AttachmentInput { filename: "a.txt".into(), content_type: "text/plain".into(), data: "aGFsbG8=".into() };
+        let ok =
+            AttachmentInput { filename: "a.txt".into(), content_type: "text/plain".into(), data: "aGFsbG8=".into() };
         let a = decode_attachments(std::slice::from_ref(&ok), 100).map_err(|e| e.to_string());
         let a = a.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a[0].bytes, b"hallo");
         assert_eq!(a[0].sha256, hex::encode(Sha256::digest(b"hallo")));
-        let big = AttachmentInput { data: base64::engine::general_purpose::STANDARD.encode(vec![0u8; 101]), ..ok.clone() };
+        let big =
+            AttachmentInput { data: base64::engine::general_purpose::STANDARD.encode(vec![0u8; 101]), ..ok.clone() };
         assert!(decode_attachments(&[big], 100).is_err());
         let bad = AttachmentInput { data: "***".into(), ..ok.clone() };
         let err = decode_attachments(&[bad], 100).err().map(|e| e.to_string()).unwrap_or_default();

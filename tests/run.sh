@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs every test of Plugdesk: formatting and lints, unit tests, and the end-to-end suite on
+# SQLite and then on PostgreSQL. Installs what it needs (the toolchain's wasm target, the
+# PostgreSQL client) and starts the local PostgreSQL server if it is down.
+#
+#   bash tests/run.sh            # everything
+#   PLUGDESK_SKIP_PG=1 bash tests/run.sh   # SQLite only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_URL="${PLUGDESK_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+ensure_toolchain() {
+    # rust-toolchain.toml pins the compiler; make sure its extra target is there too.
+    rustup show active-toolchain >/dev/null
+    if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+        rustup target add wasm32-wasip2
+    fi
+}
+
+ensure_postgres() {
+    if ! command -v psql >/dev/null || ! command -v pg_isready >/dev/null; then
+        step "installing the PostgreSQL client"
+        as_root apt-get update -qq
+        as_root apt-get install -y -qq postgresql-client >/dev/null
+    fi
+    if pg_isready -q -h 127.0.0.1 -p 5432; then return; fi
+    step "starting PostgreSQL"
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+        as_root apt-get update -qq
+        as_root apt-get install -y -qq postgresql >/dev/null
+    fi
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 50); do
+        pg_isready -q -h 127.0.0.1 -p 5432 && return
+        sleep 0.2
+    done
+    echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2
+    exit 1
+}
+
+ensure_toolchain
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "tests on SQLite"
+env -u DATABASE_URL cargo test --workspace
+
+if [ -z "${PLUGDESK_SKIP_PG:-}" ]; then
+    ensure_postgres
+    step "end-to-end tests on PostgreSQL ($PG_URL)"
+    DATABASE_URL="$PG_URL" cargo test --workspace --test api
+fi
+step "all tests passed"
