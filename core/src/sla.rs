@@ -211,26 +211,22 @@ pub struct ClockView {
     pub breached: bool,
 }
 
-/// The running clocks of a ticket.
-pub async fn clocks<C: ConnectionTrait>(db: &C, ticket_id: i64) -> Result<Vec<ClockView>> {
-    let rows = db::query_all(
-        db,
-        "SELECT kind, due_at, warn_at, paused_at, warned_at, breached_at FROM sla_timers WHERE ticket_id = ? ORDER BY due_at",
-        vec![ticket_id.into()],
-    )
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ClockView {
-                kind: db::col(r, "kind")?,
-                due_at: crate::rfc3339(db::col(r, "due_at")?),
-                warn_at: crate::rfc3339(db::col(r, "warn_at")?),
-                paused: db::col::<Option<i64>>(r, "paused_at")?.is_some(),
-                warned: db::col::<Option<i64>>(r, "warned_at")?.is_some(),
-                breached: db::col::<Option<i64>>(r, "breached_at")?.is_some(),
-            })
-        })
-        .collect()
+/// The columns [`clock_from_row`] reads, prefixed `sla_`, for a `LEFT JOIN sla_timers s`.
+pub const CLOCK_COLUMNS: &str = "s.kind AS sla_kind, s.due_at AS sla_due_at, s.warn_at AS sla_warn_at, s.paused_at AS sla_paused_at, \
+     s.warned_at AS sla_warned_at, s.breached_at AS sla_breached_at";
+
+/// Reads a clock from a row that joined `sla_timers` with [`CLOCK_COLUMNS`]; `None` when the
+/// row has no clock (the left join found none).
+pub fn clock_from_row(r: &sea_orm::QueryResult) -> Result<Option<ClockView>> {
+    let Some(kind) = db::col::<Option<String>>(r, "sla_kind")? else { return Ok(None) };
+    Ok(Some(ClockView {
+        kind,
+        due_at: crate::rfc3339(db::col(r, "sla_due_at")?),
+        warn_at: crate::rfc3339(db::col(r, "sla_warn_at")?),
+        paused: db::col::<Option<i64>>(r, "sla_paused_at")?.is_some(),
+        warned: db::col::<Option<i64>>(r, "sla_warned_at")?.is_some(),
+        breached: db::col::<Option<i64>>(r, "sla_breached_at")?.is_some(),
+    }))
 }
 
 /// One scheduler pass: emits every due warning and breach. Returns how many events it emitted.

@@ -246,9 +246,21 @@ pub async fn find<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64) -> Res
 /// # Errors
 /// [`Error::NotFound`].
 pub async fn get<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64) -> Result<Ticket> {
-    let m = find(db, workspace_id, id).await?;
-    let mut t = Ticket::try_from(m)?;
-    t.sla = Some(sla::clocks(db, id).await?);
+    // One statement for the ticket and its clocks: reading a ticket is the API's hottest path,
+    // and each statement costs a round trip to the driver's thread.
+    let sql = format!(
+        "SELECT t.*, {} FROM tickets t LEFT JOIN sla_timers s ON s.ticket_id = t.id \
+         WHERE t.id = ? AND t.workspace_id = ? ORDER BY s.due_at",
+        sla::CLOCK_COLUMNS
+    );
+    let rows = db::query_all(db, &sql, vec![id.into(), workspace_id.into()]).await?;
+    let first = rows.first().ok_or(Error::NotFound("ticket"))?;
+    let mut t = Ticket::try_from(<ticket::Model as sea_orm::FromQueryResult>::from_query_result(first, "")?)?;
+    let mut clocks = Vec::with_capacity(rows.len());
+    for r in &rows {
+        clocks.extend(sla::clock_from_row(r)?);
+    }
+    t.sla = Some(clocks);
     Ok(t)
 }
 
