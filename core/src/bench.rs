@@ -74,7 +74,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let cfg = Config { data: dir.clone(), database_url: None, ..Config::default() };
-    let conn = crate::server::open(&cfg).await?;
+    let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
     let ws = crate::workspace::create(&conn, "bench", "bench@localhost").await?;
     if opts.scale > 0 {
         let t = Instant::now();

@@ -150,7 +150,7 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Init { data, workspace, admin_email } => {
             let cfg = config(path, &data)?;
             init_tracing(&cfg.log_format);
-            let conn = crate::server::open(&cfg).await?;
+            let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
             let created = crate::workspace::create(&conn, &workspace, &admin_email).await?;
             println!(
                 "Created workspace {:?} (id {}) with admin {} in {}.",
@@ -169,7 +169,7 @@ async fn execute(cli: Cli) -> Result<()> {
             if cfg.database_url.is_none() {
                 std::fs::create_dir_all(&cfg.data)?;
             }
-            let conn = crate::db::connect(&cfg.database_url()).await?;
+            let conn = crate::db::connect(&cfg.database_url(), crate::db::Usage::Command).await?;
             let applied = crate::db::migrate(&conn).await?;
             if applied.is_empty() {
                 println!("Database is up to date.");
@@ -180,7 +180,7 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Token { action: TokenAction::Create { data, workspace, agent, role, name } } => {
             let cfg = config(path, &data)?;
-            let conn = crate::server::open(&cfg).await?;
+            let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
             let ws = crate::workspace::find_by_name(&conn, &workspace).await.map_err(|_| {
                 Error::invalid(
                     "workspace",

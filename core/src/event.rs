@@ -81,13 +81,13 @@ pub async fn append<C: ConnectionTrait>(txn: &C, workspace_id: i64, events: Vec<
 pub async fn append_many<C: ConnectionTrait>(txn: &C, events: Vec<(i64, NewEvent)>) -> Result<Vec<Event>> {
     let ids = db::reserve_ids(txn, "events", events.len()).await?;
     let (statement, out) = insert_statement(events, ids);
-    db::exec_all(txn, statement.into_iter().collect()).await?;
+    db::exec_all(txn, statement).await?;
     Ok(out)
 }
 
 /// Builds the insert for events whose keys were reserved (`ids`, one per event) without
 /// running it, for callers that send several statements at once.
-pub fn insert_statement(events: Vec<(i64, NewEvent)>, ids: Vec<i64>) -> (Option<db::Sql>, Vec<Event>) {
+pub fn insert_statement(events: Vec<(i64, NewEvent)>, ids: Vec<i64>) -> (Vec<db::Sql>, Vec<Event>) {
     let now = crate::now_ms();
     let mut rows: Vec<Vec<Value>> = Vec::with_capacity(events.len());
     let mut out = Vec::with_capacity(events.len());

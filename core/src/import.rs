@@ -107,7 +107,7 @@ impl Progress {
 /// When the file cannot be read or has no usable header, or when rows failed (after
 /// importing the others).
 pub async fn run(cfg: &Config, workspace_name: &str, kind: Kind, file: &Path) -> Result<()> {
-    let conn = server::open(cfg).await?;
+    let conn = server::open(cfg, crate::db::Usage::Command).await?;
     let ws = workspace::find_by_name(&conn, workspace_name)
         .await
         .map_err(|_| Error::invalid("workspace", format!("workspace {workspace_name:?} does not exist")))?;

@@ -13,12 +13,12 @@ use crate::{Core, api, db, sla, workspace};
 ///
 /// # Errors
 /// [`Error::Config`] when the directory or database cannot be opened.
-pub async fn open(cfg: &Config) -> Result<sea_orm::DatabaseConnection> {
+pub async fn open(cfg: &Config, usage: db::Usage) -> Result<sea_orm::DatabaseConnection> {
     if cfg.database_url.is_none() {
         std::fs::create_dir_all(&cfg.data)
             .map_err(|e| Error::Config(format!("cannot create data directory {}: {e}", cfg.data.display())))?;
     }
-    let conn = db::connect(&cfg.database_url()).await?;
+    let conn = db::connect(&cfg.database_url(), usage).await?;
     let applied = db::migrate(&conn).await?;
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "database migrated");
@@ -31,7 +31,7 @@ pub async fn open(cfg: &Config) -> Result<sea_orm::DatabaseConnection> {
 /// # Errors
 /// When the database cannot be opened or the address cannot be bound.
 pub async fn serve(cfg: Config) -> Result<()> {
-    let conn = open(&cfg).await?;
+    let conn = open(&cfg, db::Usage::Server).await?;
     if workspace::count(&conn).await? == 0 {
         let created = workspace::create(&conn, "default", "admin@localhost").await?;
         println!("First start: created workspace \"default\" with an admin.");
@@ -39,6 +39,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     }
     let core = Core::new(conn, cfg.limits.clone());
     tokio::spawn(sla::run(core.clone(), Duration::from_millis(cfg.sla_tick_ms.max(10))));
+    tokio::spawn(db::checkpoint_loop(core.db().clone()));
     let addr: SocketAddr =
         cfg.listen.parse().map_err(|_| Error::Config(format!("listen address {:?} is not HOST:PORT", cfg.listen)))?;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -113,11 +113,11 @@ impl NewTimer {
 /// Writes timers with one multi-row insert. The tickets must have no running timer of the
 /// same kind (fresh tickets); use [`restart`] otherwise.
 pub async fn start_many<C: ConnectionTrait>(db: &C, timers: &[NewTimer]) -> Result<()> {
-    db::exec_all(db, insert_statement(timers).into_iter().collect()).await
+    db::exec_all(db, insert_statement(timers)).await
 }
 
 /// The insert that starts `timers`, not yet run.
-pub fn insert_statement(timers: &[NewTimer]) -> Option<db::Sql> {
+pub fn insert_statement(timers: &[NewTimer]) -> Vec<db::Sql> {
     let rows = timers
         .iter()
         .map(|t| {
