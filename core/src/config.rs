@@ -21,6 +21,8 @@ pub struct Config {
     pub log_format: String,
     /// How often the SLA scheduler looks for due clocks, in milliseconds.
     pub sla_tick_ms: u64,
+    /// Database connections of the server (default: 4 on SQLite, 16 on PostgreSQL).
+    pub pool_size: Option<u32>,
     /// Input size limits.
     pub limits: Limits,
 }
@@ -58,6 +60,7 @@ impl Default for Config {
             database_url: None,
             log_format: "text".into(),
             sla_tick_ms: 1000,
+            pool_size: None,
             limits: Limits::default(),
         }
     }

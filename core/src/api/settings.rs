@@ -39,7 +39,9 @@ pub(super) async fn create_tier(
     Json(spec): Json<TierSpec>,
 ) -> ApiResult<impl IntoResponse> {
     p.require_admin("changing tiers")?;
-    Ok((StatusCode::CREATED, axum::Json(tier::create(core.db(), p.workspace_id, &spec).await?)))
+    let created = tier::create(core.db(), p.workspace_id, &spec).await?;
+    core.writer().tiers_changed();
+    Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
 pub(super) async fn update_tier(
@@ -49,7 +51,9 @@ pub(super) async fn update_tier(
     Json(spec): Json<TierSpec>,
 ) -> ApiResult<impl IntoResponse> {
     p.require_admin("changing tiers")?;
-    Ok(axum::Json(tier::update(core.db(), p.workspace_id, id, &spec).await?))
+    let updated = tier::update(core.db(), p.workspace_id, id, &spec).await?;
+    core.writer().tiers_changed();
+    Ok(axum::Json(updated))
 }
 
 pub(super) async fn list_agents(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {

@@ -7,6 +7,9 @@
 //! request cannot sink its neighbours.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sea_orm::{DatabaseConnection, Value};
 use serde::Deserialize;
@@ -177,18 +180,30 @@ struct Job {
     reply: oneshot::Sender<Result<Created>>,
 }
 
+/// How long the writer trusts its copy of a workspace's tiers. Changes made through this
+/// process clear the copy at once ([`Writer::tiers_changed`]); a change made on another node
+/// reaches new tickets within this time.
+const TIER_TTL: Duration = Duration::from_secs(5);
+
 /// Handle to the ticket writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    tier_generation: Arc<AtomicU64>,
 }
 
 impl Writer {
     /// Starts the writer task on the current runtime.
     pub fn start(db: DatabaseConnection, bus: Bus) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(db, bus, rx));
-        Writer { tx }
+        let tier_generation = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(db, bus, rx, TierCache::new(tier_generation.clone())));
+        Writer { tx, tier_generation }
+    }
+
+    /// Tells the writer that tiers changed, so the next ticket reads them again.
+    pub fn tiers_changed(&self) {
+        self.tier_generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Creates a ticket (with its customer when new, first message, search entries, SLA clocks
@@ -205,7 +220,46 @@ impl Writer {
     }
 }
 
-async fn run(db: DatabaseConnection, bus: Bus, mut rx: mpsc::Receiver<Job>) {
+/// The writer's copy of each workspace's tiers (one query per batch saved).
+struct TierCache {
+    generation: Arc<AtomicU64>,
+    seen: u64,
+    tiers: HashMap<i64, (Instant, Vec<tier::Model>)>,
+    targets: HashMap<i64, Targets>,
+}
+
+impl TierCache {
+    fn new(generation: Arc<AtomicU64>) -> Self {
+        TierCache { generation, seen: 0, tiers: HashMap::new(), targets: HashMap::new() }
+    }
+
+    /// Makes sure the tiers of `workspaces` are loaded and fresh.
+    async fn load<C: sea_orm::ConnectionTrait>(&mut self, db: &C, workspaces: impl Iterator<Item = i64>) -> Result<()> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if generation != self.seen {
+            self.tiers.clear();
+            self.targets.clear();
+            self.seen = generation;
+        }
+        for ws in workspaces {
+            let fresh = self.tiers.get(&ws).is_some_and(|(at, _)| at.elapsed() < TIER_TTL);
+            if !fresh {
+                let list = crate::tier::list(db, ws).await?;
+                for t in &list {
+                    self.targets.insert(t.id, Targets::of(t)?);
+                }
+                self.tiers.insert(ws, (Instant::now(), list));
+            }
+        }
+        Ok(())
+    }
+
+    fn of(&self, workspace_id: i64) -> &[tier::Model] {
+        self.tiers.get(&workspace_id).map(|(_, t)| t.as_slice()).unwrap_or_default()
+    }
+}
+
+async fn run(db: DatabaseConnection, bus: Bus, mut rx: mpsc::Receiver<Job>, mut tiers: TierCache) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -215,7 +269,7 @@ async fn run(db: DatabaseConnection, bus: Bus, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let items: Vec<Prepared> = jobs.iter().map(|j| j.item.clone()).collect();
-        let results = match write_batch(&db, &items).await {
+        let results = match write_batch(&db, &mut tiers, &items).await {
             Ok((results, events)) => {
                 bus.publish(events);
                 results
@@ -224,7 +278,7 @@ async fn run(db: DatabaseConnection, bus: Bus, mut rx: mpsc::Receiver<Job>) {
                 tracing::warn!(error = %e, batch = items.len(), "ticket batch failed; retrying its tickets one by one");
                 let mut results = Vec::with_capacity(items.len());
                 for item in &items {
-                    match write_batch(&db, std::slice::from_ref(item)).await {
+                    match write_batch(&db, &mut tiers, std::slice::from_ref(item)).await {
                         Ok((mut r, events)) => {
                             bus.publish(events);
                             results.push(r.pop().unwrap_or_else(|| Err(Error::Internal("empty batch result".into()))));
@@ -277,23 +331,17 @@ type Results = Vec<Result<Outcome>>;
 
 /// Writes a batch in one transaction. Item-level problems (an unknown team, say) fail that
 /// item only; a database error fails the batch.
-async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Results, Vec<event::Event>)> {
+async fn write_batch(
+    db: &DatabaseConnection,
+    cache: &mut TierCache,
+    items: &[Prepared],
+) -> Result<(Results, Vec<event::Event>)> {
     let started = std::time::Instant::now();
     let txn = db::begin_write(db).await?;
     let now = crate::now_ms();
     let mut out: Vec<Option<Result<Outcome>>> = (0..items.len()).map(|_| None).collect();
 
-    // Tiers of every workspace in the batch, compiled once.
-    let mut tiers: HashMap<i64, Vec<tier::Model>> = HashMap::new();
-    for it in items {
-        if let std::collections::hash_map::Entry::Vacant(e) = tiers.entry(it.workspace_id) {
-            e.insert(crate::tier::list(&txn, it.workspace_id).await?);
-        }
-    }
-    let mut targets: HashMap<i64, Targets> = HashMap::new();
-    for t in tiers.values().flatten() {
-        targets.insert(t.id, Targets::of(t)?);
-    }
+    cache.load(&txn, items.iter().map(|it| it.workspace_id)).await?;
 
     // Re-deliveries: an external id seen before (stored, or earlier in this batch).
     let mut first_with_ext: HashMap<(i64, &str, &str), usize> = HashMap::new();
@@ -375,7 +423,7 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
             Some(c) => c,
             None => {
                 let tier_id = match &it.customer_tier {
-                    Some(key) => match tiers.get(&ws).and_then(|ts| ts.iter().find(|t| &t.key == key)) {
+                    Some(key) => match cache.of(ws).iter().find(|t| &t.key == key) {
                         Some(t) => t.id,
                         None => {
                             out[i] = Some(Err(Error::invalid("customer.tier", format!("unknown tier {key:?}"))));
@@ -383,7 +431,7 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
                         }
                     },
                     None => {
-                        let ts = tiers.get(&ws).map(Vec::as_slice).unwrap_or_default();
+                        let ts = cache.of(ws);
                         match ts.iter().find(|t| t.key == "normal").or_else(|| ts.first()) {
                             Some(t) => t.id,
                             None => return Err(Error::Internal(format!("workspace {ws} has no tiers"))),
@@ -575,10 +623,16 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
         let tier_id = *tier_of_customer
             .get(&customer_id)
             .ok_or_else(|| Error::Internal(format!("customer {customer_id} has no tier")))?;
-        let tier = tiers
-            .get(&it.workspace_id)
-            .and_then(|ts| ts.iter().find(|t| t.id == tier_id))
-            .ok_or_else(|| Error::Internal(format!("tier {tier_id} not loaded")))?;
+        if !cache.targets.contains_key(&tier_id) {
+            // A tier created on another node since the cache was filled.
+            cache.tiers.remove(&it.workspace_id);
+            cache.load(&txn, std::iter::once(it.workspace_id)).await?;
+        }
+        let tier = cache
+            .of(it.workspace_id)
+            .iter()
+            .find(|t| t.id == tier_id)
+            .ok_or_else(|| Error::Internal(format!("tier {tier_id} not found")))?;
         let number = next_number.entry(it.workspace_id).or_default();
         let m = ticket::Model {
             id,
@@ -627,7 +681,7 @@ async fn write_batch(db: &DatabaseConnection, items: &[Prepared]) -> Result<(Res
         for tag in &it.tags {
             tag_rows.push(vec![id.into(), it.workspace_id.into(), tag.clone().into()]);
         }
-        let t = targets.get(&tier_id).ok_or_else(|| Error::Internal(format!("tier {tier_id} not compiled")))?;
+        let t = cache.targets.get(&tier_id).ok_or_else(|| Error::Internal(format!("tier {tier_id} not compiled")))?;
         timers.push(NewTimer::new(it.workspace_id, id, Clock::FirstResponse, now, t));
         timers.push(NewTimer::new(it.workspace_id, id, Clock::Resolution, now, t));
         docs.push(Doc {
