@@ -878,6 +878,67 @@ async fn sla_deadlines_survive_a_restart() {
     assert_eq!(sla_events(&s, id).await, (1, 1));
 }
 
+#[tokio::test]
+async fn two_nodes_on_one_database_share_numbers_and_emit_sla_events_once() {
+    // Only meaningful on PostgreSQL, where several stateless nodes share the database; on
+    // SQLite both nodes open the same file, which works too and is tested the same way.
+    let a = fast_sla_server().await;
+    let b = Server::serve(a.scratch.share(), a.token.clone()).await;
+    let (_, c) = a.post("/api/v1/customers", json!({ "email": "nodes@example.com", "tier": "rush" })).await;
+    let mut handles = Vec::new();
+    let servers = std::sync::Arc::new((a, b));
+    for i in 0..40 {
+        let servers = servers.clone();
+        let cid = c["id"].clone();
+        handles.push(tokio::spawn(async move {
+            let node = if i % 2 == 0 { &servers.0 } else { &servers.1 };
+            let (status, t) = node
+                .post("/api/v1/tickets", json!({ "subject": format!("N{i}"), "body": "x", "customer": { "id": cid } }))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{t}");
+            (t["id"].as_i64().unwrap_or(0), t["number"].as_i64().unwrap_or(0))
+        }));
+    }
+    let mut numbers = Vec::new();
+    let mut ids = Vec::new();
+    for h in handles {
+        let (id, n) = h.await.expect("task");
+        ids.push(id);
+        numbers.push(n);
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=40).collect::<Vec<_>>(), "numbers are unique across nodes");
+    // Both schedulers run; every ticket still gets exactly one warning and one breach per clock.
+    let last = *ids.iter().max().expect("ids");
+    servers
+        .0
+        .wait_for("/api/v1/events?limit=1000", Duration::from_secs(30), |v| {
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            ids.iter().all(|id| {
+                items.iter().any(|e| {
+                    e["type"] == "sla.breached" && e["ticket_id"] == *id && e["changes"]["clock"] == "first_response"
+                })
+            }) && items.iter().any(|e| e["ticket_id"] == last)
+        })
+        .await;
+    let (_, v) = servers.0.get("/api/v1/events?limit=1000").await;
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    for id in &ids {
+        for kind in ["sla.warning", "sla.breached"] {
+            let n = items
+                .iter()
+                .filter(|e| e["type"] == kind && e["ticket_id"] == *id && e["changes"]["clock"] == "first_response")
+                .count();
+            assert_eq!(n, 1, "{kind} for ticket {id}");
+        }
+    }
+    // The second node stops first: the first one owns the scratch database.
+    if let Ok((a, b)) = std::sync::Arc::try_unwrap(servers) {
+        drop(b);
+        drop(a);
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -23,6 +23,7 @@ pub struct Scratch {
     pub database_url: Option<String>,
     admin_url: Option<String>,
     db_name: Option<String>,
+    owned: bool,
 }
 
 impl Scratch {
@@ -42,9 +43,21 @@ impl Scratch {
                     database_url: Some(format!("{base}/{name}")),
                     admin_url: Some(admin),
                     db_name: Some(name),
+                    owned: true,
                 }
             }
-            None => Scratch { dir, database_url: None, admin_url: None, db_name: None },
+            None => Scratch { dir, database_url: None, admin_url: None, db_name: None, owned: true },
+        }
+    }
+
+    /// The same directory and database for a second node; dropping it removes nothing.
+    pub fn share(&self) -> Scratch {
+        Scratch {
+            dir: self.dir.clone(),
+            database_url: self.database_url.clone(),
+            admin_url: None,
+            db_name: None,
+            owned: false,
         }
     }
 
@@ -74,6 +87,9 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
         if let (Some(admin), Some(name)) = (&self.admin_url, &self.db_name) {
             psql(admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
@@ -139,7 +155,7 @@ impl Server {
         let token = self.token.clone();
         let scratch = std::mem::replace(
             &mut self.scratch,
-            Scratch { dir: PathBuf::new(), database_url: None, admin_url: None, db_name: None },
+            Scratch { dir: PathBuf::new(), database_url: None, admin_url: None, db_name: None, owned: false },
         );
         (scratch, token)
     }
