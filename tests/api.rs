@@ -1013,6 +1013,25 @@ async fn import_reports_bad_rows_by_file_and_line_and_keeps_the_rest() {
     let _ = s.scratch.command(&["import", "tickets", file.to_str().expect("path")]).output().expect("run import");
     let (_, list) = s.get("/api/v1/tickets").await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(2));
+    let customers = s.data_dir().join("customers.csv");
+    std::fs::write(
+        &customers,
+        "name,email,phone,organization,tier,language\n\
+         Greta,greta@acme.de,+49 89 123456,Acme GmbH,extended,de\n\
+         Hans,hans@acme.de,,Acme GmbH,,de\n\
+         Nobody,,,,,\n",
+    )
+    .expect("write csv");
+    let out =
+        s.scratch.command(&["import", "customers", customers.to_str().expect("path")]).output().expect("run import");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("customers.csv:4: ") && stderr.contains("at least one identity"), "{stderr}");
+    let (_, list) = s.get("/api/v1/customers?limit=200").await;
+    let greta = list["items"].as_array().expect("items").iter().find(|c| c["name"] == "Greta").cloned().expect("greta");
+    let hans = list["items"].as_array().expect("items").iter().find(|c| c["name"] == "Hans").cloned().expect("hans");
+    assert_eq!((greta["tier"].as_str(), greta["language"].as_str()), (Some("extended"), Some("de")));
+    assert!(greta["organization_id"].is_i64());
+    assert_eq!(greta["organization_id"], hans["organization_id"], "one organisation, created once");
     let missing = s.scratch.command(&["import", "customers", "/nonexistent.csv"]).output().expect("run import");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.csv"));
 }

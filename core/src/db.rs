@@ -30,7 +30,7 @@ pub fn database_url(data_dir: &Path, database_url: Option<&str>) -> String {
 pub enum Usage {
     /// A command that runs and exits: SQLite checkpoints its WAL as it goes.
     Command,
-    /// The server: SQLite's WAL is checkpointed by [`checkpoint_loop`] instead of inside a
+    /// The server: SQLite's WAL is checkpointed by [`maintenance_loop`] instead of inside a
     /// committing transaction, so the ticket writer's commits never wait for a checkpoint's
     /// copy and fsync (which set create latency's p99 at a million tickets).
     Server {
@@ -70,17 +70,24 @@ pub async fn connect(url: &str, usage: Usage) -> Result<DatabaseConnection> {
     Database::connect(opts).await.map_err(|e| Error::Config(format!("cannot open database {}: {e}", redact(url))))
 }
 
-/// Checkpoints SQLite's WAL every second, in the background (see [`Usage::Server`]). `PASSIVE`
-/// never blocks readers or the writer; what it cannot copy now it copies next time.
-pub async fn checkpoint_loop(db: DatabaseConnection) {
+/// SQLite housekeeping in the background, every second (see [`Usage::Server`]): a small step
+/// of merging the full-text index's segments (FTS5's own merging is switched off in the
+/// schema, because it ran inside whichever insert crossed a threshold and set the p99 of
+/// ticket creation), then a `PASSIVE` WAL checkpoint, which never blocks readers or the
+/// writer; what either cannot finish now it continues next time.
+pub async fn maintenance_loop(db: DatabaseConnection) {
     if db.get_database_backend() != DbBackend::Sqlite {
         return;
     }
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     loop {
         interval.tick().await;
-        if let Err(e) = db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await {
-            tracing::warn!(error = %e, "WAL checkpoint failed; retrying in a second");
+        for step in
+            ["INSERT INTO search_docs (search_docs, rank) VALUES ('merge', 64)", "PRAGMA wal_checkpoint(PASSIVE)"]
+        {
+            if let Err(e) = db.execute_unprepared(step).await {
+                tracing::warn!(error = %e, step, "database housekeeping failed; retrying in a second");
+            }
         }
     }
 }

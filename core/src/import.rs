@@ -33,6 +33,7 @@ struct CustomerRow {
     name: Option<String>,
     email: Option<String>,
     phone: Option<String>,
+    organization: Option<String>,
     tier: Option<String>,
     language: Option<String>,
 }
@@ -127,24 +128,28 @@ pub async fn run(cfg: &Config, workspace_name: &str, kind: Kind, file: &Path) ->
     let mut errors: Vec<(u64, String)> = Vec::new();
     match kind {
         Kind::Customers => {
+            let mut organizations = std::collections::HashMap::new();
             let mut line = 1;
             for row in reader.deserialize::<CustomerRow>() {
                 line += 1;
                 let result = match row {
-                    Ok(r) => {
-                        let input = NewCustomer {
-                            id: None,
-                            name: blank(r.name),
-                            email: blank(r.email),
-                            phone: blank(r.phone),
-                            identities: vec![],
-                            organization_id: None,
-                            tier: blank(r.tier),
-                            language: blank(r.language),
-                            attributes: None,
-                        };
-                        crate::customer::create(&core, ws.id, actor, &input).await.map(|_| ())
-                    }
+                    Ok(r) => match organization_id(&core, ws.id, blank(r.organization), &mut organizations).await {
+                        Ok(organization_id) => {
+                            let input = NewCustomer {
+                                id: None,
+                                name: blank(r.name),
+                                email: blank(r.email),
+                                phone: blank(r.phone),
+                                identities: vec![],
+                                organization_id,
+                                tier: blank(r.tier),
+                                language: blank(r.language),
+                                attributes: None,
+                            };
+                            crate::customer::create(&core, ws.id, actor, &input).await.map(|_| ())
+                        }
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(csv_error(e)),
                 };
                 record(&mut errors, &mut progress, &name, line, result);
@@ -201,6 +206,29 @@ pub async fn run(cfg: &Config, workspace_name: &str, kind: Kind, file: &Path) ->
             message: format!("{} row(s) of {name} were not imported; see the lines above", errors.len()),
         })
     }
+}
+
+/// The id of the organisation named in a row, created on first mention.
+async fn organization_id(
+    core: &Core,
+    workspace_id: i64,
+    name: Option<String>,
+    known: &mut std::collections::HashMap<String, i64>,
+) -> Result<Option<i64>> {
+    let Some(name) = name else { return Ok(None) };
+    if let Some(id) = known.get(&name) {
+        return Ok(Some(*id));
+    }
+    let existing = crate::organization::list(core.db(), workspace_id).await?.into_iter().find(|o| o.name == name);
+    let id = match existing {
+        Some(o) => o.id,
+        None => {
+            let spec = crate::organization::OrganizationSpec { name: name.clone(), domain: None, attributes: None };
+            crate::organization::save(core.db(), workspace_id, None, &spec).await?.id
+        }
+    };
+    known.insert(name, id);
+    Ok(Some(id))
 }
 
 fn ticket_input(r: TicketRow) -> Result<NewTicket> {

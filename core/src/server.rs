@@ -39,7 +39,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     }
     let core = Core::new(conn, cfg.limits.clone());
     tokio::spawn(sla::run(core.clone(), Duration::from_millis(cfg.sla_tick_ms.max(10))));
-    tokio::spawn(db::checkpoint_loop(core.db().clone()));
+    tokio::spawn(db::maintenance_loop(core.db().clone()));
     let addr: SocketAddr =
         cfg.listen.parse().map_err(|_| Error::Config(format!("listen address {:?} is not HOST:PORT", cfg.listen)))?;
     let listener = tokio::net::TcpListener::bind(addr)

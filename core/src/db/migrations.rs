@@ -255,7 +255,8 @@ CREATE VIRTUAL TABLE search_docs USING fts5 (
     ref_id UNINDEXED,
     ticket_id UNINDEXED,
     tokenize = 'porter unicode61 remove_diacritics 2'
-)
+);
+INSERT INTO search_docs (search_docs, rank) VALUES ('automerge', 0)
 "#,
     postgres: r#"
 CREATE TABLE search_docs (
