@@ -56,9 +56,12 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "tests on SQLite"
 env -u DATABASE_URL cargo test --workspace
 
+step "plugin SDK: its documentation example"
+cargo test --manifest-path sdk/Cargo.toml --target-dir target/sdk
+
 if [ -z "${PLUGDESK_SKIP_PG:-}" ]; then
     ensure_postgres
     step "end-to-end tests on PostgreSQL ($PG_URL)"
-    DATABASE_URL="$PG_URL" cargo test --workspace --test api
+    DATABASE_URL="$PG_URL" cargo test --workspace --test api --test channels
 fi
 step "all tests passed"

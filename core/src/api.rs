@@ -2,6 +2,7 @@
 //! thin: they authenticate, call the domain, and convert to response types. Every error
 //! answers `{"error": {"code", "message"}}` (see [`error::ApiError`]).
 
+mod channels;
 mod customers;
 pub mod error;
 pub mod extract;
@@ -17,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
 use crate::Core;
 use error::ApiError;
@@ -52,9 +53,17 @@ pub fn app(core: Core) -> Router {
         .route("/events", get(system::events))
         .route("/attachments/{id}", get(system::attachment))
         .route("/me", get(system::me))
+        .route("/plugins", get(channels::plugins))
+        .route("/channels", post(channels::install).get(channels::list))
+        .route("/channels/{id}", get(channels::get))
+        .route("/channels/{id}/resume", post(channels::resume))
+        .route("/channels/{id}/payloads", get(channels::payloads))
+        .route("/channels/{id}/payloads/{payload}/retry", post(channels::retry))
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/api/v1", api)
+        .route("/hooks/{id}", any(channels::hook))
+        .route("/hooks/{id}/{*rest}", any(channels::hook))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

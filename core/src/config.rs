@@ -23,6 +23,9 @@ pub struct Config {
     pub sla_tick_ms: u64,
     /// Database connections of the server (default: 4 on SQLite, 16 on PostgreSQL).
     pub pool_size: Option<u32>,
+    /// Extra channel plugins (`*.wasm` components) loaded at start besides the bundled ones
+    /// (default: `plugins/` in the data directory).
+    pub plugins_dir: Option<PathBuf>,
     /// Input size limits.
     pub limits: Limits,
 }
@@ -61,6 +64,7 @@ impl Default for Config {
             log_format: "text".into(),
             sla_tick_ms: 1000,
             pool_size: None,
+            plugins_dir: None,
             limits: Limits::default(),
         }
     }

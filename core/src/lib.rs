@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod calendar;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod customer;
@@ -46,14 +47,20 @@ struct CoreInner {
     writer: ticket::Writer,
     metrics: metrics::Metrics,
     limits: config::Limits,
+    channels: Arc<channel::Registry>,
 }
 
 impl Core {
-    /// Wraps an open, migrated database.
-    pub fn new(db: DatabaseConnection, limits: config::Limits) -> Self {
+    /// Wraps an open, migrated database. Plugins are loaded separately
+    /// ([`channel::Registry::load_all`]), in the background.
+    ///
+    /// # Errors
+    /// When the Wasm engine cannot start.
+    pub fn new(db: DatabaseConnection, limits: config::Limits) -> Result<Self> {
         let bus = event::Bus::new();
         let writer = ticket::Writer::start(db.clone(), bus.clone());
-        Core {
+        let channels = Arc::new(channel::Registry::new(plugdesk_host::Limits::default())?);
+        Ok(Core {
             inner: Arc::new(CoreInner {
                 db,
                 bus,
@@ -61,8 +68,14 @@ impl Core {
                 writer,
                 metrics: metrics::Metrics::default(),
                 limits,
+                channels,
             }),
-        }
+        })
+    }
+
+    /// The channel plugins and their counters.
+    pub fn channels(&self) -> &Arc<channel::Registry> {
+        &self.inner.channels
     }
 
     /// The database pool.

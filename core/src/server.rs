@@ -37,7 +37,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
         println!("First start: created workspace \"default\" with an admin.");
         println!("Admin API token (shown once; keep it): {}", created.admin_token);
     }
-    let core = Core::new(conn, cfg.limits.clone());
+    let core = Core::new(conn, cfg.limits.clone())?;
+    let plugins_dir = cfg.plugins_dir.clone().unwrap_or_else(|| cfg.data.join("plugins"));
+    tokio::spawn(core.channels().clone().load_all(core.db().clone(), Some(plugins_dir)));
     tokio::spawn(sla::run(core.clone(), Duration::from_millis(cfg.sla_tick_ms.max(10))));
     tokio::spawn(db::maintenance_loop(core.db().clone()));
     let addr: SocketAddr =

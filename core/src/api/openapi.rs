@@ -135,6 +135,35 @@ pub static ROUTES: &[Route] = &[
     ),
     r("GET", "/api/v1/attachments/{id}", "An attachment's content", None, 200),
     r("GET", "/api/v1/me", "The caller: workspace, agent and role", None, 200),
+    r("GET", "/api/v1/plugins", "The loaded channel plugins", None, 200),
+    admin(r(
+        "POST",
+        "/api/v1/channels",
+        "Install a plugin as a channel: settings, secrets, granted capabilities",
+        Some("NewChannel"),
+        201,
+    )),
+    r("GET", "/api/v1/channels", "The workspace's channels with call counters", None, 200),
+    r("GET", "/api/v1/channels/{id}", "A channel", None, 200),
+    admin(r(
+        "POST",
+        "/api/v1/channels/{id}/resume",
+        "Resume a channel suspended after repeated plugin failures",
+        None,
+        200,
+    )),
+    q(
+        r("GET", "/api/v1/channels/{id}/payloads", "Stored inbound requests of a channel, newest first", None, 200),
+        &["status"],
+    ),
+    r("POST", "/api/v1/channels/{id}/payloads/{payload}/retry", "Process a stored inbound request again", None, 200),
+    r(
+        "POST",
+        "/hooks/{id}",
+        "A channel's webhook (public; the plugin checks authenticity); stored before it is processed",
+        None,
+        200,
+    ),
 ];
 
 fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
@@ -181,7 +210,7 @@ fn schemas() -> Value {
         "NewTicket": obj(&[
             ("subject", s()), ("body", s()), ("body_html", s()), ("customer", json!({ "$ref": "#/components/schemas/NewCustomer" })),
             ("channel", s()), ("priority", priority.clone()), ("tags", arr(s())), ("category", s()), ("attributes", any_obj()),
-            ("external_id", s()), ("team_id", i()), ("assignee_id", i()), ("attachments", arr(attachment.clone())),
+            ("external_id", s()), ("team_id", i()), ("assignee_id", i()), ("attachments", arr(attachment.clone())), ("conversation", s()),
         ], &["subject", "body", "customer"]),
         "TicketPatch": obj(&[
             ("subject", s()), ("status", status), ("priority", priority), ("level", i()), ("team_id", i()), ("assignee_id", i()),
@@ -197,6 +226,7 @@ fn schemas() -> Value {
         "Agent": obj(&[("name", s()), ("email", s()), ("role", s()), ("level", i()), ("skills", arr(s())), ("capacity", i()), ("presence", s()), ("teams", arr(i()))], &["name", "email"]),
         "Team": obj(&[("name", s()), ("lead_agent_id", i())], &["name"]),
         "NewToken": obj(&[("agent_id", i()), ("name", s()), ("role", s())], &["agent_id", "name"]),
+        "NewChannel": obj(&[("plugin", s()), ("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s()))], &["plugin"]),
     })
 }
 

@@ -26,7 +26,9 @@ pub(super) async fn readyz(State(core): State<Core>) -> impl IntoResponse {
 }
 
 pub(super) async fn metrics(State(core): State<Core>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], core.metrics().render())
+    let mut text = core.metrics().render();
+    text.push_str(&core.channels().render_metrics());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 #[derive(Deserialize)]

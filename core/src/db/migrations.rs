@@ -39,10 +39,11 @@ impl Migration {
 }
 
 /// Every migration, oldest first.
-pub static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    common: r#"
+pub static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        common: r#"
 CREATE TABLE workspaces (
     id {pk},
     name TEXT NOT NULL UNIQUE,
@@ -247,7 +248,7 @@ CREATE TABLE sla_timers (
 CREATE INDEX sla_timers_warn ON sla_timers (warned_at, warn_at);
 CREATE INDEX sla_timers_due ON sla_timers (breached_at, due_at)
 "#,
-    sqlite: r#"
+        sqlite: r#"
 CREATE VIRTUAL TABLE search_docs USING fts5 (
     body,
     workspace_id UNINDEXED,
@@ -258,7 +259,7 @@ CREATE VIRTUAL TABLE search_docs USING fts5 (
 );
 INSERT INTO search_docs (search_docs, rank) VALUES ('automerge', 0)
 "#,
-    postgres: r#"
+        postgres: r#"
 CREATE TABLE search_docs (
     id BIGSERIAL PRIMARY KEY,
     body TEXT NOT NULL,
@@ -271,4 +272,64 @@ CREATE TABLE search_docs (
 CREATE INDEX search_docs_tsv ON search_docs USING GIN (tsv);
 CREATE INDEX search_docs_ref ON search_docs (workspace_id, kind, ref_id)
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "channels and plugins",
+        common: r#"
+CREATE TABLE plugins (
+    id {pk},
+    key TEXT NOT NULL,
+    version TEXT NOT NULL,
+    wit_version TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    wasm {blob} NOT NULL,
+    descriptor TEXT NOT NULL,
+    bundled BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (key, version)
+);
+CREATE TABLE channels (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    plugin_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    secrets TEXT NOT NULL,
+    grants TEXT NOT NULL,
+    status TEXT NOT NULL,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX channels_ws ON channels (workspace_id, id);
+CREATE TABLE inbound_payloads (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    channel_id BIGINT NOT NULL REFERENCES channels(id),
+    received_at BIGINT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    query TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body {blob} NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    processed_at BIGINT,
+    result TEXT
+);
+CREATE INDEX inbound_payloads_channel ON inbound_payloads (channel_id, id);
+CREATE TABLE plugin_kv (
+    channel_id BIGINT NOT NULL REFERENCES channels(id),
+    key TEXT NOT NULL,
+    value {blob} NOT NULL,
+    PRIMARY KEY (channel_id, key)
+);
+ALTER TABLE tickets ADD COLUMN conversation TEXT;
+CREATE INDEX tickets_conversation ON tickets (workspace_id, channel, conversation)
+"#,
+        sqlite: "",
+        postgres: "",
+    },
+];

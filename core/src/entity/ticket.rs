@@ -29,6 +29,7 @@ pub struct Model {
     pub resolved_at: Option<i64>,
     pub closed_at: Option<i64>,
     pub pending_since: Option<i64>,
+    pub conversation: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

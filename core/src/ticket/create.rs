@@ -74,6 +74,10 @@ pub struct NewTicket {
     /// Attachments of the first message.
     #[serde(default)]
     pub attachments: Vec<AttachmentInput>,
+    /// The channel's conversation key (a chat, a thread): later messages of it join this
+    /// ticket while it is open.
+    #[serde(default)]
+    pub conversation: Option<String>,
 }
 
 /// The result of a create: the ticket, and whether it is new (`false`: its external id was
@@ -100,6 +104,7 @@ struct Prepared {
     category: Option<String>,
     attributes: String,
     external_id: Option<String>,
+    conversation: Option<String>,
     team_id: Option<i64>,
     assignee_id: Option<i64>,
     attachments: Vec<Attachment>,
@@ -160,6 +165,7 @@ fn prepare(workspace_id: i64, actor: &str, t: NewTicket, limits: &Limits) -> Res
         category: t.category.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()),
         attributes: object_text(t.attributes.as_ref(), "attributes")?,
         external_id: t.external_id,
+        conversation: t.conversation,
         team_id: t.team_id,
         assignee_id: t.assignee_id,
         attachments: decode_attachments(&t.attachments, limits.max_attachment_bytes)?,
@@ -657,6 +663,7 @@ async fn write_batch(
             resolved_at: None,
             closed_at: None,
             pending_since: None,
+            conversation: it.conversation.clone(),
         };
         *number += 1;
         ticket_rows.push(vec![
@@ -675,6 +682,7 @@ async fn write_batch(
             m.channel.clone().into(),
             m.tags.clone().into(),
             m.attributes.clone().into(),
+            m.conversation.clone().into(),
             now.into(),
             now.into(),
         ]);
@@ -711,6 +719,7 @@ async fn write_batch(
             "channel",
             "tags",
             "attributes",
+            "conversation",
             "created_at",
             "updated_at",
         ],

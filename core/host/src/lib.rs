@@ -1,0 +1,533 @@
+//! The plugin host: compiles channel plugins (WebAssembly components built against the
+//! `plugdesk:plugin` WIT package) and runs their calls in a sandbox. Every call gets a fresh
+//! store (no state leaks between calls, channels or workspaces), a fuel budget (a
+//! deterministic instruction bound), an epoch deadline (a wall-clock bound), a memory cap and
+//! an output cap. The plugin sees only the host functions of the WIT `host` interface, each
+//! checked against the capabilities granted to the channel instance.
+//!
+//! This crate knows nothing of tickets or databases: the core hands it bytes and a
+//! [`Context`], and gets back plain Rust records.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../sdk/wit",
+        world: "channel-plugin",
+    });
+}
+
+use bindings::plugdesk::plugin::{host as wit_host, types as wit};
+
+/// The contract version this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+/// The export a channel plugin of [`WIT_VERSION`] provides.
+const CHANNEL_EXPORT: &str = "plugdesk:plugin/channel@0.1.0";
+/// How often the epoch advances; call deadlines are multiples of it.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Longest log line a plugin may write, and all it may log in one call.
+const MAX_LOG_LINE: usize = 2048;
+const MAX_LOG_PER_CALL: usize = 16 * 1024;
+
+/// Why the host refused or stopped a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bytes are not a component we can run.
+    #[error("{0}")]
+    Load(String),
+    /// The plugin was built against a contract version this host does not support.
+    #[error(
+        "plugin is built against plugdesk:plugin@{found}; this host supports {WIT_VERSION}: rebuild it with plugdesk-sdk {WIT_VERSION}"
+    )]
+    Version {
+        /// The version it exports.
+        found: String,
+    },
+    /// The call used up its fuel.
+    #[error("stopped: used up its fuel ({0} units) — it may loop")]
+    OutOfFuel(u64),
+    /// The call ran past its deadline.
+    #[error("stopped: ran longer than {0:?}")]
+    Timeout(Duration),
+    /// The plugin tried to grow its memory past the cap.
+    #[error("stopped: tried to use more than {0} bytes of memory")]
+    Memory(usize),
+    /// The plugin returned more than the output cap.
+    #[error("returned {got} bytes, more than the limit of {limit}")]
+    Output {
+        /// Bytes returned.
+        got: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The plugin trapped (a panic, an unreachable, a bad memory access).
+    #[error("crashed: {0}")]
+    Trap(String),
+}
+
+/// Budgets of one call.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Fuel units (about one per WebAssembly instruction).
+    pub fuel: u64,
+    /// Wall-clock time.
+    pub timeout: Duration,
+    /// Linear memory, bytes.
+    pub memory_bytes: usize,
+    /// What the call may return (message texts, attachments, reply body), bytes.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { fuel: 500_000_000, timeout: Duration::from_secs(2), memory_bytes: 64 << 20, output_bytes: 4 << 20 }
+    }
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    /// Stable id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// Channel kind of its tickets.
+    pub channel_kind: String,
+    /// JSON Schema of its settings.
+    pub settings_schema: String,
+    /// Capabilities it asks for.
+    pub capabilities: Vec<String>,
+}
+
+/// A webhook request handed to a plugin.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    /// Method.
+    pub method: String,
+    /// Path below the hook.
+    pub path: String,
+    /// Query string.
+    pub query: String,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// An attachment of an inbound message.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// File name.
+    pub filename: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Content.
+    pub data: Vec<u8>,
+}
+
+/// A normalised inbound message.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    /// The channel's id of the message.
+    pub external_id: String,
+    /// Conversation key.
+    pub conversation: Option<String>,
+    /// Sender identity kind.
+    pub sender_kind: String,
+    /// Sender address.
+    pub sender_address: String,
+    /// Sender name.
+    pub sender_name: Option<String>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Text.
+    pub text: String,
+    /// HTML.
+    pub html: Option<String>,
+    /// Attachments.
+    pub attachments: Vec<Attachment>,
+    /// Sent by a machine.
+    pub automatic: bool,
+}
+
+/// The answer a plugin wants sent to the webhook caller.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status.
+    pub status: u16,
+    /// Content type.
+    pub content_type: String,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// What a webhook call produced.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Messages to store, and maybe an answer.
+    Accepted {
+        /// Messages.
+        messages: Vec<InboundMessage>,
+        /// Answer to the caller.
+        reply: Option<Reply>,
+    },
+    /// The plugin refused the request as not authentic.
+    Rejected(String),
+    /// The plugin found the request malformed.
+    Invalid(String),
+}
+
+/// Log levels of plugin log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warning.
+    Warn,
+    /// Error.
+    Error,
+}
+
+/// What a call may reach: the channel instance's settings, secrets, store and log. The core
+/// implements it; the host checks the grants before calling it.
+pub trait Context: Send + Sync {
+    /// Writes a plugin log line.
+    fn log(&self, level: Level, message: &str);
+    /// A setting as JSON text.
+    fn setting(&self, key: &str) -> Option<String>;
+    /// A secret's value (never handed to the plugin).
+    fn secret(&self, name: &str) -> Option<String>;
+    /// Reads the instance's key-value store.
+    ///
+    /// # Errors
+    /// A message for the plugin.
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Writes the instance's key-value store.
+    ///
+    /// # Errors
+    /// A message for the plugin.
+    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), String>;
+    /// Whether a capability (`secrets`, `kv`) is granted.
+    fn granted(&self, capability: &str) -> bool;
+}
+
+struct State {
+    memory: MemoryCap,
+    ctx: Arc<dyn Context>,
+    logged: usize,
+}
+
+/// Caps linear memory and remembers a refusal, so that the guest's abort that follows (its
+/// allocator failing) is reported as what it is.
+struct MemoryCap {
+    max: usize,
+    denied: bool,
+    inner: StoreLimits,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.inner.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+}
+
+impl State {
+    fn require(&self, capability: &str) -> Result<(), String> {
+        if self.ctx.granted(capability) {
+            Ok(())
+        } else {
+            let msg = format!("capability {capability} is not granted to this channel; an admin can grant it");
+            self.ctx.log(Level::Warn, &format!("refused a host call: {msg}"));
+            Err(msg)
+        }
+    }
+}
+
+impl wit::Host for State {}
+
+impl wit_host::Host for State {
+    fn log(&mut self, level: wit_host::Level, message: String) {
+        if self.logged >= MAX_LOG_PER_CALL {
+            return;
+        }
+        let mut line: String = message.chars().take(MAX_LOG_LINE).collect();
+        self.logged += line.len();
+        if self.logged >= MAX_LOG_PER_CALL {
+            line.push_str(" (log budget of this call used up)");
+        }
+        let level = match level {
+            wit_host::Level::Debug => Level::Debug,
+            wit_host::Level::Info => Level::Info,
+            wit_host::Level::Warn => Level::Warn,
+            wit_host::Level::Error => Level::Error,
+        };
+        self.ctx.log(level, &line);
+    }
+
+    fn now_ms(&mut self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
+
+    fn setting(&mut self, key: String) -> Option<String> {
+        self.ctx.setting(&key)
+    }
+
+    fn secret_equals(&mut self, name: String, candidate: String) -> Result<bool, String> {
+        self.require("secrets")?;
+        let secret = self.ctx.secret(&name).ok_or_else(|| format!("secret {name:?} is not set on this channel"))?;
+        // Constant time in the length of the candidate: compare every byte, then the lengths.
+        let (a, b) = (secret.as_bytes(), candidate.as_bytes());
+        let mut diff = (a.len() != b.len()) as u8;
+        for (i, byte) in b.iter().enumerate() {
+            diff |= byte ^ a.get(i).copied().unwrap_or(0);
+        }
+        Ok(diff == 0)
+    }
+
+    fn secret_hmac_sha256(&mut self, name: String, data: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.require("secrets")?;
+        let secret = self.ctx.secret(&name).ok_or_else(|| format!("secret {name:?} is not set on this channel"))?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
+        mac.update(&data);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    fn kv_get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
+        self.require("kv")?;
+        self.ctx.kv_get(&key)
+    }
+
+    fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        self.require("kv")?;
+        self.ctx.kv_set(&key, &value)
+    }
+}
+
+/// A compiled plugin, ready to instantiate.
+#[derive(Clone)]
+pub struct Plugin {
+    pre: bindings::ChannelPluginPre<State>,
+    /// What it says about itself.
+    pub descriptor: Descriptor,
+}
+
+/// The engine and its epoch ticker. One per process.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<State>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Host {
+    /// Builds the engine (fuel and epoch interruption on) and starts the epoch ticker thread.
+    ///
+    /// # Errors
+    /// When the engine cannot be configured.
+    pub fn new() -> Result<Self, Error> {
+        let mut config = Config::new();
+        config.consume_fuel(true).epoch_interruption(true).wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| Error::Load(format!("cannot start the Wasm engine: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        bindings::ChannelPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| Error::Load(format!("cannot link host functions: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("plugdesk-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::Load(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Host { engine, linker, stop })
+    }
+
+    /// Compiles a component, checks its contract version and asks it to describe itself.
+    /// Compilation takes a fraction of a second: call it off the async executor.
+    ///
+    /// # Errors
+    /// [`Error::Load`] for bytes that are not a channel plugin, [`Error::Version`] for a
+    /// plugin built against another contract version, or the errors of a call.
+    pub fn load(&self, wasm: &[u8], limits: &Limits, ctx: Arc<dyn Context>) -> Result<Plugin, Error> {
+        let component =
+            Component::new(&self.engine, wasm).map_err(|e| Error::Load(format!("not a WebAssembly component: {e}")))?;
+        let exports: Vec<String> =
+            component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        if !exports.iter().any(|e| e == CHANNEL_EXPORT) {
+            if let Some(other) = exports.iter().find_map(|e| e.strip_prefix("plugdesk:plugin/channel@")) {
+                return Err(Error::Version { found: other.to_owned() });
+            }
+            return Err(Error::Load(format!(
+                "not a Plugdesk channel plugin: it exports {exports:?}, not {CHANNEL_EXPORT}"
+            )));
+        }
+        // Rust's standard library for wasm32-wasip2 imports WASI (files, environment, clocks,
+        // streams). A plugin gets none of it: every WASI function traps when called, which
+        // stops the call with a clear error. What a plugin may use is the `host` interface.
+        let mut linker = self.linker.clone();
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| Error::Load(format!("cannot link the plugin: {e}")))?;
+        let pre =
+            linker.instantiate_pre(&component).map_err(|e| Error::Load(format!("cannot link the plugin: {e}")))?;
+        let pre = bindings::ChannelPluginPre::new(pre)
+            .map_err(|e| Error::Load(format!("plugin does not match the contract: {e}")))?;
+        let mut plugin = Plugin {
+            pre,
+            descriptor: Descriptor {
+                id: String::new(),
+                name: String::new(),
+                version: String::new(),
+                channel_kind: String::new(),
+                settings_schema: String::new(),
+                capabilities: vec![],
+            },
+        };
+        let d =
+            self.call(&plugin, limits, ctx, |bindings, store| bindings.plugdesk_plugin_channel().call_describe(store))?;
+        plugin.descriptor = Descriptor {
+            id: d.id,
+            name: d.name,
+            version: d.version,
+            channel_kind: d.channel_kind,
+            settings_schema: d.settings_schema,
+            capabilities: d.capabilities,
+        };
+        Ok(plugin)
+    }
+
+    /// Hands a webhook request to a plugin. Blocking: call it off the async executor.
+    ///
+    /// # Errors
+    /// When the plugin is stopped by a limit, traps, or returns too much.
+    pub fn handle_webhook(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        ctx: Arc<dyn Context>,
+        request: WebhookRequest,
+    ) -> Result<Outcome, Error> {
+        let request = wit::WebhookRequest {
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers.into_iter().map(|(name, value)| wit::Header { name, value }).collect(),
+            body: request.body,
+        };
+        let result = self.call(plugin, limits, ctx, |bindings, store| {
+            bindings.plugdesk_plugin_channel().call_handle_webhook(store, &request)
+        })?;
+        let outcome = match result {
+            Err(wit::PluginError::Rejected(m)) => Outcome::Rejected(m),
+            Err(wit::PluginError::Invalid(m)) => Outcome::Invalid(m),
+            Ok(o) => {
+                let size: usize = o
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        m.text.len()
+                            + m.html.as_ref().map_or(0, String::len)
+                            + m.attachments.iter().map(|a| a.data.len()).sum::<usize>()
+                    })
+                    .sum::<usize>()
+                    + o.reply.as_ref().map_or(0, |r| r.body.len());
+                if size > limits.output_bytes {
+                    return Err(Error::Output { got: size, limit: limits.output_bytes });
+                }
+                Outcome::Accepted {
+                    messages: o
+                        .messages
+                        .into_iter()
+                        .map(|m| InboundMessage {
+                            external_id: m.external_id,
+                            conversation: m.conversation,
+                            sender_kind: m.sender.kind,
+                            sender_address: m.sender.address,
+                            sender_name: m.sender_name,
+                            subject: m.subject,
+                            text: m.text,
+                            html: m.html,
+                            attachments: m
+                                .attachments
+                                .into_iter()
+                                .map(|a| Attachment {
+                                    filename: a.filename,
+                                    content_type: a.content_type,
+                                    data: a.data,
+                                })
+                                .collect(),
+                            automatic: m.automatic,
+                        })
+                        .collect(),
+                    reply: o.reply.map(|r| Reply { status: r.status, content_type: r.content_type, body: r.body }),
+                }
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// Runs one export call in a fresh store with every limit set, and names what stopped it.
+    fn call<T>(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        ctx: Arc<dyn Context>,
+        f: impl FnOnce(&bindings::ChannelPlugin, &mut Store<State>) -> wasmtime::Result<T>,
+    ) -> Result<T, Error> {
+        let memory = MemoryCap {
+            max: limits.memory_bytes,
+            denied: false,
+            inner: StoreLimitsBuilder::new().instances(16).build(),
+        };
+        let state = State { memory, ctx, logged: 0 };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_fuel(limits.fuel).map_err(|e| Error::Load(e.to_string()))?;
+        let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let result = plugin.pre.instantiate(&mut store).and_then(|bindings| f(&bindings, &mut store));
+        let memory_denied = store.data().memory.denied;
+        result.map_err(|e| match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Error::OutOfFuel(limits.fuel),
+            Some(Trap::Interrupt) => Error::Timeout(limits.timeout),
+            _ if memory_denied => Error::Memory(limits.memory_bytes),
+            Some(Trap::UnreachableCodeReached) => {
+                Error::Trap("it aborted (a panic or a failed assertion in the plugin)".into())
+            }
+            Some(trap) => Error::Trap(trap.to_string()),
+            None => Error::Trap(e.root_cause().to_string()),
+        })
+    }
+}

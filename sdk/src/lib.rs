@@ -1,0 +1,219 @@
+//! Write Plugdesk channel plugins in a few lines.
+//!
+//! A channel plugin is a WebAssembly component that turns what a channel sends to Plugdesk (a
+//! webhook request) into normalised customer messages. Implement [`Channel`] for a type and
+//! export it with [`export_channel!`]; build with `cargo build --target wasm32-wasip2 --release`.
+//!
+//! ```
+//! use plugdesk_sdk::{Channel, Descriptor, InboundMessage, PluginError, WebhookOutcome, WebhookRequest};
+//!
+//! struct Echo;
+//!
+//! impl Channel for Echo {
+//!     fn describe() -> Descriptor {
+//!         plugdesk_sdk::descriptor("echo", "Echo", "0.1.0", "echo")
+//!     }
+//!
+//!     fn handle_webhook(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
+//!         let text = String::from_utf8(request.body).map_err(|_| PluginError::Invalid("body is not UTF-8".into()))?;
+//!         let message = InboundMessage::new(format!("echo-{}", text.len()), "email", "echo@example.com", text);
+//!         Ok(WebhookOutcome { messages: vec![message], reply: None })
+//!     }
+//! }
+//!
+//! plugdesk_sdk::export_channel!(Echo);
+//! ```
+//!
+//! The plugin runs in a sandbox: it has no file system, network, clock or environment of its
+//! own; what it may use is in [`host`], and each capability (`secrets`, `kv`) only when the
+//! admin granted it for the channel instance.
+
+#![deny(missing_docs)]
+
+#[doc(hidden)]
+pub mod bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "channel-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_channel_plugin",
+        default_bindings_module: "plugdesk_sdk::bindings",
+    });
+}
+
+pub use bindings::plugdesk::plugin::types::{
+    Attachment, Descriptor, Header, Identity, InboundMessage, PluginError, WebhookOutcome, WebhookReply, WebhookRequest,
+};
+
+/// The version of the plugin contract (WIT package `plugdesk:plugin`) this SDK builds against.
+/// The host refuses a plugin built against a version it does not support, naming both.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// A channel connector.
+pub trait Channel {
+    /// Says what the plugin is. See [`descriptor`] for the usual case.
+    fn describe() -> Descriptor;
+
+    /// Turns a webhook request into messages. Check the request's signature first and answer
+    /// [`PluginError::Rejected`] when it does not match.
+    ///
+    /// # Errors
+    /// [`PluginError::Rejected`] for a failed authenticity check (the host answers 401),
+    /// [`PluginError::Invalid`] for a malformed request (422; the raw request stays stored).
+    fn handle_webhook(request: WebhookRequest) -> Result<WebhookOutcome, PluginError>;
+}
+
+/// A descriptor with no settings and no capabilities; set the fields for more.
+pub fn descriptor(id: &str, name: &str, version: &str, channel_kind: &str) -> Descriptor {
+    Descriptor {
+        id: id.into(),
+        name: name.into(),
+        version: version.into(),
+        channel_kind: channel_kind.into(),
+        settings_schema: "{\"type\":\"object\"}".into(),
+        capabilities: vec![],
+    }
+}
+
+impl InboundMessage {
+    /// A plain-text message from one identity, with no subject, conversation or attachments.
+    pub fn new(external_id: impl Into<String>, kind: &str, address: &str, text: impl Into<String>) -> Self {
+        InboundMessage {
+            external_id: external_id.into(),
+            conversation: None,
+            sender: Identity { kind: kind.into(), address: address.into() },
+            sender_name: None,
+            subject: None,
+            text: text.into(),
+            html: None,
+            attachments: vec![],
+            automatic: false,
+        }
+    }
+}
+
+impl WebhookRequest {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+    }
+
+    /// The body parsed as JSON.
+    ///
+    /// # Errors
+    /// [`PluginError::Invalid`] naming what is wrong with the JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
+        serde_json::from_slice(&self.body).map_err(|e| PluginError::Invalid(format!("body is not the expected JSON: {e}")))
+    }
+
+    /// The body parsed as `application/x-www-form-urlencoded` pairs.
+    ///
+    /// # Errors
+    /// [`PluginError::Invalid`] when the body is not UTF-8 or a `%` escape is broken.
+    pub fn form(&self) -> Result<Vec<(String, String)>, PluginError> {
+        let text = std::str::from_utf8(&self.body).map_err(|_| PluginError::Invalid("form body is not UTF-8".into()))?;
+        text.split('&').filter(|p| !p.is_empty()).map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((percent_decode(k)?, percent_decode(v)?))
+        }).collect()
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, PluginError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                out.push(hex.ok_or_else(|| PluginError::Invalid(format!("broken %-escape in {s:?}")))?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| PluginError::Invalid("form value is not UTF-8".into()))
+}
+
+/// The host functions a plugin may call.
+pub mod host {
+    use crate::bindings::plugdesk::plugin::host as raw;
+
+    /// Writes a line to the server log, tagged with the plugin and channel instance.
+    pub fn info(message: &str) {
+        raw::log(raw::Level::Info, message);
+    }
+
+    /// Writes a warning to the server log.
+    pub fn warn(message: &str) {
+        raw::log(raw::Level::Warn, message);
+    }
+
+    /// Milliseconds since the Unix epoch, from the host's clock.
+    pub fn now_ms() -> i64 {
+        raw::now_ms()
+    }
+
+    /// A setting of the channel instance, parsed into `T`; `None` when unset or not a `T`.
+    pub fn setting<T: serde::de::DeserializeOwned>(key: &str) -> Option<T> {
+        raw::setting(key).and_then(|json| serde_json::from_str(&json).ok())
+    }
+
+    /// Compares `candidate` with a secret of the instance in constant time. The secret itself
+    /// never enters the plugin.
+    ///
+    /// # Errors
+    /// When the `secrets` capability is not granted or the secret is not set.
+    pub fn secret_equals(name: &str, candidate: &str) -> Result<bool, String> {
+        raw::secret_equals(name, candidate)
+    }
+
+    /// HMAC-SHA256 of `data` keyed with a secret of the instance (for signature checks).
+    ///
+    /// # Errors
+    /// When the `secrets` capability is not granted or the secret is not set.
+    pub fn secret_hmac_sha256(name: &str, data: &[u8]) -> Result<Vec<u8>, String> {
+        raw::secret_hmac_sha256(name, data)
+    }
+
+    /// Reads the instance's key-value store.
+    ///
+    /// # Errors
+    /// When the `kv` capability is not granted.
+    pub fn kv_get(key: &str) -> Result<Option<Vec<u8>>, String> {
+        raw::kv_get(key)
+    }
+
+    /// Writes the instance's key-value store (keys ≤ 256 bytes, values ≤ 64 KiB).
+    ///
+    /// # Errors
+    /// When the `kv` capability is not granted or a limit is exceeded.
+    pub fn kv_set(key: &str, value: &[u8]) -> Result<(), String> {
+        raw::kv_set(key, value)
+    }
+}
+
+/// Exports a [`Channel`] implementation as the plugin's entry points.
+#[macro_export]
+macro_rules! export_channel {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __PlugdeskExport;
+
+        impl $crate::bindings::exports::plugdesk::plugin::channel::Guest for __PlugdeskExport {
+            fn describe() -> $crate::Descriptor {
+                <$plugin as $crate::Channel>::describe()
+            }
+
+            fn handle_webhook(request: $crate::WebhookRequest) -> Result<$crate::WebhookOutcome, $crate::PluginError> {
+                <$plugin as $crate::Channel>::handle_webhook(request)
+            }
+        }
+
+        $crate::bindings::__export_channel_plugin!(__PlugdeskExport with_types_in $crate::bindings);
+    };
+}

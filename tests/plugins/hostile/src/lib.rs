@@ -1,0 +1,60 @@
+//! A plugin that misbehaves on purpose; the request path says how. The end-to-end tests
+//! install it and check that the host stops it, reports it, and goes on serving.
+
+use plugdesk_sdk::{Channel, Descriptor, InboundMessage, PluginError, WebhookOutcome, WebhookReply, WebhookRequest};
+
+struct Hostile;
+
+fn answer(body: String) -> Result<WebhookOutcome, PluginError> {
+    Ok(WebhookOutcome {
+        messages: vec![],
+        reply: Some(WebhookReply { status: 200, content_type: "text/plain".into(), body: body.into_bytes() }),
+    })
+}
+
+impl Channel for Hostile {
+    fn describe() -> Descriptor {
+        Descriptor {
+            capabilities: vec!["kv".into(), "secrets".into()],
+            ..plugdesk_sdk::descriptor("hostile", "Hostile test plugin", "0.1.0", "hostile")
+        }
+    }
+
+    fn handle_webhook(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
+        match request.path.as_str() {
+            "/loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "/alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "/trap" => panic!("the hostile plugin panics on purpose"),
+            "/big" => {
+                let text = "x".repeat(8 << 20);
+                Ok(WebhookOutcome { messages: vec![InboundMessage::new("big", "email", "big@example.com", text)], reply: None })
+            }
+            "/secret" => match plugdesk_sdk::host::secret_equals("token", "guess") {
+                Ok(same) => answer(format!("secret matches: {same}")),
+                Err(e) => Err(PluginError::Invalid(e)),
+            },
+            "/kv-set" => match plugdesk_sdk::host::kv_set("shared", &request.body) {
+                Ok(()) => answer("stored".into()),
+                Err(e) => Err(PluginError::Invalid(e)),
+            },
+            "/kv-get" => match plugdesk_sdk::host::kv_get("shared") {
+                Ok(v) => answer(format!("value: {:?}", v.map(|v| String::from_utf8_lossy(&v).into_owned()))),
+                Err(e) => Err(PluginError::Invalid(e)),
+            },
+            other => answer(format!("fine: {other}")),
+        }
+    }
+}
+
+plugdesk_sdk::export_channel!(Hostile);
