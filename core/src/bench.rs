@@ -211,6 +211,47 @@ async fn measure(client: &reqwest::Client, base: &str, token: &Arc<String>, opts
     })
     .await?;
     search.print("full-text search (20 hits)", opts.clients);
+
+    // The inbound path through a channel plugin: hook → stored raw → webform (Wasm) → ticket.
+    let install = client
+        .post(format!("{base}/api/v1/channels"))
+        .bearer_auth(token.as_str())
+        .json(&json!({ "plugin": "webform", "settings": {}, "grants": [] }))
+        .send()
+        .await
+        .map_err(http)?;
+    let channel: Json = install.json().await.map_err(http)?;
+    let channel_id =
+        channel["id"].as_i64().ok_or_else(|| Error::Internal(format!("channel install answered {channel}")))?;
+    let (c, b) = (client.clone(), base.clone());
+    let inbound = load(opts.clients, opts.tickets, move |i| {
+        let (client, base) = (c.clone(), b.clone());
+        async move {
+            // About 1 KB, like a real contact form with a few paragraphs.
+            let message = format!("Hello, this is message {i}. {}", "My order has not arrived and I would like to know where it is. ".repeat(14));
+            let body = json!({ "name": format!("Sender {i}"), "email": format!("form{i}@example.com"), "subject": format!("Order {i}"), "message": message });
+            let r = client.post(format!("{base}/hooks/{channel_id}")).json(&body).send().await.map_err(http)?;
+            if !r.status().is_success() {
+                return Err(Error::Internal(format!("hook answered {}: {}", r.status(), r.text().await.unwrap_or_default())));
+            }
+            r.bytes().await.map_err(http)?;
+            Ok(())
+        }
+    })
+    .await?;
+    inbound.print("inbound via webform plugin (hook → ticket)", opts.clients);
+    let stats: Json = client
+        .get(format!("{base}/api/v1/channels/{channel_id}"))
+        .bearer_auth(token.as_str())
+        .send()
+        .await
+        .map_err(http)?
+        .json()
+        .await
+        .map_err(http)?;
+    let calls = stats["stats"]["calls"].as_f64().unwrap_or(0.0);
+    let micros = stats["stats"]["total_us"].as_f64().unwrap_or(0.0);
+    println!("time inside the plugin per 1 KB webhook (fresh instance) {:>9.1} µs", micros / calls.max(1.0));
     Ok(())
 }
 

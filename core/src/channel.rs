@@ -247,6 +247,7 @@ struct Row {
     secrets: HashMap<String, String>,
     grants: Vec<String>,
     status: String,
+    consecutive_failures: i32,
 }
 
 async fn load_row<C: ConnectionTrait>(db: &C, id: i64, workspace_id: Option<i64>) -> Result<Row> {
@@ -266,6 +267,7 @@ async fn load_row<C: ConnectionTrait>(db: &C, id: i64, workspace_id: Option<i64>
         secrets: serde_json::from_str(&db::col::<String>(&r, "secrets")?)?,
         grants: serde_json::from_str(&db::col::<String>(&r, "grants")?)?,
         status: db::col(&r, "status")?,
+        consecutive_failures: db::col(&r, "consecutive_failures")?,
     })
 }
 
@@ -663,7 +665,10 @@ async fn process(core: &crate::Core, row: Row, payload_id: i64, request: HookReq
         Err(e) => return Err(Error::Internal(format!("plugin task failed: {e}"))),
     };
     registry.record(row.id, elapsed, None);
-    db::exec(core.db(), "UPDATE channels SET consecutive_failures = 0 WHERE id = ?", vec![row.id.into()]).await?;
+    if row.consecutive_failures > 0 {
+        // Only after failures: every write here waits for SQLite's single write lock.
+        db::exec(core.db(), "UPDATE channels SET consecutive_failures = 0 WHERE id = ?", vec![row.id.into()]).await?;
+    }
     match outcome {
         Outcome::Rejected(m) => {
             set_payload(core, payload_id, "rejected", Some(&m), None).await?;
