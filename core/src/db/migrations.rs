@@ -327,7 +327,7 @@ CREATE TABLE plugin_kv (
     PRIMARY KEY (channel_id, key)
 );
 ALTER TABLE tickets ADD COLUMN conversation TEXT;
-CREATE INDEX tickets_conversation ON tickets (workspace_id, channel, conversation)
+CREATE INDEX tickets_conversation ON tickets (workspace_id, channel, conversation) WHERE conversation IS NOT NULL
 "#,
         sqlite: "",
         postgres: "",
