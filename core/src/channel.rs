@@ -498,44 +498,21 @@ pub async fn resume(core: &crate::Core, workspace_id: i64, id: i64) -> Result<Ch
     get(core, workspace_id, id).await
 }
 
-/// A webhook request as the HTTP layer received it.
-#[derive(Debug, Clone)]
-pub struct HookRequest {
-    /// Method.
-    pub method: String,
-    /// Path below `/hooks/{id}`.
-    pub path: String,
-    /// Query string.
-    pub query: String,
-    /// Headers, lower-case names.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
 /// What to answer the webhook caller.
-#[derive(Debug, Clone)]
-pub struct HookResponse {
-    /// Status.
-    pub status: u16,
-    /// Content type.
-    pub content_type: String,
-    /// Body.
-    pub body: Vec<u8>,
+pub use plugdesk_host::Reply as HookResponse;
+/// A webhook request as the HTTP layer received it (the host's plain record: no Wasm types).
+pub use plugdesk_host::WebhookRequest as HookRequest;
+
+fn json_reply(status: u16, body: Json) -> HookResponse {
+    HookResponse { status, content_type: "application/json".into(), body: body.to_string().into_bytes() }
 }
 
-impl HookResponse {
-    fn json(status: u16, body: Json) -> Self {
-        HookResponse { status, content_type: "application/json".into(), body: body.to_string().into_bytes() }
+fn error_reply(status: u16, code: &str, message: &str, payload: Option<i64>) -> HookResponse {
+    let mut body = json!({ "error": { "code": code, "message": message } });
+    if let Some(p) = payload {
+        body["error"]["payload_id"] = json!(p);
     }
-
-    fn error(status: u16, code: &str, message: &str, payload: Option<i64>) -> Self {
-        let mut body = json!({ "error": { "code": code, "message": message } });
-        if let Some(p) = payload {
-            body["error"]["payload_id"] = json!(p);
-        }
-        Self::json(status, body)
-    }
+    json_reply(status, body)
 }
 
 /// Receives a webhook: stores it raw, then processes it.
@@ -546,7 +523,7 @@ impl HookResponse {
 pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) -> Result<HookResponse> {
     let row = load_row(core.db(), channel_id, None).await?;
     if row.status == "suspended" {
-        return Ok(HookResponse::error(
+        return Ok(error_reply(
             503,
             "channel_suspended",
             "this channel is suspended after repeated plugin failures; an admin can resume it",
@@ -621,23 +598,16 @@ async fn process(core: &crate::Core, row: Row, payload_id: i64, request: HookReq
     let Some(plugin) = registry.plugin(&row.plugin_key) else {
         let msg = format!("plugin {} is not loaded on this server", row.plugin_key);
         set_payload(core, payload_id, "failed", Some(&msg), None).await?;
-        return Ok(HookResponse::error(503, "plugin_unavailable", &msg, Some(payload_id)));
+        return Ok(error_reply(503, "plugin_unavailable", &msg, Some(payload_id)));
     };
     let ctx = Arc::new(ChannelContext {
         row: row.clone(),
         db: core.db().clone(),
         runtime: tokio::runtime::Handle::current(),
     });
-    let req = plugdesk_host::WebhookRequest {
-        method: request.method,
-        path: request.path,
-        query: request.query,
-        headers: request.headers,
-        body: request.body,
-    };
     let started = Instant::now();
     let reg = registry.clone();
-    let called = tokio::task::spawn_blocking(move || reg.host.handle_webhook(&plugin, &reg.limits, ctx, req)).await;
+    let called = tokio::task::spawn_blocking(move || reg.host.handle_webhook(&plugin, &reg.limits, ctx, request)).await;
     let elapsed = started.elapsed();
     let outcome = match called {
         Ok(Ok(o)) => o,
@@ -660,7 +630,7 @@ async fn process(core: &crate::Core, row: Row, payload_id: i64, request: HookReq
                     .await?;
                 tracing::error!(channel = row.id, plugin = %row.plugin_key, failures, "channel suspended after repeated plugin failures");
             }
-            return Ok(HookResponse::error(502, "plugin_failed", &msg, Some(payload_id)));
+            return Ok(error_reply(502, "plugin_failed", &msg, Some(payload_id)));
         }
         Err(e) => return Err(Error::Internal(format!("plugin task failed: {e}"))),
     };
@@ -672,11 +642,11 @@ async fn process(core: &crate::Core, row: Row, payload_id: i64, request: HookReq
     match outcome {
         Outcome::Rejected(m) => {
             set_payload(core, payload_id, "rejected", Some(&m), None).await?;
-            Ok(HookResponse::error(401, "rejected", &m, Some(payload_id)))
+            Ok(error_reply(401, "rejected", &m, Some(payload_id)))
         }
         Outcome::Invalid(m) => {
             set_payload(core, payload_id, "failed", Some(&m), None).await?;
-            Ok(HookResponse::error(422, "invalid_payload", &m, Some(payload_id)))
+            Ok(error_reply(422, "invalid_payload", &m, Some(payload_id)))
         }
         Outcome::Accepted { messages, reply } => {
             let kind = plugin_kind(&registry, &row.plugin_key);
@@ -688,15 +658,12 @@ async fn process(core: &crate::Core, row: Row, payload_id: i64, request: HookReq
                         let msg = format!("message {} of the payload: {e}", i + 1);
                         set_payload(core, payload_id, "failed", Some(&msg), Some(json!({ "tickets": tickets })))
                             .await?;
-                        return Ok(HookResponse::error(422, "invalid_message", &msg, Some(payload_id)));
+                        return Ok(error_reply(422, "invalid_message", &msg, Some(payload_id)));
                     }
                 }
             }
             set_payload(core, payload_id, "processed", None, Some(json!({ "tickets": tickets }))).await?;
-            Ok(match reply {
-                Some(r) => HookResponse { status: r.status, content_type: r.content_type, body: r.body },
-                None => HookResponse::json(200, json!({ "accepted": tickets.len(), "tickets": tickets })),
-            })
+            Ok(reply.unwrap_or_else(|| json_reply(200, json!({ "accepted": tickets.len(), "tickets": tickets }))))
         }
     }
 }
