@@ -200,6 +200,41 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 #[tokio::test]
+async fn subject_body_and_query_limits_are_enforced() {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.dir.join("plugdesk.toml"), "[limits]\nmax_subject_chars = 20\nmax_message_bytes = 100\n")
+        .expect("write config");
+    let token = scratch.init("default");
+    let s = Server::serve(scratch, token).await;
+    let long_subject = json!({ "subject": "s".repeat(21), "body": "b", "customer": { "email": "l@example.com" } });
+    assert_error(
+        &s.post("/api/v1/tickets", long_subject).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "longer than 20 characters",
+    );
+    let long_body = json!({ "subject": "ok", "body": "b".repeat(101), "customer": { "email": "l@example.com" } });
+    assert_error(
+        &s.post("/api/v1/tickets", long_body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "larger than 100 bytes",
+    );
+    let t = s.ticket("ok", "l@example.com").await;
+    let reply = s.post(&format!("/api/v1/tickets/{}/reply", t["id"]), json!({ "body": "r".repeat(101) })).await;
+    assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "larger than 100 bytes");
+    let q = "w".repeat(201);
+    assert_error(
+        &s.get(&format!("/api/v1/search?q={q}")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "longer than 200 characters",
+    );
+    let (_, msgs) = s.get(&format!("/api/v1/tickets/{}/messages", t["id"])).await;
+    assert_eq!(msgs["items"].as_array().map(Vec::len), Some(1), "the refused reply was not stored");
+}
+
+#[tokio::test]
 async fn attachments_are_stored_once_by_hash_and_served_back() {
     let s = Server::start().await;
     let att = json!([{ "filename": "hello.txt", "content_type": "text/plain", "data": base64(b"hello agent") }]);

@@ -208,19 +208,24 @@ fn attributes_object(v: Option<&Json>) -> Result<String> {
 /// Loads the API view of several customers.
 pub async fn views<C: ConnectionTrait>(db: &C, rows: Vec<customer::Model>) -> Result<Vec<Customer>> {
     let mut out = Vec::with_capacity(rows.len());
+    // A page of customers shares a handful of tiers: read them once, not once per customer.
+    let mut tier_keys: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
     for m in rows {
         let ids = identity::Entity::find()
             .filter(identity::Column::CustomerId.eq(m.id))
             .order_by_asc(identity::Column::Id)
             .all(db)
             .await?;
-        let tier = crate::tier::find(db, m.workspace_id, m.tier_id).await?;
+        if !tier_keys.contains_key(&m.tier_id) {
+            tier_keys.extend(crate::tier::list(db, m.workspace_id).await?.into_iter().map(|t| (t.id, t.key)));
+        }
+        let tier = tier_keys.get(&m.tier_id).cloned().ok_or(Error::NotFound("tier"))?;
         out.push(Customer {
             id: m.id,
             name: m.name,
             organization_id: m.organization_id,
             tier_id: m.tier_id,
-            tier: tier.key,
+            tier,
             language: m.language,
             attributes: serde_json::from_str(&m.attributes)?,
             identities: ids.into_iter().map(|i| IdentityInput { kind: i.kind, address: i.address }).collect(),

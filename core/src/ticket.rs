@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::event::{self, NewEvent};
 use crate::sla::{self, Clock, Targets};
 
-pub use create::{Created, MAX_BATCH, NewTicket, Writer, validate_channel};
+pub use create::{Created, NewTicket, Writer};
 pub use message::{AttachmentInput, MessageInput, MessageKind, MessageView, add_message, attachment, messages};
 
 /// Longest tag, in characters.

@@ -22,11 +22,6 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into(), field: None }
     }
-
-    /// The status code (for tests and logs).
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
 impl From<Error> for ApiError {

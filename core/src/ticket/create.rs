@@ -29,7 +29,7 @@ use crate::sla::{self, Clock, NewTimer, Targets};
 
 /// Most tickets written in one transaction. Large enough to amortise the commit, small enough
 /// that one batch holds the SQLite write lock for only a few milliseconds.
-pub const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 64;
 
 /// Requests waiting for the writer; beyond this, callers wait to enqueue (back-pressure).
 const QUEUE: usize = 1024;
@@ -121,7 +121,7 @@ struct Prepared {
 ///
 /// # Errors
 /// [`Error::Invalid`].
-pub fn validate_channel(channel: &str) -> Result<String> {
+fn validate_channel(channel: &str) -> Result<String> {
     let ok = !channel.is_empty()
         && channel.len() <= 32
         && channel.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
