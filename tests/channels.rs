@@ -1,33 +1,51 @@
-//! End-to-end tests of channels: the bundled `webform` plugin and a hostile test plugin
-//! (built here from `tests/plugins/hostile` for wasm32-wasip2), running in the real server.
+//! End-to-end tests of channels: the bundled `webform` plugin and the test plugins `hostile`
+//! and `relay` (built here from `tests/plugins/` for wasm32-wasip2), running in the real server.
 
+mod remote;
 mod support;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use remote::Remote;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{Scratch, Server, assert_error};
 
-/// Builds the hostile plugin once per test binary and returns its component bytes.
+/// Builds a test plugin (with cargo features) and returns its component bytes. Builds share one
+/// target directory, so they run one at a time.
+fn build_test_plugin(name: &str, features: &str) -> Vec<u8> {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf();
+    let target = root.join("target").join("wasm");
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--features", features, "--manifest-path"])
+        .arg(root.join(format!("tests/plugins/{name}/Cargo.toml")))
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .expect("run cargo for a test plugin");
+    assert!(status.success(), "building tests/plugins/{name} failed");
+    std::fs::read(target.join(format!("wasm32-wasip2/release/{name}.wasm"))).expect("read the test plugin")
+}
+
 fn hostile_wasm() -> &'static [u8] {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf();
-        let target = root.join("target").join("wasm");
-        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--manifest-path"])
-            .arg(root.join("tests/plugins/hostile/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTC_WORKSPACE_WRAPPER")
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("run cargo for the hostile plugin");
-        assert!(status.success(), "building tests/plugins/hostile failed");
-        std::fs::read(target.join("wasm32-wasip2/release/hostile.wasm")).expect("read hostile.wasm")
-    })
+    WASM.get_or_init(|| build_test_plugin("hostile", ""))
+}
+
+/// The relay test plugin: version 0.1.0, and 0.2.0 (which marks parsed messages " [v2]").
+fn relay_wasm(v2: bool) -> &'static [u8] {
+    static V1: OnceLock<Vec<u8>> = OnceLock::new();
+    static V2: OnceLock<Vec<u8>> = OnceLock::new();
+    if v2 {
+        V2.get_or_init(|| build_test_plugin("relay", "v2"))
+    } else {
+        V1.get_or_init(|| build_test_plugin("relay", ""))
+    }
 }
 
 async fn server_with_hostile() -> Server {
@@ -182,11 +200,13 @@ async fn hostile_plugins_are_stopped_reported_and_the_server_goes_on() {
     assert!(msg.contains("plugin hostile") && (msg.contains("fuel") || msg.contains("ran longer")), "{msg}");
     assert!(started.elapsed() < Duration::from_secs(15), "stopped within its budget");
 
-    for (path, needle) in [("/alloc", "memory"), ("/trap", "crashed"), ("/big", "more than the limit")] {
+    let crash = ["crashed: it aborted after logging: panic: panicked at", "the hostile plugin panics on purpose"];
+    for (path, needles) in [("/alloc", &["memory"][..]), ("/trap", &crash[..]), ("/big", &["more than the limit"][..])]
+    {
         let (status, body) = hook(&s, b, path, "text/plain", "x").await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{path}: {body}");
         let msg = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(msg.contains(needle), "{path}: {msg}");
+        assert!(needles.iter().all(|n| msg.contains(n)), "{path}: {msg}");
     }
     // A host function that was not granted fails, and the plugin sees why.
     let (status, body) = hook(&s, a, "/secret", "text/plain", "x").await;
@@ -227,4 +247,331 @@ async fn hostile_plugins_are_stopped_reported_and_the_server_goes_on() {
     let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
     let text = metrics.as_str().unwrap_or_default();
     assert!(text.contains(&format!("plugdesk_channel_errors_total{{channel=\"{b}\"}} 8")), "{text}");
+}
+
+/// A server with fast outbox retries and polls, and the relay plugin in its plugins directory.
+async fn relay_server(max_attempts: u32) -> Server {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.join("plugins");
+    std::fs::create_dir_all(&dir).expect("plugins dir");
+    std::fs::write(dir.join("relay.wasm"), relay_wasm(false)).expect("write plugin");
+    std::fs::write(
+        scratch.dir.join("plugdesk.toml"),
+        format!("[outbox]\nretry_base_ms = 40\nmax_attempts = {max_attempts}\ntick_ms = 20\npoll_tick_ms = 20\n"),
+    )
+    .expect("write config");
+    let token = scratch.init("default");
+    Server::serve(scratch, token).await
+}
+
+async fn install_relay(s: &Server, remote: &Remote, grants: Value) -> i64 {
+    let (status, ch) = s
+        .post(
+            "/api/v1/channels",
+            json!({
+                "plugin": "relay", "grants": grants, "secrets": { "token": "s3cret" },
+                "settings": { "sink": format!("{}/sink", remote.base), "feed": format!("{}/feed", remote.base) },
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ch}");
+    ch["id"].as_i64().expect("id")
+}
+
+/// Waits until the message's delivery status is `want`; returns the message.
+async fn delivery(s: &Server, ticket: i64, message: i64, want: &str) -> Value {
+    let v = s
+        .wait_for(&format!("/api/v1/tickets/{ticket}/messages"), Duration::from_secs(15), |v| {
+            v["items"].as_array().is_some_and(|m| m.iter().any(|m| m["id"] == message && m["delivery_status"] == want))
+        })
+        .await;
+    v["items"].as_array().and_then(|m| m.iter().find(|m| m["id"] == message).cloned()).expect("message")
+}
+
+#[tokio::test]
+async fn replies_leave_through_their_channel_with_retries_dead_letters_and_replay() {
+    let remote = Remote::start().await;
+    let s = relay_server(3).await;
+    let ch = install_relay(&s, &remote, json!(["secrets", format!("http:{}", remote.authority())])).await;
+    let (status, answer) =
+        hook(&s, ch, "", "application/json", r#"{"id":"m-1","from":"anna","text":"Wo ist mein Paket?"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let ticket = answer["tickets"][0].as_i64().expect("ticket");
+
+    // The remote fails twice (retryable), then takes the reply.
+    remote.answer_next(&[503, 500]);
+    let (status, reply) =
+        s.post(&format!("/api/v1/tickets/{ticket}/reply"), json!({ "body": "Es ist unterwegs." })).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let id = reply["id"].as_i64().expect("message id");
+    let sent = delivery(&s, ticket, id, "sent").await;
+    assert_eq!(sent["external_id"], "d-3", "the channel's id becomes the message's: {sent}");
+    let got = remote.received();
+    assert_eq!(got.len(), 3, "two failures and the delivery");
+    let (auth, body) = &got[2];
+    assert_eq!(auth, "Bearer s3cret", "the host put the secret in; the plugin never held it");
+    assert_eq!((body["to"].as_str(), body["text"].as_str()), (Some("anna"), Some("Es ist unterwegs.")));
+    assert_eq!(body["in_reply_to"], "m-1");
+    assert_eq!(body["id"], id.to_string(), "the same id on every attempt");
+    let (_, outbox) = s.get("/api/v1/outbox?status=sent").await;
+    assert_eq!(outbox["items"][0]["attempts"], 3, "{outbox}");
+    let (_, events) = s.get(&format!("/api/v1/tickets/{ticket}/events")).await;
+    assert!(events["items"].as_array().expect("events").iter().any(|e| e["type"] == "message.delivered"), "{events}");
+
+    // A permanent refusal goes straight to the dead letters, with the reason on the message.
+    remote.answer_next(&[400]);
+    let (_, reply) = s.post(&format!("/api/v1/tickets/{ticket}/reply"), json!({ "body": "Zweite Antwort" })).await;
+    let id = reply["id"].as_i64().expect("message id");
+    let failed = delivery(&s, ticket, id, "failed").await;
+    assert!(failed["delivery_error"].as_str().unwrap_or("").contains("400"), "{failed}");
+    let (_, dead) = s.get("/api/v1/outbox?status=dead").await;
+    let entry =
+        dead["items"].as_array().and_then(|d| d.iter().find(|e| e["message_id"] == id).cloned()).expect("dead entry");
+    assert_eq!(entry["attempts"], 1, "permanent errors are not retried: {entry}");
+    // Replayed once the remote is fixed: delivered.
+    let (status, replayed) = s.post(&format!("/api/v1/outbox/{}/replay", entry["id"]), json!({})).await;
+    assert_eq!((status, replayed["status"].as_str()), (StatusCode::OK, Some("pending")), "{replayed}");
+    delivery(&s, ticket, id, "sent").await;
+    let again = s.post(&format!("/api/v1/outbox/{}/replay", entry["id"]), json!({})).await;
+    assert_error(&again, StatusCode::CONFLICT, "conflict", "only pending and dead entries");
+    assert_error(&s.get("/api/v1/outbox?status=lost").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "lost");
+
+    // Retryable failures stop after max_attempts.
+    remote.answer_next(&[502, 502, 502]);
+    let (_, reply) = s.post(&format!("/api/v1/tickets/{ticket}/reply"), json!({ "body": "Dritte Antwort" })).await;
+    let failed = delivery(&s, ticket, reply["id"].as_i64().expect("id"), "failed").await;
+    assert!(failed["delivery_error"].as_str().unwrap_or("").contains("gave up after 3 attempts"), "{failed}");
+
+    // Notes never leave; a channel without the host grant cannot reach the remote.
+    let before = remote.received().len();
+    s.post(&format!("/api/v1/tickets/{ticket}/notes"), json!({ "body": "intern" })).await;
+    let blocked = install_relay(&s, &remote, json!(["secrets"])).await;
+    let (_, answer) = hook(&s, blocked, "", "application/json", r#"{"id":"m-2","from":"ben","text":"Hallo"}"#).await;
+    let other = answer["tickets"][0].as_i64().expect("ticket");
+    let (_, reply) = s.post(&format!("/api/v1/tickets/{other}/reply"), json!({ "body": "Hallo Ben" })).await;
+    let failed = delivery(&s, other, reply["id"].as_i64().expect("id"), "failed").await;
+    assert!(failed["delivery_error"].as_str().unwrap_or("").contains("is not granted to this channel"), "{failed}");
+    assert_eq!(remote.received().len(), before, "nothing reached the remote without a grant");
+    let (_, ch) = s.get(&format!("/api/v1/channels/{blocked}")).await;
+    assert!(ch["last_error"].as_str().unwrap_or("").contains("not granted"), "{ch}");
+    assert_eq!(ch["sends"], true);
+
+    // Grants are checked on install: per host, and only what the plugin asks for.
+    assert_error(
+        &s.post("/api/v1/channels", json!({ "plugin": "relay", "grants": ["http"] })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "http:HOST",
+    );
+    assert_error(
+        &s.post("/api/v1/channels", json!({ "plugin": "webform", "grants": ["http:example.com"] })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "does not ask for the capability http",
+    );
+    assert_error(
+        &s.post("/api/v1/channels", json!({ "plugin": "relay", "poll_interval_ms": 5 })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "at least 100",
+    );
+}
+
+#[tokio::test]
+async fn polling_imports_each_message_once_and_resumes_at_its_cursor() {
+    let remote = Remote::start().await;
+    for (i, text) in ["eins", "zwei", "drei"].iter().enumerate() {
+        remote.push_feed(i as u64 + 1, "carla", text);
+    }
+    let s = relay_server(3).await;
+    let grant = format!("http:{}", remote.authority());
+    let (status, ch) = s
+        .post(
+            "/api/v1/channels",
+            json!({ "plugin": "relay", "grants": [grant], "poll_interval_ms": 100, "settings": { "feed": format!("{}/feed", remote.base) } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ch}");
+    let id = ch["id"].as_i64().expect("id");
+    // Three messages of one conversation: one ticket with three messages, pages chained at once.
+    let list = s
+        .wait_for("/api/v1/tickets?channel=relay", Duration::from_secs(15), |v| {
+            v["items"].as_array().is_some_and(|t| t.len() == 1)
+        })
+        .await;
+    let ticket = list["items"][0]["id"].as_i64().expect("ticket");
+    s.wait_for(&format!("/api/v1/tickets/{ticket}/messages"), Duration::from_secs(15), |v| {
+        v["items"].as_array().is_some_and(|m| m.len() == 3)
+    })
+    .await;
+    let ch = s.wait_for(&format!("/api/v1/channels/{id}"), Duration::from_secs(5), |c| c["cursor"] == "3").await;
+    assert_eq!(ch["poll_interval_ms"], 100);
+    let calls = remote.feed_calls();
+    assert_eq!(&calls[..2], ["0", "2"], "the second page follows the first at once: {calls:?}");
+    let (_, payloads) = s.get(&format!("/api/v1/channels/{id}/payloads")).await;
+    assert!(
+        payloads["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|p| p["method"] == "POLL" && p["status"] == "processed")
+    );
+
+    // A failing source leaves the cursor and records the reason.
+    remote.set_feed_failing(true);
+    let ch = s
+        .wait_for(&format!("/api/v1/channels/{id}"), Duration::from_secs(5), |c| c["last_error"].as_str().is_some())
+        .await;
+    assert!(ch["last_error"].as_str().unwrap_or("").contains("feed answered 500"), "{ch}");
+    assert_eq!(ch["cursor"], "3");
+
+    // After a restart polling resumes at the stored cursor: nothing is imported twice.
+    let (scratch, token) = s.stop();
+    remote.set_feed_failing(false);
+    remote.push_feed(4, "carla", "vier");
+    let s = Server::serve(scratch, token).await;
+    s.wait_for(&format!("/api/v1/tickets/{ticket}/messages"), Duration::from_secs(15), |v| {
+        v["items"].as_array().is_some_and(|m| m.len() == 4)
+    })
+    .await;
+    let ch = s.wait_for(&format!("/api/v1/channels/{id}"), Duration::from_secs(5), |c| c["cursor"] == "4").await;
+    assert!(ch["last_error"].is_null(), "{ch}");
+    let (_, messages) = s.get(&format!("/api/v1/tickets/{ticket}/messages")).await;
+    let texts: Vec<&str> =
+        messages["items"].as_array().expect("items").iter().filter_map(|m| m["body"].as_str()).collect();
+    assert_eq!(texts, ["eins", "zwei", "drei", "vier"]);
+    // Disabled channels are not polled and their hooks answer 503.
+    let (status, ch) = s.patch(&format!("/api/v1/channels/{id}"), json!({ "enabled": false })).await;
+    assert_eq!((status, ch["status"].as_str()), (StatusCode::OK, Some("disabled")), "{ch}");
+    let (status, body) = hook(&s, id, "", "application/json", r#"{"id":"x","from":"y","text":"z"}"#).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("channel_disabled")));
+}
+
+#[tokio::test]
+async fn plugins_upgrade_and_roll_back_under_load_without_losing_a_message() {
+    let s = Server::start().await;
+    let second = Server::serve(s.scratch.share(), s.token.clone()).await;
+    // Bad uploads are refused precisely.
+    assert_error(
+        &s.raw(Method::POST, "/api/v1/plugins", "application/wasm", b"not a component".to_vec()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "not a WebAssembly component",
+    );
+    assert_error(
+        &s.raw(Method::POST, "/api/v1/plugins", "application/json", relay_wasm(false).to_vec()).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "application/wasm",
+    );
+    let (status, v1) = s.raw(Method::POST, "/api/v1/plugins", "application/wasm", relay_wasm(false).to_vec()).await;
+    assert_eq!((status, v1["version"].as_str()), (StatusCode::CREATED, Some("0.1.0")), "{v1}");
+    assert_eq!(v1["versions"][0]["source"], "upload");
+    let ch = install(&s, "relay", json!([])).await;
+
+    // 240 webhooks from 8 clients while v2 is uploaded and then rolled back.
+    let base = s.base.clone();
+    let load = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for worker in 0..8 {
+            let (client, base) = (client.clone(), base.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for i in 0..30 {
+                    let body =
+                        json!({ "id": format!("w{worker}-{i}"), "from": format!("user{worker}-{i}"), "text": "load" });
+                    let r = client.post(format!("{base}/hooks/{ch}")).json(&body).send().await.expect("post");
+                    statuses.push(r.status().as_u16());
+                }
+                statuses
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("worker"));
+        }
+        all
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, v2) = s.raw(Method::POST, "/api/v1/plugins", "application/wasm", relay_wasm(true).to_vec()).await;
+    assert_eq!(
+        (status, v2["version"].as_str(), v2["previous_version"].as_str()),
+        (StatusCode::CREATED, Some("0.2.0"), Some("0.1.0")),
+        "{v2}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, back) = s.post("/api/v1/plugins/relay/rollback", json!({})).await;
+    assert_eq!(
+        (status, back["version"].as_str(), back["previous_version"].as_str()),
+        (StatusCode::OK, Some("0.1.0"), Some("0.2.0")),
+        "{back}"
+    );
+    let statuses = load.await.expect("load");
+    assert_eq!(statuses.len(), 240);
+    assert!(statuses.iter().all(|s| *s == 200), "every webhook was taken: {statuses:?}");
+    let (_, payloads) = s.get(&format!("/api/v1/channels/{ch}/payloads?status=processed")).await;
+    assert_eq!(payloads["items"].as_array().map(Vec::len), Some(200), "listing caps at 200; none failed");
+    let (_, failed) = s.get(&format!("/api/v1/channels/{ch}/payloads?status=failed")).await;
+    assert_eq!(failed["items"].as_array().map(Vec::len), Some(0), "{failed}");
+    let (_, list) = s.get("/api/v1/tickets?channel=relay&limit=200").await;
+    let (_, page2) = s
+        .get(&format!("/api/v1/tickets?channel=relay&limit=200&cursor={}", list["next_cursor"].as_str().unwrap_or("")))
+        .await;
+    let count = list["items"].as_array().map_or(0, Vec::len) + page2["items"].as_array().map_or(0, Vec::len);
+    assert_eq!(count, 240, "one ticket per message, none lost");
+
+    // After the rollback new messages are parsed by 0.1.0 again.
+    let (_, answer) =
+        hook(&s, ch, "", "application/json", r#"{"id":"after","from":"dora","text":"nach dem Rollback"}"#).await;
+    let t = answer["tickets"][0].as_i64().expect("ticket");
+    let (_, msgs) = s.get(&format!("/api/v1/tickets/{t}/messages")).await;
+    assert_eq!(msgs["items"][0]["body"], "nach dem Rollback");
+    // The other node follows the active version through the database.
+    second
+        .wait_for("/api/v1/plugins/relay", Duration::from_secs(10), |p| {
+            p["version"] == "0.1.0" && p["versions"].as_array().is_some_and(|v| v.len() == 2)
+        })
+        .await;
+    let (_, version) = second.call(Method::GET, &format!("/hooks/{ch}/version"), None, None).await;
+    assert_eq!(version, "0.1.0");
+    // The same version with other bytes is refused; the same bytes again change nothing.
+    let mut tampered = relay_wasm(false).to_vec();
+    // A custom section (id 0, 5 bytes: the name "abc" and one byte) changes the bytes only.
+    tampered.extend_from_slice(&[0, 5, 3, b'a', b'b', b'c', b'x']);
+    let (status, _) = s.raw(Method::POST, "/api/v1/plugins", "application/wasm", relay_wasm(false).to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_error(
+        &s.raw(Method::POST, "/api/v1/plugins", "application/wasm", tampered).await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "already stored with other content",
+    );
+    assert_error(
+        &s.post("/api/v1/plugins/webform/rollback", json!({})).await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "no previous version",
+    );
+    let (status, _) = s.get("/api/v1/plugins/fax").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // GET hooks are not stored and may not bring messages; CORS preflights are answered.
+    let (status, body) = s.call(Method::GET, &format!("/hooks/{ch}/sneaky"), None, None).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("GET request"), "{body}");
+    let pre = reqwest::Client::new()
+        .request(Method::OPTIONS, format!("{}/hooks/{ch}/x", s.base))
+        .send()
+        .await
+        .expect("options");
+    assert_eq!(pre.status(), StatusCode::NO_CONTENT);
+    assert_eq!(pre.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()), Some("*"));
+
+    // A restart loads the plugins from the compiled-artifact cache.
+    drop(second);
+    let (scratch, token) = s.stop();
+    let s = Server::serve(scratch, token).await;
+    let (_, relay) = s.get("/api/v1/plugins/relay").await;
+    assert_eq!((relay["version"].as_str(), relay["cached"].as_bool()), (Some("0.1.0"), Some(true)), "{relay}");
 }

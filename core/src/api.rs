@@ -53,12 +53,21 @@ pub fn app(core: Core) -> Router {
         .route("/events", get(system::events))
         .route("/attachments/{id}", get(system::attachment))
         .route("/me", get(system::me))
-        .route("/plugins", get(channels::plugins))
+        .route(
+            "/plugins",
+            get(channels::plugins)
+                .post(channels::upload)
+                .layer(DefaultBodyLimit::max(crate::plugin::MAX_UPLOAD_BYTES + 1)),
+        )
+        .route("/plugins/{key}", get(channels::plugin))
+        .route("/plugins/{key}/rollback", post(channels::rollback))
         .route("/channels", post(channels::install).get(channels::list))
-        .route("/channels/{id}", get(channels::get))
+        .route("/channels/{id}", get(channels::get).patch(channels::update))
         .route("/channels/{id}/resume", post(channels::resume))
         .route("/channels/{id}/payloads", get(channels::payloads))
         .route("/channels/{id}/payloads/{payload}/retry", post(channels::retry))
+        .route("/outbox", get(channels::outbox))
+        .route("/outbox/{id}/replay", post(channels::replay))
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/api/v1", api)

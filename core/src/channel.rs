@@ -3,254 +3,70 @@
 //! happens; then the channel's plugin turns it into messages in the sandbox
 //! (`plugdesk_host`), and each message finds its customer by identity and its ticket by
 //! conversation (or opens one) through the same code as the API. A failure leaves the stored
-//! request `failed` with the reason, listed by the API and re-processable.
+//! request `failed` with the reason, listed by the API and re-processable. Channels whose
+//! plugin polls are polled on their interval ([`run_polls`]); what a poll finds is stored,
+//! together with the new cursor, before it is delivered.
 //!
-//! This module is the only one in the core that talks to the plugin host, and only through
+//! This module and `outbox` are the ones in the core that call plugins, and only through
 //! `plugdesk_host`'s plain types.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use plugdesk_host::{Context, Host, Level, Limits, Outcome, Plugin};
+use plugdesk_host::{Context, HttpRequest, HttpResponse, InboundMessage, Level, Outcome, Polled};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
-use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 
 use crate::customer::{IdentityInput, NewCustomer};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::ticket::{AttachmentInput, MessageInput, MessageKind, NewTicket};
 
-mod bundled {
-    include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
-}
-
 /// After this many failed calls in a row a channel is suspended: its hook answers 503 until an
 /// admin resumes it (a crash-looping plugin is cut off, as proxy-wasm hosts do).
 const SUSPEND_AFTER: i32 = 5;
-/// Capabilities a plugin can ask for.
-const CAPABILITIES: [&str; 2] = ["secrets", "kv"];
+/// Capabilities a plugin can ask for. `http` is granted per host as `http:HOST[:PORT]`.
+pub(crate) const CAPABILITIES: [&str; 3] = ["secrets", "kv", "http"];
 /// Key-value limits per channel instance.
 const KV_MAX_KEY: usize = 256;
 const KV_MAX_VALUE: usize = 64 * 1024;
 const KV_MAX_KEYS: i64 = 1024;
-/// How long a hook waits for the plugins to finish loading after a start.
-const LOAD_WAIT: Duration = Duration::from_secs(30);
-
-/// Call counters of one channel instance.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Stats {
-    /// Calls into the plugin.
-    pub calls: u64,
-    /// Calls that failed (stopped, crashed, refused output).
-    pub errors: u64,
-    /// Total time in the plugin, microseconds.
-    pub total_us: u64,
-    /// The last failure.
-    pub last_error: Option<String>,
-}
-
-/// The loaded plugins and their call counters.
-pub struct Registry {
-    host: Host,
-    limits: Limits,
-    plugins: RwLock<HashMap<String, Plugin>>,
-    loaded: watch::Sender<bool>,
-    stats: Mutex<HashMap<i64, Stats>>,
-}
-
-impl Registry {
-    /// A registry with the engine started and no plugin loaded yet.
-    ///
-    /// # Errors
-    /// When the Wasm engine cannot start.
-    pub fn new(limits: Limits) -> Result<Self> {
-        let host = Host::new().map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(Registry {
-            host,
-            limits,
-            plugins: RwLock::new(HashMap::new()),
-            loaded: watch::channel(false).0,
-            stats: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Compiles the bundled plugins and every `*.wasm` in `dir` (off the executor) and records
-    /// them in the database so every node lists the same set. Hooks that arrive meanwhile
-    /// wait for it. A plugin that fails to load is logged and skipped.
-    pub async fn load_all(self: Arc<Self>, db: DatabaseConnection, dir: Option<std::path::PathBuf>) {
-        let mut sources: Vec<(String, Vec<u8>)> =
-            bundled::BUNDLED.iter().map(|(n, w)| ((*n).to_owned(), w.to_vec())).collect();
-        if let Some(dir) = dir {
-            match std::fs::read_dir(&dir) {
-                Ok(entries) => {
-                    let mut paths: Vec<_> = entries
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-                        .collect();
-                    paths.sort();
-                    for path in paths {
-                        match std::fs::read(&path) {
-                            Ok(bytes) => sources.push((path.display().to_string(), bytes)),
-                            Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot read plugin"),
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugins directory"),
-            }
-        }
-        for (name, wasm) in sources {
-            let me = self.clone();
-            let started = Instant::now();
-            let bytes = wasm.clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || me.host.load(&bytes, &me.limits, Arc::new(NoContext))).await;
-            match loaded {
-                Ok(Ok(plugin)) => {
-                    tracing::info!(plugin = %plugin.descriptor.id, version = %plugin.descriptor.version, millis = started.elapsed().as_millis() as u64, "plugin loaded");
-                    if let Err(e) = record_plugin(&db, &plugin, &wasm).await {
-                        tracing::warn!(error = %e, plugin = %name, "could not record the plugin in the database");
-                    }
-                    if let Ok(mut map) = self.plugins.write() {
-                        map.insert(plugin.descriptor.id.clone(), plugin);
-                    }
-                }
-                Ok(Err(e)) => tracing::error!(plugin = %name, error = %e, "plugin failed to load"),
-                Err(e) => tracing::error!(plugin = %name, error = %e, "plugin loader panicked"),
-            }
-        }
-        // `send` would drop the value when nobody waits yet; `send_replace` keeps it.
-        self.loaded.send_replace(true);
-    }
-
-    async fn wait_loaded(&self) {
-        let mut rx = self.loaded.subscribe();
-        let _ = tokio::time::timeout(LOAD_WAIT, rx.wait_for(|done| *done)).await;
-    }
-
-    fn plugin(&self, key: &str) -> Option<Plugin> {
-        self.plugins.read().ok().and_then(|m| m.get(key).cloned())
-    }
-
-    /// The loaded plugins' descriptors, by id (after the start-up loading finished).
-    pub async fn descriptors(&self) -> Vec<plugdesk_host::Descriptor> {
-        self.wait_loaded().await;
-        let mut list: Vec<_> =
-            self.plugins.read().map(|m| m.values().map(|p| p.descriptor.clone()).collect()).unwrap_or_default();
-        list.sort_by(|a, b| a.id.cmp(&b.id));
-        list
-    }
-
-    /// The counters of a channel.
-    pub fn stats(&self, channel_id: i64) -> Stats {
-        self.stats.lock().ok().and_then(|m| m.get(&channel_id).cloned()).unwrap_or_default()
-    }
-
-    fn record(&self, channel_id: i64, elapsed: Duration, error: Option<String>) {
-        if let Ok(mut m) = self.stats.lock() {
-            let s = m.entry(channel_id).or_default();
-            s.calls += 1;
-            s.total_us += elapsed.as_micros() as u64;
-            if error.is_some() {
-                s.errors += 1;
-                s.last_error = error;
-            }
-        }
-    }
-
-    /// Prometheus lines for every channel with calls.
-    pub fn render_metrics(&self) -> String {
-        let mut s = String::from(
-            "# HELP plugdesk_channel_calls_total Calls into channel plugins.\n# TYPE plugdesk_channel_calls_total counter\n",
-        );
-        let map = self.stats.lock().map(|m| m.clone()).unwrap_or_default();
-        let mut ids: Vec<_> = map.keys().copied().collect();
-        ids.sort_unstable();
-        for id in &ids {
-            s.push_str(&format!("plugdesk_channel_calls_total{{channel=\"{id}\"}} {}\n", map[id].calls));
-        }
-        s.push_str("# HELP plugdesk_channel_errors_total Failed calls into channel plugins.\n# TYPE plugdesk_channel_errors_total counter\n");
-        for id in &ids {
-            s.push_str(&format!("plugdesk_channel_errors_total{{channel=\"{id}\"}} {}\n", map[id].errors));
-        }
-        s.push_str("# HELP plugdesk_channel_seconds_total Time spent in channel plugins.\n# TYPE plugdesk_channel_seconds_total counter\n");
-        for id in &ids {
-            s.push_str(&format!(
-                "plugdesk_channel_seconds_total{{channel=\"{id}\"}} {}\n",
-                map[id].total_us as f64 / 1e6
-            ));
-        }
-        s
-    }
-}
-
-async fn record_plugin(db: &DatabaseConnection, plugin: &Plugin, wasm: &[u8]) -> Result<()> {
-    let d = &plugin.descriptor;
-    let descriptor = json!({ "id": d.id, "name": d.name, "version": d.version, "channel_kind": d.channel_kind, "capabilities": d.capabilities });
-    db::exec(
-        db,
-        "INSERT INTO plugins (key, version, wit_version, sha256, wasm, descriptor, bundled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (key, version) DO NOTHING",
-        vec![
-            d.id.clone().into(),
-            d.version.clone().into(),
-            plugdesk_host::WIT_VERSION.into(),
-            hex::encode(Sha256::digest(wasm)).into(),
-            wasm.to_vec().into(),
-            descriptor.to_string().into(),
-            true.into(),
-            crate::now_ms().into(),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// The context of `describe`: no settings, no capabilities.
-struct NoContext;
-
-impl Context for NoContext {
-    fn log(&self, level: Level, message: &str) {
-        tracing::debug!(?level, message, "plugin log while loading");
-    }
-    fn setting(&self, _: &str) -> Option<String> {
-        None
-    }
-    fn secret(&self, _: &str) -> Option<String> {
-        None
-    }
-    fn kv_get(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
-        Err("no store while loading".into())
-    }
-    fn kv_set(&self, _: &str, _: &[u8]) -> Result<(), String> {
-        Err("no store while loading".into())
-    }
-    fn granted(&self, _: &str) -> bool {
-        false
-    }
-}
+/// Largest answer to a plugin's outbound HTTP request (the time limit is on the client).
+const HTTP_MAX_RESPONSE: usize = 4 << 20;
+/// Polling: the default and the shortest interval, and how many rounds one tick may chain
+/// while the source says it has more.
+const POLL_DEFAULT_MS: i64 = 60_000;
+const POLL_MIN_MS: i64 = 100;
+const POLL_MAX_ROUNDS: usize = 20;
 
 /// A stored channel instance.
 #[derive(Debug, Clone)]
-struct Row {
-    id: i64,
-    workspace_id: i64,
-    plugin_key: String,
+pub(crate) struct Row {
+    pub(crate) id: i64,
+    pub(crate) workspace_id: i64,
+    pub(crate) plugin_key: String,
     name: String,
     settings: serde_json::Map<String, Json>,
     secrets: HashMap<String, String>,
     grants: Vec<String>,
     status: String,
     consecutive_failures: i32,
+    poll_interval_ms: Option<i64>,
+    cursor: Option<String>,
+    last_error: Option<String>,
 }
 
-async fn load_row<C: ConnectionTrait>(db: &C, id: i64, workspace_id: Option<i64>) -> Result<Row> {
+impl Row {
+    /// `active`, `suspended` or `disabled`.
+    pub(crate) fn status_text(&self) -> &str {
+        &self.status
+    }
+}
+
+pub(crate) async fn load_row<C: ConnectionTrait>(db: &C, id: i64, workspace_id: Option<i64>) -> Result<Row> {
     let r = db::query_one(db, "SELECT * FROM channels WHERE id = ?", vec![id.into()])
         .await?
         .ok_or(Error::NotFound("channel"))?;
@@ -268,14 +84,86 @@ async fn load_row<C: ConnectionTrait>(db: &C, id: i64, workspace_id: Option<i64>
         grants: serde_json::from_str(&db::col::<String>(&r, "grants")?)?,
         status: db::col(&r, "status")?,
         consecutive_failures: db::col(&r, "consecutive_failures")?,
+        poll_interval_ms: db::col(&r, "poll_interval_ms")?,
+        cursor: db::col(&r, "cursor")?,
+        last_error: db::col(&r, "last_error")?,
     })
 }
 
 /// What a call of one channel instance may reach.
-struct ChannelContext {
+pub(crate) struct ChannelContext {
     row: Row,
     db: DatabaseConnection,
     runtime: tokio::runtime::Handle,
+    http: reqwest::Client,
+}
+
+impl ChannelContext {
+    /// The context of a call made from async code (the call itself runs on a blocking thread).
+    pub(crate) fn new(core: &crate::Core, row: Row) -> Arc<Self> {
+        Arc::new(ChannelContext {
+            row,
+            db: core.db().clone(),
+            runtime: tokio::runtime::Handle::current(),
+            http: core.channels().http.clone(),
+        })
+    }
+
+    /// Replaces `{{secret:NAME}}` and `{{secret_base64:NAME}}` with the secret.
+    fn substitute(&self, text: &str) -> std::result::Result<String, String> {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("{{secret") {
+            out.push_str(&rest[..start]);
+            let tail = &rest[start + 2..];
+            let end = tail.find("}}").ok_or("a {{secret:NAME}} placeholder is not closed")?;
+            let (encode, name) = match tail[..end].split_once(':') {
+                Some(("secret", name)) => (false, name),
+                Some(("secret_base64", name)) => (true, name),
+                _ => {
+                    return Err(format!(
+                        "unknown placeholder {{{{{}}}}}; use secret:NAME or secret_base64:NAME",
+                        &tail[..end]
+                    ));
+                }
+            };
+            let value =
+                self.row.secrets.get(name).ok_or_else(|| format!("secret {name:?} is not set on this channel"))?;
+            if encode {
+                out.push_str(&base64::engine::general_purpose::STANDARD.encode(value));
+            } else {
+                out.push_str(value);
+            }
+            rest = &tail[end + 2..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn refuse(&self, message: String) -> String {
+        self.log(Level::Warn, &format!("refused a host call: {message}"));
+        message
+    }
+}
+
+/// Checks that a URL is plain http(s) to a host the channel may reach; returns `host:port`.
+fn check_url(url: &str, grants: &[String]) -> std::result::Result<String, String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not an absolute URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("only http and https URLs can be fetched, not {}", u.scheme()));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("credentials in the URL are not allowed; send them in a header".into());
+    }
+    let host = u.host_str().ok_or("the URL has no host")?.to_ascii_lowercase();
+    let port = u.port_or_known_default().ok_or("the URL has no port")?;
+    let allowed = grants.iter().any(|g| *g == format!("http:{host}") || *g == format!("http:{host}:{port}"));
+    if !allowed {
+        return Err(format!(
+            "host {host}:{port} is not granted to this channel; an admin can grant http:{host} or http:{host}:{port}"
+        ));
+    }
+    Ok(format!("{host}:{port}"))
 }
 
 impl Context for ChannelContext {
@@ -297,7 +185,7 @@ impl Context for ChannelContext {
         self.row.secrets.get(name).cloned()
     }
 
-    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    fn kv_get(&self, key: &str) -> std::result::Result<Option<Vec<u8>>, String> {
         // Plugin calls run on a blocking thread, so waiting for the database here is allowed.
         self.runtime.block_on(async {
             let row = db::query_one(
@@ -311,7 +199,7 @@ impl Context for ChannelContext {
         })
     }
 
-    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+    fn kv_set(&self, key: &str, value: &[u8]) -> std::result::Result<(), String> {
         if key.is_empty() || key.len() > KV_MAX_KEY {
             return Err(format!("keys are 1-{KV_MAX_KEY} bytes"));
         }
@@ -319,13 +207,17 @@ impl Context for ChannelContext {
             return Err(format!("values are at most {KV_MAX_VALUE} bytes"));
         }
         self.runtime.block_on(async {
-            let count = db::query_one(&self.db, "SELECT COUNT(*) AS n FROM plugin_kv WHERE channel_id = ? AND key <> ?", vec![self.row.id.into(), key.into()])
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|r| db::col::<i64>(&r, "n"))
-                .transpose()
-                .map_err(|e| e.to_string())?
-                .unwrap_or(0);
+            let count = db::query_one(
+                &self.db,
+                "SELECT COUNT(*) AS n FROM plugin_kv WHERE channel_id = ? AND key <> ?",
+                vec![self.row.id.into(), key.into()],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|r| db::col::<i64>(&r, "n"))
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0);
             if count >= KV_MAX_KEYS {
                 return Err(format!("this channel's store holds at most {KV_MAX_KEYS} keys"));
             }
@@ -342,6 +234,49 @@ impl Context for ChannelContext {
 
     fn granted(&self, capability: &str) -> bool {
         self.row.grants.iter().any(|g| g == capability)
+    }
+
+    fn http_fetch(&self, request: HttpRequest) -> std::result::Result<HttpResponse, String> {
+        let target = check_url(&request.url, &self.row.grants).map_err(|m| self.refuse(m))?;
+        let uses_secret =
+            request.url.contains("{{secret") || request.headers.iter().any(|(_, v)| v.contains("{{secret"));
+        if uses_secret && !self.granted("secrets") {
+            return Err(self.refuse("secret placeholders need the secrets capability; an admin can grant it".into()));
+        }
+        let url = self.substitute(&request.url)?;
+        if check_url(&url, &self.row.grants).ok().as_deref() != Some(target.as_str()) {
+            return Err(
+                self.refuse("a secret placeholder may stand in the path, query or headers, not in the host".into())
+            );
+        }
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| format!("{:?} is not an HTTP method", request.method))?;
+        let mut builder = self.http.request(method, url);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), self.substitute(value)?);
+        }
+        let builder = builder.body(request.body);
+        // Error texts drop the URL: it may hold a secret.
+        self.runtime.block_on(async {
+            let mut response =
+                builder.send().await.map_err(|e| format!("request to {target} failed: {}", e.without_url()))?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            let mut body = Vec::new();
+            while let Some(chunk) =
+                response.chunk().await.map_err(|e| format!("reading the answer of {target}: {}", e.without_url()))?
+            {
+                if body.len() + chunk.len() > HTTP_MAX_RESPONSE {
+                    return Err(format!("the answer of {target} is larger than {HTTP_MAX_RESPONSE} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(HttpResponse { status, headers, body })
+        })
     }
 }
 
@@ -360,9 +295,37 @@ pub struct NewChannel {
     /// Secrets by name; never returned or logged.
     #[serde(default)]
     pub secrets: HashMap<String, String>,
-    /// Capabilities the admin grants (a subset of what the plugin asks for).
+    /// Capabilities the admin grants (a subset of what the plugin asks for; `http` per host as
+    /// `http:HOST` or `http:HOST:PORT`).
     #[serde(default)]
     pub grants: Vec<String>,
+    /// How often to poll, for plugins that poll (default one minute, at least 100 ms).
+    #[serde(default)]
+    pub poll_interval_ms: Option<i64>,
+}
+
+/// Changes to a channel; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelPatch {
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Settings, replaced as a whole.
+    #[serde(default)]
+    pub settings: Option<Json>,
+    /// Secrets to set; a `null` value removes that secret; unnamed secrets stay.
+    #[serde(default)]
+    pub secrets: Option<HashMap<String, Option<String>>>,
+    /// Grants, replaced as a whole.
+    #[serde(default)]
+    pub grants: Option<Vec<String>>,
+    /// Poll interval.
+    #[serde(default)]
+    pub poll_interval_ms: Option<i64>,
+    /// `false` disables the channel (its hook answers 503, it is not polled); `true` enables it.
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 /// A channel as the API shows it (secrets by name only).
@@ -380,27 +343,115 @@ pub struct ChannelView {
     pub secrets: Vec<String>,
     /// Granted capabilities.
     pub grants: Vec<String>,
-    /// `active` or `suspended`.
+    /// `active`, `suspended` or `disabled`.
     pub status: String,
     /// Where the channel posts: `POST {hook}`.
     pub hook: String,
+    /// Replies on its tickets go out through it.
+    pub sends: bool,
+    /// Polled every `poll_interval_ms`.
+    pub poll_interval_ms: Option<i64>,
+    /// Where the next poll continues (the plugin's cursor).
+    pub cursor: Option<String>,
+    /// The last poll or send failure, cleared by the next success.
+    pub last_error: Option<String>,
     /// Call counters since the server started.
-    pub stats: Stats,
+    pub stats: crate::plugin::Stats,
 }
 
-fn view(row: Row, registry: &Registry) -> ChannelView {
+fn view(row: Row, registry: &crate::plugin::Registry) -> ChannelView {
     let mut secrets: Vec<String> = row.secrets.keys().cloned().collect();
     secrets.sort();
     ChannelView {
         id: row.id,
         stats: registry.stats(row.id),
         hook: format!("/hooks/{}", row.id),
+        sends: registry.plugin(&row.plugin_key).is_some_and(|p| p.descriptor.sends),
         plugin: row.plugin_key,
         name: row.name,
         settings: Json::Object(row.settings),
         secrets,
         grants: row.grants,
         status: row.status,
+        poll_interval_ms: row.poll_interval_ms,
+        cursor: row.cursor,
+        last_error: row.last_error,
+    }
+}
+
+/// Checks grants against what the plugin asks for.
+fn validate_grants(plugin: &plugdesk_host::Descriptor, grants: &[String]) -> Result<()> {
+    for g in grants {
+        let capability = match g.split_once(':') {
+            Some(("http", host)) => {
+                let ok = !host.is_empty()
+                    && host.len() <= 255
+                    && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+                if !ok {
+                    return Err(Error::invalid("grants", format!("grant {g:?} must be http:HOST or http:HOST:PORT")));
+                }
+                "http"
+            }
+            _ if g == "http" => {
+                return Err(Error::invalid(
+                    "grants",
+                    "grant http per host: http:HOST (any port) or http:HOST:PORT (one port)",
+                ));
+            }
+            _ if CAPABILITIES.contains(&g.as_str()) => g.as_str(),
+            _ => {
+                return Err(Error::invalid(
+                    "grants",
+                    format!("unknown capability {g:?}; capabilities are {}", CAPABILITIES.join(", ")),
+                ));
+            }
+        };
+        if !plugin.capabilities.iter().any(|c| c == capability) {
+            return Err(Error::invalid(
+                "grants",
+                format!(
+                    "plugin {} does not ask for the capability {capability}; it asks for: [{}]",
+                    plugin.id,
+                    plugin.capabilities.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_poll(plugin: &plugdesk_host::Descriptor, interval: Option<i64>) -> Result<Option<i64>> {
+    match (plugin.polls, interval) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(Error::invalid(
+            "poll_interval_ms",
+            format!("plugin {} does not poll; leave poll_interval_ms out", plugin.id),
+        )),
+        (true, Some(ms)) if ms < POLL_MIN_MS => {
+            Err(Error::invalid("poll_interval_ms", format!("poll_interval_ms must be at least {POLL_MIN_MS}")))
+        }
+        (true, ms) => Ok(Some(ms.unwrap_or(POLL_DEFAULT_MS))),
+    }
+}
+
+fn settings_object(settings: Option<&Json>) -> Result<Json> {
+    match settings {
+        None => Ok(Json::Object(Default::default())),
+        Some(o @ Json::Object(_)) => Ok(o.clone()),
+        Some(_) => Err(Error::invalid("settings", "settings must be a JSON object")),
+    }
+}
+
+async fn plugin_for(core: &crate::Core, key: &str) -> Result<plugdesk_host::Plugin> {
+    let registry = core.channels();
+    registry.wait_loaded().await;
+    match registry.plugin(key) {
+        Some(p) => Ok(p),
+        None => {
+            let known: Vec<String> =
+                registry.list(core.db()).await.map(|l| l.into_iter().map(|p| p.id).collect()).unwrap_or_default();
+            Err(Error::invalid("plugin", format!("unknown plugin {key:?}; installed plugins: {}", known.join(", "))))
+        }
     }
 }
 
@@ -410,40 +461,15 @@ fn view(row: Row, registry: &Registry) -> ChannelView {
 /// [`Error::Invalid`] for an unknown plugin, a capability the plugin does not ask for, or
 /// settings that are not an object.
 pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewChannel) -> Result<ChannelView> {
-    let registry = core.channels();
-    registry.wait_loaded().await;
-    let plugin = registry.plugin(&input.plugin).ok_or_else(|| {
-        let known: Vec<String> = registry.plugins.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-        Error::invalid("plugin", format!("unknown plugin {:?}; installed plugins: {}", input.plugin, known.join(", ")))
-    })?;
-    for g in &input.grants {
-        if !CAPABILITIES.contains(&g.as_str()) {
-            return Err(Error::invalid(
-                "grants",
-                format!("unknown capability {g:?}; capabilities are {}", CAPABILITIES.join(", ")),
-            ));
-        }
-        if !plugin.descriptor.capabilities.contains(g) {
-            return Err(Error::invalid(
-                "grants",
-                format!(
-                    "plugin {} does not ask for the capability {g}; it asks for: [{}]",
-                    plugin.descriptor.id,
-                    plugin.descriptor.capabilities.join(", ")
-                ),
-            ));
-        }
-    }
-    let settings = match &input.settings {
-        None => Json::Object(Default::default()),
-        Some(o @ Json::Object(_)) => o.clone(),
-        Some(_) => return Err(Error::invalid("settings", "settings must be a JSON object")),
-    };
+    let plugin = plugin_for(core, &input.plugin).await?;
+    validate_grants(&plugin.descriptor, &input.grants)?;
+    let poll = validate_poll(&plugin.descriptor, input.poll_interval_ms)?;
+    let settings = settings_object(input.settings.as_ref())?;
     let name = input.name.clone().unwrap_or_else(|| plugin.descriptor.name.clone());
     let now = crate::now_ms();
     let row = db::query_one(
         core.db(),
-        "INSERT INTO channels (workspace_id, plugin_key, name, settings, secrets, grants, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?) RETURNING id",
+        "INSERT INTO channels (workspace_id, plugin_key, name, settings, secrets, grants, status, poll_interval_ms, next_poll_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?) RETURNING id",
         vec![
             workspace_id.into(),
             input.plugin.clone().into(),
@@ -451,6 +477,8 @@ pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewChannel) 
             settings.to_string().into(),
             serde_json::to_string(&input.secrets)?.into(),
             serde_json::to_string(&input.grants)?.into(),
+            poll.into(),
+            poll.map(|_| now).into(),
             now.into(),
             now.into(),
         ],
@@ -458,6 +486,61 @@ pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewChannel) 
     .await?
     .ok_or_else(|| Error::Internal("insert returned no id".into()))?;
     get(core, workspace_id, db::col(&row, "id")?).await
+}
+
+/// Changes a channel's name, settings, secrets, grants, poll interval or state.
+///
+/// # Errors
+/// [`Error::NotFound`], [`Error::Invalid`] as for [`install`].
+pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, patch: &ChannelPatch) -> Result<ChannelView> {
+    let row = load_row(core.db(), id, Some(workspace_id)).await?;
+    let plugin = plugin_for(core, &row.plugin_key).await?;
+    let grants = patch.grants.clone().unwrap_or(row.grants.clone());
+    validate_grants(&plugin.descriptor, &grants)?;
+    let poll = match patch.poll_interval_ms {
+        Some(ms) => validate_poll(&plugin.descriptor, Some(ms))?,
+        None => row.poll_interval_ms,
+    };
+    let settings = match &patch.settings {
+        Some(s) => settings_object(Some(s))?,
+        None => Json::Object(row.settings.clone()),
+    };
+    let mut secrets = row.secrets.clone();
+    for (name, value) in patch.secrets.clone().unwrap_or_default() {
+        match value {
+            Some(v) => secrets.insert(name, v),
+            None => secrets.remove(&name),
+        };
+    }
+    let name = match &patch.name {
+        Some(n) if n.trim().is_empty() || n.len() > 200 => {
+            return Err(Error::invalid("name", "name must be 1-200 characters"));
+        }
+        Some(n) => n.trim().to_owned(),
+        None => row.name.clone(),
+    };
+    let status = match patch.enabled {
+        Some(false) => "disabled",
+        Some(true) => "active",
+        None => row.status.as_str(),
+    };
+    db::exec(
+        core.db(),
+        "UPDATE channels SET name = ?, settings = ?, secrets = ?, grants = ?, poll_interval_ms = ?, status = ?, consecutive_failures = CASE WHEN ? = 'active' THEN 0 ELSE consecutive_failures END, updated_at = ? WHERE id = ?",
+        vec![
+            name.into(),
+            settings.to_string().into(),
+            serde_json::to_string(&secrets)?.into(),
+            serde_json::to_string(&grants)?.into(),
+            poll.into(),
+            status.into(),
+            status.into(),
+            crate::now_ms().into(),
+            id.into(),
+        ],
+    )
+    .await?;
+    get(core, workspace_id, id).await
 }
 
 /// One channel of the workspace.
@@ -469,6 +552,9 @@ pub async fn get(core: &crate::Core, workspace_id: i64, id: i64) -> Result<Chann
 }
 
 /// Every channel of the workspace.
+///
+/// # Errors
+/// Database errors.
 pub async fn list(core: &crate::Core, workspace_id: i64) -> Result<Vec<ChannelView>> {
     let rows = db::query_all(
         core.db(),
@@ -515,20 +601,44 @@ fn error_reply(status: u16, code: &str, message: &str, payload: Option<i64>) -> 
     json_reply(status, body)
 }
 
-/// Receives a webhook: stores it raw, then processes it.
+/// Receives a webhook. A `POST` (any method but `GET` and `HEAD`) is stored raw, then
+/// processed; a `GET` or `HEAD` reads (a widget, a verification challenge): it is not stored
+/// and may not bring messages.
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown channel; database errors. Plugin failures are answers,
 /// not errors.
 pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) -> Result<HookResponse> {
     let row = load_row(core.db(), channel_id, None).await?;
-    if row.status == "suspended" {
-        return Ok(error_reply(
-            503,
-            "channel_suspended",
-            "this channel is suspended after repeated plugin failures; an admin can resume it",
-            None,
-        ));
+    match row.status.as_str() {
+        "suspended" => {
+            return Ok(error_reply(
+                503,
+                "channel_suspended",
+                "this channel is suspended after repeated plugin failures; an admin can resume it",
+                None,
+            ));
+        }
+        "disabled" => {
+            return Ok(error_reply(503, "channel_disabled", "this channel is disabled; an admin can enable it", None));
+        }
+        _ => {}
+    }
+    if request.method == "GET" || request.method == "HEAD" {
+        let method = request.method.clone();
+        return Ok(match call_webhook(core, &row, request).await? {
+            Err(reply) => reply,
+            Ok(Outcome::Accepted { messages, .. }) if !messages.is_empty() => {
+                let msg = format!(
+                    "plugin {} returned messages for a {method} request; messages come in requests that are stored first (POST)",
+                    row.plugin_key
+                );
+                error_reply(502, "plugin_failed", &msg, None)
+            }
+            Ok(Outcome::Accepted { reply, .. }) => reply.unwrap_or_else(|| json_reply(200, json!({ "accepted": 0 }))),
+            Ok(Outcome::Rejected(m)) => error_reply(401, "rejected", &m, None),
+            Ok(Outcome::Invalid(m)) => error_reply(422, "invalid_request", &m, None),
+        });
     }
     let headers: Vec<Json> = request.headers.iter().map(|(k, v)| json!([k, v])).collect();
     let stored = db::query_one(
@@ -548,10 +658,11 @@ pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) 
     .await?
     .ok_or_else(|| Error::Internal("insert returned no id".into()))?;
     let payload_id: i64 = db::col(&stored, "id")?;
-    process(core, row, payload_id, request).await
+    process(core, &row, payload_id, request).await
 }
 
-/// Processes a stored payload again (after fixing the plugin or its settings).
+/// Processes a stored payload again (after fixing the plugin or its settings). A stored poll
+/// result is delivered again as stored, without asking the plugin.
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown channel or payload.
@@ -564,16 +675,16 @@ pub async fn retry(core: &crate::Core, workspace_id: i64, channel_id: i64, paylo
     )
     .await?
     .ok_or(Error::NotFound("payload"))?;
+    let method: String = db::col(&p, "method")?;
+    let body: Vec<u8> = db::col(&p, "body")?;
+    if method == POLL_METHOD {
+        let messages = messages_from_json(&body)?;
+        return accept(core, &row, payload_id, messages, None).await;
+    }
     let headers: Vec<(String, String)> =
         serde_json::from_str::<Vec<(String, String)>>(&db::col::<String>(&p, "headers")?)?;
-    let request = HookRequest {
-        method: db::col(&p, "method")?,
-        path: db::col(&p, "path")?,
-        query: db::col(&p, "query")?,
-        headers,
-        body: db::col(&p, "body")?,
-    };
-    process(core, row, payload_id, request).await
+    let request = HookRequest { method, path: db::col(&p, "path")?, query: db::col(&p, "query")?, headers, body };
+    process(core, &row, payload_id, request).await
 }
 
 async fn set_payload(
@@ -592,88 +703,128 @@ async fn set_payload(
     Ok(())
 }
 
-async fn process(core: &crate::Core, row: Row, payload_id: i64, request: HookRequest) -> Result<HookResponse> {
+/// Counts a failed plugin call against the channel and suspends it after [`SUSPEND_AFTER`] in
+/// a row. Returns the message to record.
+pub(crate) async fn plugin_failed(
+    core: &crate::Core,
+    row: &Row,
+    elapsed: Duration,
+    error: &plugdesk_host::Error,
+) -> Result<String> {
+    let msg = format!("plugin {} of channel {}: {error}", row.plugin_key, row.id);
+    tracing::warn!(channel = row.id, plugin = %row.plugin_key, %error, "plugin call failed");
+    core.channels().record(row.id, elapsed, Some(msg.clone()));
+    let failures = db::query_one(
+        core.db(),
+        "UPDATE channels SET consecutive_failures = consecutive_failures + 1, last_error = ? WHERE id = ? RETURNING consecutive_failures",
+        vec![msg.clone().into(), row.id.into()],
+    )
+    .await?
+    .map(|r| db::col::<i32>(&r, "consecutive_failures"))
+    .transpose()?
+    .unwrap_or(0);
+    if failures >= SUSPEND_AFTER {
+        db::exec(
+            core.db(),
+            "UPDATE channels SET status = 'suspended' WHERE id = ? AND status = 'active'",
+            vec![row.id.into()],
+        )
+        .await?;
+        tracing::error!(channel = row.id, plugin = %row.plugin_key, failures, "channel suspended after repeated plugin failures");
+    }
+    Ok(msg)
+}
+
+/// Records a successful call (and clears the failure streak, only when there is one: every
+/// write waits for SQLite's single write lock).
+pub(crate) async fn plugin_succeeded(core: &crate::Core, row: &Row, elapsed: Duration) -> Result<()> {
+    core.channels().record(row.id, elapsed, None);
+    if row.consecutive_failures > 0 {
+        db::exec(core.db(), "UPDATE channels SET consecutive_failures = 0 WHERE id = ?", vec![row.id.into()]).await?;
+    }
+    Ok(())
+}
+
+/// Calls the plugin's `handle-webhook`; `Err` is the answer for a failed call.
+async fn call_webhook(
+    core: &crate::Core,
+    row: &Row,
+    request: HookRequest,
+) -> Result<std::result::Result<Outcome, HookResponse>> {
     let registry = core.channels().clone();
     registry.wait_loaded().await;
     let Some(plugin) = registry.plugin(&row.plugin_key) else {
         let msg = format!("plugin {} is not loaded on this server", row.plugin_key);
-        set_payload(core, payload_id, "failed", Some(&msg), None).await?;
-        return Ok(error_reply(503, "plugin_unavailable", &msg, Some(payload_id)));
+        return Ok(Err(error_reply(503, "plugin_unavailable", &msg, None)));
     };
-    let ctx = Arc::new(ChannelContext {
-        row: row.clone(),
-        db: core.db().clone(),
-        runtime: tokio::runtime::Handle::current(),
-    });
+    let ctx = ChannelContext::new(core, row.clone());
     let started = Instant::now();
     let reg = registry.clone();
-    let called = tokio::task::spawn_blocking(move || reg.host.handle_webhook(&plugin, &reg.limits, ctx, request)).await;
+    let called = tokio::task::spawn_blocking(move || reg.host.handle_webhook(&plugin, &reg.limits, ctx, request))
+        .await
+        .map_err(|e| Error::Internal(format!("plugin task failed: {e}")))?;
     let elapsed = started.elapsed();
-    let outcome = match called {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            let msg = format!("plugin {} of channel {}: {e}", row.plugin_key, row.id);
-            tracing::warn!(channel = row.id, plugin = %row.plugin_key, error = %e, "plugin call failed");
-            registry.record(row.id, elapsed, Some(msg.clone()));
-            set_payload(core, payload_id, "failed", Some(&msg), None).await?;
-            let failures = db::query_one(
-                core.db(),
-                "UPDATE channels SET consecutive_failures = consecutive_failures + 1 WHERE id = ? RETURNING consecutive_failures",
-                vec![row.id.into()],
-            )
-            .await?
-            .map(|r| db::col::<i32>(&r, "consecutive_failures"))
-            .transpose()?
-            .unwrap_or(0);
-            if failures >= SUSPEND_AFTER {
-                db::exec(core.db(), "UPDATE channels SET status = 'suspended' WHERE id = ?", vec![row.id.into()])
-                    .await?;
-                tracing::error!(channel = row.id, plugin = %row.plugin_key, failures, "channel suspended after repeated plugin failures");
-            }
-            return Ok(error_reply(502, "plugin_failed", &msg, Some(payload_id)));
+    match called {
+        Ok(outcome) => {
+            plugin_succeeded(core, row, elapsed).await?;
+            Ok(Ok(outcome))
         }
-        Err(e) => return Err(Error::Internal(format!("plugin task failed: {e}"))),
-    };
-    registry.record(row.id, elapsed, None);
-    if row.consecutive_failures > 0 {
-        // Only after failures: every write here waits for SQLite's single write lock.
-        db::exec(core.db(), "UPDATE channels SET consecutive_failures = 0 WHERE id = ?", vec![row.id.into()]).await?;
+        Err(e) => {
+            let msg = plugin_failed(core, row, elapsed, &e).await?;
+            Ok(Err(error_reply(502, "plugin_failed", &msg, None)))
+        }
     }
-    match outcome {
-        Outcome::Rejected(m) => {
+}
+
+async fn process(core: &crate::Core, row: &Row, payload_id: i64, request: HookRequest) -> Result<HookResponse> {
+    match call_webhook(core, row, request).await? {
+        Err(mut reply) => {
+            let body: Json = serde_json::from_slice(&reply.body).unwrap_or(Json::Null);
+            let msg = body["error"]["message"].as_str().unwrap_or("plugin call failed").to_owned();
+            set_payload(core, payload_id, "failed", Some(&msg), None).await?;
+            let code = body["error"]["code"].as_str().unwrap_or("plugin_failed").to_owned();
+            reply = error_reply(reply.status, &code, &msg, Some(payload_id));
+            Ok(reply)
+        }
+        Ok(Outcome::Rejected(m)) => {
             set_payload(core, payload_id, "rejected", Some(&m), None).await?;
             Ok(error_reply(401, "rejected", &m, Some(payload_id)))
         }
-        Outcome::Invalid(m) => {
+        Ok(Outcome::Invalid(m)) => {
             set_payload(core, payload_id, "failed", Some(&m), None).await?;
             Ok(error_reply(422, "invalid_payload", &m, Some(payload_id)))
         }
-        Outcome::Accepted { messages, reply } => {
-            let kind = plugin_kind(&registry, &row.plugin_key);
-            let mut tickets = Vec::new();
-            for (i, m) in messages.into_iter().enumerate() {
-                match deliver(core, &row, &kind, m).await {
-                    Ok(t) => tickets.push(t),
-                    Err(e) => {
-                        let msg = format!("message {} of the payload: {e}", i + 1);
-                        set_payload(core, payload_id, "failed", Some(&msg), Some(json!({ "tickets": tickets })))
-                            .await?;
-                        return Ok(error_reply(422, "invalid_message", &msg, Some(payload_id)));
-                    }
-                }
-            }
-            set_payload(core, payload_id, "processed", None, Some(json!({ "tickets": tickets }))).await?;
-            Ok(reply.unwrap_or_else(|| json_reply(200, json!({ "accepted": tickets.len(), "tickets": tickets }))))
-        }
+        Ok(Outcome::Accepted { messages, reply }) => accept(core, row, payload_id, messages, reply).await,
     }
 }
 
-fn plugin_kind(registry: &Registry, key: &str) -> String {
-    registry.plugin(key).map(|p| p.descriptor.channel_kind).unwrap_or_else(|| key.to_owned())
+/// Delivers the messages of a stored payload and records the outcome on it.
+async fn accept(
+    core: &crate::Core,
+    row: &Row,
+    payload_id: i64,
+    messages: Vec<InboundMessage>,
+    reply: Option<HookResponse>,
+) -> Result<HookResponse> {
+    let kind = core.channels().kind(&row.plugin_key);
+    let mut tickets = Vec::new();
+    for (i, m) in messages.into_iter().enumerate() {
+        match deliver(core, row, &kind, m).await {
+            Ok(t) => tickets.push(t),
+            Err(e) => {
+                let msg = format!("message {} of the payload: {e}", i + 1);
+                set_payload(core, payload_id, "failed", Some(&msg), Some(json!({ "tickets": tickets }))).await?;
+                return Ok(error_reply(422, "invalid_message", &msg, Some(payload_id)));
+            }
+        }
+    }
+    set_payload(core, payload_id, "processed", None, Some(json!({ "tickets": tickets }))).await?;
+    Ok(reply.unwrap_or_else(|| json_reply(200, json!({ "accepted": tickets.len(), "tickets": tickets }))))
 }
 
-/// Puts one inbound message on its ticket: the open ticket of its conversation, or a new one.
-async fn deliver(core: &crate::Core, row: &Row, kind: &str, m: plugdesk_host::InboundMessage) -> Result<i64> {
+/// Puts one inbound message on its ticket: the open ticket of its conversation on this
+/// channel, or a new one.
+async fn deliver(core: &crate::Core, row: &Row, kind: &str, m: InboundMessage) -> Result<i64> {
     let attachments: Vec<AttachmentInput> = m
         .attachments
         .iter()
@@ -687,8 +838,8 @@ async fn deliver(core: &crate::Core, row: &Row, kind: &str, m: plugdesk_host::In
     if let Some(conversation) = &m.conversation {
         let open = db::query_one(
             core.db(),
-            "SELECT id FROM tickets WHERE workspace_id = ? AND channel = ? AND conversation = ? AND status IN ('new', 'open', 'pending') ORDER BY id DESC LIMIT 1",
-            vec![row.workspace_id.into(), kind.into(), conversation.clone().into()],
+            "SELECT id FROM tickets WHERE workspace_id = ? AND channel = ? AND conversation = ? AND channel_id = ? AND status IN ('new', 'open', 'pending') ORDER BY id DESC LIMIT 1",
+            vec![row.workspace_id.into(), kind.into(), conversation.clone().into(), row.id.into()],
         )
         .await?;
         if let Some(t) = open {
@@ -734,12 +885,210 @@ async fn deliver(core: &crate::Core, row: &Row, kind: &str, m: plugdesk_host::In
         assignee_id: None,
         attachments,
         conversation: m.conversation,
+        channel_id: Some(row.id),
     };
     let created = core.writer().create(row.workspace_id, &actor, input, core.limits()).await?;
     if created.created {
         core.metrics().count_tickets_created(1);
     }
     Ok(created.ticket.id)
+}
+
+/// The `method` of a stored poll result.
+const POLL_METHOD: &str = "POLL";
+/// How long a node holds a claimed poll before another node may take it over.
+const POLL_LEASE_MS: i64 = 10 * 60 * 1000;
+
+fn message_json(m: &InboundMessage) -> Json {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    json!({
+        "external_id": m.external_id, "conversation": m.conversation, "sender_kind": m.sender_kind,
+        "sender_address": m.sender_address, "sender_name": m.sender_name, "subject": m.subject,
+        "text": m.text, "html": m.html, "automatic": m.automatic,
+        "attachments": m.attachments.iter().map(|a| json!({ "filename": a.filename, "content_type": a.content_type, "data": b64.encode(&a.data) })).collect::<Vec<_>>(),
+    })
+}
+
+fn messages_from_json(body: &[u8]) -> Result<Vec<InboundMessage>> {
+    #[derive(Deserialize)]
+    struct StoredAttachment {
+        filename: String,
+        content_type: String,
+        data: String,
+    }
+    #[derive(Deserialize)]
+    struct Stored {
+        external_id: String,
+        conversation: Option<String>,
+        sender_kind: String,
+        sender_address: String,
+        sender_name: Option<String>,
+        subject: Option<String>,
+        text: String,
+        html: Option<String>,
+        automatic: bool,
+        attachments: Vec<StoredAttachment>,
+    }
+    let stored: Vec<Stored> = serde_json::from_slice(body)?;
+    stored
+        .into_iter()
+        .map(|s| {
+            let attachments = s
+                .attachments
+                .into_iter()
+                .map(|a| {
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(a.data)
+                        .map_err(|e| Error::Internal(format!("stored attachment is not base64: {e}")))?;
+                    Ok(plugdesk_host::Attachment { filename: a.filename, content_type: a.content_type, data })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(InboundMessage {
+                external_id: s.external_id,
+                conversation: s.conversation,
+                sender_kind: s.sender_kind,
+                sender_address: s.sender_address,
+                sender_name: s.sender_name,
+                subject: s.subject,
+                text: s.text,
+                html: s.html,
+                attachments,
+                automatic: s.automatic,
+            })
+        })
+        .collect()
+}
+
+/// Polls the channels that are due, every `tick`, for as long as the server runs. A channel
+/// is claimed with a conditional update, so with several nodes on one database each poll
+/// runs once.
+pub async fn run_polls(core: crate::Core, tick: Duration) {
+    core.channels().wait_loaded().await;
+    loop {
+        if let Err(e) = poll_due(&core).await {
+            tracing::warn!(error = %e, "poll scheduler pass failed");
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
+async fn poll_due(core: &crate::Core) -> Result<()> {
+    let now = crate::now_ms();
+    let rows = db::query_all(
+        core.db(),
+        "SELECT id, next_poll_at FROM channels WHERE status = 'active' AND poll_interval_ms IS NOT NULL AND next_poll_at <= ? ORDER BY next_poll_at LIMIT 16",
+        vec![now.into()],
+    )
+    .await?;
+    for r in rows {
+        let (id, due): (i64, i64) = (db::col(&r, "id")?, db::col(&r, "next_poll_at")?);
+        let claimed = db::exec(
+            core.db(),
+            "UPDATE channels SET next_poll_at = ? WHERE id = ? AND next_poll_at = ?",
+            vec![(now + POLL_LEASE_MS).into(), id.into(), due.into()],
+        )
+        .await?;
+        if claimed == 1 {
+            let core = core.clone();
+            tokio::spawn(async move {
+                if let Err(e) = poll_channel(&core, id).await {
+                    tracing::warn!(channel = id, error = %e, "poll failed");
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Polls one channel until the source has nothing more (at most [`POLL_MAX_ROUNDS`] rounds),
+/// storing each batch with its cursor before delivering it, then schedules the next poll.
+async fn poll_channel(core: &crate::Core, id: i64) -> Result<()> {
+    let mut row = load_row(core.db(), id, None).await?;
+    let registry = core.channels().clone();
+    let outcome = poll_rounds(core, &registry, &mut row).await;
+    let interval = row.poll_interval_ms.unwrap_or(POLL_DEFAULT_MS);
+    db::exec(
+        core.db(),
+        "UPDATE channels SET next_poll_at = ? WHERE id = ?",
+        vec![(crate::now_ms() + interval).into(), id.into()],
+    )
+    .await?;
+    outcome
+}
+
+async fn poll_rounds(core: &crate::Core, registry: &Arc<crate::plugin::Registry>, row: &mut Row) -> Result<()> {
+    for _ in 0..POLL_MAX_ROUNDS {
+        let Some(plugin) = registry.plugin(&row.plugin_key) else {
+            return set_channel_error(core, row.id, &format!("plugin {} is not loaded on this server", row.plugin_key))
+                .await;
+        };
+        let ctx = ChannelContext::new(core, row.clone());
+        let (reg, cursor) = (registry.clone(), row.cursor.clone());
+        let started = Instant::now();
+        let called = tokio::task::spawn_blocking(move || reg.host.poll(&plugin, &reg.limits, ctx, cursor))
+            .await
+            .map_err(|e| Error::Internal(format!("plugin task failed: {e}")))?;
+        let elapsed = started.elapsed();
+        let (messages, cursor, more) = match called {
+            Err(e) => {
+                plugin_failed(core, row, elapsed, &e).await?;
+                return Ok(());
+            }
+            Ok(Polled::Failed(m)) => {
+                registry.record(row.id, elapsed, Some(m.clone()));
+                return set_channel_error(core, row.id, &format!("poll: {m}")).await;
+            }
+            Ok(Polled::Found { messages, cursor, more }) => (messages, cursor, more),
+        };
+        plugin_succeeded(core, row, elapsed).await?;
+        let new_cursor = cursor.or(row.cursor.clone());
+        let payload_id = store_poll(core, row, &messages, new_cursor.as_deref()).await?;
+        row.cursor = new_cursor;
+        row.last_error = None;
+        if let Some(payload_id) = payload_id {
+            accept(core, row, payload_id, messages, None).await?;
+        }
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Stores what a poll found and the new cursor in one transaction: a crash after it delivers
+/// the stored batch on retry; a crash before it polls the same batch again.
+async fn store_poll(
+    core: &crate::Core,
+    row: &Row,
+    messages: &[InboundMessage],
+    cursor: Option<&str>,
+) -> Result<Option<i64>> {
+    let txn = db::begin_write(core.db()).await?;
+    let mut payload = None;
+    if !messages.is_empty() {
+        let body = Json::Array(messages.iter().map(message_json).collect()).to_string();
+        let stored = db::query_one(
+            &txn,
+            "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, status) VALUES (?, ?, ?, ?, '', '', '[]', ?, 'received') RETURNING id",
+            vec![row.workspace_id.into(), row.id.into(), crate::now_ms().into(), POLL_METHOD.into(), body.into_bytes().into()],
+        )
+        .await?
+        .ok_or_else(|| Error::Internal("insert returned no id".into()))?;
+        payload = Some(db::col(&stored, "id")?);
+    }
+    db::exec(
+        &txn,
+        "UPDATE channels SET cursor = ?, last_error = NULL WHERE id = ?",
+        vec![cursor.map(str::to_owned).into(), row.id.into()],
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(payload)
+}
+
+pub(crate) async fn set_channel_error(core: &crate::Core, id: i64, message: &str) -> Result<()> {
+    db::exec(core.db(), "UPDATE channels SET last_error = ? WHERE id = ?", vec![message.into(), id.into()]).await?;
+    Ok(())
 }
 
 /// A stored inbound payload as the API lists it.
@@ -749,6 +1098,8 @@ pub struct PayloadView {
     pub id: i64,
     /// When it arrived.
     pub received_at: String,
+    /// `POST` (or another method) for webhooks, `POLL` for what a poll found.
+    pub method: String,
     /// `received`, `processed`, `failed` or `rejected`.
     pub status: String,
     /// Why it failed.
@@ -788,6 +1139,7 @@ pub async fn payloads(
             Ok(PayloadView {
                 id: db::col(r, "id")?,
                 received_at: crate::rfc3339(db::col(r, "received_at")?),
+                method: db::col(r, "method")?,
                 status: db::col(r, "status")?,
                 error: db::col(r, "error")?,
                 attempts: db::col(r, "attempts")?,

@@ -28,6 +28,29 @@ pub struct Config {
     pub plugins_dir: Option<PathBuf>,
     /// Input size limits.
     pub limits: Limits,
+    /// Outbound delivery.
+    pub outbox: Outbox,
+}
+
+/// How the outbox delivers replies through channel plugins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outbox {
+    /// Delay before the first retry of a retryable failure, in milliseconds; each further retry
+    /// waits twice as long (capped at one hour).
+    pub retry_base_ms: u64,
+    /// Attempts before a message goes to the dead letters.
+    pub max_attempts: u32,
+    /// How often the worker looks for due messages when nothing wakes it, in milliseconds.
+    pub tick_ms: u64,
+    /// How often the poll scheduler looks for channels due to be polled, in milliseconds.
+    pub poll_tick_ms: u64,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox { retry_base_ms: 2000, max_attempts: 8, tick_ms: 500, poll_tick_ms: 250 }
+    }
 }
 
 /// Size limits on input. Every input has one.
@@ -66,6 +89,7 @@ impl Default for Config {
             pool_size: None,
             plugins_dir: None,
             limits: Limits::default(),
+            outbox: Outbox::default(),
         }
     }
 }

@@ -112,7 +112,7 @@ pub async fn run(cfg: &Config, workspace_name: &str, kind: Kind, file: &Path) ->
     let ws = workspace::find_by_name(&conn, workspace_name)
         .await
         .map_err(|_| Error::invalid("workspace", format!("workspace {workspace_name:?} does not exist")))?;
-    let core = Core::new(conn, cfg.limits.clone())?;
+    let core = Core::new(conn, cfg)?;
     let name = file.display().to_string();
     let open = || {
         csv::ReaderBuilder::new()
@@ -258,6 +258,7 @@ fn ticket_input(r: TicketRow) -> Result<NewTicket> {
         assignee_id: None,
         attachments: vec![],
         conversation: None,
+        channel_id: None,
     })
 }
 

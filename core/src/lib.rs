@@ -20,6 +20,8 @@ pub mod event;
 pub mod import;
 pub mod metrics;
 pub mod organization;
+pub mod outbox;
+pub mod plugin;
 pub mod search;
 pub mod server;
 pub mod sla;
@@ -47,19 +49,26 @@ struct CoreInner {
     writer: ticket::Writer,
     metrics: metrics::Metrics,
     limits: config::Limits,
-    channels: Arc<channel::Registry>,
+    channels: Arc<plugin::Registry>,
+    outbox: outbox::Settings,
 }
 
 impl Core {
     /// Wraps an open, migrated database. Plugins are loaded separately
-    /// ([`channel::Registry::load_all`]), in the background.
+    /// ([`plugin::Registry::run`]), in the background; compiled plugins are cached in the
+    /// data directory's `cache/`.
     ///
     /// # Errors
     /// When the Wasm engine cannot start.
-    pub fn new(db: DatabaseConnection, limits: config::Limits) -> Result<Self> {
+    pub fn new(db: DatabaseConnection, cfg: &config::Config) -> Result<Self> {
         let bus = event::Bus::new();
         let writer = ticket::Writer::start(db.clone(), bus.clone());
-        let channels = Arc::new(channel::Registry::new(plugdesk_host::Limits::default())?);
+        let channels = Arc::new(plugin::Registry::new(
+            plugdesk_host::Limits::default(),
+            Some(cfg.data.join("cache").join("plugins")),
+        )?);
+        let limits = cfg.limits.clone();
+        let outbox = outbox::Settings::new(&cfg.outbox);
         Ok(Core {
             inner: Arc::new(CoreInner {
                 db,
@@ -69,13 +78,19 @@ impl Core {
                 metrics: metrics::Metrics::default(),
                 limits,
                 channels,
+                outbox,
             }),
         })
     }
 
-    /// The channel plugins and their counters.
-    pub fn channels(&self) -> &Arc<channel::Registry> {
+    /// The plugins and the call counters of the channels.
+    pub fn channels(&self) -> &Arc<plugin::Registry> {
         &self.inner.channels
+    }
+
+    /// The outbox's settings and its wake-up signal.
+    pub fn outbox(&self) -> &outbox::Settings {
+        &self.inner.outbox
     }
 
     /// The database pool.

@@ -43,7 +43,8 @@ pub mod bindings {
 }
 
 pub use bindings::plugdesk::plugin::types::{
-    Attachment, Descriptor, Header, Identity, InboundMessage, PluginError, WebhookOutcome, WebhookReply, WebhookRequest,
+    Attachment, Descriptor, Header, HttpRequest, HttpResponse, Identity, InboundMessage, OutboundMessage, PluginError,
+    PollOutcome, SendError, WebhookOutcome, WebhookReply, WebhookRequest,
 };
 
 /// The version of the plugin contract (WIT package `plugdesk:plugin`) this SDK builds against.
@@ -62,6 +63,28 @@ pub trait Channel {
     /// [`PluginError::Rejected`] for a failed authenticity check (the host answers 401),
     /// [`PluginError::Invalid`] for a malformed request (422; the raw request stays stored).
     fn handle_webhook(request: WebhookRequest) -> Result<WebhookOutcome, PluginError>;
+
+    /// Fetches new messages after `cursor` from a pull source. Only called when the
+    /// descriptor sets `polls`; the default finds nothing.
+    ///
+    /// # Errors
+    /// [`PluginError::Invalid`] when the source answered something unusable; the host records
+    /// it on the channel and keeps the cursor where it was.
+    fn poll(cursor: Option<String>) -> Result<PollOutcome, PluginError> {
+        let _ = cursor;
+        Ok(PollOutcome { messages: vec![], cursor: None, more: false })
+    }
+
+    /// Sends a reply and returns the channel's id for it. Only called when the descriptor sets
+    /// `sends`; the default refuses permanently.
+    ///
+    /// # Errors
+    /// [`SendError::Retryable`] for passing failures (the host retries with backoff),
+    /// [`SendError::Permanent`] for failures that will not go away (dead letter).
+    fn send(message: OutboundMessage) -> Result<String, SendError> {
+        let _ = message;
+        Err(SendError::Permanent("this channel does not send messages".into()))
+    }
 }
 
 /// A descriptor with no settings and no capabilities; set the fields for more.
@@ -73,6 +96,8 @@ pub fn descriptor(id: &str, name: &str, version: &str, channel_kind: &str) -> De
         channel_kind: channel_kind.into(),
         settings_schema: "{\"type\":\"object\"}".into(),
         capabilities: vec![],
+        sends: false,
+        polls: false,
     }
 }
 
@@ -90,6 +115,46 @@ impl InboundMessage {
             attachments: vec![],
             automatic: false,
         }
+    }
+}
+
+impl OutboundMessage {
+    /// The first recipient address of that identity kind (`email`, `phone`, `telegram`, ...).
+    pub fn recipient(&self, kind: &str) -> Option<&str> {
+        self.recipients.iter().find(|r| r.kind == kind).map(|r| r.address.as_str())
+    }
+}
+
+impl SendError {
+    /// The error for an HTTP status a channel's API answered: 408, 429 and 5xx are worth
+    /// retrying, other statuses are not.
+    pub fn from_status(status: u16, detail: &str) -> Self {
+        let message = format!("the channel's API answered {status}: {detail}");
+        if status == 408 || status == 429 || status >= 500 {
+            SendError::Retryable(message)
+        } else {
+            SendError::Permanent(message)
+        }
+    }
+}
+
+impl HttpResponse {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+    }
+
+    /// The body parsed as JSON.
+    ///
+    /// # Errors
+    /// A message naming what is wrong with the JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_slice(&self.body).map_err(|e| format!("answer is not the expected JSON: {e}"))
+    }
+
+    /// True for 2xx statuses.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
     }
 }
 
@@ -113,10 +178,7 @@ impl WebhookRequest {
     /// [`PluginError::Invalid`] when the body is not UTF-8 or a `%` escape is broken.
     pub fn form(&self) -> Result<Vec<(String, String)>, PluginError> {
         let text = std::str::from_utf8(&self.body).map_err(|_| PluginError::Invalid("form body is not UTF-8".into()))?;
-        text.split('&').filter(|p| !p.is_empty()).map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((percent_decode(k)?, percent_decode(v)?))
-        }).collect()
+        parse_form(text)
     }
 }
 
@@ -180,6 +242,15 @@ pub mod host {
         raw::secret_hmac_sha256(name, data)
     }
 
+    /// HMAC-SHA1 of `data` keyed with a secret of the instance, for channels whose signatures
+    /// still use SHA-1.
+    ///
+    /// # Errors
+    /// When the `secrets` capability is not granted or the secret is not set.
+    pub fn secret_hmac_sha1(name: &str, data: &[u8]) -> Result<Vec<u8>, String> {
+        raw::secret_hmac_sha1(name, data)
+    }
+
     /// Reads the instance's key-value store.
     ///
     /// # Errors
@@ -195,6 +266,87 @@ pub mod host {
     pub fn kv_set(key: &str, value: &[u8]) -> Result<(), String> {
         raw::kv_set(key, value)
     }
+
+    /// Makes an HTTP request through the host. The URL's host must be granted to the instance
+    /// (`http:HOST` or `http:HOST:PORT`).
+    ///
+    /// # Errors
+    /// When the host is not granted, cannot be reached, or answers too slowly or too much.
+    pub fn http_fetch(request: &crate::HttpRequest) -> Result<crate::HttpResponse, String> {
+        raw::http_fetch(request)
+    }
+
+    /// POSTs a JSON body and returns the answer (any status).
+    ///
+    /// # Errors
+    /// As [`http_fetch`].
+    pub fn post_json(url: &str, body: &serde_json::Value) -> Result<crate::HttpResponse, String> {
+        http_fetch(&crate::HttpRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![crate::Header { name: "content-type".into(), value: "application/json".into() }],
+            body: body.to_string().into_bytes(),
+        })
+    }
+
+    /// POSTs `application/x-www-form-urlencoded` pairs with extra headers and returns the
+    /// answer (any status).
+    ///
+    /// # Errors
+    /// As [`http_fetch`].
+    pub fn post_form(
+        url: &str,
+        pairs: &[(&str, &str)],
+        headers: Vec<crate::Header>,
+    ) -> Result<crate::HttpResponse, String> {
+        let body = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", crate::percent_encode(k), crate::percent_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut headers = headers;
+        headers.push(crate::Header { name: "content-type".into(), value: "application/x-www-form-urlencoded".into() });
+        http_fetch(&crate::HttpRequest { method: "POST".into(), url: url.into(), headers, body: body.into_bytes() })
+    }
+}
+
+/// Percent-encodes a form value (`application/x-www-form-urlencoded`: space as `+`).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Parses `application/x-www-form-urlencoded` text into pairs.
+///
+/// # Errors
+/// [`PluginError::Invalid`] when a `%` escape is broken or a value is not UTF-8.
+pub fn parse_form(text: &str) -> Result<Vec<(String, String)>, PluginError> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((percent_decode(k)?, percent_decode(v)?))
+        })
+        .collect()
+}
+
+/// Reports a panic through the host log (the standard hook would read the environment, which
+/// the sandbox does not provide); the host names the message when it reports the crash.
+#[doc(hidden)]
+pub fn __install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            bindings::plugdesk::plugin::host::log(bindings::plugdesk::plugin::host::Level::Error, &format!("panic: {info}"));
+        }));
+    });
 }
 
 /// Exports a [`Channel`] implementation as the plugin's entry points.
@@ -206,11 +358,23 @@ macro_rules! export_channel {
 
         impl $crate::bindings::exports::plugdesk::plugin::channel::Guest for __PlugdeskExport {
             fn describe() -> $crate::Descriptor {
+                $crate::__install_panic_hook();
                 <$plugin as $crate::Channel>::describe()
             }
 
             fn handle_webhook(request: $crate::WebhookRequest) -> Result<$crate::WebhookOutcome, $crate::PluginError> {
+                $crate::__install_panic_hook();
                 <$plugin as $crate::Channel>::handle_webhook(request)
+            }
+
+            fn poll(cursor: Option<String>) -> Result<$crate::PollOutcome, $crate::PluginError> {
+                $crate::__install_panic_hook();
+                <$plugin as $crate::Channel>::poll(cursor)
+            }
+
+            fn send(message: $crate::OutboundMessage) -> Result<String, $crate::SendError> {
+                $crate::__install_panic_hook();
+                <$plugin as $crate::Channel>::send(message)
             }
         }
 

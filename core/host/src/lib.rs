@@ -8,12 +8,14 @@
 //! This crate knows nothing of tickets or databases: the core hands it bytes and a
 //! [`Context`], and gets back plain Rust records.
 
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
@@ -77,8 +79,10 @@ pub enum Error {
 pub struct Limits {
     /// Fuel units (about one per WebAssembly instruction).
     pub fuel: u64,
-    /// Wall-clock time.
+    /// Wall-clock time of a webhook call (pure computation).
     pub timeout: Duration,
+    /// Wall-clock time of a `send` or `poll` call, which waits for the network.
+    pub network_timeout: Duration,
     /// Linear memory, bytes.
     pub memory_bytes: usize,
     /// What the call may return (message texts, attachments, reply body), bytes.
@@ -87,7 +91,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { fuel: 500_000_000, timeout: Duration::from_secs(2), memory_bytes: 64 << 20, output_bytes: 4 << 20 }
+        Limits {
+            fuel: 500_000_000,
+            timeout: Duration::from_secs(2),
+            network_timeout: Duration::from_secs(30),
+            memory_bytes: 64 << 20,
+            output_bytes: 4 << 20,
+        }
     }
 }
 
@@ -106,6 +116,10 @@ pub struct Descriptor {
     pub settings_schema: String,
     /// Capabilities it asks for.
     pub capabilities: Vec<String>,
+    /// Implements `send`.
+    pub sends: bool,
+    /// Implements `poll`.
+    pub polls: bool,
 }
 
 /// A webhook request handed to a plugin.
@@ -157,6 +171,86 @@ pub struct InboundMessage {
     pub attachments: Vec<Attachment>,
     /// Sent by a machine.
     pub automatic: bool,
+}
+
+/// A reply handed to a plugin's `send`.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundMessage {
+    /// The host's message id (stable across retries).
+    pub id: String,
+    /// Ticket number.
+    pub ticket_number: u64,
+    /// The customer's identities as (kind, address).
+    pub recipients: Vec<(String, String)>,
+    /// The customer's name.
+    pub recipient_name: Option<String>,
+    /// Conversation key of the ticket.
+    pub conversation: Option<String>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Text.
+    pub text: String,
+    /// HTML.
+    pub html: Option<String>,
+    /// Attachments.
+    pub attachments: Vec<Attachment>,
+    /// External id of the customer's latest message.
+    pub in_reply_to: Option<String>,
+    /// External ids of the ticket's messages, oldest first.
+    pub references: Vec<String>,
+    /// Written by an automation.
+    pub automatic: bool,
+}
+
+/// What `send` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Delivered; the channel's id of the message.
+    Delivered(String),
+    /// Failed for now; try again later.
+    Retryable(String),
+    /// Failed for good.
+    Permanent(String),
+}
+
+/// What `poll` answered.
+#[derive(Debug, Clone)]
+pub enum Polled {
+    /// New messages and where to continue.
+    Found {
+        /// Messages, oldest first.
+        messages: Vec<InboundMessage>,
+        /// The next cursor; `None` keeps the current one.
+        cursor: Option<String>,
+        /// The source has more right now.
+        more: bool,
+    },
+    /// The plugin refused (the source answered something unusable).
+    Failed(String),
+}
+
+/// An HTTP request a plugin makes.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// Method.
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// The answer to an [`HttpRequest`].
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
 }
 
 /// The answer a plugin wants sent to the webhook caller.
@@ -220,12 +314,20 @@ pub trait Context: Send + Sync {
     fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), String>;
     /// Whether a capability (`secrets`, `kv`) is granted.
     fn granted(&self, capability: &str) -> bool;
+    /// Makes an HTTP request if its host is granted (the context checks the URL: it owns the
+    /// grants and the HTTP client).
+    ///
+    /// # Errors
+    /// A message for the plugin: not granted, unreachable, too slow, too large.
+    fn http_fetch(&self, request: HttpRequest) -> Result<HttpResponse, String>;
 }
 
 struct State {
     memory: MemoryCap,
     ctx: Arc<dyn Context>,
     logged: usize,
+    /// The last error-level line the plugin logged (its panic message, with the SDK's hook).
+    last_error: Option<String>,
 }
 
 /// Caps linear memory and remembers a refusal, so that the guest's abort that follows (its
@@ -282,7 +384,10 @@ impl wit_host::Host for State {
             wit_host::Level::Debug => Level::Debug,
             wit_host::Level::Info => Level::Info,
             wit_host::Level::Warn => Level::Warn,
-            wit_host::Level::Error => Level::Error,
+            wit_host::Level::Error => {
+                self.last_error = Some(line.chars().take(300).collect());
+                Level::Error
+            }
         };
         self.ctx.log(level, &line);
     }
@@ -315,6 +420,14 @@ impl wit_host::Host for State {
         Ok(mac.finalize().into_bytes().to_vec())
     }
 
+    fn secret_hmac_sha1(&mut self, name: String, data: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.require("secrets")?;
+        let secret = self.ctx.secret(&name).ok_or_else(|| format!("secret {name:?} is not set on this channel"))?;
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
+        mac.update(&data);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
     fn kv_get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
         self.require("kv")?;
         self.ctx.kv_get(&key)
@@ -324,6 +437,21 @@ impl wit_host::Host for State {
         self.require("kv")?;
         self.ctx.kv_set(&key, &value)
     }
+
+    fn http_fetch(&mut self, request: wit::HttpRequest) -> Result<wit::HttpResponse, String> {
+        let request = HttpRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: request.body,
+        };
+        let r = self.ctx.http_fetch(request)?;
+        Ok(wit::HttpResponse {
+            status: r.status,
+            headers: r.headers.into_iter().map(|(name, value)| wit::Header { name, value }).collect(),
+            body: r.body,
+        })
+    }
 }
 
 /// A compiled plugin, ready to instantiate.
@@ -332,6 +460,8 @@ pub struct Plugin {
     pre: bindings::ChannelPluginPre<State>,
     /// What it says about itself.
     pub descriptor: Descriptor,
+    /// Whether it came from the artifact cache rather than the compiler.
+    pub cached: bool,
 }
 
 /// The engine and its epoch ticker. One per process.
@@ -339,6 +469,8 @@ pub struct Host {
     engine: Engine,
     linker: Linker<State>,
     stop: Arc<AtomicBool>,
+    cache: Option<PathBuf>,
+    engine_hash: u64,
 }
 
 impl Drop for Host {
@@ -349,10 +481,12 @@ impl Drop for Host {
 
 impl Host {
     /// Builds the engine (fuel and epoch interruption on) and starts the epoch ticker thread.
+    /// With a `cache` directory, compiled plugins are kept there and loaded from there on the
+    /// next start (keyed by the component's SHA-256 and the engine's compatibility hash).
     ///
     /// # Errors
     /// When the engine cannot be configured.
-    pub fn new() -> Result<Self, Error> {
+    pub fn new(cache: Option<PathBuf>) -> Result<Self, Error> {
         let mut config = Config::new();
         config.consume_fuel(true).epoch_interruption(true).wasm_component_model(true);
         let engine = Engine::new(&config).map_err(|e| Error::Load(format!("cannot start the Wasm engine: {e}")))?;
@@ -370,7 +504,40 @@ impl Host {
                 }
             })
             .map_err(|e| Error::Load(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Host { engine, linker, stop })
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = hasher.finish();
+        Ok(Host { engine, linker, stop, cache, engine_hash })
+    }
+
+    /// Compiles a component, or loads it from the artifact cache when this engine compiled the
+    /// same bytes before. Returns whether the cache served it.
+    fn compile(&self, wasm: &[u8]) -> Result<(Component, bool), Error> {
+        let compile =
+            || Component::new(&self.engine, wasm).map_err(|e| Error::Load(format!("not a WebAssembly component: {e}")));
+        let Some(dir) = &self.cache else { return Ok((compile()?, false)) };
+        let path = dir.join(format!("{}-{:016x}.cwasm", hex(&Sha256::digest(wasm)), self.engine_hash));
+        if path.exists() {
+            // SAFETY: wasmtime requires that the file holds an artifact this wasmtime produced
+            // with `Component::serialize` and that nobody changes it while it is mapped. The
+            // cache directory is the server's own (inside its data directory); the name binds
+            // the file to the exact component bytes and to this engine's compatibility hash,
+            // and wasmtime itself checks the artifact's header and engine settings, refusing a
+            // mismatch (in which case we compile afresh).
+            #[allow(unsafe_code)]
+            let cached = unsafe { Component::deserialize_file(&self.engine, &path) };
+            match cached {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cached plugin artifact unusable; compiling")
+                }
+            }
+        }
+        let component = compile()?;
+        if let Err(e) = write_artifact(dir, &path, &component) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the plugin artifact cache");
+        }
+        Ok((component, false))
     }
 
     /// Compiles a component, checks its contract version and asks it to describe itself.
@@ -380,8 +547,7 @@ impl Host {
     /// [`Error::Load`] for bytes that are not a channel plugin, [`Error::Version`] for a
     /// plugin built against another contract version, or the errors of a call.
     pub fn load(&self, wasm: &[u8], limits: &Limits, ctx: Arc<dyn Context>) -> Result<Plugin, Error> {
-        let component =
-            Component::new(&self.engine, wasm).map_err(|e| Error::Load(format!("not a WebAssembly component: {e}")))?;
+        let (component, cached) = self.compile(wasm)?;
         let exports: Vec<String> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
         if !exports.iter().any(|e| e == CHANNEL_EXPORT) {
@@ -412,7 +578,10 @@ impl Host {
                 channel_kind: String::new(),
                 settings_schema: String::new(),
                 capabilities: vec![],
+                sends: false,
+                polls: false,
             },
+            cached,
         };
         let d =
             self.call(&plugin, limits, ctx, |bindings, store| bindings.plugdesk_plugin_channel().call_describe(store))?;
@@ -423,6 +592,8 @@ impl Host {
             channel_kind: d.channel_kind,
             settings_schema: d.settings_schema,
             capabilities: d.capabilities,
+            sends: d.sends,
+            polls: d.polls,
         };
         Ok(plugin)
     }
@@ -452,49 +623,88 @@ impl Host {
             Err(wit::PluginError::Rejected(m)) => Outcome::Rejected(m),
             Err(wit::PluginError::Invalid(m)) => Outcome::Invalid(m),
             Ok(o) => {
-                let size: usize = o
-                    .messages
-                    .iter()
-                    .map(|m| {
-                        m.text.len()
-                            + m.html.as_ref().map_or(0, String::len)
-                            + m.attachments.iter().map(|a| a.data.len()).sum::<usize>()
-                    })
-                    .sum::<usize>()
-                    + o.reply.as_ref().map_or(0, |r| r.body.len());
-                if size > limits.output_bytes {
-                    return Err(Error::Output { got: size, limit: limits.output_bytes });
-                }
+                let size = messages_size(&o.messages) + o.reply.as_ref().map_or(0, |r| r.body.len());
+                check_output(size, limits)?;
                 Outcome::Accepted {
-                    messages: o
-                        .messages
-                        .into_iter()
-                        .map(|m| InboundMessage {
-                            external_id: m.external_id,
-                            conversation: m.conversation,
-                            sender_kind: m.sender.kind,
-                            sender_address: m.sender.address,
-                            sender_name: m.sender_name,
-                            subject: m.subject,
-                            text: m.text,
-                            html: m.html,
-                            attachments: m
-                                .attachments
-                                .into_iter()
-                                .map(|a| Attachment {
-                                    filename: a.filename,
-                                    content_type: a.content_type,
-                                    data: a.data,
-                                })
-                                .collect(),
-                            automatic: m.automatic,
-                        })
-                        .collect(),
+                    messages: o.messages.into_iter().map(inbound).collect(),
                     reply: o.reply.map(|r| Reply { status: r.status, content_type: r.content_type, body: r.body }),
                 }
             }
         };
         Ok(outcome)
+    }
+
+    /// Asks a plugin for new messages after `cursor`. Blocking: call it off the executor. The
+    /// call's time budget is [`Limits::network_timeout`].
+    ///
+    /// # Errors
+    /// When the plugin is stopped by a limit, traps, or returns too much.
+    pub fn poll(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        ctx: Arc<dyn Context>,
+        cursor: Option<String>,
+    ) -> Result<Polled, Error> {
+        let limits = Limits { timeout: limits.network_timeout, ..limits.clone() };
+        let result = self.call(plugin, &limits, ctx, |bindings, store| {
+            bindings.plugdesk_plugin_channel().call_poll(store, cursor.as_deref())
+        })?;
+        Ok(match result {
+            Ok(o) => {
+                check_output(messages_size(&o.messages) + o.cursor.as_ref().map_or(0, String::len), &limits)?;
+                Polled::Found {
+                    messages: o.messages.into_iter().map(inbound).collect(),
+                    cursor: o.cursor,
+                    more: o.more,
+                }
+            }
+            Err(wit::PluginError::Rejected(m) | wit::PluginError::Invalid(m)) => Polled::Failed(m),
+        })
+    }
+
+    /// Hands a reply to a plugin's `send`. Blocking: call it off the executor. The call's time
+    /// budget is [`Limits::network_timeout`].
+    ///
+    /// # Errors
+    /// When the plugin is stopped by a limit or traps.
+    pub fn send(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        ctx: Arc<dyn Context>,
+        message: OutboundMessage,
+    ) -> Result<Sent, Error> {
+        let limits = Limits { timeout: limits.network_timeout, ..limits.clone() };
+        let message = wit::OutboundMessage {
+            id: message.id,
+            ticket_number: message.ticket_number,
+            recipients: message.recipients.into_iter().map(|(kind, address)| wit::Identity { kind, address }).collect(),
+            recipient_name: message.recipient_name,
+            conversation: message.conversation,
+            subject: message.subject,
+            text: message.text,
+            html: message.html,
+            attachments: message
+                .attachments
+                .into_iter()
+                .map(|a| wit::Attachment { filename: a.filename, content_type: a.content_type, data: a.data })
+                .collect(),
+            in_reply_to: message.in_reply_to,
+            references: message.references,
+            automatic: message.automatic,
+        };
+        let result = self.call(plugin, &limits, ctx, |bindings, store| {
+            bindings.plugdesk_plugin_channel().call_send(store, &message)
+        })?;
+        Ok(match result {
+            Ok(id) => {
+                check_output(id.len(), &limits)?;
+                Sent::Delivered(id)
+            }
+            Err(wit::SendError::Retryable(m)) => Sent::Retryable(m),
+            Err(wit::SendError::Permanent(m)) => Sent::Permanent(m),
+        })
     }
 
     /// Runs one export call in a fresh store with every limit set, and names what stopped it.
@@ -510,7 +720,7 @@ impl Host {
             denied: false,
             inner: StoreLimitsBuilder::new().instances(16).build(),
         };
-        let state = State { memory, ctx, logged: 0 };
+        let state = State { memory, ctx, logged: 0, last_error: None };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         store.set_fuel(limits.fuel).map_err(|e| Error::Load(e.to_string()))?;
@@ -519,15 +729,79 @@ impl Host {
         store.epoch_deadline_trap();
         let result = plugin.pre.instantiate(&mut store).and_then(|bindings| f(&bindings, &mut store));
         let memory_denied = store.data().memory.denied;
+        let last_error = store.data().last_error.clone();
         result.map_err(|e| match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => Error::OutOfFuel(limits.fuel),
             Some(Trap::Interrupt) => Error::Timeout(limits.timeout),
             _ if memory_denied => Error::Memory(limits.memory_bytes),
-            Some(Trap::UnreachableCodeReached) => {
-                Error::Trap("it aborted (a panic or a failed assertion in the plugin)".into())
-            }
+            Some(Trap::UnreachableCodeReached) => match last_error {
+                Some(line) => Error::Trap(format!("it aborted after logging: {line}")),
+                None => Error::Trap("it aborted (a panic or a failed assertion in the plugin)".into()),
+            },
             Some(trap) => Error::Trap(trap.to_string()),
-            None => Error::Trap(e.root_cause().to_string()),
+            None => {
+                let cause = e.root_cause().to_string();
+                match cause.strip_prefix("unknown import: ") {
+                    // A WASI function: the standard library reaching for the environment, a
+                    // file, the clock or randomness (std's HashMap seeds itself from it).
+                    Some(import) => Error::Trap(format!(
+                        "it called {}, which the sandbox does not provide; plugins reach the outside only through the plugdesk host interface",
+                        import.split(" has not been defined").next().unwrap_or(import)
+                    )),
+                    None => Error::Trap(cause),
+                }
+            }
         })
     }
+}
+
+fn messages_size(messages: &[wit::InboundMessage]) -> usize {
+    messages
+        .iter()
+        .map(|m| {
+            m.text.len()
+                + m.html.as_ref().map_or(0, String::len)
+                + m.attachments.iter().map(|a| a.data.len()).sum::<usize>()
+        })
+        .sum()
+}
+
+fn check_output(size: usize, limits: &Limits) -> Result<(), Error> {
+    if size > limits.output_bytes {
+        return Err(Error::Output { got: size, limit: limits.output_bytes });
+    }
+    Ok(())
+}
+
+fn inbound(m: wit::InboundMessage) -> InboundMessage {
+    InboundMessage {
+        external_id: m.external_id,
+        conversation: m.conversation,
+        sender_kind: m.sender.kind,
+        sender_address: m.sender.address,
+        sender_name: m.sender_name,
+        subject: m.subject,
+        text: m.text,
+        html: m.html,
+        attachments: m
+            .attachments
+            .into_iter()
+            .map(|a| Attachment { filename: a.filename, content_type: a.content_type, data: a.data })
+            .collect(),
+        automatic: m.automatic,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a compiled artifact next to its final name and renames it into place, so a reader
+/// never maps a half-written file.
+fn write_artifact(dir: &Path, path: &Path, component: &Component) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }

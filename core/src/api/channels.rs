@@ -1,4 +1,5 @@
-//! `/api/v1/plugins`, `/api/v1/channels` and the public webhook endpoint `/hooks/{channel}`.
+//! `/api/v1/plugins`, `/api/v1/channels`, `/api/v1/outbox` and the public webhook endpoint
+//! `/hooks/{channel}`.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -7,26 +8,83 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error::ApiError;
 use super::error::ApiResult;
 use super::extract::{Auth, Json, Path, Query};
 use crate::Core;
-use crate::channel::{self, HookRequest, HookResponse, NewChannel};
+use crate::channel::{self, ChannelPatch, HookRequest, HookResponse, NewChannel};
 
 pub(super) async fn plugins(State(core): State<Core>, Auth(_): Auth) -> ApiResult<impl IntoResponse> {
-    let items: Vec<_> = core
-        .channels()
-        .descriptors()
-        .await
-        .into_iter()
-        .map(|d| {
-            json!({
-                "id": d.id, "name": d.name, "version": d.version, "channel_kind": d.channel_kind,
-                "capabilities": d.capabilities, "wit_version": plugdesk_host::WIT_VERSION,
-                "settings_schema": serde_json::from_str::<serde_json::Value>(&d.settings_schema).unwrap_or(serde_json::Value::Null),
-            })
-        })
-        .collect();
-    Ok(axum::Json(json!({ "items": items })))
+    Ok(axum::Json(json!({ "items": core.channels().list(core.db()).await? })))
+}
+
+pub(super) async fn plugin(
+    State(core): State<Core>,
+    Auth(_): Auth,
+    Path(key): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(core.channels().view(core.db(), &key).await?))
+}
+
+/// `POST /api/v1/plugins`: the body is the component itself.
+pub(super) async fn upload(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    p.require_admin("uploading plugins")?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with("application/wasm") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the plugin component as the body with Content-Type: application/wasm",
+        ));
+    }
+    let view = core.channels().upload(core.db(), body.to_vec()).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+pub(super) async fn rollback(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(key): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    p.require_admin("rolling plugins back")?;
+    Ok(axum::Json(core.channels().rollback(core.db(), &key).await?))
+}
+
+pub(super) async fn update(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Json(patch): Json<ChannelPatch>,
+) -> ApiResult<impl IntoResponse> {
+    p.require_admin("changing channels")?;
+    Ok(axum::Json(channel::update(&core, p.workspace_id, id, &patch).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OutboxQuery {
+    status: Option<String>,
+}
+
+pub(super) async fn outbox(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Query(q): Query<OutboxQuery>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(json!({ "items": crate::outbox::list(&core, p.workspace_id, q.status.as_deref()).await? })))
+}
+
+pub(super) async fn replay(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(crate::outbox::replay(&core, p.workspace_id, id).await?))
 }
 
 pub(super) async fn install(
@@ -81,12 +139,29 @@ pub(super) async fn retry(
     Ok(axum::Json(json!({ "status": r.status, "body": body })))
 }
 
+/// Hook answers may be read by pages on other sites (a chat widget): hooks are public and
+/// carry no cookies, so any origin may read them.
 fn to_response(r: HookResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response()
+    (status, [(header::CONTENT_TYPE, r.content_type), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".into())], r.body)
+        .into_response()
 }
 
-/// `/hooks/{id}` and `/hooks/{id}/{*rest}`: public; the plugin checks authenticity.
+fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"),
+            (header::ACCESS_CONTROL_ALLOW_HEADERS, "content-type"),
+            (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+        ],
+    )
+        .into_response()
+}
+
+/// `/hooks/{id}` and `/hooks/{id}/{*rest}`: public; the plugin checks authenticity. CORS
+/// preflights are answered here and never reach the plugin.
 pub(super) async fn hook(
     State(core): State<Core>,
     method: Method,
@@ -100,6 +175,9 @@ pub(super) async fn hook(
         .find(|(k, _)| k == "id")
         .and_then(|(_, v)| v.parse().ok())
         .ok_or_else(|| crate::Error::NotFound("channel"))?;
+    if method == Method::OPTIONS {
+        return Ok(preflight());
+    }
     let rest = params.iter().find(|(k, _)| k == "rest").map(|(_, v)| format!("/{v}")).unwrap_or_default();
     let request = HookRequest {
         method: method.as_str().to_owned(),

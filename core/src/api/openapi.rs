@@ -135,7 +135,16 @@ pub static ROUTES: &[Route] = &[
     ),
     r("GET", "/api/v1/attachments/{id}", "An attachment's content", None, 200),
     r("GET", "/api/v1/me", "The caller: workspace, agent and role", None, 200),
-    r("GET", "/api/v1/plugins", "The loaded channel plugins", None, 200),
+    r("GET", "/api/v1/plugins", "The active plugins with their stored versions", None, 200),
+    admin(r(
+        "POST",
+        "/api/v1/plugins",
+        "Upload a plugin (body: the component, Content-Type application/wasm); it becomes the active version on every node",
+        None,
+        201,
+    )),
+    r("GET", "/api/v1/plugins/{key}", "A plugin with its stored versions", None, 200),
+    admin(r("POST", "/api/v1/plugins/{key}/rollback", "Make the previous version of a plugin active again", None, 200)),
     admin(r(
         "POST",
         "/api/v1/channels",
@@ -145,6 +154,13 @@ pub static ROUTES: &[Route] = &[
     )),
     r("GET", "/api/v1/channels", "The workspace's channels with call counters", None, 200),
     r("GET", "/api/v1/channels/{id}", "A channel", None, 200),
+    admin(r(
+        "PATCH",
+        "/api/v1/channels/{id}",
+        "Change a channel's name, settings, secrets, grants, poll interval, or enable/disable it",
+        Some("ChannelPatch"),
+        200,
+    )),
     admin(r(
         "POST",
         "/api/v1/channels/{id}/resume",
@@ -157,6 +173,17 @@ pub static ROUTES: &[Route] = &[
         &["status"],
     ),
     r("POST", "/api/v1/channels/{id}/payloads/{payload}/retry", "Process a stored inbound request again", None, 200),
+    q(
+        r(
+            "GET",
+            "/api/v1/outbox",
+            "Replies queued for channels, newest first: pending, sending, sent, dead",
+            None,
+            200,
+        ),
+        &["status"],
+    ),
+    r("POST", "/api/v1/outbox/{id}/replay", "Send a dead or waiting reply again now", None, 200),
     r(
         "POST",
         "/hooks/{id}",
@@ -226,7 +253,8 @@ fn schemas() -> Value {
         "Agent": obj(&[("name", s()), ("email", s()), ("role", s()), ("level", i()), ("skills", arr(s())), ("capacity", i()), ("presence", s()), ("teams", arr(i()))], &["name", "email"]),
         "Team": obj(&[("name", s()), ("lead_agent_id", i())], &["name"]),
         "NewToken": obj(&[("agent_id", i()), ("name", s()), ("role", s())], &["agent_id", "name"]),
-        "NewChannel": obj(&[("plugin", s()), ("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s()))], &["plugin"]),
+        "NewChannel": obj(&[("plugin", s()), ("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("poll_interval_ms", i())], &["plugin"]),
+        "ChannelPatch": obj(&[("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("poll_interval_ms", i()), ("enabled", json!({ "type": "boolean" }))], &[]),
     })
 }
 
@@ -240,7 +268,10 @@ pub fn document() -> Value {
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "integer" } }))
+            .map(|name| {
+                let kind = if name == "key" { "string" } else { "integer" };
+                json!({ "name": name, "in": "path", "required": true, "schema": { "type": kind } })
+            })
             .collect();
         params.extend(route.query.iter().map(
             |name| json!({ "name": name, "in": "query", "required": *name == "q", "schema": { "type": "string" } }),

@@ -332,4 +332,42 @@ CREATE INDEX tickets_conversation ON tickets (workspace_id, channel, conversatio
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 3,
+        name: "outbox, polling and plugin versions",
+        common: r#"
+ALTER TABLE tickets ADD COLUMN channel_id BIGINT;
+ALTER TABLE messages ADD COLUMN delivery_error TEXT;
+CREATE TABLE outbox (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    channel_id BIGINT NOT NULL REFERENCES channels(id),
+    ticket_id BIGINT NOT NULL REFERENCES tickets(id),
+    message_id BIGINT NOT NULL UNIQUE REFERENCES messages(id),
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    locked_until BIGINT,
+    last_error TEXT,
+    delivery_id TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+CREATE INDEX outbox_ws ON outbox (workspace_id, status, id);
+ALTER TABLE channels ADD COLUMN poll_interval_ms BIGINT;
+ALTER TABLE channels ADD COLUMN next_poll_at BIGINT;
+ALTER TABLE channels ADD COLUMN cursor TEXT;
+ALTER TABLE channels ADD COLUMN last_error TEXT;
+ALTER TABLE plugins ADD COLUMN source TEXT NOT NULL DEFAULT 'bundled';
+CREATE TABLE plugin_active (
+    key TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    previous TEXT,
+    updated_at BIGINT NOT NULL
+)
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];

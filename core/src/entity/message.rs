@@ -19,6 +19,7 @@ pub struct Model {
     pub external_id: Option<String>,
     pub delivery_status: Option<String>,
     pub created_at: i64,
+    pub delivery_error: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

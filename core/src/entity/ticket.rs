@@ -30,6 +30,7 @@ pub struct Model {
     pub closed_at: Option<i64>,
     pub pending_since: Option<i64>,
     pub conversation: Option<String>,
+    pub channel_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

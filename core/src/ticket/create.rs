@@ -78,6 +78,10 @@ pub struct NewTicket {
     /// ticket while it is open.
     #[serde(default)]
     pub conversation: Option<String>,
+    /// The channel instance the ticket came in through; replies go out through it. Set by the
+    /// inbound path, never by API callers.
+    #[serde(skip)]
+    pub channel_id: Option<i64>,
 }
 
 /// The result of a create: the ticket, and whether it is new (`false`: its external id was
@@ -105,6 +109,7 @@ struct Prepared {
     attributes: String,
     external_id: Option<String>,
     conversation: Option<String>,
+    channel_id: Option<i64>,
     team_id: Option<i64>,
     assignee_id: Option<i64>,
     attachments: Vec<Attachment>,
@@ -166,6 +171,7 @@ fn prepare(workspace_id: i64, actor: &str, t: NewTicket, limits: &Limits) -> Res
         attributes: object_text(t.attributes.as_ref(), "attributes")?,
         external_id: t.external_id,
         conversation: t.conversation,
+        channel_id: t.channel_id,
         team_id: t.team_id,
         assignee_id: t.assignee_id,
         attachments: decode_attachments(&t.attachments, limits.max_attachment_bytes)?,
@@ -664,6 +670,7 @@ async fn write_batch(
             closed_at: None,
             pending_since: None,
             conversation: it.conversation.clone(),
+            channel_id: it.channel_id,
         };
         *number += 1;
         ticket_rows.push(vec![
@@ -683,6 +690,7 @@ async fn write_batch(
             m.tags.clone().into(),
             m.attributes.clone().into(),
             m.conversation.clone().into(),
+            m.channel_id.into(),
             now.into(),
             now.into(),
         ]);
@@ -720,6 +728,7 @@ async fn write_batch(
             "tags",
             "attributes",
             "conversation",
+            "channel_id",
             "created_at",
             "updated_at",
         ],

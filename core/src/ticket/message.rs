@@ -168,8 +168,11 @@ pub struct MessageView {
     pub body_html: Option<String>,
     /// The channel's id.
     pub external_id: Option<String>,
-    /// Delivery state of outbound messages.
+    /// Delivery state of a reply that leaves through a channel: `queued`, `retrying`,
+    /// `sent` or `failed` (none for replies on tickets without a sending channel).
     pub delivery_status: Option<String>,
+    /// Why the last delivery attempt failed.
+    pub delivery_error: Option<String>,
     /// Attachments.
     pub attachments: Vec<AttachmentView>,
     /// Created.
@@ -246,6 +249,8 @@ pub async fn add_message(
     let author_kind = if kind == MessageKind::Inbound { "customer" } else { "agent" };
     let author_id = if kind == MessageKind::Inbound { Some(before.customer_id) } else { author_id };
     let message_id = db::reserve_ids(&txn, "messages", 1).await?[0];
+    let outbound =
+        if kind == MessageKind::Reply { crate::outbox::channel_for(&txn, core, &before).await? } else { None };
     db::exec(
         &txn,
         "INSERT INTO messages (id, workspace_id, ticket_id, direction, channel, author_kind, author_id, body_text, body_html, external_id, delivery_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -260,11 +265,14 @@ pub async fn add_message(
             input.body.clone().into(),
             input.body_html.clone().into(),
             input.external_id.clone().into(),
-            Option::<String>::None.into(),
+            outbound.map(|_| crate::outbox::QUEUED).into(),
             now.into(),
         ],
     )
     .await?;
+    if let Some(channel_id) = outbound {
+        crate::outbox::enqueue(&txn, workspace_id, channel_id, ticket_id, message_id, now).await?;
+    }
     store_attachments(&txn, workspace_id, message_id, &attachments).await?;
     crate::search::index(&txn, workspace_id, "message", message_id, Some(ticket_id), &input.body).await?;
 
@@ -321,6 +329,9 @@ pub async fn add_message(
     let events = event::append(&txn, workspace_id, events).await?;
     txn.commit().await?;
     core.bus().publish(events);
+    if outbound.is_some() {
+        core.outbox().wake();
+    }
     let msg = messages(core.db(), workspace_id, ticket_id, Some(message_id))
         .await?
         .pop()
@@ -381,6 +392,7 @@ pub async fn messages<C: ConnectionTrait>(
                 body_html: m.body_html,
                 external_id: m.external_id,
                 delivery_status: m.delivery_status,
+                delivery_error: m.delivery_error,
                 attachments,
                 created_at: crate::rfc3339(m.created_at),
             })

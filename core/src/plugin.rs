@@ -1,0 +1,556 @@
+//! Plugins: the WebAssembly components this installation can run, their versions, and the
+//! counters of their calls.
+//!
+//! Every plugin version lives in the `plugins` table (bundled with the binary, found in the
+//! plugins directory, or uploaded through the API), and `plugin_active` says which version of
+//! each plugin runs. Every node compiles the active versions (through the host's artifact
+//! cache) and re-reads `plugin_active` every [`SYNC_EVERY`], so an upload or a rollback on one
+//! node reaches all of them. A swap replaces the compiled plugin in the map: calls that already
+//! hold the old one finish on it, new calls take the new one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use plugdesk_host::{Context, Host, HttpRequest, HttpResponse, Level, Limits, Plugin};
+use sea_orm::DatabaseConnection;
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::db;
+use crate::error::{Error, Result};
+
+mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+}
+
+/// How long a request waits for the plugins to finish loading after a start.
+const LOAD_WAIT: Duration = Duration::from_secs(30);
+/// How often a node re-reads which plugin versions are active.
+pub const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Time a plugin's outbound HTTP request may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest plugin accepted by upload.
+pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
+
+/// Call counters of one channel instance.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Calls into the plugin.
+    pub calls: u64,
+    /// Calls that failed (stopped, crashed, refused output).
+    pub errors: u64,
+    /// Total time in the plugin, microseconds.
+    pub total_us: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// Where a plugin version came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Built into the binary.
+    Bundled,
+    /// A `*.wasm` file in the plugins directory.
+    Directory,
+    /// Uploaded through the API.
+    Upload,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Bundled => "bundled",
+            Source::Directory => "directory",
+            Source::Upload => "upload",
+        }
+    }
+}
+
+/// The compiled active plugins, the engine, and the call counters.
+pub struct Registry {
+    pub(crate) host: Host,
+    pub(crate) limits: Limits,
+    /// The client of plugins' outbound HTTP (no redirects; a timeout per request).
+    pub(crate) http: reqwest::Client,
+    active: RwLock<HashMap<String, Plugin>>,
+    loaded: watch::Sender<bool>,
+    stats: Mutex<HashMap<i64, Stats>>,
+}
+
+/// A plugin as the API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginView {
+    /// Stable id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The active version.
+    pub version: String,
+    /// The version a rollback returns to.
+    pub previous_version: Option<String>,
+    /// Channel kind of its tickets.
+    pub channel_kind: String,
+    /// Capabilities it asks for.
+    pub capabilities: Vec<String>,
+    /// Implements `send`.
+    pub sends: bool,
+    /// Implements `poll`.
+    pub polls: bool,
+    /// The contract version.
+    pub wit_version: &'static str,
+    /// JSON Schema of its settings.
+    pub settings_schema: Json,
+    /// Whether this node loaded it from the compiled-artifact cache.
+    pub cached: bool,
+    /// Every stored version, newest first.
+    pub versions: Vec<VersionView>,
+}
+
+/// One stored version of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionView {
+    /// Version.
+    pub version: String,
+    /// `bundled`, `directory` or `upload`.
+    pub source: String,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// When it was stored.
+    pub created_at: String,
+}
+
+impl Registry {
+    /// A registry with the engine started and no plugin loaded yet. With `cache`, compiled
+    /// plugins are kept in that directory and restarts load them without compiling.
+    ///
+    /// # Errors
+    /// When the Wasm engine cannot start.
+    pub fn new(limits: Limits, cache: Option<PathBuf>) -> Result<Self> {
+        let host = Host::new(cache).map_err(|e| Error::Internal(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(HTTP_TIMEOUT)
+            .user_agent(concat!("Plugdesk/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Registry {
+            host,
+            limits,
+            http,
+            active: RwLock::new(HashMap::new()),
+            loaded: watch::channel(false).0,
+            stats: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Records the bundled plugins and every `*.wasm` in `dir` in the database, makes each the
+    /// active version of its id unless an admin uploaded one, compiles the active versions and
+    /// then keeps them in step with the database. Requests that need a plugin meanwhile wait
+    /// for the first pass. A plugin that fails to load is logged and skipped.
+    pub async fn run(self: Arc<Self>, db: DatabaseConnection, dir: Option<PathBuf>) {
+        let mut sources: Vec<(String, Vec<u8>, Source)> =
+            bundled::BUNDLED.iter().map(|(n, w)| ((*n).to_owned(), w.to_vec(), Source::Bundled)).collect();
+        if let Some(dir) = dir {
+            sources.extend(read_dir(&dir).into_iter().map(|(n, w)| (n, w, Source::Directory)));
+        }
+        for (name, wasm, source) in sources {
+            let started = Instant::now();
+            match self.compile(wasm.clone()).await {
+                Ok(plugin) => {
+                    tracing::info!(plugin = %plugin.descriptor.id, version = %plugin.descriptor.version, cached = plugin.cached, millis = started.elapsed().as_millis() as u64, "plugin compiled");
+                    if let Err(e) = store_version(&db, &plugin, &wasm, source).await {
+                        tracing::warn!(error = %e, plugin = %name, "could not record the plugin in the database");
+                        continue;
+                    }
+                    if let Err(e) = claim_active(&db, &plugin.descriptor).await {
+                        tracing::warn!(error = %e, plugin = %name, "could not activate the plugin");
+                    }
+                }
+                Err(e) => tracing::error!(plugin = %name, error = %e, "plugin failed to load"),
+            }
+        }
+        if let Err(e) = self.sync(&db).await {
+            tracing::error!(error = %e, "cannot read the active plugin versions");
+        }
+        // `send` would drop the value when nobody waits yet; `send_replace` keeps it.
+        self.loaded.send_replace(true);
+        loop {
+            tokio::time::sleep(SYNC_EVERY).await;
+            if let Err(e) = self.sync(&db).await {
+                tracing::warn!(error = %e, "cannot read the active plugin versions");
+            }
+        }
+    }
+
+    /// Compiles (or loads from the artifact cache) and describes a component, off the executor.
+    async fn compile(self: &Arc<Self>, wasm: Vec<u8>) -> Result<Plugin> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.host.load(&wasm, &me.limits, Arc::new(NoContext)))
+            .await
+            .map_err(|e| Error::Internal(format!("plugin loader panicked: {e}")))?
+            .map_err(|e| Error::invalid("plugin", e.to_string()))
+    }
+
+    /// Brings the compiled plugins in line with `plugin_active`.
+    async fn sync(self: &Arc<Self>, db: &DatabaseConnection) -> Result<()> {
+        let rows = db::query_all(db, "SELECT key, version FROM plugin_active", vec![]).await?;
+        for r in rows {
+            let (key, version): (String, String) = (db::col(&r, "key")?, db::col(&r, "version")?);
+            if self.plugin(&key).is_some_and(|p| p.descriptor.version == version) {
+                continue;
+            }
+            self.activate_local(db, &key, &version).await?;
+        }
+        Ok(())
+    }
+
+    /// Compiles a stored version and makes it the one new calls use on this node.
+    async fn activate_local(self: &Arc<Self>, db: &DatabaseConnection, key: &str, version: &str) -> Result<()> {
+        let row = db::query_one(
+            db,
+            "SELECT wasm FROM plugins WHERE key = ? AND version = ?",
+            vec![key.into(), version.into()],
+        )
+        .await?
+        .ok_or(Error::NotFound("plugin version"))?;
+        let plugin = self.compile(db::col(&row, "wasm")?).await?;
+        tracing::info!(plugin = %key, version = %version, "plugin version active");
+        if let Ok(mut map) = self.active.write() {
+            map.insert(key.to_owned(), plugin);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn wait_loaded(&self) {
+        let mut rx = self.loaded.subscribe();
+        let _ = tokio::time::timeout(LOAD_WAIT, rx.wait_for(|done| *done)).await;
+    }
+
+    /// The active version of a plugin, compiled.
+    pub(crate) fn plugin(&self, key: &str) -> Option<Plugin> {
+        self.active.read().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    /// The channel kind a plugin's tickets get (its id when it is not loaded).
+    pub(crate) fn kind(&self, key: &str) -> String {
+        self.plugin(key).map(|p| p.descriptor.channel_kind).unwrap_or_else(|| key.to_owned())
+    }
+
+    /// Stores an uploaded plugin version and makes it active everywhere. Uploading the same
+    /// bytes again changes nothing; other bytes under a stored version number are refused.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for bytes that are not a plugin of this contract version,
+    /// [`Error::Conflict`] for a version number that is taken.
+    pub async fn upload(self: &Arc<Self>, db: &DatabaseConnection, wasm: Vec<u8>) -> Result<PluginView> {
+        if wasm.len() > MAX_UPLOAD_BYTES {
+            return Err(Error::invalid("plugin", format!("a plugin may be at most {MAX_UPLOAD_BYTES} bytes")));
+        }
+        self.wait_loaded().await;
+        let plugin = self.compile(wasm.clone()).await?;
+        let d = &plugin.descriptor;
+        validate_descriptor(d)?;
+        let sha = hex::encode(Sha256::digest(&wasm));
+        let known = db::query_one(
+            db,
+            "SELECT sha256 FROM plugins WHERE key = ? AND version = ?",
+            vec![d.id.clone().into(), d.version.clone().into()],
+        )
+        .await?;
+        match known {
+            Some(r) if db::col::<String>(&r, "sha256")? != sha => {
+                return Err(Error::Conflict(format!(
+                    "plugin {} version {} is already stored with other content; give the new build a new version",
+                    d.id, d.version
+                )));
+            }
+            Some(_) => {}
+            None => store_version(db, &plugin, &wasm, Source::Upload).await?,
+        }
+        switch_active(db, &d.id, &d.version).await?;
+        if let Ok(mut map) = self.active.write() {
+            map.insert(d.id.clone(), plugin.clone());
+        }
+        tracing::info!(plugin = %d.id, version = %d.version, "plugin uploaded and active");
+        self.view(db, &d.id).await
+    }
+
+    /// Makes the previous version of a plugin active again (everywhere).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown plugin, [`Error::Conflict`] when there is no
+    /// previous version.
+    pub async fn rollback(self: &Arc<Self>, db: &DatabaseConnection, key: &str) -> Result<PluginView> {
+        self.wait_loaded().await;
+        let row = db::query_one(db, "SELECT version, previous FROM plugin_active WHERE key = ?", vec![key.into()])
+            .await?
+            .ok_or(Error::NotFound("plugin"))?;
+        let Some(previous) = db::col::<Option<String>>(&row, "previous")? else {
+            return Err(Error::Conflict(format!("plugin {key} has no previous version to roll back to")));
+        };
+        switch_active(db, key, &previous).await?;
+        self.activate_local(db, key, &previous).await?;
+        self.view(db, key).await
+    }
+
+    /// Every active plugin with its versions, by id.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list(self: &Arc<Self>, db: &DatabaseConnection) -> Result<Vec<PluginView>> {
+        self.wait_loaded().await;
+        let mut keys: Vec<String> = self.active.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        keys.sort();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.view(db, &key).await?);
+        }
+        Ok(out)
+    }
+
+    /// One plugin with its versions.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub async fn view(&self, db: &DatabaseConnection, key: &str) -> Result<PluginView> {
+        self.wait_loaded().await;
+        let plugin = self.plugin(key).ok_or(Error::NotFound("plugin"))?;
+        let d = plugin.descriptor.clone();
+        let previous = db::query_one(db, "SELECT previous FROM plugin_active WHERE key = ?", vec![key.into()])
+            .await?
+            .map(|r| db::col::<Option<String>>(&r, "previous"))
+            .transpose()?
+            .flatten();
+        let rows = db::query_all(
+            db,
+            "SELECT version, source, sha256, LENGTH(wasm) AS size, created_at FROM plugins WHERE key = ? ORDER BY id DESC",
+            vec![key.into()],
+        )
+        .await?;
+        let versions = rows
+            .iter()
+            .map(|r| {
+                Ok(VersionView {
+                    version: db::col(r, "version")?,
+                    source: db::col(r, "source")?,
+                    sha256: db::col(r, "sha256")?,
+                    size: db::col::<i64>(r, "size").or_else(|_| db::col::<i32>(r, "size").map(i64::from))?,
+                    created_at: crate::rfc3339(db::col(r, "created_at")?),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PluginView {
+            settings_schema: serde_json::from_str(&d.settings_schema).unwrap_or(Json::Null),
+            id: d.id,
+            name: d.name,
+            version: d.version,
+            previous_version: previous,
+            channel_kind: d.channel_kind,
+            capabilities: d.capabilities,
+            sends: d.sends,
+            polls: d.polls,
+            wit_version: plugdesk_host::WIT_VERSION,
+            cached: plugin.cached,
+            versions,
+        })
+    }
+
+    /// The counters of a channel.
+    pub fn stats(&self, channel_id: i64) -> Stats {
+        self.stats.lock().ok().and_then(|m| m.get(&channel_id).cloned()).unwrap_or_default()
+    }
+
+    pub(crate) fn record(&self, channel_id: i64, elapsed: Duration, error: Option<String>) {
+        if let Ok(mut m) = self.stats.lock() {
+            let s = m.entry(channel_id).or_default();
+            s.calls += 1;
+            s.total_us += elapsed.as_micros() as u64;
+            if error.is_some() {
+                s.errors += 1;
+                s.last_error = error;
+            }
+        }
+    }
+
+    /// Prometheus lines for every channel with calls.
+    pub fn render_metrics(&self) -> String {
+        let map = self.stats.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut ids: Vec<_> = map.keys().copied().collect();
+        ids.sort_unstable();
+        let mut s = String::new();
+        type Value = fn(&Stats) -> f64;
+        let series: [(&str, &str, Value); 3] = [
+            ("plugdesk_channel_calls_total", "Calls into channel plugins.", |s| s.calls as f64),
+            ("plugdesk_channel_errors_total", "Failed calls into channel plugins.", |s| s.errors as f64),
+            ("plugdesk_channel_seconds_total", "Time spent in channel plugins.", |s| s.total_us as f64 / 1e6),
+        ];
+        for (name, help, value) in series {
+            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for id in &ids {
+                s.push_str(&format!("{name}{{channel=\"{id}\"}} {}\n", value(&map[id])));
+            }
+        }
+        s
+    }
+}
+
+fn read_dir(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return vec![],
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugins directory");
+            return vec![];
+        }
+    };
+    let mut paths: Vec<_> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wasm")).collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|path| match std::fs::read(&path) {
+            Ok(bytes) => Some((path.display().to_string(), bytes)),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read plugin");
+                None
+            }
+        })
+        .collect()
+}
+
+fn validate_descriptor(d: &plugdesk_host::Descriptor) -> Result<()> {
+    let ok_id = !d.id.is_empty()
+        && d.id.len() <= 64
+        && d.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok_id {
+        return Err(Error::invalid(
+            "plugin",
+            format!("plugin id {:?} must be 1-64 characters of a-z, 0-9, - or _", d.id),
+        ));
+    }
+    if d.version.is_empty() || d.version.len() > 64 {
+        return Err(Error::invalid("plugin", "plugin version must be 1-64 characters"));
+    }
+    for c in &d.capabilities {
+        if !crate::channel::CAPABILITIES.contains(&c.as_str()) {
+            return Err(Error::invalid(
+                "plugin",
+                format!("plugin asks for unknown capability {c:?}; known: {}", crate::channel::CAPABILITIES.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn store_version(db: &DatabaseConnection, plugin: &Plugin, wasm: &[u8], source: Source) -> Result<()> {
+    let d = &plugin.descriptor;
+    let descriptor = json!({ "id": d.id, "name": d.name, "version": d.version, "channel_kind": d.channel_kind, "capabilities": d.capabilities, "sends": d.sends, "polls": d.polls });
+    db::exec(
+        db,
+        "INSERT INTO plugins (key, version, wit_version, sha256, wasm, descriptor, bundled, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (key, version) DO NOTHING",
+        vec![
+            d.id.clone().into(),
+            d.version.clone().into(),
+            plugdesk_host::WIT_VERSION.into(),
+            hex::encode(Sha256::digest(wasm)).into(),
+            wasm.to_vec().into(),
+            descriptor.to_string().into(),
+            (source != Source::Upload).into(),
+            source.as_str().into(),
+            crate::now_ms().into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// At start: a plugin that ships with the server becomes active unless an admin uploaded the
+/// active version (an upload is never undone by a restart).
+async fn claim_active(db: &DatabaseConnection, d: &plugdesk_host::Descriptor) -> Result<()> {
+    let current = db::query_one(
+        db,
+        "SELECT a.version, p.source FROM plugin_active a LEFT JOIN plugins p ON p.key = a.key AND p.version = a.version WHERE a.key = ?",
+        vec![d.id.clone().into()],
+    )
+    .await?;
+    match current {
+        None => {
+            db::exec(
+                db,
+                "INSERT INTO plugin_active (key, version, previous, updated_at) VALUES (?, ?, NULL, ?) ON CONFLICT (key) DO NOTHING",
+                vec![d.id.clone().into(), d.version.clone().into(), crate::now_ms().into()],
+            )
+            .await?;
+        }
+        Some(r) => {
+            let version: String = db::col(&r, "version")?;
+            let source: Option<String> = db::col(&r, "source")?;
+            if version != d.version && source.as_deref() != Some(Source::Upload.as_str()) {
+                switch_active(db, &d.id, &d.version).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records `version` as active, remembering the version it replaces for a rollback.
+async fn switch_active(db: &DatabaseConnection, key: &str, version: &str) -> Result<()> {
+    let now = crate::now_ms();
+    let current = db::query_one(db, "SELECT version FROM plugin_active WHERE key = ?", vec![key.into()]).await?;
+    match current {
+        Some(r) => {
+            let old: String = db::col(&r, "version")?;
+            if old != version {
+                db::exec(
+                    db,
+                    "UPDATE plugin_active SET version = ?, previous = ?, updated_at = ? WHERE key = ?",
+                    vec![version.into(), old.into(), now.into(), key.into()],
+                )
+                .await?;
+            }
+        }
+        None => {
+            db::exec(
+                db,
+                "INSERT INTO plugin_active (key, version, previous, updated_at) VALUES (?, ?, NULL, ?)",
+                vec![key.into(), version.into(), now.into()],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The context of `describe`: no settings, no capabilities.
+struct NoContext;
+
+impl Context for NoContext {
+    fn log(&self, level: Level, message: &str) {
+        tracing::debug!(?level, message, "plugin log while loading");
+    }
+    fn setting(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn secret(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn kv_get(&self, _: &str) -> std::result::Result<Option<Vec<u8>>, String> {
+        Err("no store while loading".into())
+    }
+    fn kv_set(&self, _: &str, _: &[u8]) -> std::result::Result<(), String> {
+        Err("no store while loading".into())
+    }
+    fn granted(&self, _: &str) -> bool {
+        false
+    }
+    fn http_fetch(&self, _: HttpRequest) -> std::result::Result<HttpResponse, String> {
+        Err("no network while loading".into())
+    }
+}
