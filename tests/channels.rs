@@ -14,9 +14,13 @@ use support::{Scratch, Server, assert_error};
 
 /// Builds a test plugin (with cargo features) and returns its component bytes. Builds share one
 /// target directory, so they run one at a time.
-fn build_test_plugin(name: &str, features: &str) -> Vec<u8> {
+fn build_lock() -> std::sync::MutexGuard<'static, ()> {
     static BUILD: Mutex<()> = Mutex::new(());
-    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    BUILD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn build_test_plugin(name: &str, features: &str) -> Vec<u8> {
+    let _one = build_lock();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf();
     let target = root.join("target").join("wasm");
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -574,4 +578,62 @@ async fn plugins_upgrade_and_roll_back_under_load_without_losing_a_message() {
     let s = Server::serve(scratch, token).await;
     let (_, relay) = s.get("/api/v1/plugins/relay").await;
     assert_eq!((relay["version"].as_str(), relay["cached"].as_bool()), (Some("0.1.0"), Some(true)), "{relay}");
+}
+
+#[tokio::test]
+async fn a_plugin_goes_from_plugin_new_to_an_installed_channel() {
+    let s = Server::start().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf();
+    let target = root.join("target").join("wasm");
+    let plugdesk = |args: &[&str], dir: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plugdesk"))
+            .args(args)
+            .current_dir(dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .output()
+            .expect("run plugdesk plugin");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let work = s.data_dir().join("authoring");
+    std::fs::create_dir_all(&work).expect("dir");
+    let (ok, out) = plugdesk(&["plugin", "new", "shop-chat"], &work);
+    assert!(ok, "{out}");
+    let (ok, out) = plugdesk(&["plugin", "new", "Shop Chat"], &work);
+    assert!(!ok && out.contains("must start with a-z"), "{out}");
+    let crate_dir = work.join("shop-chat");
+    let (ok, out) = {
+        let _one = build_lock();
+        plugdesk(&["plugin", "test"], &crate_dir)
+    };
+    assert!(ok && out.contains("2 fixtures, 0 failed"), "{out}");
+    // A fixture that does not hold fails the run and names the file and the reason.
+    let fixture = crate_dir.join("fixtures/hello.toml");
+    let text = std::fs::read_to_string(&fixture).expect("fixture");
+    std::fs::write(&fixture, text.replace("sender = \"ada@example.com\"", "sender = \"bob@example.com\""))
+        .expect("write");
+    let (ok, out) = {
+        let _one = build_lock();
+        plugdesk(&["plugin", "test"], &crate_dir)
+    };
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAILED") && out.contains("hello.toml") && out.contains("expected \"bob@example.com\""),
+        "{out}"
+    );
+
+    // Upload the built component and install it: its webhook makes tickets.
+    let wasm = std::fs::read(target.join("wasm32-wasip2/release/shop_chat.wasm")).expect("built component");
+    let (status, plugin) = s.raw(Method::POST, "/api/v1/plugins", "application/wasm", wasm).await;
+    assert_eq!((status, plugin["id"].as_str()), (StatusCode::CREATED, Some("shop-chat")), "{plugin}");
+    let ch = install(&s, "shop-chat", json!([])).await;
+    let body =
+        json!({ "id": "42", "from": "ada@example.com", "name": "Ada", "text": "Where is my order?" }).to_string();
+    let (status, answer) = hook(&s, ch, "", "application/json", &body).await;
+    assert_eq!((status, answer["accepted"].as_i64()), (StatusCode::OK, Some(1)), "{answer}");
+    let (_, t) = s.get(&format!("/api/v1/tickets/{}", answer["tickets"][0])).await;
+    assert_eq!((t["channel"].as_str(), t["subject"].as_str()), (Some("shop-chat"), Some("Where is my order?")), "{t}");
 }

@@ -79,6 +79,35 @@ enum Command {
     },
     /// Measure the server: start it on a scratch database and load it from this process.
     Bench(crate::bench::Options),
+    /// Write, build and test channel plugins.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginAction {
+    /// Create a plugin crate NAME (with the SDK, a fixture and a README) in --dir.
+    New {
+        /// Plugin id: a-z, 0-9 and -, starting with a letter.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the plugin crate in --dir for wasm32-wasip2 and check it in the plugin host.
+    Build {
+        /// The plugin crate.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build, then run every fixtures/*.toml against the plugin in the real sandbox.
+    Test {
+        /// The plugin crate.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,5 +242,27 @@ async fn execute(cli: Cli) -> Result<()> {
             crate::import::run(&cfg, &workspace, kind, &file).await
         }
         Command::Bench(opts) => crate::bench::run(opts).await,
+        Command::Plugin { action: PluginAction::New { name, dir } } => {
+            let root = crate::devkit::new_plugin(&name, &dir)?;
+            println!("Created plugin {name} in {}.", root.display());
+            println!("Next: cd {} && plugdesk plugin test", root.display());
+            Ok(())
+        }
+        Command::Plugin { action: PluginAction::Build { dir } } => {
+            let (path, wasm, d) = tokio::task::spawn_blocking(move || crate::devkit::build(&dir))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+            println!("Built {} {} ({} bytes): {}", d.id, d.version, wasm.len(), path.display());
+            println!(
+                "Upload: curl -X POST -H \"authorization: Bearer $TOKEN\" -H \"content-type: application/wasm\" --data-binary @{} http://127.0.0.1:8080/api/v1/plugins",
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Plugin { action: PluginAction::Test { dir } } => {
+            tokio::task::spawn_blocking(move || crate::devkit::test(&dir))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod customer;
 pub mod db;
+pub mod devkit;
 pub mod entity;
 pub mod error;
 pub mod event;
