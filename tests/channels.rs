@@ -637,3 +637,123 @@ async fn a_plugin_goes_from_plugin_new_to_an_installed_channel() {
     let (_, t) = s.get(&format!("/api/v1/tickets/{}", answer["tickets"][0])).await;
     assert_eq!((t["channel"].as_str(), t["subject"].as_str()), (Some("shop-chat"), Some("Where is my order?")), "{t}");
 }
+
+#[tokio::test]
+async fn automation_plugins_act_on_events_and_bad_answers_change_nothing() {
+    let s = Server::start().await;
+    let wasm = {
+        static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+        WASM.get_or_init(|| build_test_plugin("triage", "")).clone()
+    };
+    let (status, plugin) = s.raw(Method::POST, "/api/v1/plugins", "application/wasm", wasm).await;
+    assert_eq!((status, plugin["kind"].as_str()), (StatusCode::CREATED, Some("automation")), "{plugin}");
+    assert_eq!(plugin["events"], json!(["ticket.created"]));
+    assert_error(
+        &s.post("/api/v1/channels", json!({ "plugin": "triage" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "is an automation, not a channel",
+    );
+    assert_error(
+        &s.post("/api/v1/automations", json!({ "plugin": "webform" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "is a channel, not an automation",
+    );
+    let (status, auto) = s.post("/api/v1/automations", json!({ "plugin": "triage" })).await;
+    assert_eq!((status, auto["events"].clone()), (StatusCode::CREATED, json!(["ticket.created"])), "{auto}");
+    let id = auto["id"].as_i64().expect("id");
+
+    // A refund request: priority, tag and a note, with the automation as the actor.
+    let t = s.ticket("Geld zurück", "refund@example.com").await;
+    let (status, _) =
+        s.post(&format!("/api/v1/tickets/{}/notes", t["id"]), json!({ "body": "agent note, not a new ticket" })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, refund) = s
+        .post(
+            "/api/v1/tickets",
+            json!({ "subject": "Refund", "body": "I want a refund, please", "customer": { "email": "r@example.com" } }),
+        )
+        .await;
+    let rid = refund["id"].as_i64().expect("id");
+    let done =
+        s.wait_for(&format!("/api/v1/tickets/{rid}"), Duration::from_secs(10), |t| t["priority"] == "high").await;
+    assert_eq!(done["tags"], json!(["refund"]), "{done}");
+    let (_, msgs) = s.get(&format!("/api/v1/tickets/{rid}/messages")).await;
+    let note =
+        msgs["items"].as_array().and_then(|m| m.iter().find(|m| m["direction"] == "internal")).cloned().expect("note");
+    assert!(note["body"].as_str().unwrap_or("").contains("Refund request from r (normal tier, 1 open tickets)"), "{note}");
+    let (_, events) = s.get(&format!("/api/v1/tickets/{rid}/events")).await;
+    assert!(
+        events["items"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["type"] == "ticket.updated" && e["actor"] == format!("automation:{id}")),
+        "{events}"
+    );
+
+    // A bad answer is refused whole and recorded; a refusal too; the next good event works.
+    let (_, bogus) = s
+        .post(
+            "/api/v1/tickets",
+            json!({ "subject": "Bogus", "body": "bogus refund", "customer": { "email": "b@example.com" } }),
+        )
+        .await;
+    let a = s
+        .wait_for(&format!("/api/v1/automations/{id}"), Duration::from_secs(10), |a| a["last_error"].as_str().is_some())
+        .await;
+    assert!(a["last_error"].as_str().unwrap_or("").contains("unknown action \"teleport\""), "{a}");
+    let (_, t) = s.get(&format!("/api/v1/tickets/{}", bogus["id"])).await;
+    assert_eq!((t["priority"].as_str(), t["tags"].clone()), (Some("normal"), json!([])), "nothing applied: {t}");
+    s.post(
+        "/api/v1/tickets",
+        json!({ "subject": "No", "body": "refuse this", "customer": { "email": "n@example.com" } }),
+    )
+    .await;
+    s.wait_for(&format!("/api/v1/automations/{id}"), Duration::from_secs(10), |a| {
+        a["last_error"].as_str().is_some_and(|e| e.contains("refused the event: this ticket is not for me"))
+    })
+    .await;
+    let (_, hello) = s
+        .post(
+            "/api/v1/tickets",
+            json!({ "subject": "Hi", "body": "hello there", "customer": { "email": "h@example.com" } }),
+        )
+        .await;
+    let hid = hello["id"].as_i64().expect("id");
+    let msgs = s
+        .wait_for(&format!("/api/v1/tickets/{hid}/messages"), Duration::from_secs(10), |m| {
+            m["items"].as_array().is_some_and(|m| m.iter().any(|m| m["direction"] == "outbound"))
+        })
+        .await;
+    assert_eq!(
+        (msgs["items"][1]["body"].as_str(), msgs["items"][1]["author_kind"].as_str()),
+        (Some("Hello! We are on it."), Some("automation"))
+    );
+    let a =
+        s.wait_for(&format!("/api/v1/automations/{id}"), Duration::from_secs(5), |a| a["last_error"].is_null()).await;
+    assert_eq!(a["stats"]["calls"], 5, "one call per new ticket: {a}");
+    assert_eq!(a["stats"]["errors"], 2, "{a}");
+    let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
+    assert!(
+        metrics.as_str().unwrap_or("").contains(&format!("plugdesk_automation_errors_total{{automation=\"{id}\"}} 2"))
+    );
+
+    // Disabled automations get nothing.
+    let (status, off) = s.patch(&format!("/api/v1/automations/{id}"), json!({ "enabled": false })).await;
+    assert_eq!((status, off["status"].as_str()), (StatusCode::OK, Some("disabled")));
+    let (_, quiet) = s
+        .post(
+            "/api/v1/tickets",
+            json!({ "subject": "Later", "body": "refund later", "customer": { "email": "l@example.com" } }),
+        )
+        .await;
+    let (_, marker) = s
+        .post("/api/v1/tickets", json!({ "subject": "Marker", "body": "x", "customer": { "email": "m@example.com" } }))
+        .await;
+    assert!(marker["id"].as_i64().is_some());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, t) = s.get(&format!("/api/v1/tickets/{}", quiet["id"])).await;
+    assert_eq!(t["priority"], "normal", "{t}");
+}

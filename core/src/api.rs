@@ -66,6 +66,8 @@ pub fn app(core: Core) -> Router {
         .route("/channels/{id}/resume", post(channels::resume))
         .route("/channels/{id}/payloads", get(channels::payloads))
         .route("/channels/{id}/payloads/{payload}/retry", post(channels::retry))
+        .route("/automations", post(channels::install_automation).get(channels::automations))
+        .route("/automations/{id}", get(channels::automation).patch(channels::update_automation))
         .route("/outbox", get(channels::outbox))
         .route("/outbox/{id}/replay", post(channels::replay))
         .route("/openapi.json", get(system::openapi));

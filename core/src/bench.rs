@@ -33,6 +33,9 @@ pub struct Options {
     /// List and search requests to time.
     #[arg(long, default_value_t = 500)]
     pub queries: u64,
+    /// Measure only the plugin host (compile, cached load, warm calls), without a server.
+    #[arg(long)]
+    pub plugins_only: bool,
     /// Scratch directory (default: a new one under the system temp directory, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -73,6 +76,11 @@ pub async fn run(opts: Options) -> Result<()> {
         opts.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("plugdesk-bench-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    plugin_figures(&dir)?;
+    if opts.plugins_only {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
     let cfg = Config { data: dir.clone(), database_url: None, ..Config::default() };
     let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
     let ws = crate::workspace::create(&conn, "bench", "bench@localhost").await?;
@@ -252,6 +260,57 @@ async fn measure(client: &reqwest::Client, base: &str, token: &Arc<String>, opts
     let calls = stats["stats"]["calls"].as_f64().unwrap_or(0.0);
     let micros = stats["stats"]["total_us"].as_f64().unwrap_or(0.0);
     println!("time inside the plugin per 1 KB webhook (fresh instance) {:>9.1} µs", micros / calls.max(1.0));
+    Ok(())
+}
+
+/// The plugin host on its own, in this process: compiling a plugin, loading it from the
+/// artifact cache, and warm webhook calls (one at a time, a 1 KB form each).
+fn plugin_figures(dir: &std::path::Path) -> Result<()> {
+    use plugdesk_host::{Host, Limits, WebhookRequest};
+    let wasm = crate::plugin::bundled("webform").ok_or_else(|| Error::Internal("webform is not bundled".into()))?;
+    let cache = dir.join("bench-cache");
+    let limits = Limits::default();
+    let ctx = || Arc::new(crate::devkit::FixtureContext::default());
+    let host = Host::new(Some(cache.clone())).map_err(|e| Error::Internal(e.to_string()))?;
+    let t = Instant::now();
+    host.load(wasm, &limits, ctx()).map_err(|e| Error::Internal(e.to_string()))?;
+    let compile = t.elapsed();
+    let host = Host::new(Some(cache)).map_err(|e| Error::Internal(e.to_string()))?;
+    let t = Instant::now();
+    let plugin = host.load(wasm, &limits, ctx()).map_err(|e| Error::Internal(e.to_string()))?;
+    let cached = t.elapsed();
+    println!(
+        "load webform: compile {:>7.1} ms, from the artifact cache {:>6.2} ms",
+        compile.as_secs_f64() * 1e3,
+        cached.as_secs_f64() * 1e3
+    );
+    let message = "My order has not arrived and I would like to know where it is. ".repeat(14);
+    let body =
+        json!({ "name": "Sender", "email": "form@example.com", "subject": "Order", "message": message }).to_string();
+    let request = WebhookRequest {
+        method: "POST".into(),
+        path: String::new(),
+        query: String::new(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.into_bytes(),
+    };
+    // Nanoseconds, so that `Stats::pct` reads in microseconds.
+    let mut lat_us = Vec::with_capacity(5000);
+    let total = Instant::now();
+    for _ in 0..5000 {
+        let t = Instant::now();
+        host.handle_webhook(&plugin, &limits, ctx(), request.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        lat_us.push(t.elapsed().as_nanos() as u64);
+    }
+    let secs = total.elapsed().as_secs_f64();
+    lat_us.sort_unstable();
+    let stats = Stats { count: 5000, secs, lat_us };
+    println!(
+        "warm webhook call into webform (1 KB, fresh instance) mean {:>6.1} µs   p50 {:>6.1} µs   p99 {:>6.1} µs",
+        secs * 1e6 / 5000.0,
+        stats.pct(0.50),
+        stats.pct(0.99)
+    );
     Ok(())
 }
 

@@ -60,6 +60,34 @@ pub(crate) struct Row {
 }
 
 impl Row {
+    /// The calling context of an automation instance: what a channel row holds, without the
+    /// channel parts. Its plugin gets no key-value store (that store belongs to channels).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn for_automation(
+        id: i64,
+        workspace_id: i64,
+        plugin_key: String,
+        name: String,
+        settings: serde_json::Map<String, Json>,
+        secrets: HashMap<String, String>,
+        grants: Vec<String>,
+    ) -> Row {
+        Row {
+            id,
+            workspace_id,
+            plugin_key,
+            name,
+            settings,
+            secrets,
+            grants: grants.into_iter().filter(|g| g != "kv").collect(),
+            status: "active".into(),
+            consecutive_failures: 0,
+            poll_interval_ms: None,
+            cursor: None,
+            last_error: None,
+        }
+    }
+
     /// `active`, `suspended` or `disabled`.
     pub(crate) fn status_text(&self) -> &str {
         &self.status
@@ -364,7 +392,7 @@ fn view(row: Row, registry: &crate::plugin::Registry) -> ChannelView {
     secrets.sort();
     ChannelView {
         id: row.id,
-        stats: registry.stats(row.id),
+        stats: registry.stats("channel", row.id),
         hook: format!("/hooks/{}", row.id),
         sends: registry.plugin(&row.plugin_key).is_some_and(|p| p.descriptor.sends),
         plugin: row.plugin_key,
@@ -380,7 +408,7 @@ fn view(row: Row, registry: &crate::plugin::Registry) -> ChannelView {
 }
 
 /// Checks grants against what the plugin asks for.
-fn validate_grants(plugin: &plugdesk_host::Descriptor, grants: &[String]) -> Result<()> {
+pub(crate) fn validate_grants(plugin: &plugdesk_host::Descriptor, grants: &[String]) -> Result<()> {
     for g in grants {
         let capability = match g.split_once(':') {
             Some(("http", host)) => {
@@ -434,7 +462,7 @@ fn validate_poll(plugin: &plugdesk_host::Descriptor, interval: Option<i64>) -> R
     }
 }
 
-fn settings_object(settings: Option<&Json>) -> Result<Json> {
+pub(crate) fn settings_object(settings: Option<&Json>) -> Result<Json> {
     match settings {
         None => Ok(Json::Object(Default::default())),
         Some(o @ Json::Object(_)) => Ok(o.clone()),
@@ -442,16 +470,38 @@ fn settings_object(settings: Option<&Json>) -> Result<Json> {
     }
 }
 
-async fn plugin_for(core: &crate::Core, key: &str) -> Result<plugdesk_host::Plugin> {
+pub(crate) async fn plugin_for(
+    core: &crate::Core,
+    key: &str,
+    kind: plugdesk_host::Kind,
+) -> Result<plugdesk_host::Plugin> {
     let registry = core.channels();
     registry.wait_loaded().await;
     match registry.plugin(key) {
-        Some(p) => Ok(p),
+        Some(p) if p.descriptor.kind == kind => Ok(p),
+        Some(p) => Err(Error::invalid(
+            "plugin",
+            format!(
+                "plugin {key} is {} {}, not {} {}; install it under /api/v1/{}s",
+                article(p.descriptor.kind),
+                p.descriptor.kind.as_str(),
+                article(kind),
+                kind.as_str(),
+                p.descriptor.kind.as_str()
+            ),
+        )),
         None => {
             let known: Vec<String> =
                 registry.list(core.db()).await.map(|l| l.into_iter().map(|p| p.id).collect()).unwrap_or_default();
             Err(Error::invalid("plugin", format!("unknown plugin {key:?}; installed plugins: {}", known.join(", "))))
         }
+    }
+}
+
+fn article(kind: plugdesk_host::Kind) -> &'static str {
+    match kind {
+        plugdesk_host::Kind::Automation => "an",
+        plugdesk_host::Kind::Channel => "a",
     }
 }
 
@@ -461,7 +511,7 @@ async fn plugin_for(core: &crate::Core, key: &str) -> Result<plugdesk_host::Plug
 /// [`Error::Invalid`] for an unknown plugin, a capability the plugin does not ask for, or
 /// settings that are not an object.
 pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewChannel) -> Result<ChannelView> {
-    let plugin = plugin_for(core, &input.plugin).await?;
+    let plugin = plugin_for(core, &input.plugin, plugdesk_host::Kind::Channel).await?;
     validate_grants(&plugin.descriptor, &input.grants)?;
     let poll = validate_poll(&plugin.descriptor, input.poll_interval_ms)?;
     let settings = settings_object(input.settings.as_ref())?;
@@ -494,7 +544,7 @@ pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewChannel) 
 /// [`Error::NotFound`], [`Error::Invalid`] as for [`install`].
 pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, patch: &ChannelPatch) -> Result<ChannelView> {
     let row = load_row(core.db(), id, Some(workspace_id)).await?;
-    let plugin = plugin_for(core, &row.plugin_key).await?;
+    let plugin = plugin_for(core, &row.plugin_key, plugdesk_host::Kind::Channel).await?;
     let grants = patch.grants.clone().unwrap_or(row.grants.clone());
     validate_grants(&plugin.descriptor, &grants)?;
     let poll = match patch.poll_interval_ms {
@@ -713,7 +763,7 @@ pub(crate) async fn plugin_failed(
 ) -> Result<String> {
     let msg = format!("plugin {} of channel {}: {error}", row.plugin_key, row.id);
     tracing::warn!(channel = row.id, plugin = %row.plugin_key, %error, "plugin call failed");
-    core.channels().record(row.id, elapsed, Some(msg.clone()));
+    core.channels().record("channel", row.id, elapsed, Some(msg.clone()));
     let failures = db::query_one(
         core.db(),
         "UPDATE channels SET consecutive_failures = consecutive_failures + 1, last_error = ? WHERE id = ? RETURNING consecutive_failures",
@@ -738,7 +788,7 @@ pub(crate) async fn plugin_failed(
 /// Records a successful call (and clears the failure streak, only when there is one: every
 /// write waits for SQLite's single write lock).
 pub(crate) async fn plugin_succeeded(core: &crate::Core, row: &Row, elapsed: Duration) -> Result<()> {
-    core.channels().record(row.id, elapsed, None);
+    core.channels().record("channel", row.id, elapsed, None);
     if row.consecutive_failures > 0 {
         db::exec(core.db(), "UPDATE channels SET consecutive_failures = 0 WHERE id = ?", vec![row.id.into()]).await?;
     }
@@ -1035,7 +1085,7 @@ async fn poll_rounds(core: &crate::Core, registry: &Arc<crate::plugin::Registry>
                 return Ok(());
             }
             Ok(Polled::Failed(m)) => {
-                registry.record(row.id, elapsed, Some(m.clone()));
+                registry.record("channel", row.id, elapsed, Some(m.clone()));
                 return set_channel_error(core, row.id, &format!("poll: {m}")).await;
             }
             Ok(Polled::Found { messages, cursor, more }) => (messages, cursor, more),

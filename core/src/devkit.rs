@@ -346,7 +346,7 @@ struct Expect {
 /// The instance a fixture describes: settings, secrets and grants from the file, a store in
 /// memory, and canned HTTP answers. Grants are checked exactly as in the server.
 #[derive(Default)]
-struct FixtureContext {
+pub(crate) struct FixtureContext {
     settings: serde_json::Map<String, serde_json::Value>,
     secrets: BTreeMap<String, String>,
     grants: Vec<String>,

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod automation;
 pub mod bench;
 pub mod calendar;
 pub mod channel;

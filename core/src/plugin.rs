@@ -49,6 +49,11 @@ pub struct Stats {
     pub last_error: Option<String>,
 }
 
+/// A plugin built into this binary, by crate name.
+pub(crate) fn bundled(name: &str) -> Option<&'static [u8]> {
+    bundled::BUNDLED.iter().find(|(n, _)| *n == name).map(|(_, w)| *w)
+}
+
 /// Where a plugin version came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -78,7 +83,8 @@ pub struct Registry {
     pub(crate) http: reqwest::Client,
     active: RwLock<HashMap<String, Plugin>>,
     loaded: watch::Sender<bool>,
-    stats: Mutex<HashMap<i64, Stats>>,
+    /// Counters by (`channel` or `automation`, instance id).
+    stats: Mutex<HashMap<(&'static str, i64), Stats>>,
 }
 
 /// A plugin as the API lists it.
@@ -96,6 +102,10 @@ pub struct PluginView {
     pub channel_kind: String,
     /// Capabilities it asks for.
     pub capabilities: Vec<String>,
+    /// `channel` or `automation`.
+    pub kind: &'static str,
+    /// The events an automation wants by default.
+    pub events: Vec<String>,
     /// Implements `send`.
     pub sends: bool,
     /// Implements `poll`.
@@ -353,6 +363,8 @@ impl Registry {
             previous_version: previous,
             channel_kind: d.channel_kind,
             capabilities: d.capabilities,
+            kind: d.kind.as_str(),
+            events: d.events,
             sends: d.sends,
             polls: d.polls,
             wit_version: plugdesk_host::WIT_VERSION,
@@ -361,14 +373,14 @@ impl Registry {
         })
     }
 
-    /// The counters of a channel.
-    pub fn stats(&self, channel_id: i64) -> Stats {
-        self.stats.lock().ok().and_then(|m| m.get(&channel_id).cloned()).unwrap_or_default()
+    /// The counters of an instance (`kind` is `channel` or `automation`).
+    pub fn stats(&self, kind: &'static str, id: i64) -> Stats {
+        self.stats.lock().ok().and_then(|m| m.get(&(kind, id)).cloned()).unwrap_or_default()
     }
 
-    pub(crate) fn record(&self, channel_id: i64, elapsed: Duration, error: Option<String>) {
+    pub(crate) fn record(&self, kind: &'static str, id: i64, elapsed: Duration, error: Option<String>) {
         if let Ok(mut m) = self.stats.lock() {
-            let s = m.entry(channel_id).or_default();
+            let s = m.entry((kind, id)).or_default();
             s.calls += 1;
             s.total_us += elapsed.as_micros() as u64;
             if error.is_some() {
@@ -378,22 +390,26 @@ impl Registry {
         }
     }
 
-    /// Prometheus lines for every channel with calls.
+    /// Prometheus lines for every channel and automation with calls:
+    /// `plugdesk_{channel,automation}_{calls,errors}_total` and `..._seconds_total`.
     pub fn render_metrics(&self) -> String {
         let map = self.stats.lock().map(|m| m.clone()).unwrap_or_default();
-        let mut ids: Vec<_> = map.keys().copied().collect();
-        ids.sort_unstable();
+        let mut keys: Vec<_> = map.keys().copied().collect();
+        keys.sort_unstable();
         let mut s = String::new();
         type Value = fn(&Stats) -> f64;
         let series: [(&str, &str, Value); 3] = [
-            ("plugdesk_channel_calls_total", "Calls into channel plugins.", |s| s.calls as f64),
-            ("plugdesk_channel_errors_total", "Failed calls into channel plugins.", |s| s.errors as f64),
-            ("plugdesk_channel_seconds_total", "Time spent in channel plugins.", |s| s.total_us as f64 / 1e6),
+            ("calls_total", "Calls into", |s| s.calls as f64),
+            ("errors_total", "Failed calls into", |s| s.errors as f64),
+            ("seconds_total", "Time spent in", |s| s.total_us as f64 / 1e6),
         ];
-        for (name, help, value) in series {
-            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-            for id in &ids {
-                s.push_str(&format!("{name}{{channel=\"{id}\"}} {}\n", value(&map[id])));
+        for kind in ["channel", "automation"] {
+            for (suffix, help, value) in series {
+                let name = format!("plugdesk_{kind}_{suffix}");
+                s.push_str(&format!("# HELP {name} {help} {kind} plugins.\n# TYPE {name} counter\n"));
+                for key in keys.iter().filter(|k| k.0 == kind) {
+                    s.push_str(&format!("{name}{{{kind}=\"{}\"}} {}\n", key.1, value(&map[key])));
+                }
             }
         }
         s
@@ -450,7 +466,7 @@ fn validate_descriptor(d: &plugdesk_host::Descriptor) -> Result<()> {
 
 async fn store_version(db: &DatabaseConnection, plugin: &Plugin, wasm: &[u8], source: Source) -> Result<()> {
     let d = &plugin.descriptor;
-    let descriptor = json!({ "id": d.id, "name": d.name, "version": d.version, "channel_kind": d.channel_kind, "capabilities": d.capabilities, "sends": d.sends, "polls": d.polls });
+    let descriptor = json!({ "id": d.id, "kind": d.kind.as_str(), "name": d.name, "version": d.version, "channel_kind": d.channel_kind, "capabilities": d.capabilities, "events": d.events, "sends": d.sends, "polls": d.polls });
     db::exec(
         db,
         "INSERT INTO plugins (key, version, wit_version, sha256, wasm, descriptor, bundled, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \

@@ -30,16 +30,115 @@
 
 #![deny(missing_docs)]
 
+/// The host functions and shared records, generated from `wit/plugin.wit`.
 #[doc(hidden)]
 pub mod bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "host-imports",
+        default_bindings_module: "plugdesk_sdk::bindings",
+    });
+}
+
+/// The channel world's exports (feature `channel`, on by default). A plugin is either a
+/// channel or an automation: the component exports exactly one world.
+#[cfg(feature = "channel")]
+#[doc(hidden)]
+pub mod channel_bindings {
     #![allow(missing_docs)]
     wit_bindgen::generate!({
         path: "wit",
         world: "channel-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_channel_plugin",
-        default_bindings_module: "plugdesk_sdk::bindings",
+        default_bindings_module: "plugdesk_sdk::channel_bindings",
+        with: {
+            "plugdesk:plugin/types@0.1.0": crate::bindings::plugdesk::plugin::types,
+            "plugdesk:plugin/host@0.1.0": crate::bindings::plugdesk::plugin::host,
+        },
     });
+}
+
+/// The automation world's exports (feature `automation`; turn `channel` off with
+/// `default-features = false`).
+#[cfg(feature = "automation")]
+#[doc(hidden)]
+pub mod automation_bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "automation-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_automation_plugin",
+        default_bindings_module: "plugdesk_sdk::automation_bindings",
+        with: {
+            "plugdesk:plugin/types@0.1.0": crate::bindings::plugdesk::plugin::types,
+            "plugdesk:plugin/host@0.1.0": crate::bindings::plugdesk::plugin::host,
+        },
+    });
+}
+
+#[cfg(feature = "automation")]
+pub use automation_bindings::plugdesk::plugin::automation_types::{
+    Action, AutomationDescriptor, CustomerView, Event, MessageView, TicketView,
+};
+
+/// An automation rule: gets an event with a read-only view of its ticket and customer and
+/// answers with actions. Export it with [`export_automation!`].
+#[cfg(feature = "automation")]
+pub trait Automation {
+    /// Says what the plugin is and which events it wants.
+    fn describe() -> AutomationDescriptor;
+
+    /// Decides what to do about one event.
+    ///
+    /// # Errors
+    /// A message; the host records it with the plugin's name and applies nothing.
+    fn handle_event(event: Event) -> Result<Vec<Action>, String>;
+}
+
+#[cfg(feature = "automation")]
+impl Action {
+    /// Changes ticket fields: any of `status`, `priority`, `level`, `team_id`, `assignee_id`,
+    /// `category`, `add_tags`, `remove_tags` (as in `PATCH /api/v1/tickets/{id}`).
+    pub fn update(fields: serde_json::Value) -> Self {
+        Action { name: "update".into(), args: fields.to_string() }
+    }
+
+    /// Adds an internal note.
+    pub fn note(body: &str) -> Self {
+        Action { name: "note".into(), args: serde_json::json!({ "body": body }).to_string() }
+    }
+
+    /// Answers the customer through the ticket's channel.
+    pub fn reply(body: &str) -> Self {
+        Action { name: "reply".into(), args: serde_json::json!({ "body": body }).to_string() }
+    }
+}
+
+/// Exports an [`Automation`] implementation as the plugin's entry points.
+#[cfg(feature = "automation")]
+#[macro_export]
+macro_rules! export_automation {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __PlugdeskAutomation;
+
+        impl $crate::automation_bindings::exports::plugdesk::plugin::automation::Guest for __PlugdeskAutomation {
+            fn describe() -> $crate::AutomationDescriptor {
+                $crate::__install_panic_hook();
+                <$plugin as $crate::Automation>::describe()
+            }
+
+            fn handle_event(event: $crate::Event) -> Result<Vec<$crate::Action>, String> {
+                $crate::__install_panic_hook();
+                <$plugin as $crate::Automation>::handle_event(event)
+            }
+        }
+
+        $crate::automation_bindings::__export_automation_plugin!(__PlugdeskAutomation with_types_in $crate::automation_bindings);
+    };
 }
 
 pub use bindings::plugdesk::plugin::types::{
@@ -52,6 +151,7 @@ pub use bindings::plugdesk::plugin::types::{
 pub const WIT_VERSION: &str = "0.1.0";
 
 /// A channel connector.
+#[cfg(feature = "channel")]
 pub trait Channel {
     /// Says what the plugin is. See [`descriptor`] for the usual case.
     fn describe() -> Descriptor;
@@ -350,13 +450,14 @@ pub fn __install_panic_hook() {
 }
 
 /// Exports a [`Channel`] implementation as the plugin's entry points.
+#[cfg(feature = "channel")]
 #[macro_export]
 macro_rules! export_channel {
     ($plugin:ty) => {
         #[doc(hidden)]
         pub struct __PlugdeskExport;
 
-        impl $crate::bindings::exports::plugdesk::plugin::channel::Guest for __PlugdeskExport {
+        impl $crate::channel_bindings::exports::plugdesk::plugin::channel::Guest for __PlugdeskExport {
             fn describe() -> $crate::Descriptor {
                 $crate::__install_panic_hook();
                 <$plugin as $crate::Channel>::describe()
@@ -378,6 +479,6 @@ macro_rules! export_channel {
             }
         }
 
-        $crate::bindings::__export_channel_plugin!(__PlugdeskExport with_types_in $crate::bindings);
+        $crate::channel_bindings::__export_channel_plugin!(__PlugdeskExport with_types_in $crate::channel_bindings);
     };
 }

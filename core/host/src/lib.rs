@@ -26,12 +26,26 @@ mod bindings {
     });
 }
 
+mod automation_bindings {
+    wasmtime::component::bindgen!({
+        path: "../../sdk/wit",
+        world: "automation-plugin",
+        with: {
+            "plugdesk:plugin/types": super::bindings::plugdesk::plugin::types,
+            "plugdesk:plugin/host": super::bindings::plugdesk::plugin::host,
+        },
+    });
+}
+
+use automation_bindings::plugdesk::plugin::automation_types as wit_auto;
 use bindings::plugdesk::plugin::{host as wit_host, types as wit};
 
 /// The contract version this host implements.
 pub const WIT_VERSION: &str = "0.1.0";
 /// The export a channel plugin of [`WIT_VERSION`] provides.
 const CHANNEL_EXPORT: &str = "plugdesk:plugin/channel@0.1.0";
+/// The export an automation plugin of [`WIT_VERSION`] provides.
+const AUTOMATION_EXPORT: &str = "plugdesk:plugin/automation@0.1.0";
 /// How often the epoch advances; call deadlines are multiples of it.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Longest log line a plugin may write, and all it may log in one call.
@@ -120,6 +134,99 @@ pub struct Descriptor {
     pub sends: bool,
     /// Implements `poll`.
     pub polls: bool,
+    /// A channel or an automation.
+    pub kind: Kind,
+    /// The events an automation wants (empty for channels).
+    pub events: Vec<String>,
+}
+
+/// Which world a plugin exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A channel connector (`channel-plugin`).
+    Channel,
+    /// An automation rule (`automation-plugin`).
+    Automation,
+}
+
+impl Kind {
+    /// `channel` or `automation`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Channel => "channel",
+            Kind::Automation => "automation",
+        }
+    }
+}
+
+/// The ticket an automation event is about.
+#[derive(Debug, Clone, Default)]
+pub struct TicketView {
+    /// Id.
+    pub id: i64,
+    /// Number.
+    pub number: i64,
+    /// Subject.
+    pub subject: String,
+    /// Status.
+    pub status: String,
+    /// Priority.
+    pub priority: String,
+    /// Level.
+    pub level: i32,
+    /// Team.
+    pub team_id: Option<i64>,
+    /// Assignee.
+    pub assignee_id: Option<i64>,
+    /// Category.
+    pub category: Option<String>,
+    /// Channel kind.
+    pub channel: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Reopen count.
+    pub reopen_count: i32,
+}
+
+/// The customer of an automation event's ticket.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerView {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Tier key.
+    pub tier: String,
+    /// Language.
+    pub language: String,
+    /// Identities as (kind, address).
+    pub identities: Vec<(String, String)>,
+    /// Tickets not resolved or closed.
+    pub open_tickets: u32,
+}
+
+/// An event handed to an automation.
+#[derive(Debug, Clone, Default)]
+pub struct AutomationEvent {
+    /// Dotted type.
+    pub kind: String,
+    /// What changed, JSON.
+    pub changes: String,
+    /// The ticket.
+    pub ticket: TicketView,
+    /// Its customer.
+    pub customer: CustomerView,
+    /// Latest messages as (direction, text), oldest first.
+    pub messages: Vec<(String, String)>,
+}
+
+/// An action an automation asks for: a name and JSON arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    /// `update`, `note` or `reply`.
+    pub name: String,
+    /// JSON object.
+    pub args: String,
 }
 
 /// A webhook request handed to a plugin.
@@ -454,10 +561,16 @@ impl wit_host::Host for State {
     }
 }
 
+#[derive(Clone)]
+enum Pre {
+    Channel(bindings::ChannelPluginPre<State>),
+    Automation(automation_bindings::AutomationPluginPre<State>),
+}
+
 /// A compiled plugin, ready to instantiate.
 #[derive(Clone)]
 pub struct Plugin {
-    pre: bindings::ChannelPluginPre<State>,
+    pre: Pre,
     /// What it says about itself.
     pub descriptor: Descriptor,
     /// Whether it came from the artifact cache rather than the compiler.
@@ -550,14 +663,21 @@ impl Host {
         let (component, cached) = self.compile(wasm)?;
         let exports: Vec<String> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
-        if !exports.iter().any(|e| e == CHANNEL_EXPORT) {
-            if let Some(other) = exports.iter().find_map(|e| e.strip_prefix("plugdesk:plugin/channel@")) {
+        let kind = if exports.iter().any(|e| e == CHANNEL_EXPORT) {
+            Kind::Channel
+        } else if exports.iter().any(|e| e == AUTOMATION_EXPORT) {
+            Kind::Automation
+        } else {
+            let other = exports.iter().find_map(|e| {
+                e.strip_prefix("plugdesk:plugin/channel@").or_else(|| e.strip_prefix("plugdesk:plugin/automation@"))
+            });
+            if let Some(other) = other {
                 return Err(Error::Version { found: other.to_owned() });
             }
             return Err(Error::Load(format!(
-                "not a Plugdesk channel plugin: it exports {exports:?}, not {CHANNEL_EXPORT}"
+                "not a Plugdesk plugin: it exports {exports:?}, not {CHANNEL_EXPORT} or {AUTOMATION_EXPORT}"
             )));
-        }
+        };
         // Rust's standard library for wasm32-wasip2 imports WASI (files, environment, clocks,
         // streams). A plugin gets none of it: every WASI function traps when called, which
         // stops the call with a clear error. What a plugin may use is the `host` interface.
@@ -567,35 +687,117 @@ impl Host {
             .map_err(|e| Error::Load(format!("cannot link the plugin: {e}")))?;
         let pre =
             linker.instantiate_pre(&component).map_err(|e| Error::Load(format!("cannot link the plugin: {e}")))?;
-        let pre = bindings::ChannelPluginPre::new(pre)
-            .map_err(|e| Error::Load(format!("plugin does not match the contract: {e}")))?;
-        let mut plugin = Plugin {
-            pre,
-            descriptor: Descriptor {
-                id: String::new(),
-                name: String::new(),
-                version: String::new(),
-                channel_kind: String::new(),
-                settings_schema: String::new(),
-                capabilities: vec![],
-                sends: false,
-                polls: false,
+        let mismatch = |e: wasmtime::Error| Error::Load(format!("plugin does not match the contract: {e}"));
+        let pre = match kind {
+            Kind::Channel => Pre::Channel(bindings::ChannelPluginPre::new(pre).map_err(mismatch)?),
+            Kind::Automation => Pre::Automation(automation_bindings::AutomationPluginPre::new(pre).map_err(mismatch)?),
+        };
+        let descriptor = match &pre {
+            Pre::Channel(p) => {
+                let d = self.call(limits, ctx, |store| {
+                    p.instantiate(&mut *store)?.plugdesk_plugin_channel().call_describe(store)
+                })?;
+                Descriptor {
+                    id: d.id,
+                    name: d.name,
+                    version: d.version,
+                    channel_kind: d.channel_kind,
+                    settings_schema: d.settings_schema,
+                    capabilities: d.capabilities,
+                    sends: d.sends,
+                    polls: d.polls,
+                    kind,
+                    events: vec![],
+                }
+            }
+            Pre::Automation(p) => {
+                let d = self.call(limits, ctx, |store| {
+                    p.instantiate(&mut *store)?.plugdesk_plugin_automation().call_describe(store)
+                })?;
+                Descriptor {
+                    id: d.id,
+                    name: d.name,
+                    version: d.version,
+                    channel_kind: String::new(),
+                    settings_schema: d.settings_schema,
+                    capabilities: d.capabilities,
+                    sends: false,
+                    polls: false,
+                    kind,
+                    events: d.events,
+                }
+            }
+        };
+        Ok(Plugin { pre, descriptor, cached })
+    }
+
+    fn channel<'a>(&self, plugin: &'a Plugin) -> Result<&'a bindings::ChannelPluginPre<State>, Error> {
+        match &plugin.pre {
+            Pre::Channel(p) => Ok(p),
+            Pre::Automation(_) => {
+                Err(Error::Load(format!("plugin {} is an automation, not a channel", plugin.descriptor.id)))
+            }
+        }
+    }
+
+    /// Hands an event to an automation plugin; `Ok(Err(message))` is the plugin's refusal.
+    /// Blocking: call it off the executor.
+    ///
+    /// # Errors
+    /// When the plugin is not an automation, is stopped by a limit, traps, or returns too much.
+    pub fn handle_event(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        ctx: Arc<dyn Context>,
+        event: AutomationEvent,
+    ) -> Result<Result<Vec<Action>, String>, Error> {
+        let Pre::Automation(pre) = &plugin.pre else {
+            return Err(Error::Load(format!("plugin {} is a channel, not an automation", plugin.descriptor.id)));
+        };
+        let t = event.ticket;
+        let c = event.customer;
+        let event = wit_auto::Event {
+            kind: event.kind,
+            changes: event.changes,
+            ticket: wit_auto::TicketView {
+                id: t.id,
+                number: t.number,
+                subject: t.subject,
+                status: t.status,
+                priority: t.priority,
+                level: t.level,
+                team_id: t.team_id,
+                assignee_id: t.assignee_id,
+                category: t.category,
+                channel: t.channel,
+                tags: t.tags,
+                reopen_count: t.reopen_count,
             },
-            cached,
+            customer: wit_auto::CustomerView {
+                id: c.id,
+                name: c.name,
+                tier: c.tier,
+                language: c.language,
+                identities: c.identities.into_iter().map(|(kind, address)| wit::Identity { kind, address }).collect(),
+                open_tickets: c.open_tickets,
+            },
+            messages: event
+                .messages
+                .into_iter()
+                .map(|(direction, text)| wit_auto::MessageView { direction, text })
+                .collect(),
         };
-        let d =
-            self.call(&plugin, limits, ctx, |bindings, store| bindings.plugdesk_plugin_channel().call_describe(store))?;
-        plugin.descriptor = Descriptor {
-            id: d.id,
-            name: d.name,
-            version: d.version,
-            channel_kind: d.channel_kind,
-            settings_schema: d.settings_schema,
-            capabilities: d.capabilities,
-            sends: d.sends,
-            polls: d.polls,
-        };
-        Ok(plugin)
+        let result = self.call(limits, ctx, |store| {
+            pre.instantiate(&mut *store)?.plugdesk_plugin_automation().call_handle_event(store, &event)
+        })?;
+        Ok(match result {
+            Ok(actions) => {
+                check_output(actions.iter().map(|a| a.name.len() + a.args.len()).sum(), limits)?;
+                Ok(actions.into_iter().map(|a| Action { name: a.name, args: a.args }).collect())
+            }
+            Err(m) => Err(m),
+        })
     }
 
     /// Hands a webhook request to a plugin. Blocking: call it off the async executor.
@@ -616,8 +818,9 @@ impl Host {
             headers: request.headers.into_iter().map(|(name, value)| wit::Header { name, value }).collect(),
             body: request.body,
         };
-        let result = self.call(plugin, limits, ctx, |bindings, store| {
-            bindings.plugdesk_plugin_channel().call_handle_webhook(store, &request)
+        let pre = self.channel(plugin)?;
+        let result = self.call(limits, ctx, |store| {
+            pre.instantiate(&mut *store)?.plugdesk_plugin_channel().call_handle_webhook(store, &request)
         })?;
         let outcome = match result {
             Err(wit::PluginError::Rejected(m)) => Outcome::Rejected(m),
@@ -647,8 +850,9 @@ impl Host {
         cursor: Option<String>,
     ) -> Result<Polled, Error> {
         let limits = Limits { timeout: limits.network_timeout, ..limits.clone() };
-        let result = self.call(plugin, &limits, ctx, |bindings, store| {
-            bindings.plugdesk_plugin_channel().call_poll(store, cursor.as_deref())
+        let pre = self.channel(plugin)?;
+        let result = self.call(&limits, ctx, |store| {
+            pre.instantiate(&mut *store)?.plugdesk_plugin_channel().call_poll(store, cursor.as_deref())
         })?;
         Ok(match result {
             Ok(o) => {
@@ -694,8 +898,9 @@ impl Host {
             references: message.references,
             automatic: message.automatic,
         };
-        let result = self.call(plugin, &limits, ctx, |bindings, store| {
-            bindings.plugdesk_plugin_channel().call_send(store, &message)
+        let pre = self.channel(plugin)?;
+        let result = self.call(&limits, ctx, |store| {
+            pre.instantiate(&mut *store)?.plugdesk_plugin_channel().call_send(store, &message)
         })?;
         Ok(match result {
             Ok(id) => {
@@ -710,10 +915,9 @@ impl Host {
     /// Runs one export call in a fresh store with every limit set, and names what stopped it.
     fn call<T>(
         &self,
-        plugin: &Plugin,
         limits: &Limits,
         ctx: Arc<dyn Context>,
-        f: impl FnOnce(&bindings::ChannelPlugin, &mut Store<State>) -> wasmtime::Result<T>,
+        f: impl FnOnce(&mut Store<State>) -> wasmtime::Result<T>,
     ) -> Result<T, Error> {
         let memory = MemoryCap {
             max: limits.memory_bytes,
@@ -727,7 +931,7 @@ impl Host {
         let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let result = plugin.pre.instantiate(&mut store).and_then(|bindings| f(&bindings, &mut store));
+        let result = f(&mut store);
         let memory_denied = store.data().memory.denied;
         let last_error = store.data().last_error.clone();
         result.map_err(|e| match e.downcast_ref::<Trap>() {

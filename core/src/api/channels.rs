@@ -65,6 +65,43 @@ pub(super) async fn update(
     Ok(axum::Json(channel::update(&core, p.workspace_id, id, &patch).await?))
 }
 
+pub(super) async fn install_automation(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Json(input): Json<crate::automation::NewAutomation>,
+) -> ApiResult<impl IntoResponse> {
+    p.require_admin("installing automations")?;
+    Ok((StatusCode::CREATED, axum::Json(crate::automation::install(&core, p.workspace_id, &input).await?)))
+}
+
+pub(super) async fn automations(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(json!({ "items": crate::automation::list(&core, p.workspace_id).await? })))
+}
+
+pub(super) async fn automation(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(crate::automation::get(&core, p.workspace_id, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AutomationPatch {
+    enabled: bool,
+}
+
+pub(super) async fn update_automation(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Json(patch): Json<AutomationPatch>,
+) -> ApiResult<impl IntoResponse> {
+    p.require_admin("changing automations")?;
+    Ok(axum::Json(crate::automation::set_enabled(&core, p.workspace_id, id, patch.enabled).await?))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OutboxQuery {

@@ -254,6 +254,8 @@ fn schemas() -> Value {
         "Team": obj(&[("name", s()), ("lead_agent_id", i())], &["name"]),
         "NewToken": obj(&[("agent_id", i()), ("name", s()), ("role", s())], &["agent_id", "name"]),
         "NewChannel": obj(&[("plugin", s()), ("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("poll_interval_ms", i())], &["plugin"]),
+        "NewAutomation": obj(&[("plugin", s()), ("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("events", arr(s()))], &["plugin"]),
+        "AutomationPatch": obj(&[("enabled", json!({ "type": "boolean" }))], &["enabled"]),
         "ChannelPatch": obj(&[("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("poll_interval_ms", i()), ("enabled", json!({ "type": "boolean" }))], &[]),
     })
 }

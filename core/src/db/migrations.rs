@@ -334,7 +334,7 @@ CREATE INDEX tickets_conversation ON tickets (workspace_id, channel, conversatio
     },
     Migration {
         version: 3,
-        name: "outbox, polling and plugin versions",
+        name: "outbox, polling, plugin versions and automations",
         common: r#"
 ALTER TABLE tickets ADD COLUMN channel_id BIGINT;
 ALTER TABLE messages ADD COLUMN delivery_error TEXT;
@@ -365,7 +365,29 @@ CREATE TABLE plugin_active (
     version TEXT NOT NULL,
     previous TEXT,
     updated_at BIGINT NOT NULL
-)
+);
+CREATE TABLE automations (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    plugin_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    secrets TEXT NOT NULL,
+    grants TEXT NOT NULL,
+    events TEXT NOT NULL,
+    status TEXT NOT NULL,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX automations_ws ON automations (workspace_id, id);
+CREATE TABLE automation_cursor (
+    id INTEGER PRIMARY KEY,
+    last_event_id BIGINT NOT NULL,
+    owner BIGINT NOT NULL,
+    locked_until BIGINT NOT NULL
+);
+INSERT INTO automation_cursor (id, last_event_id, owner, locked_until) SELECT 1, COALESCE(MAX(id), 0), 0, 0 FROM events
 "#,
         sqlite: "",
         postgres: "",

@@ -246,7 +246,11 @@ pub async fn add_message(
         }
     }
     let now = crate::now_ms();
-    let author_kind = if kind == MessageKind::Inbound { "customer" } else { "agent" };
+    let author_kind = match kind {
+        MessageKind::Inbound => "customer",
+        _ if actor.starts_with("automation:") => "automation",
+        _ => "agent",
+    };
     let author_id = if kind == MessageKind::Inbound { Some(before.customer_id) } else { author_id };
     let message_id = db::reserve_ids(&txn, "messages", 1).await?[0];
     let outbound =

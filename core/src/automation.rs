@@ -1,0 +1,455 @@
+//! Automations: a workspace's installed automation plugins (the WIT `automation-plugin`
+//! world), and the dispatcher that hands them events.
+//!
+//! The dispatcher reads the event log after a stored cursor (`automation_cursor`), so an event
+//! committed before a crash is still handled after it; one node at a time holds the dispatch
+//! lease. For each event of a ticket, every active automation of its workspace that wants the
+//! event's type gets a read-only view (event, ticket, customer, latest messages) and answers
+//! with actions, which are checked as a whole and then applied with the automation as actor.
+//!
+//! Loops: events caused by an automation (actor `automation:N`) are not handed to automations,
+//! so an action never triggers a cascade; each automation sees each event once (the cursor
+//! moves past it after all automations ran, so a crash in between may run it again).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use plugdesk_host::{Action, AutomationEvent, CustomerView, Kind, TicketView};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::channel::{self, ChannelContext};
+use crate::db;
+use crate::error::{Error, Result};
+use crate::ticket::{MessageInput, MessageKind, TicketPatch};
+
+/// How long a node holds the dispatch lease without renewing it.
+const LEASE_MS: i64 = 30_000;
+/// Events read per pass.
+const BATCH: i64 = 200;
+/// Most actions one answer may carry.
+const MAX_ACTIONS: usize = 20;
+/// Capabilities an automation may be granted (no key-value store).
+const CAPABILITIES: [&str; 2] = ["secrets", "http"];
+
+/// Input for installing an automation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAutomation {
+    /// Plugin id.
+    pub plugin: String,
+    /// Display name (default: the plugin's name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Settings (a JSON object).
+    #[serde(default)]
+    pub settings: Option<Json>,
+    /// Secrets by name; never returned or logged.
+    #[serde(default)]
+    pub secrets: HashMap<String, String>,
+    /// Granted capabilities (`secrets`, `http:HOST[:PORT]`).
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Event types to hand it (default: what the plugin asks for).
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+}
+
+/// An automation as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutomationView {
+    /// Id.
+    pub id: i64,
+    /// Plugin id.
+    pub plugin: String,
+    /// Display name.
+    pub name: String,
+    /// Settings.
+    pub settings: Json,
+    /// Names of the secrets that are set.
+    pub secrets: Vec<String>,
+    /// Granted capabilities.
+    pub grants: Vec<String>,
+    /// Event types it gets.
+    pub events: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// The last failure, cleared by the next success.
+    pub last_error: Option<String>,
+    /// Call counters since the server started.
+    pub stats: crate::plugin::Stats,
+}
+
+struct Row {
+    id: i64,
+    workspace_id: i64,
+    plugin_key: String,
+    name: String,
+    settings: serde_json::Map<String, Json>,
+    secrets: HashMap<String, String>,
+    grants: Vec<String>,
+    events: Vec<String>,
+    status: String,
+    last_error: Option<String>,
+}
+
+fn row(r: &sea_orm::QueryResult) -> Result<Row> {
+    Ok(Row {
+        id: db::col(r, "id")?,
+        workspace_id: db::col(r, "workspace_id")?,
+        plugin_key: db::col(r, "plugin_key")?,
+        name: db::col(r, "name")?,
+        settings: serde_json::from_str(&db::col::<String>(r, "settings")?)?,
+        secrets: serde_json::from_str(&db::col::<String>(r, "secrets")?)?,
+        grants: serde_json::from_str(&db::col::<String>(r, "grants")?)?,
+        events: serde_json::from_str(&db::col::<String>(r, "events")?)?,
+        status: db::col(r, "status")?,
+        last_error: db::col(r, "last_error")?,
+    })
+}
+
+fn view(r: Row, core: &crate::Core) -> AutomationView {
+    let mut secrets: Vec<String> = r.secrets.keys().cloned().collect();
+    secrets.sort();
+    AutomationView {
+        stats: core.channels().stats("automation", r.id),
+        id: r.id,
+        plugin: r.plugin_key,
+        name: r.name,
+        settings: Json::Object(r.settings),
+        secrets,
+        grants: r.grants,
+        events: r.events,
+        status: r.status,
+        last_error: r.last_error,
+    }
+}
+
+/// Installs an automation plugin in the workspace.
+///
+/// # Errors
+/// [`Error::Invalid`] for an unknown plugin, a channel plugin, a grant the plugin does not ask
+/// for, or a malformed event type.
+pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewAutomation) -> Result<AutomationView> {
+    let plugin = channel::plugin_for(core, &input.plugin, Kind::Automation).await?;
+    if let Some(g) = input.grants.iter().find(|g| !CAPABILITIES.contains(&g.as_str()) && !g.starts_with("http:")) {
+        return Err(Error::invalid("grants", format!("automations may be granted secrets and http:HOST, not {g:?}")));
+    }
+    channel::validate_grants(&plugin.descriptor, &input.grants)?;
+    let events = input.events.clone().unwrap_or_else(|| plugin.descriptor.events.clone());
+    if events.is_empty() {
+        return Err(Error::invalid("events", "name at least one event type, e.g. ticket.created"));
+    }
+    if let Some(e) = events
+        .iter()
+        .find(|e| e.is_empty() || e.len() > 64 || !e.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_'))
+    {
+        return Err(Error::invalid("events", format!("{e:?} is not an event type such as ticket.created")));
+    }
+    let settings = channel::settings_object(input.settings.as_ref())?;
+    let now = crate::now_ms();
+    let r = db::query_one(
+        core.db(),
+        "INSERT INTO automations (workspace_id, plugin_key, name, settings, secrets, grants, events, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?) RETURNING id",
+        vec![
+            workspace_id.into(),
+            input.plugin.clone().into(),
+            input.name.clone().unwrap_or_else(|| plugin.descriptor.name.clone()).into(),
+            settings.to_string().into(),
+            serde_json::to_string(&input.secrets)?.into(),
+            serde_json::to_string(&input.grants)?.into(),
+            serde_json::to_string(&events)?.into(),
+            now.into(),
+            now.into(),
+        ],
+    )
+    .await?
+    .ok_or_else(|| Error::Internal("insert returned no id".into()))?;
+    get(core, workspace_id, db::col(&r, "id")?).await
+}
+
+/// One automation of the workspace.
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn get(core: &crate::Core, workspace_id: i64, id: i64) -> Result<AutomationView> {
+    let r = db::query_one(
+        core.db(),
+        "SELECT * FROM automations WHERE id = ? AND workspace_id = ?",
+        vec![id.into(), workspace_id.into()],
+    )
+    .await?
+    .ok_or(Error::NotFound("automation"))?;
+    Ok(view(row(&r)?, core))
+}
+
+/// Every automation of the workspace.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(core: &crate::Core, workspace_id: i64) -> Result<Vec<AutomationView>> {
+    db::query_all(core.db(), "SELECT * FROM automations WHERE workspace_id = ? ORDER BY id", vec![workspace_id.into()])
+        .await?
+        .iter()
+        .map(|r| Ok(view(row(r)?, core)))
+        .collect()
+}
+
+/// Enables or disables an automation.
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn set_enabled(core: &crate::Core, workspace_id: i64, id: i64, enabled: bool) -> Result<AutomationView> {
+    get(core, workspace_id, id).await?;
+    db::exec(
+        core.db(),
+        "UPDATE automations SET status = ?, updated_at = ? WHERE id = ?",
+        vec![if enabled { "active" } else { "disabled" }.into(), crate::now_ms().into(), id.into()],
+    )
+    .await?;
+    get(core, workspace_id, id).await
+}
+
+/// Dispatches events to automations for as long as the server runs.
+pub async fn run(core: crate::Core) {
+    core.channels().wait_loaded().await;
+    let node: i64 = rand::random::<i32>().into();
+    let mut bus = core.bus().subscribe();
+    loop {
+        match dispatch(&core, node).await {
+            Ok(n) if n as i64 == BATCH => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "automation dispatch failed"),
+        }
+        tokio::select! {
+            _ = bus.recv() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// One pass: takes the lease, hands the events after the cursor to the automations that want
+/// them. Returns how many events it read.
+pub async fn dispatch(core: &crate::Core, node: i64) -> Result<usize> {
+    let now = crate::now_ms();
+    let leased = db::exec(
+        core.db(),
+        "UPDATE automation_cursor SET owner = ?, locked_until = ? WHERE id = 1 AND (owner = ? OR locked_until < ?)",
+        vec![node.into(), (now + LEASE_MS).into(), node.into(), now.into()],
+    )
+    .await?;
+    if leased != 1 {
+        return Ok(0);
+    }
+    let cursor: i64 = db::query_one(core.db(), "SELECT last_event_id FROM automation_cursor WHERE id = 1", vec![])
+        .await?
+        .map(|r| db::col(&r, "last_event_id"))
+        .transpose()?
+        .unwrap_or(0);
+    let events = db::query_all(
+        core.db(),
+        "SELECT id, workspace_id, type, actor, ticket_id, changes FROM events WHERE id > ? ORDER BY id LIMIT ?",
+        vec![cursor.into(), BATCH.into()],
+    )
+    .await?;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let automations: Vec<Row> = db::query_all(core.db(), "SELECT * FROM automations WHERE status = 'active'", vec![])
+        .await?
+        .iter()
+        .map(row)
+        .collect::<Result<_>>()?;
+    for e in &events {
+        let id: i64 = db::col(e, "id")?;
+        let actor: String = db::col(e, "actor")?;
+        let ticket: Option<i64> = db::col(e, "ticket_id")?;
+        let workspace_id: i64 = db::col(e, "workspace_id")?;
+        let kind: String = db::col(e, "type")?;
+        if let Some(ticket) = ticket.filter(|_| !actor.starts_with("automation:")) {
+            for a in automations.iter().filter(|a| a.workspace_id == workspace_id && a.events.contains(&kind)) {
+                let changes: String = db::col(e, "changes")?;
+                if let Err(err) = run_one(core, a, &kind, &changes, ticket).await {
+                    tracing::warn!(automation = a.id, event = id, error = %err, "automation failed");
+                    record_error(core, a.id, &err.to_string()).await?;
+                }
+            }
+        }
+        db::exec(core.db(), "UPDATE automation_cursor SET last_event_id = ? WHERE id = 1", vec![id.into()]).await?;
+    }
+    Ok(events.len())
+}
+
+async fn record_error(core: &crate::Core, id: i64, message: &str) -> Result<()> {
+    db::exec(core.db(), "UPDATE automations SET last_error = ? WHERE id = ?", vec![message.into(), id.into()]).await?;
+    Ok(())
+}
+
+/// Builds the event's view, calls the plugin, checks and applies its actions.
+async fn run_one(core: &crate::Core, a: &Row, kind: &str, changes: &str, ticket_id: i64) -> Result<()> {
+    let registry = core.channels().clone();
+    let plugin = registry
+        .plugin(&a.plugin_key)
+        .ok_or_else(|| Error::Internal(format!("plugin {} is not loaded on this server", a.plugin_key)))?;
+    let event = event_view(core, a.workspace_id, kind, changes, ticket_id).await?;
+    let ctx = ChannelContext::new(
+        core,
+        channel::Row::for_automation(
+            a.id,
+            a.workspace_id,
+            a.plugin_key.clone(),
+            a.name.clone(),
+            a.settings.clone(),
+            a.secrets.clone(),
+            a.grants.clone(),
+        ),
+    );
+    let started = Instant::now();
+    let reg = registry.clone();
+    let called = tokio::task::spawn_blocking(move || reg.host.handle_event(&plugin, &reg.limits, ctx, event))
+        .await
+        .map_err(|e| Error::Internal(format!("plugin task failed: {e}")))?;
+    let elapsed = started.elapsed();
+    let actions = match called {
+        Ok(Ok(actions)) => actions,
+        Ok(Err(refusal)) => {
+            let msg = format!("plugin {} refused the event: {refusal}", a.plugin_key);
+            registry.record("automation", a.id, elapsed, Some(msg.clone()));
+            return Err(Error::Invalid { field: None, message: msg });
+        }
+        Err(e) => {
+            let msg = format!("plugin {} of automation {}: {e}", a.plugin_key, a.id);
+            registry.record("automation", a.id, elapsed, Some(msg.clone()));
+            return Err(Error::Invalid { field: None, message: msg });
+        }
+    };
+    let checked = match check(&actions) {
+        Ok(c) => c,
+        Err(e) => {
+            registry.record("automation", a.id, elapsed, Some(e.to_string()));
+            return Err(e);
+        }
+    };
+    registry.record("automation", a.id, elapsed, None);
+    let actor = format!("automation:{}", a.id);
+    for action in checked {
+        match action {
+            Checked::Update(patch) => {
+                crate::ticket::update(core, a.workspace_id, ticket_id, &actor, &patch).await?;
+            }
+            Checked::Message(kind, input) => {
+                crate::ticket::add_message(core, a.workspace_id, ticket_id, kind, None, &actor, &input).await?;
+            }
+        }
+    }
+    if a.last_error.is_some() {
+        db::exec(core.db(), "UPDATE automations SET last_error = NULL WHERE id = ?", vec![a.id.into()]).await?;
+    }
+    Ok(())
+}
+
+enum Checked {
+    Update(TicketPatch),
+    Message(MessageKind, MessageInput),
+}
+
+/// Checks every action before any is applied: a bad one refuses the whole answer.
+fn check(actions: &[Action]) -> Result<Vec<Checked>> {
+    if actions.len() > MAX_ACTIONS {
+        return Err(Error::invalid("actions", format!("{} actions; at most {MAX_ACTIONS} per event", actions.len())));
+    }
+    actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let bad = |m: String| Error::invalid("actions", format!("action {} ({}): {m}", i + 1, a.name));
+            match a.name.as_str() {
+                "update" => {
+                    serde_json::from_str::<TicketPatch>(&a.args).map(Checked::Update).map_err(|e| bad(e.to_string()))
+                }
+                "note" | "reply" => {
+                    #[derive(Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Body {
+                        body: String,
+                        #[serde(default)]
+                        body_html: Option<String>,
+                    }
+                    let b: Body = serde_json::from_str(&a.args).map_err(|e| bad(e.to_string()))?;
+                    if b.body.trim().is_empty() {
+                        return Err(bad("body is empty".into()));
+                    }
+                    let kind = if a.name == "note" { MessageKind::Note } else { MessageKind::Reply };
+                    Ok(Checked::Message(
+                        kind,
+                        MessageInput {
+                            body: b.body,
+                            body_html: b.body_html,
+                            channel: None,
+                            external_id: None,
+                            attachments: vec![],
+                        },
+                    ))
+                }
+                other => Err(bad(format!("unknown action {other:?}; actions are update, note, reply"))),
+            }
+        })
+        .collect()
+}
+
+async fn event_view(
+    core: &crate::Core,
+    workspace_id: i64,
+    kind: &str,
+    changes: &str,
+    ticket_id: i64,
+) -> Result<AutomationEvent> {
+    let t = crate::ticket::get(core.db(), workspace_id, ticket_id).await?;
+    let c = crate::customer::get(core.db(), workspace_id, t.customer_id).await?;
+    let open: i64 = db::query_one(
+        core.db(),
+        "SELECT COUNT(*) AS n FROM tickets WHERE customer_id = ? AND status IN ('new', 'open', 'pending')",
+        vec![c.id.into()],
+    )
+    .await?
+    .map(|r| db::col(&r, "n"))
+    .transpose()?
+    .unwrap_or(0);
+    let mut messages = db::query_all(
+        core.db(),
+        "SELECT direction, body_text FROM messages WHERE ticket_id = ? ORDER BY id DESC LIMIT 10",
+        vec![ticket_id.into()],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((db::col(r, "direction")?, db::col(r, "body_text")?)))
+    .collect::<Result<Vec<(String, String)>>>()?;
+    messages.reverse();
+    Ok(AutomationEvent {
+        kind: kind.to_owned(),
+        changes: changes.to_owned(),
+        ticket: TicketView {
+            id: t.id,
+            number: t.number,
+            subject: t.subject,
+            status: t.status,
+            priority: t.priority,
+            level: t.level,
+            team_id: t.team_id,
+            assignee_id: t.assignee_id,
+            category: t.category,
+            channel: t.channel,
+            tags: t.tags,
+            reopen_count: t.reopen_count,
+        },
+        customer: CustomerView {
+            id: c.id,
+            name: c.name,
+            tier: c.tier,
+            language: c.language,
+            identities: c.identities.into_iter().map(|i| (i.kind, i.address)).collect(),
+            open_tickets: open.max(0) as u32,
+        },
+        messages,
+    })
+}
