@@ -1,6 +1,7 @@
 //! End-to-end tests of channels: the bundled `webform` plugin and the test plugins `hostile`
 //! and `relay` (built here from `tests/plugins/` for wasm32-wasip2), running in the real server.
 
+mod mock_apis;
 mod remote;
 mod support;
 
@@ -682,7 +683,10 @@ async fn automation_plugins_act_on_events_and_bad_answers_change_nothing() {
     let (_, msgs) = s.get(&format!("/api/v1/tickets/{rid}/messages")).await;
     let note =
         msgs["items"].as_array().and_then(|m| m.iter().find(|m| m["direction"] == "internal")).cloned().expect("note");
-    assert!(note["body"].as_str().unwrap_or("").contains("Refund request from r (normal tier, 1 open tickets)"), "{note}");
+    assert!(
+        note["body"].as_str().unwrap_or("").contains("Refund request from r (normal tier, 1 open tickets)"),
+        "{note}"
+    );
     let (_, events) = s.get(&format!("/api/v1/tickets/{rid}/events")).await;
     assert!(
         events["items"]
@@ -756,4 +760,192 @@ async fn automation_plugins_act_on_events_and_bad_answers_change_nothing() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, t) = s.get(&format!("/api/v1/tickets/{}", quiet["id"])).await;
     assert_eq!(t["priority"], "normal", "{t}");
+}
+
+/// A server whose outbox and poller tick fast.
+async fn fast_server() -> Server {
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.dir.join("plugdesk.toml"),
+        "[outbox]\nretry_base_ms = 40\ntick_ms = 20\npoll_tick_ms = 20\n",
+    )
+    .expect("write config");
+    let token = scratch.init("default");
+    Server::serve(scratch, token).await
+}
+
+async fn install_with(s: &Server, body: Value) -> i64 {
+    let (status, ch) = s.post("/api/v1/channels", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{ch}");
+    ch["id"].as_i64().expect("id")
+}
+
+async fn post_hook(
+    s: &Server,
+    channel: i64,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> (StatusCode, String) {
+    let mut req = reqwest::Client::new().post(format!("{}/hooks/{channel}{path}", s.base)).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("post hook");
+    let status = resp.status();
+    (status, resp.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn four_channels_share_one_customer_timeline_and_replies_go_back_out() {
+    let telegram = mock_apis::TelegramMock::start("123:ABC");
+    let twilio = mock_apis::TwilioMock::start("AC1", "twilio-token");
+    let s = fast_server().await;
+    let form = install_with(&s, json!({ "plugin": "webform" })).await;
+    let chat =
+        install_with(&s, json!({ "plugin": "webchat", "grants": ["kv"], "settings": { "title": "Hilfe" } })).await;
+    let tg = install_with(
+        &s,
+        json!({
+            "plugin": "telegram", "settings": { "api_base": telegram.base },
+            "secrets": { "bot_token": "123:ABC", "webhook_secret": "wh-secret" },
+            "grants": ["secrets", format!("http:{}", telegram.authority())],
+        }),
+    )
+    .await;
+    let sms = install_with(
+        &s,
+        json!({
+            "plugin": "sms", "settings": { "api_base": twilio.base, "account_sid": "AC1", "from": "+4930123" },
+            "secrets": { "auth_token": "twilio-token", "basic_auth": "AC1:twilio-token" },
+            "grants": ["secrets", format!("http:{}", twilio.authority())],
+        }),
+    )
+    .await;
+    // The gateway signs the exact URL it posts to; it is known once the channel exists.
+    let sms_url = format!("{}/hooks/{sms}", s.base);
+    let (status, _) = s.patch(&format!("/api/v1/channels/{sms}"), json!({ "settings": { "api_base": twilio.base, "account_sid": "AC1", "from": "+4930123", "public_url": sms_url } })).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Ada writes through the contact form first; her other addresses are added to her record.
+    let (status, answer) = hook(
+        &s,
+        form,
+        "",
+        "application/json",
+        &json!({ "name": "Ada", "email": "ada@example.com", "message": "Formular" }).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (_, list) = s.get("/api/v1/tickets?channel=webform").await;
+    let customer = list["items"][0]["customer_id"].as_i64().expect("customer");
+    for (kind, address) in [("telegram", "777"), ("phone", "+49 151 1234567")] {
+        let (status, body) = s
+            .post(&format!("/api/v1/customers/{customer}/identities"), json!({ "kind": kind, "address": address }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    // Webchat: the widget script, then a message with her e-mail address.
+    let widget = reqwest::get(format!("{}/hooks/{chat}/widget.js", s.base)).await.expect("widget");
+    assert_eq!(widget.status(), StatusCode::OK);
+    assert!(widget.headers()["content-type"].to_str().unwrap_or("").starts_with("application/javascript"));
+    assert!(widget.text().await.expect("js").contains("Hilfe"), "settings reach the widget");
+    let session = "sess-1234abcd";
+    let body =
+        json!({ "session": session, "client_id": "c-00000001", "text": "Chat hier", "email": "ada@example.com" });
+    let (status, text) =
+        post_hook(&s, chat, "/messages", &[("content-type", "application/json")], body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+
+    // Telegram: a webhook update with the secret token; a wrong token is refused.
+    let update = mock_apis::telegram_text_update(1, 777, 10, "Telegram hier").to_string();
+    let (status, _) = post_hook(&s, tg, "", &[("x-telegram-bot-api-secret-token", "wrong")], update.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, text) = post_hook(
+        &s,
+        tg,
+        "",
+        &[("x-telegram-bot-api-secret-token", "wh-secret"), ("content-type", "application/json")],
+        update,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+
+    // SMS: a signed gateway webhook; a bad signature is refused.
+    let params = [
+        ("MessageSid", "SM0001"),
+        ("AccountSid", "AC1"),
+        ("From", "+491511234567"),
+        ("To", "+4930123"),
+        ("Body", "SMS hier"),
+        ("NumMedia", "0"),
+    ];
+    let (form_body, signature) = mock_apis::twilio_webhook("twilio-token", &sms_url, &params);
+    let ct = ("content-type", "application/x-www-form-urlencoded");
+    let (status, _) = post_hook(&s, sms, "", &[ct, ("x-twilio-signature", "AAAA")], form_body.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, twiml) = post_hook(&s, sms, "", &[ct, ("x-twilio-signature", &signature)], form_body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(twiml.contains("<Response></Response>"), "{twiml}");
+
+    // One customer, one timeline across the four channels.
+    let (_, timeline) = s.get(&format!("/api/v1/customers/{customer}/timeline")).await;
+    let mut channels: Vec<&str> =
+        timeline["items"].as_array().expect("items").iter().filter_map(|m| m["channel"].as_str()).collect();
+    channels.sort_unstable();
+    assert_eq!(channels, ["sms", "telegram", "webchat", "webform"], "{timeline}");
+
+    // Replies go back out through the channel each ticket came in by.
+    let ticket_of = |channel: &'static str| {
+        let s = &s;
+        async move {
+            let (_, l) = s.get(&format!("/api/v1/tickets?channel={channel}")).await;
+            l["items"][0]["id"].as_i64().expect("ticket")
+        }
+    };
+    let mut replies = Vec::new();
+    for channel in ["telegram", "sms", "webchat", "webform"] {
+        let t = ticket_of(channel).await;
+        let (status, reply) =
+            s.post(&format!("/api/v1/tickets/{t}/reply"), json!({ "body": format!("Antwort per {channel}") })).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        replies.push((channel, t, reply));
+    }
+    for (channel, t, reply) in &replies {
+        let id = reply["id"].as_i64().expect("id");
+        if *channel == "webform" {
+            assert!(reply["delivery_status"].is_null(), "a contact form cannot answer: {reply}");
+            continue;
+        }
+        let sent = delivery(&s, *t, id, "sent").await;
+        assert!(sent["external_id"].as_str().is_some(), "{sent}");
+    }
+    let tg_sent = telegram.sent();
+    assert_eq!(tg_sent.len(), 1);
+    assert_eq!(
+        (tg_sent[0].request["chat_id"].as_i64(), tg_sent[0].request["text"].as_str()),
+        (Some(777), Some("Antwort per telegram"))
+    );
+    assert_eq!(tg_sent[0].request["reply_parameters"]["message_id"], 10, "threaded under her message");
+    let sms_sent = twilio.sent();
+    assert_eq!(sms_sent.len(), 1);
+    assert_eq!(
+        (sms_sent[0].to.as_str(), sms_sent[0].from.as_str(), sms_sent[0].body.as_str()),
+        ("+491511234567", "+4930123", "Antwort per sms")
+    );
+    let polled =
+        reqwest::get(format!("{}/hooks/{chat}/messages?session={session}&after=0", s.base)).await.expect("poll");
+    let polled: Value = polled.json().await.expect("json");
+    assert_eq!(polled["messages"][0]["text"], "Antwort per webchat", "{polled}");
+
+    // A gateway that is down is retried; a refusal is a dead letter with the gateway's reason.
+    twilio.fail_next(500, 1);
+    let t = ticket_of("sms").await;
+    let (_, reply) = s.post(&format!("/api/v1/tickets/{t}/reply"), json!({ "body": "Zweiter Versuch" })).await;
+    delivery(&s, t, reply["id"].as_i64().expect("id"), "sent").await;
+    twilio.fail_next(400, 1);
+    let (_, reply) = s.post(&format!("/api/v1/tickets/{t}/reply"), json!({ "body": "Ungültig" })).await;
+    let failed = delivery(&s, t, reply["id"].as_i64().expect("id"), "failed").await;
+    assert!(failed["delivery_error"].as_str().unwrap_or("").contains("21211"), "{failed}");
 }

@@ -59,6 +59,9 @@ env -u DATABASE_URL cargo test --workspace
 step "plugin SDK: its documentation example"
 cargo test --manifest-path sdk/Cargo.toml --target-dir target/sdk
 
+step "bundled plugins: their unit tests, natively"
+cargo test --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" --target-dir target/plugins-native --quiet
+
 if [ -z "${PLUGDESK_SKIP_PG:-}" ]; then
     ensure_postgres
     step "end-to-end tests on PostgreSQL ($PG_URL)"

@@ -131,15 +131,26 @@ pub async fn run(core: crate::Core) {
     }
 }
 
-/// Claims due rows and sends them; returns how many it handled.
+/// Claims due rows and sends them; returns how many it handled. Replies of one ticket go one
+/// after the other, in order (a channel may keep per-conversation state, and a customer reads
+/// them in order); different tickets go in parallel.
 pub async fn deliver_due(core: &crate::Core) -> Result<usize> {
-    let ids = claim(core, crate::now_ms()).await?;
+    let claimed = claim(core, crate::now_ms()).await?;
+    let mut by_ticket: Vec<(i64, Vec<i64>)> = Vec::new();
+    for (id, ticket) in &claimed {
+        match by_ticket.iter_mut().find(|(t, _)| t == ticket) {
+            Some((_, ids)) => ids.push(*id),
+            None => by_ticket.push((*ticket, vec![*id])),
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
-    for id in &ids {
-        let (core, id) = (core.clone(), *id);
+    for (_, ids) in by_ticket {
+        let core = core.clone();
         tasks.spawn(async move {
-            if let Err(e) = deliver(&core, id).await {
-                tracing::warn!(outbox = id, error = %e, "delivery failed");
+            for id in ids {
+                if let Err(e) = deliver(&core, id).await {
+                    tracing::warn!(outbox = id, error = %e, "delivery failed");
+                }
             }
         });
         if tasks.len() >= PARALLEL {
@@ -147,26 +158,29 @@ pub async fn deliver_due(core: &crate::Core) -> Result<usize> {
         }
     }
     while tasks.join_next().await.is_some() {}
-    Ok(ids.len())
+    Ok(claimed.len())
 }
 
 /// Takes due rows with a lease: pending rows whose time has come, and rows whose sender's lease
-/// ran out.
-async fn claim(core: &crate::Core, now: i64) -> Result<Vec<i64>> {
+/// ran out — but none of a ticket that another sender is working on. Returns (id, ticket).
+async fn claim(core: &crate::Core, now: i64) -> Result<Vec<(i64, i64)>> {
     let lease = now + (core.channels().limits.network_timeout.as_millis() as i64) * 2;
     let lock = if core.backend() == DbBackend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
     let txn = db::begin_write(core.db()).await?;
     let rows = db::query_all(
         &txn,
         &format!(
-            "SELECT id FROM outbox WHERE (status = 'pending' AND next_attempt_at <= ?) OR (status = 'sending' AND locked_until < ?) ORDER BY next_attempt_at LIMIT ?{lock}"
+            "SELECT id, ticket_id FROM outbox o WHERE ((status = 'pending' AND next_attempt_at <= ?) OR (status = 'sending' AND locked_until < ?)) \
+             AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.ticket_id = o.ticket_id AND b.status = 'sending' AND b.locked_until >= ? AND b.id <> o.id) \
+             ORDER BY id LIMIT ?{lock}"
         ),
-        vec![now.into(), now.into(), BATCH.into()],
+        vec![now.into(), now.into(), now.into(), BATCH.into()],
     )
     .await?;
     let mut ids = Vec::with_capacity(rows.len());
     for r in rows {
         let id: i64 = db::col(&r, "id")?;
+        let ticket: i64 = db::col(&r, "ticket_id")?;
         let n = db::exec(
             &txn,
             "UPDATE outbox SET status = 'sending', locked_until = ? WHERE id = ? AND (status = 'pending' OR (status = 'sending' AND locked_until < ?))",
@@ -174,7 +188,7 @@ async fn claim(core: &crate::Core, now: i64) -> Result<Vec<i64>> {
         )
         .await?;
         if n == 1 {
-            ids.push(id);
+            ids.push((id, ticket));
         }
     }
     txn.commit().await?;
