@@ -388,6 +388,7 @@ fn check(actions: &[Action]) -> Result<Vec<Checked>> {
                             channel: None,
                             external_id: None,
                             attachments: vec![],
+                            receipt: None,
                         },
                     ))
                 }

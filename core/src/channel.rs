@@ -634,6 +634,69 @@ pub async fn resume(core: &crate::Core, workspace_id: i64, id: i64) -> Result<Ch
     get(core, workspace_id, id).await
 }
 
+/// A webhook request to record in `inbound_payloads`. On the hot path — one message, handled —
+/// it is written in the transaction that stores the message, so a webhook costs one write;
+/// otherwise it is written on its own, before or instead of any delivery.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    workspace_id: i64,
+    channel_id: i64,
+    received_at: i64,
+    method: String,
+    path: String,
+    query: String,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Receipt {
+    fn of(row: &Row, request: &HookRequest) -> Receipt {
+        let headers: Vec<Json> = request.headers.iter().map(|(k, v)| json!([k, v])).collect();
+        Receipt {
+            workspace_id: row.workspace_id,
+            channel_id: row.id,
+            received_at: crate::now_ms(),
+            method: request.method.clone(),
+            path: request.path.clone(),
+            query: request.query.clone(),
+            headers: Json::Array(headers).to_string(),
+            body: request.body.clone(),
+        }
+    }
+
+    /// The insert of this request with its outcome (`ticket`: the ticket it reached).
+    pub(crate) fn insert(&self, status: &str, error: Option<&str>, ticket: Option<i64>) -> db::Sql {
+        let processed = (status != "received").then(crate::now_ms);
+        (
+            "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, status, error, attempts, processed_at, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id".into(),
+            vec![
+                self.workspace_id.into(),
+                self.channel_id.into(),
+                self.received_at.into(),
+                self.method.clone().into(),
+                self.path.clone().into(),
+                self.query.clone().into(),
+                self.headers.clone().into(),
+                self.body.clone().into(),
+                status.into(),
+                error.map(str::to_owned).into(),
+                i32::from(processed.is_some()).into(),
+                processed.into(),
+                ticket.map(|t| json!({ "tickets": [t] }).to_string()).into(),
+            ],
+        )
+    }
+
+    /// Writes the request on its own; returns its id.
+    async fn store(&self, core: &crate::Core, status: &str, error: Option<&str>) -> Result<i64> {
+        let (sql, values) = self.insert(status, error, None);
+        let row = db::query_one(core.db(), &sql, values)
+            .await?
+            .ok_or_else(|| Error::Internal("insert returned no id".into()))?;
+        db::col(&row, "id")
+    }
+}
+
 /// What to answer the webhook caller.
 pub use plugdesk_host::Reply as HookResponse;
 /// A webhook request as the HTTP layer received it (the host's plain record: no Wasm types).
@@ -690,25 +753,65 @@ pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) 
             Ok(Outcome::Invalid(m)) => error_reply(422, "invalid_request", &m, None),
         });
     }
-    let headers: Vec<Json> = request.headers.iter().map(|(k, v)| json!([k, v])).collect();
-    let stored = db::query_one(
-        core.db(),
-        "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'received') RETURNING id",
-        vec![
-            row.workspace_id.into(),
-            channel_id.into(),
-            crate::now_ms().into(),
-            request.method.clone().into(),
-            request.path.clone().into(),
-            request.query.clone().into(),
-            Json::Array(headers).to_string().into(),
-            request.body.clone().into(),
-        ],
+    // The request is recorded before it is answered: with its message when it brings one
+    // (one write), on its own otherwise. Until then nothing is acknowledged, so a crash makes
+    // the sender deliver it again.
+    let receipt = Receipt::of(&row, &request);
+    match call_webhook(core, &row, request).await? {
+        Err(reply) => {
+            let (code, msg) = reply_error(&reply);
+            let id = receipt.store(core, "failed", Some(&msg)).await?;
+            Ok(error_reply(reply.status, &code, &msg, Some(id)))
+        }
+        Ok(Outcome::Rejected(m)) => {
+            let id = receipt.store(core, "rejected", Some(&m)).await?;
+            Ok(error_reply(401, "rejected", &m, Some(id)))
+        }
+        Ok(Outcome::Invalid(m)) => {
+            let id = receipt.store(core, "failed", Some(&m)).await?;
+            Ok(error_reply(422, "invalid_payload", &m, Some(id)))
+        }
+        Ok(Outcome::Accepted { mut messages, reply }) if messages.len() == 1 => {
+            let kind = core.channels().kind(&row.plugin_key);
+            let m = messages.remove(0);
+            match deliver(core, &row, &kind, m, Some(receipt.clone())).await {
+                Ok(ticket) => {
+                    Ok(reply.unwrap_or_else(|| json_reply(200, json!({ "accepted": 1, "tickets": [ticket] }))))
+                }
+                Err(e) => {
+                    let msg = format!("message 1 of the payload: {e}");
+                    let internal = matches!(e, Error::Db(_) | Error::Internal(_) | Error::Io(_) | Error::Config(_));
+                    match receipt.store(core, "failed", Some(&msg)).await {
+                        Ok(id) if !internal => Ok(error_reply(422, "invalid_message", &msg, Some(id))),
+                        Ok(id) => {
+                            tracing::error!(channel = row.id, error = %e, payload = id, "inbound message not stored");
+                            Ok(error_reply(
+                                500,
+                                "internal",
+                                "the message could not be stored; the request is kept and can be retried",
+                                Some(id),
+                            ))
+                        }
+                        // Nothing is stored and nothing acknowledged: the sender will retry.
+                        Err(_) => Err(e),
+                    }
+                }
+            }
+        }
+        Ok(Outcome::Accepted { messages, reply }) => {
+            let id = receipt.store(core, "received", None).await?;
+            accept(core, &row, id, messages, reply).await
+        }
+    }
+}
+
+/// The code and message of an error answer made by [`error_reply`].
+fn reply_error(reply: &HookResponse) -> (String, String) {
+    let body: Json = serde_json::from_slice(&reply.body).unwrap_or(Json::Null);
+    (
+        body["error"]["code"].as_str().unwrap_or("plugin_failed").to_owned(),
+        body["error"]["message"].as_str().unwrap_or("plugin call failed").to_owned(),
     )
-    .await?
-    .ok_or_else(|| Error::Internal("insert returned no id".into()))?;
-    let payload_id: i64 = db::col(&stored, "id")?;
-    process(core, &row, payload_id, request).await
 }
 
 /// Processes a stored payload again (after fixing the plugin or its settings). A stored poll
@@ -828,13 +931,10 @@ async fn call_webhook(
 
 async fn process(core: &crate::Core, row: &Row, payload_id: i64, request: HookRequest) -> Result<HookResponse> {
     match call_webhook(core, row, request).await? {
-        Err(mut reply) => {
-            let body: Json = serde_json::from_slice(&reply.body).unwrap_or(Json::Null);
-            let msg = body["error"]["message"].as_str().unwrap_or("plugin call failed").to_owned();
+        Err(reply) => {
+            let (code, msg) = reply_error(&reply);
             set_payload(core, payload_id, "failed", Some(&msg), None).await?;
-            let code = body["error"]["code"].as_str().unwrap_or("plugin_failed").to_owned();
-            reply = error_reply(reply.status, &code, &msg, Some(payload_id));
-            Ok(reply)
+            Ok(error_reply(reply.status, &code, &msg, Some(payload_id)))
         }
         Ok(Outcome::Rejected(m)) => {
             set_payload(core, payload_id, "rejected", Some(&m), None).await?;
@@ -859,7 +959,7 @@ async fn accept(
     let kind = core.channels().kind(&row.plugin_key);
     let mut tickets = Vec::new();
     for (i, m) in messages.into_iter().enumerate() {
-        match deliver(core, row, &kind, m).await {
+        match deliver(core, row, &kind, m, None).await {
             Ok(t) => tickets.push(t),
             Err(e) => {
                 let msg = format!("message {} of the payload: {e}", i + 1);
@@ -874,7 +974,13 @@ async fn accept(
 
 /// Puts one inbound message on its ticket: the open ticket of its conversation on this
 /// channel, or a new one.
-async fn deliver(core: &crate::Core, row: &Row, kind: &str, m: InboundMessage) -> Result<i64> {
+async fn deliver(
+    core: &crate::Core,
+    row: &Row,
+    kind: &str,
+    m: InboundMessage,
+    receipt: Option<Receipt>,
+) -> Result<i64> {
     let attachments: Vec<AttachmentInput> = m
         .attachments
         .iter()
@@ -900,6 +1006,7 @@ async fn deliver(core: &crate::Core, row: &Row, kind: &str, m: InboundMessage) -
                 channel: Some(kind.to_owned()),
                 external_id: Some(m.external_id),
                 attachments,
+                receipt,
             };
             crate::ticket::add_message(core, row.workspace_id, ticket_id, MessageKind::Inbound, None, &actor, &input)
                 .await?;
@@ -936,6 +1043,7 @@ async fn deliver(core: &crate::Core, row: &Row, kind: &str, m: InboundMessage) -
         attachments,
         conversation: m.conversation,
         channel_id: Some(row.id),
+        receipt,
     };
     let created = core.writer().create(row.workspace_id, &actor, input, core.limits()).await?;
     if created.created {

@@ -259,6 +259,7 @@ fn ticket_input(r: TicketRow) -> Result<NewTicket> {
         attachments: vec![],
         conversation: None,
         channel_id: None,
+        receipt: None,
     })
 }
 

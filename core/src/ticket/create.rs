@@ -82,6 +82,10 @@ pub struct NewTicket {
     /// inbound path, never by API callers.
     #[serde(skip)]
     pub channel_id: Option<i64>,
+    /// The webhook request that brought the ticket, recorded in the same transaction (set by
+    /// the inbound path).
+    #[serde(skip)]
+    pub receipt: Option<crate::channel::Receipt>,
 }
 
 /// The result of a create: the ticket, and whether it is new (`false`: its external id was
@@ -110,6 +114,7 @@ struct Prepared {
     external_id: Option<String>,
     conversation: Option<String>,
     channel_id: Option<i64>,
+    receipt: Option<crate::channel::Receipt>,
     team_id: Option<i64>,
     assignee_id: Option<i64>,
     attachments: Vec<Attachment>,
@@ -172,6 +177,7 @@ fn prepare(workspace_id: i64, actor: &str, t: NewTicket, limits: &Limits) -> Res
         external_id: t.external_id,
         conversation: t.conversation,
         channel_id: t.channel_id,
+        receipt: t.receipt,
         team_id: t.team_id,
         assignee_id: t.assignee_id,
         attachments: decode_attachments(&t.attachments, limits.max_attachment_bytes)?,
@@ -791,6 +797,24 @@ async fn write_batch(
         ],
         message_rows,
     ));
+    // Webhook requests that brought these tickets (or re-delivered known ones) are recorded in
+    // the same transaction.
+    for (i, it) in items.iter().enumerate() {
+        let Some(receipt) = &it.receipt else { continue };
+        let ticket = match (&out[i], tickets.get(&i), duplicate_of.get(&i)) {
+            (Some(Ok(Outcome::Existing(id))), _, _) => Some(*id),
+            (None, Some(t), _) => Some(t.id),
+            (None, None, Some(j)) => match (tickets.get(j), &out[*j]) {
+                (Some(t), _) => Some(t.id),
+                (None, Some(Ok(Outcome::Existing(id)))) => Some(*id),
+                _ => None,
+            },
+            _ => None,
+        };
+        if ticket.is_some() {
+            statements.push(receipt.insert("processed", None, ticket));
+        }
+    }
     statements.extend(search::insert_statement(docs));
     statements.extend(sla::insert_statement(&timers));
     let (event_insert, events) = event::insert_statement(events, event_ids);

@@ -145,6 +145,10 @@ pub struct MessageInput {
     /// Attachments.
     #[serde(default)]
     pub attachments: Vec<AttachmentInput>,
+    /// The webhook request that brought the message, recorded in the same transaction (set by
+    /// the inbound path, never by API callers).
+    #[serde(skip)]
+    pub receipt: Option<crate::channel::Receipt>,
 }
 
 /// A message as the API shows it.
@@ -236,7 +240,13 @@ pub async fn add_message(
         )
         .await?;
         if let Some(row) = known {
-            drop(txn);
+            if let Some(r) = &input.receipt {
+                let (sql, values) = r.insert("processed", None, Some(ticket_id));
+                db::exec(&txn, &sql, values).await?;
+                txn.commit().await?;
+            } else {
+                drop(txn);
+            }
             let id: i64 = db::col(&row, "id")?;
             let msg = messages(core.db(), workspace_id, ticket_id, Some(id))
                 .await?
@@ -278,6 +288,10 @@ pub async fn add_message(
         crate::outbox::enqueue(&txn, workspace_id, channel_id, ticket_id, message_id, now).await?;
     }
     store_attachments(&txn, workspace_id, message_id, &attachments).await?;
+    if let Some(r) = &input.receipt {
+        let (sql, values) = r.insert("processed", None, Some(ticket_id));
+        db::exec(&txn, &sql, values).await?;
+    }
     crate::search::index(&txn, workspace_id, "message", message_id, Some(ticket_id), &input.body).await?;
 
     let mut row: ticket::ActiveModel = before.clone().into();
