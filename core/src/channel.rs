@@ -94,6 +94,38 @@ impl Row {
     }
 }
 
+/// How long the webhook path trusts its copy of a channel row. Changes made through this node
+/// drop the copy at once; a change made on another node reaches this one within this time.
+const ROW_TTL: Duration = Duration::from_secs(2);
+
+/// The webhook path's copies of channel rows (one query per webhook saved).
+#[derive(Default)]
+pub struct RowCache {
+    rows: std::sync::Mutex<HashMap<i64, (Instant, Row)>>,
+}
+
+impl RowCache {
+    async fn get(&self, core: &crate::Core, id: i64) -> Result<Row> {
+        if let Some((at, row)) = self.rows.lock().ok().and_then(|m| m.get(&id).cloned())
+            && at.elapsed() < ROW_TTL
+        {
+            return Ok(row);
+        }
+        let row = load_row(core.db(), id, None).await?;
+        if let Ok(mut m) = self.rows.lock() {
+            m.insert(id, (Instant::now(), row.clone()));
+        }
+        Ok(row)
+    }
+
+    /// Forgets a row after a change.
+    pub(crate) fn forget(&self, id: i64) {
+        if let Ok(mut m) = self.rows.lock() {
+            m.remove(&id);
+        }
+    }
+}
+
 pub(crate) async fn load_row<C: ConnectionTrait>(db: &C, id: i64, workspace_id: Option<i64>) -> Result<Row> {
     let r = db::query_one(db, "SELECT * FROM channels WHERE id = ?", vec![id.into()])
         .await?
@@ -590,6 +622,7 @@ pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, patch: &Chan
         ],
     )
     .await?;
+    core.channel_rows().forget(id);
     get(core, workspace_id, id).await
 }
 
@@ -631,6 +664,7 @@ pub async fn resume(core: &crate::Core, workspace_id: i64, id: i64) -> Result<Ch
         vec![crate::now_ms().into(), id.into()],
     )
     .await?;
+    core.channel_rows().forget(id);
     get(core, workspace_id, id).await
 }
 
@@ -722,7 +756,7 @@ fn error_reply(status: u16, code: &str, message: &str, payload: Option<i64>) -> 
 /// [`Error::NotFound`] for an unknown channel; database errors. Plugin failures are answers,
 /// not errors.
 pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) -> Result<HookResponse> {
-    let row = load_row(core.db(), channel_id, None).await?;
+    let row = core.channel_rows().get(core, channel_id).await?;
     match row.status.as_str() {
         "suspended" => {
             return Ok(error_reply(
@@ -885,6 +919,7 @@ pub(crate) async fn plugin_failed(
         .await?;
         tracing::error!(channel = row.id, plugin = %row.plugin_key, failures, "channel suspended after repeated plugin failures");
     }
+    core.channel_rows().forget(row.id);
     Ok(msg)
 }
 
@@ -894,6 +929,7 @@ pub(crate) async fn plugin_succeeded(core: &crate::Core, row: &Row, elapsed: Dur
     core.channels().record("channel", row.id, elapsed, None);
     if row.consecutive_failures > 0 {
         db::exec(core.db(), "UPDATE channels SET consecutive_failures = 0 WHERE id = ?", vec![row.id.into()]).await?;
+        core.channel_rows().forget(row.id);
     }
     Ok(())
 }

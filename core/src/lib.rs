@@ -53,6 +53,7 @@ struct CoreInner {
     limits: config::Limits,
     channels: Arc<plugin::Registry>,
     outbox: outbox::Settings,
+    channel_rows: channel::RowCache,
 }
 
 impl Core {
@@ -81,6 +82,7 @@ impl Core {
                 limits,
                 channels,
                 outbox,
+                channel_rows: channel::RowCache::default(),
             }),
         })
     }
@@ -88,6 +90,11 @@ impl Core {
     /// The plugins and the call counters of the channels.
     pub fn channels(&self) -> &Arc<plugin::Registry> {
         &self.inner.channels
+    }
+
+    /// The webhook path's copies of channel rows.
+    pub fn channel_rows(&self) -> &channel::RowCache {
+        &self.inner.channel_rows
     }
 
     /// The outbox's settings and its wake-up signal.
