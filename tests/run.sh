@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of Plugdesk: formatting and lints, unit tests, and the end-to-end suite on
-# SQLite and then on PostgreSQL. Installs what it needs (the toolchain's wasm target, the
-# PostgreSQL client) and starts the local PostgreSQL server if it is down.
+# Runs every test of Plugdesk: formatting and lints, unit tests, the end-to-end suite on SQLite,
+# the webchat widget in a real browser, and the end-to-end suite on PostgreSQL. Installs what it
+# needs (the toolchain's wasm target, Chromium, Node and npm, the PostgreSQL client) and starts
+# the local PostgreSQL server if it is down.
 #
 #   bash tests/run.sh            # everything
 #   PLUGDESK_SKIP_PG=1 bash tests/run.sh   # SQLite only
@@ -45,6 +46,19 @@ ensure_postgres() {
     exit 1
 }
 
+ensure_browser_tools() {
+    # playwright-core drives Debian's Chromium and downloads no browser of its own.
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    if [ ${#missing[@]} -gt 0 ]; then
+        step "installing ${missing[*]}"
+        as_root apt-get update -qq
+        as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
 ensure_toolchain
 
 step "cargo fmt --check"
@@ -55,6 +69,12 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "tests on SQLite"
 env -u DATABASE_URL cargo test --workspace
+
+step "browser test of the webchat widget"
+ensure_browser_tools
+node --test plugins/webchat/src/widget.test.mjs
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+node tests/browser/webchat.mjs   # the server built by cargo test above, Chromium, 127.0.0.1 only
 
 step "plugin SDK: its documentation example"
 cargo test --manifest-path sdk/Cargo.toml --target-dir target/sdk

@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import vm from "node:vm";
+import { webcrypto } from "node:crypto";
 
 const SOURCE = readFileSync(new URL("./widget.js", import.meta.url), "utf8");
 const SLOT = "/*@config*/null";
@@ -123,7 +124,7 @@ function textNode(data) {
 }
 
 /** A page with the widget's script tag, sharing `storage` with earlier pages of the site. */
-function page({ config = null, storage = new Map(), crypto = globalThis.crypto, src = "https://help.example.com/hooks/42/widget.js" } = {}) {
+function page({ config = null, storage = new Map(), crypto = webcrypto, src = "https://help.example.com/hooks/42/widget.js" } = {}) {
   const document = new Node("#document");
   const body = document.appendChild(new Node("body"));
   document.body = body;
@@ -388,7 +389,7 @@ test("two tags for the same channel make one widget", () => {
 });
 
 test("session ids fit the server's rule with and without crypto.randomUUID", () => {
-  for (const crypto of [globalThis.crypto, { getRandomValues: (a) => globalThis.crypto.getRandomValues(a) }, undefined]) {
+  for (const crypto of [webcrypto, { getRandomValues: (a) => webcrypto.getRandomValues(a) }, undefined]) {
     const p = page({ crypto });
     p.launcher.click();
     p.type("hi");
