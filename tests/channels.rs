@@ -227,6 +227,23 @@ async fn hostile_plugins_are_stopped_reported_and_the_server_goes_on() {
     assert_eq!(own.as_str(), Some("value: Some(\"alpha\")"));
     let (_, other) = hook(&s, b, "/kv-get", "text/plain", "").await;
     assert_eq!(other.as_str(), Some("value: None"), "instance b cannot read instance a's store");
+    // The store's limits: 64 KiB a value, 1,024 keys an instance (the key `shared` is one).
+    let (status, body) = hook(&s, a, "/kv-huge", "text/plain", "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("values are at most 65536 bytes"), "{body}");
+    for from in [0, 200, 400, 600, 800] {
+        let (status, body) = hook(&s, a, &format!("/kv-fill?from={from}"), "text/plain", "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = hook(&s, a, "/kv-fill?from=1000", "text/plain", "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("after 1023 keys: this channel's store holds at most 1024 keys"),
+        "{body}"
+    );
 
     // The failed requests are stored with the reason, and can be processed again.
     let (_, payloads) = s.get(&format!("/api/v1/channels/{b}/payloads?status=failed")).await;

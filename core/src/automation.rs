@@ -29,6 +29,8 @@ const LEASE_MS: i64 = 30_000;
 const BATCH: i64 = 200;
 /// Most actions one answer may carry.
 const MAX_ACTIONS: usize = 20;
+/// How long the dispatcher lets events gather after a wake-up.
+const GATHER: Duration = Duration::from_millis(20);
 /// Capabilities an automation may be granted (no key-value store).
 const CAPABILITIES: [&str; 2] = ["secrets", "http"];
 
@@ -225,6 +227,8 @@ pub async fn run(core: crate::Core) {
             _ = bus.recv() => {}
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+        // Let a burst of events gather: one pass (and one cursor write) per burst, not per event.
+        tokio::time::sleep(GATHER).await;
     }
 }
 
@@ -232,20 +236,28 @@ pub async fn run(core: crate::Core) {
 /// them. Returns how many events it read.
 pub async fn dispatch(core: &crate::Core, node: i64) -> Result<usize> {
     let now = crate::now_ms();
-    let leased = db::exec(
+    let state = db::query_one(
         core.db(),
-        "UPDATE automation_cursor SET owner = ?, locked_until = ? WHERE id = 1 AND (owner = ? OR locked_until < ?)",
-        vec![node.into(), (now + LEASE_MS).into(), node.into(), now.into()],
+        "SELECT last_event_id, owner, locked_until FROM automation_cursor WHERE id = 1",
+        vec![],
     )
-    .await?;
-    if leased != 1 {
-        return Ok(0);
+    .await?
+    .ok_or_else(|| Error::Internal("automation_cursor has no row".into()))?;
+    let (cursor, owner, until): (i64, i64, i64) =
+        (db::col(&state, "last_event_id")?, db::col(&state, "owner")?, db::col(&state, "locked_until")?);
+    // The lease is renewed when it is half used (a write only every LEASE_MS / 2), and taken
+    // over when its holder let it run out.
+    if owner != node || until - now < LEASE_MS / 2 {
+        let leased = db::exec(
+            core.db(),
+            "UPDATE automation_cursor SET owner = ?, locked_until = ? WHERE id = 1 AND (owner = ? OR locked_until < ?)",
+            vec![node.into(), (now + LEASE_MS).into(), node.into(), now.into()],
+        )
+        .await?;
+        if leased != 1 {
+            return Ok(0);
+        }
     }
-    let cursor: i64 = db::query_one(core.db(), "SELECT last_event_id FROM automation_cursor WHERE id = 1", vec![])
-        .await?
-        .map(|r| db::col(&r, "last_event_id"))
-        .transpose()?
-        .unwrap_or(0);
     let events = db::query_all(
         core.db(),
         "SELECT id, workspace_id, type, actor, ticket_id, changes FROM events WHERE id > ? ORDER BY id LIMIT ?",
@@ -260,6 +272,8 @@ pub async fn dispatch(core: &crate::Core, node: i64) -> Result<usize> {
         .iter()
         .map(row)
         .collect::<Result<_>>()?;
+    let mut ran = false;
+    let mut last = cursor;
     for e in &events {
         let id: i64 = db::col(e, "id")?;
         let actor: String = db::col(e, "actor")?;
@@ -273,10 +287,23 @@ pub async fn dispatch(core: &crate::Core, node: i64) -> Result<usize> {
                     tracing::warn!(automation = a.id, event = id, error = %err, "automation failed");
                     record_error(core, a.id, &err.to_string()).await?;
                 }
+                ran = true;
             }
         }
-        db::exec(core.db(), "UPDATE automation_cursor SET last_event_id = ? WHERE id = 1", vec![id.into()]).await?;
+        last = id;
+        // After an event that ran automations the cursor moves at once (a crash must not run
+        // them again); events nobody wants move it once per batch.
+        if ran {
+            db::exec(core.db(), "UPDATE automation_cursor SET last_event_id = ? WHERE id = 1", vec![id.into()]).await?;
+            ran = false;
+        }
     }
+    db::exec(
+        core.db(),
+        "UPDATE automation_cursor SET last_event_id = ? WHERE id = 1 AND last_event_id < ?",
+        vec![last.into(), last.into()],
+    )
+    .await?;
     Ok(events.len())
 }
 

@@ -52,6 +52,20 @@ impl Channel for Hostile {
                 Ok(v) => answer(format!("value: {:?}", v.map(|v| String::from_utf8_lossy(&v).into_owned()))),
                 Err(e) => Err(PluginError::Invalid(e)),
             },
+            "/kv-huge" => match plugdesk_sdk::host::kv_set("huge", &vec![7u8; 65 * 1024]) {
+                Ok(()) => answer("stored a 65 KiB value".into()),
+                Err(e) => Err(PluginError::Invalid(e)),
+            },
+            // 200 keys a call (a call has 2 s), numbered from the query's `from`.
+            "/kv-fill" => {
+                let from: u32 = request.query.strip_prefix("from=").and_then(|n| n.parse().ok()).unwrap_or(0);
+                for i in from..from + 200 {
+                    if let Err(e) = plugdesk_sdk::host::kv_set(&format!("key-{i}"), b"x") {
+                        return Err(PluginError::Invalid(format!("after {i} keys: {e}")));
+                    }
+                }
+                answer(format!("stored keys {from}..{}", from + 200))
+            }
             other => answer(format!("fine: {other}")),
         }
     }
