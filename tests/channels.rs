@@ -578,6 +578,38 @@ async fn plugins_upgrade_and_roll_back_under_load_without_losing_a_message() {
     let (status, _) = s.get("/api/v1/plugins/fax").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // TCP through the host: only to a granted address; TLS is done by the host.
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let port = echo.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for stream in echo.incoming().flatten() {
+            let mut line = String::new();
+            let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+            if reader.read_line(&mut line).is_ok() {
+                let _ = (&stream).write_all(format!("PONG {line}").as_bytes());
+            }
+        }
+    });
+    let (status, ch_tcp) =
+        s.post("/api/v1/channels", json!({ "plugin": "relay", "grants": [format!("tcp:127.0.0.1:{port}")] })).await;
+    assert_eq!(status, StatusCode::CREATED, "{ch_tcp}");
+    let tcp = ch_tcp["id"].as_i64().expect("id");
+    let (status, said) = s.call(Method::GET, &format!("/hooks/{tcp}/tcp?port={port}"), None, None).await;
+    assert_eq!((status, said.as_str()), (StatusCode::OK, Some("PONG PING\r\n")), "{said}");
+    let (status, refused) = s.call(Method::GET, &format!("/hooks/{tcp}/tcp?port={}", port + 1), None, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap_or("").contains("is not granted to this channel"), "{refused}");
+    let (status, tls) = s.call(Method::GET, &format!("/hooks/{tcp}/tcp?port={port}&tls=1"), None, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{tls}");
+    assert!(tls["error"]["message"].as_str().unwrap_or("").contains("TLS handshake with 127.0.0.1"), "{tls}");
+    assert_error(
+        &s.post("/api/v1/channels", json!({ "plugin": "relay", "grants": ["tcp:127.0.0.1"] })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "tcp:HOST:PORT",
+    );
+
     // GET hooks are not stored and may not bring messages; CORS preflights are answered.
     let (status, body) = s.call(Method::GET, &format!("/hooks/{ch}/sneaky"), None, None).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");

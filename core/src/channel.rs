@@ -28,8 +28,11 @@ use crate::ticket::{AttachmentInput, MessageInput, MessageKind, NewTicket};
 /// After this many failed calls in a row a channel is suspended: its hook answers 503 until an
 /// admin resumes it (a crash-looping plugin is cut off, as proxy-wasm hosts do).
 const SUSPEND_AFTER: i32 = 5;
-/// Capabilities a plugin can ask for. `http` is granted per host as `http:HOST[:PORT]`.
-pub(crate) const CAPABILITIES: [&str; 3] = ["secrets", "kv", "http"];
+/// Capabilities a plugin can ask for. `http` is granted per host as `http:HOST[:PORT]`, `tcp`
+/// per address as `tcp:HOST:PORT`.
+pub(crate) const CAPABILITIES: [&str; 4] = ["secrets", "kv", "http", "tcp"];
+/// Time to connect a plugin's TCP connection, and to write to it.
+const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Key-value limits per channel instance.
 const KV_MAX_KEY: usize = 256;
 const KV_MAX_VALUE: usize = 64 * 1024;
@@ -226,7 +229,131 @@ fn check_url(url: &str, grants: &[String]) -> std::result::Result<String, String
     Ok(format!("{host}:{port}"))
 }
 
+/// A plugin's TCP connection: plain, or TLS done here (rustls, web PKI roots).
+struct TcpConnection {
+    host: String,
+    stream: Stream,
+}
+
+enum Stream {
+    Plain(std::net::TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+    Broken,
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+        })
+        .clone()
+}
+
+fn tls_handshake(
+    host: &str,
+    mut tcp: std::net::TcpStream,
+) -> std::result::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, String> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|_| format!("{host:?} is not a name TLS can check"))?;
+    let mut conn = rustls::ClientConnection::new(tls_config(), name).map_err(|e| format!("TLS with {host}: {e}"))?;
+    tcp.set_read_timeout(Some(TCP_TIMEOUT)).map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| format!("TLS handshake with {host}: {e}"))?;
+    }
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+impl TcpConnection {
+    fn tcp(&self) -> std::result::Result<&std::net::TcpStream, String> {
+        match &self.stream {
+            Stream::Plain(t) => Ok(t),
+            Stream::Tls(s) => Ok(s.get_ref()),
+            Stream::Broken => Err("the connection is broken".into()),
+        }
+    }
+}
+
+impl plugdesk_host::Connection for TcpConnection {
+    fn read(&mut self, max: usize, timeout: Duration) -> std::result::Result<Vec<u8>, String> {
+        use std::io::Read;
+        self.tcp()?.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; max.max(1)];
+        let n = match &mut self.stream {
+            Stream::Plain(t) => t.read(&mut buf),
+            Stream::Tls(s) => s.read(&mut buf),
+            Stream::Broken => return Err("the connection is broken".into()),
+        };
+        match n {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(format!("nothing arrived from {} within {timeout:?}", self.host))
+            }
+            Err(e) => Err(format!("reading from {}: {e}", self.host)),
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> std::result::Result<(), String> {
+        use std::io::Write;
+        self.tcp()?.set_write_timeout(Some(TCP_TIMEOUT)).map_err(|e| e.to_string())?;
+        let written = match &mut self.stream {
+            Stream::Plain(t) => t.write_all(data).and_then(|()| t.flush()),
+            Stream::Tls(s) => s.write_all(data).and_then(|()| s.flush()),
+            Stream::Broken => return Err("the connection is broken".into()),
+        };
+        written.map_err(|e| format!("writing to {}: {e}", self.host))
+    }
+
+    fn start_tls(&mut self) -> std::result::Result<(), String> {
+        match std::mem::replace(&mut self.stream, Stream::Broken) {
+            Stream::Plain(tcp) => {
+                self.stream = Stream::Tls(Box::new(tls_handshake(&self.host, tcp)?));
+                Ok(())
+            }
+            other => {
+                self.stream = other;
+                Err("the connection is not a plain one".into())
+            }
+        }
+    }
+}
+
 impl Context for ChannelContext {
+    fn tcp_connect(
+        &self,
+        host: &str,
+        port: u16,
+        tls: bool,
+    ) -> std::result::Result<Box<dyn plugdesk_host::Connection>, String> {
+        use std::net::ToSocketAddrs;
+        let host = host.trim().to_ascii_lowercase();
+        let grant = format!("tcp:{host}:{port}");
+        if !self.row.grants.contains(&grant) {
+            return Err(
+                self.refuse(format!("{host}:{port} is not granted to this channel; an admin can grant {grant}"))
+            );
+        }
+        let addrs: Vec<_> =
+            (host.as_str(), port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+        let mut last = format!("{host} has no address");
+        for addr in addrs {
+            match std::net::TcpStream::connect_timeout(&addr, TCP_TIMEOUT) {
+                Ok(tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    let stream =
+                        if tls { Stream::Tls(Box::new(tls_handshake(&host, tcp)?)) } else { Stream::Plain(tcp) };
+                    return Ok(Box::new(TcpConnection { host, stream }));
+                }
+                Err(e) => last = format!("cannot connect to {host}:{port}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
     fn log(&self, level: Level, message: &str) {
         let (channel, plugin) = (self.row.id, self.row.plugin_key.as_str());
         match level {
@@ -443,6 +570,17 @@ fn view(row: Row, registry: &crate::plugin::Registry) -> ChannelView {
 pub(crate) fn validate_grants(plugin: &plugdesk_host::Descriptor, grants: &[String]) -> Result<()> {
     for g in grants {
         let capability = match g.split_once(':') {
+            Some(("tcp", address)) => {
+                let ok = address.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty()
+                        && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
+                        && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+                if !ok {
+                    return Err(Error::invalid("grants", format!("grant {g:?} must be tcp:HOST:PORT")));
+                }
+                "tcp"
+            }
             Some(("http", host)) => {
                 let ok = !host.is_empty()
                     && host.len() <= 255
@@ -451,6 +589,9 @@ pub(crate) fn validate_grants(plugin: &plugdesk_host::Descriptor, grants: &[Stri
                     return Err(Error::invalid("grants", format!("grant {g:?} must be http:HOST or http:HOST:PORT")));
                 }
                 "http"
+            }
+            _ if g == "tcp" => {
+                return Err(Error::invalid("grants", "grant tcp per address: tcp:HOST:PORT"));
             }
             _ if g == "http" => {
                 return Err(Error::invalid(

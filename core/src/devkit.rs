@@ -357,6 +357,14 @@ pub(crate) struct FixtureContext {
 }
 
 impl Context for FixtureContext {
+    fn tcp_connect(
+        &self,
+        host: &str,
+        port: u16,
+        _: bool,
+    ) -> std::result::Result<Box<dyn plugdesk_host::Connection>, String> {
+        Err(format!("fixtures cannot open TCP connections (to {host}:{port}); test that part against a server"))
+    }
     fn log(&self, level: Level, message: &str) {
         if let Ok(mut l) = self.logs.lock() {
             l.push(format!("{level:?}: {message}"));

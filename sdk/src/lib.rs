@@ -376,6 +376,50 @@ pub mod host {
         raw::http_fetch(request)
     }
 
+    /// A TCP connection through the host (capability `tcp:HOST:PORT`); closed when dropped or
+    /// when the call ends.
+    pub struct TcpConnection(u32);
+
+    impl TcpConnection {
+        /// Connects to `host:port`; with `tls`, the host does the TLS handshake.
+        ///
+        /// # Errors
+        /// When the address is not granted, cannot be reached, or the handshake fails.
+        pub fn connect(host: &str, port: u16, tls: bool) -> Result<Self, String> {
+            raw::tcp_connect(host, port, tls).map(TcpConnection)
+        }
+
+        /// Switches to TLS (STARTTLS).
+        ///
+        /// # Errors
+        /// When the handshake fails.
+        pub fn start_tls(&self) -> Result<(), String> {
+            raw::tcp_start_tls(self.0)
+        }
+
+        /// Writes all of `data`.
+        ///
+        /// # Errors
+        /// When the connection failed.
+        pub fn write(&self, data: &[u8]) -> Result<(), String> {
+            raw::tcp_write(self.0, data)
+        }
+
+        /// Reads up to `max` bytes, waiting at most `timeout_ms`; empty means the peer closed.
+        ///
+        /// # Errors
+        /// On a timeout or a failed connection.
+        pub fn read(&self, max: u32, timeout_ms: u32) -> Result<Vec<u8>, String> {
+            raw::tcp_read(self.0, max, timeout_ms)
+        }
+    }
+
+    impl Drop for TcpConnection {
+        fn drop(&mut self) {
+            raw::tcp_close(self.0);
+        }
+    }
+
     /// POSTs a JSON body and returns the answer (any status).
     ///
     /// # Errors

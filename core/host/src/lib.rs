@@ -427,7 +427,36 @@ pub trait Context: Send + Sync {
     /// # Errors
     /// A message for the plugin: not granted, unreachable, too slow, too large.
     fn http_fetch(&self, request: HttpRequest) -> Result<HttpResponse, String>;
+    /// Opens a TCP connection if `host:port` is granted (the context owns the grants and the
+    /// TLS configuration).
+    ///
+    /// # Errors
+    /// A message for the plugin: not granted, unreachable, handshake failed.
+    fn tcp_connect(&self, host: &str, port: u16, tls: bool) -> Result<Box<dyn Connection>, String>;
 }
+
+/// A TCP connection a context opened for a plugin.
+pub trait Connection: Send {
+    /// Reads up to `max` bytes within `timeout`; empty when the peer closed.
+    ///
+    /// # Errors
+    /// On a timeout or a broken connection.
+    fn read(&mut self, max: usize, timeout: Duration) -> Result<Vec<u8>, String>;
+    /// Writes everything.
+    ///
+    /// # Errors
+    /// On a broken connection.
+    fn write(&mut self, data: &[u8]) -> Result<(), String>;
+    /// Upgrades to TLS.
+    ///
+    /// # Errors
+    /// When the handshake fails or the connection is TLS already.
+    fn start_tls(&mut self) -> Result<(), String>;
+}
+
+/// Connections a call may hold at once, and what it may read from them in all.
+const MAX_CONNECTIONS: usize = 4;
+const MAX_TCP_READ: usize = 64 << 20;
 
 struct State {
     memory: MemoryCap,
@@ -435,6 +464,19 @@ struct State {
     logged: usize,
     /// The last error-level line the plugin logged (its panic message, with the SDK's hook).
     last_error: Option<String>,
+    /// Open TCP connections, by handle (index); closed with the store.
+    conns: Vec<Option<Box<dyn Connection>>>,
+    /// Bytes read from TCP in this call.
+    tcp_read: usize,
+}
+
+impl State {
+    fn conn(&mut self, handle: u32) -> Result<&mut Box<dyn Connection>, String> {
+        self.conns
+            .get_mut(handle as usize)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| format!("no open connection {handle}"))
+    }
 }
 
 /// Caps linear memory and remembers a refusal, so that the guest's abort that follows (its
@@ -558,6 +600,45 @@ impl wit_host::Host for State {
             headers: r.headers.into_iter().map(|(name, value)| wit::Header { name, value }).collect(),
             body: r.body,
         })
+    }
+
+    fn tcp_connect(&mut self, host: String, port: u16, tls: bool) -> Result<u32, String> {
+        let free = match self.conns.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.conns.len() < MAX_CONNECTIONS => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+            None => return Err(format!("a call may hold at most {MAX_CONNECTIONS} connections")),
+        };
+        let conn = self.ctx.tcp_connect(&host, port, tls)?;
+        self.conns[free] = Some(conn);
+        Ok(free as u32)
+    }
+
+    fn tcp_start_tls(&mut self, conn: u32) -> Result<(), String> {
+        self.conn(conn)?.start_tls()
+    }
+
+    fn tcp_write(&mut self, conn: u32, data: Vec<u8>) -> Result<(), String> {
+        self.conn(conn)?.write(&data)
+    }
+
+    fn tcp_read(&mut self, conn: u32, max: u32, timeout_ms: u32) -> Result<Vec<u8>, String> {
+        let left = MAX_TCP_READ.saturating_sub(self.tcp_read);
+        if left == 0 {
+            return Err(format!("this call has read {MAX_TCP_READ} bytes, its limit"));
+        }
+        let max = (max as usize).min(left).min(1 << 20);
+        let data = self.conn(conn)?.read(max, Duration::from_millis(u64::from(timeout_ms.clamp(1, 60_000))))?;
+        self.tcp_read += data.len();
+        Ok(data)
+    }
+
+    fn tcp_close(&mut self, conn: u32) {
+        if let Some(slot) = self.conns.get_mut(conn as usize) {
+            *slot = None;
+        }
     }
 }
 
@@ -924,7 +1005,7 @@ impl Host {
             denied: false,
             inner: StoreLimitsBuilder::new().instances(16).build(),
         };
-        let state = State { memory, ctx, logged: 0, last_error: None };
+        let state = State { memory, ctx, logged: 0, last_error: None, conns: Vec::new(), tcp_read: 0 };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         store.set_fuel(limits.fuel).map_err(|e| Error::Load(e.to_string()))?;

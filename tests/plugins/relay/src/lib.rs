@@ -35,7 +35,7 @@ fn text_reply(body: &str) -> WebhookReply {
 impl Channel for Relay {
     fn describe() -> Descriptor {
         Descriptor {
-            capabilities: vec!["secrets".into(), "http".into()],
+            capabilities: vec!["secrets".into(), "http".into(), "tcp".into()],
             sends: true,
             polls: true,
             ..plugdesk_sdk::descriptor("relay", "Relay test channel", VERSION, "relay")
@@ -45,6 +45,25 @@ impl Channel for Relay {
     fn handle_webhook(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/version") => Ok(WebhookOutcome { messages: vec![], reply: Some(text_reply(VERSION)) }),
+            // `?port=N&tls=0|1`: says PING to 127.0.0.1:N and answers what came back.
+            ("GET", "/tcp") => {
+                let mut port = 0u16;
+                let mut tls = false;
+                for (k, v) in plugdesk_sdk::parse_form(&request.query)? {
+                    match k.as_str() {
+                        "port" => port = v.parse().map_err(|_| PluginError::Invalid("bad port".into()))?,
+                        "tls" => tls = v == "1",
+                        _ => {}
+                    }
+                }
+                let said = plugdesk_sdk::host::TcpConnection::connect("127.0.0.1", port, tls)
+                    .and_then(|c| {
+                        c.write(b"PING\r\n")?;
+                        c.read(100, 2000)
+                    })
+                    .map_err(PluginError::Invalid)?;
+                Ok(WebhookOutcome { messages: vec![], reply: Some(text_reply(&String::from_utf8_lossy(&said))) })
+            }
             // Messages from a GET are refused by the host: GETs are not stored first.
             ("GET", "/sneaky") => Ok(WebhookOutcome {
                 messages: vec![InboundMessage::new("sneaky", "relay", "sneaky", "from a GET")],
