@@ -660,6 +660,21 @@ async fn a_plugin_goes_from_plugin_new_to_an_installed_channel() {
         plugdesk(&["plugin", "test"], &crate_dir)
     };
     assert!(ok && out.contains("2 fixtures, 0 failed"), "{out}");
+    // plugin.toml must say what the component says.
+    let manifest = crate_dir.join("plugin.toml");
+    let good = std::fs::read_to_string(&manifest).expect("manifest");
+    assert!(good.contains("id = \"shop-chat\"") && good.contains("wit_version = \"0.1.0\""), "{good}");
+    std::fs::write(&manifest, good.replace("capabilities = []", "capabilities = [\"kv\"]")).expect("write");
+    let (ok, out) = {
+        let _one = build_lock();
+        plugdesk(&["plugin", "build"], &crate_dir)
+    };
+    assert!(
+        !ok && out.contains("plugin.toml")
+            && out.contains("capabilities are [\"kv\"] in plugin.toml but the component asks for []"),
+        "{out}"
+    );
+    std::fs::write(&manifest, good).expect("write");
     // A fixture that does not hold fails the run and names the file and the reason.
     let fixture = crate_dir.join("fixtures/hello.toml");
     let text = std::fs::read_to_string(&fixture).expect("fixture");
@@ -997,4 +1012,27 @@ async fn four_channels_share_one_customer_timeline_and_replies_go_back_out() {
     let (_, reply) = s.post(&format!("/api/v1/tickets/{t}/reply"), json!({ "body": "Ungültig" })).await;
     let failed = delivery(&s, t, reply["id"].as_i64().expect("id"), "failed").await;
     assert!(failed["delivery_error"].as_str().unwrap_or("").contains("21211"), "{failed}");
+}
+
+#[tokio::test]
+async fn a_plugin_in_the_plugins_dir_loads_only_when_its_manifest_matches() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.join("plugins");
+    std::fs::create_dir_all(&dir).expect("plugins dir");
+    let manifest = |version: &str| {
+        format!(
+            "id = \"relay\"\nversion = \"{version}\"\nwit_version = \"0.1.0\"\nkind = \"channel\"\ncapabilities = [\"secrets\", \"http\", \"tcp\"]\n"
+        )
+    };
+    std::fs::write(dir.join("relay.wasm"), relay_wasm(false)).expect("write plugin");
+    std::fs::write(dir.join("relay.toml"), manifest("9.9.9")).expect("write manifest");
+    let token = scratch.init("default");
+    let s = Server::serve(scratch, token).await;
+    let (status, _) = s.get("/api/v1/plugins/relay").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a plugin whose manifest disagrees is not loaded");
+    let (scratch, token) = s.stop();
+    std::fs::write(scratch.dir.join("plugins/relay.toml"), manifest("0.1.0")).expect("write manifest");
+    let s = Server::serve(scratch, token).await;
+    let (status, relay) = s.get("/api/v1/plugins/relay").await;
+    assert_eq!((status, relay["versions"][0]["source"].as_str()), (StatusCode::OK, Some("directory")), "{relay}");
 }

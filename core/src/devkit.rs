@@ -70,6 +70,7 @@ pub fn new_plugin(name: &str, dir: &Path) -> Result<PathBuf> {
         write(&root.join(".plugdesk/sdk").join(file), text)?;
     }
     write(&root.join("Cargo.toml"), &CARGO_TOML.replace("NAME", name))?;
+    write(&root.join("plugin.toml"), &MANIFEST.replace("NAME", name).replace("WIT", plugdesk_host::WIT_VERSION))?;
     write(&root.join("src/lib.rs"), &LIB_RS.replace("NAME", name))?;
     write(&root.join("fixtures/hello.toml"), FIXTURE)?;
     write(&root.join("fixtures/not-json.toml"), FIXTURE_BAD)?;
@@ -111,6 +112,83 @@ codegen-units = 1
 strip = true
 panic = "abort"
 "#;
+
+const MANIFEST: &str = r#"# What the plugin is; `plugdesk plugin build` checks it against what the component says of
+# itself (`describe`), and the server checks a plugin.toml beside a *.wasm in its plugins dir.
+id = "NAME"
+version = "0.1.0"
+wit_version = "WIT"
+kind = "channel"
+description = "NAME: JSON webhooks become customer messages"
+capabilities = []
+"#;
+
+/// `plugin.toml`: the manifest of a plugin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Plugin id.
+    pub id: String,
+    /// Plugin version.
+    pub version: String,
+    /// The contract version it is built against.
+    pub wit_version: String,
+    /// `channel` or `automation`.
+    pub kind: String,
+    /// What it does, for people.
+    #[serde(default)]
+    pub description: String,
+    /// The capabilities it asks for.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+impl Manifest {
+    /// Reads a manifest file.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the file and what is wrong in it.
+    pub fn read(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::invalid("manifest", format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::invalid("manifest", format!("{}: {e}", path.display())))
+    }
+
+    /// Checks the manifest against what the component says of itself.
+    ///
+    /// # Errors
+    /// A message naming every field that differs.
+    pub fn check(&self, d: &plugdesk_host::Descriptor) -> std::result::Result<(), String> {
+        let mut wrong = Vec::new();
+        if self.id != d.id {
+            wrong.push(format!("id is {:?} in plugin.toml but {:?} in the component", self.id, d.id));
+        }
+        if self.version != d.version {
+            wrong.push(format!("version is {:?} in plugin.toml but {:?} in the component", self.version, d.version));
+        }
+        if self.wit_version != plugdesk_host::WIT_VERSION {
+            wrong.push(format!(
+                "wit_version is {:?}; this host supports {}",
+                self.wit_version,
+                plugdesk_host::WIT_VERSION
+            ));
+        }
+        if self.kind != d.kind.as_str() {
+            wrong.push(format!(
+                "kind is {:?} in plugin.toml but the component is {} plugin",
+                self.kind,
+                d.kind.as_str()
+            ));
+        }
+        let (mut a, mut b) = (self.capabilities.clone(), d.capabilities.clone());
+        a.sort();
+        b.sort();
+        if a != b {
+            wrong.push(format!("capabilities are {a:?} in plugin.toml but the component asks for {b:?}"));
+        }
+        if wrong.is_empty() { Ok(()) } else { Err(wrong.join("; ")) }
+    }
+}
 
 const LIB_RS: &str = r#"//! NAME: a Plugdesk channel plugin. It takes JSON webhooks
 //! `{"id": "...", "from": "customer@example.com", "name": "...", "text": "..."}` on
@@ -235,6 +313,12 @@ pub fn build(dir: &Path) -> Result<(PathBuf, Vec<u8>, plugdesk_host::Descriptor)
     let plugin = host
         .load(&wasm, &Limits::default(), Arc::new(FixtureContext::default()))
         .map_err(|e| Error::invalid("plugin", format!("{}: {e}", path.display())))?;
+    let manifest = dir.join("plugin.toml");
+    if manifest.exists() {
+        Manifest::read(&manifest)?
+            .check(&plugin.descriptor)
+            .map_err(|e| Error::invalid("manifest", format!("{}: {e}", manifest.display())))?;
+    }
     Ok((path, wasm, plugin.descriptor))
 }
 

@@ -173,6 +173,17 @@ impl Registry {
             let started = Instant::now();
             match self.compile(wasm.clone()).await {
                 Ok(plugin) => {
+                    // A plugin.toml beside a plugin in the directory must say what the component says.
+                    let manifest = std::path::Path::new(&name).with_extension("toml");
+                    if source == Source::Directory && manifest.exists() {
+                        let checked = crate::devkit::Manifest::read(&manifest)
+                            .map_err(|e| e.to_string())
+                            .and_then(|m| m.check(&plugin.descriptor));
+                        if let Err(e) = checked {
+                            tracing::error!(plugin = %name, manifest = %manifest.display(), error = %e, "plugin skipped: its manifest does not match");
+                            continue;
+                        }
+                    }
                     tracing::info!(plugin = %plugin.descriptor.id, version = %plugin.descriptor.version, cached = plugin.cached, millis = started.elapsed().as_millis() as u64, "plugin compiled");
                     if let Err(e) = store_version(&db, &plugin, &wasm, source).await {
                         tracing::warn!(error = %e, plugin = %name, "could not record the plugin in the database");
