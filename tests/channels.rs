@@ -245,6 +245,24 @@ async fn hostile_plugins_are_stopped_reported_and_the_server_goes_on() {
         "{body}"
     );
 
+    // A host function that waits gets only the call's time (epochs do not interrupt it).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let (status, hanging) =
+        s.post("/api/v1/channels", json!({ "plugin": "hostile", "grants": [format!("http:127.0.0.1:{port}")] })).await;
+    assert_eq!(status, StatusCode::CREATED, "{hanging}");
+    let started = Instant::now();
+    let (status, body) =
+        hook(&s, hanging["id"].as_i64().expect("id"), &format!("/hang?port={port}"), "text/plain", "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("failed"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut at the 2 s budget, not reqwest's 10 s: {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+
     // The failed requests are stored with the reason, and can be processed again.
     let (_, payloads) = s.get(&format!("/api/v1/channels/{b}/payloads?status=failed")).await;
     let items = payloads["items"].as_array().expect("items").clone();

@@ -328,6 +328,7 @@ impl Context for ChannelContext {
         host: &str,
         port: u16,
         tls: bool,
+        timeout: Duration,
     ) -> std::result::Result<Box<dyn plugdesk_host::Connection>, String> {
         use std::net::ToSocketAddrs;
         let host = host.trim().to_ascii_lowercase();
@@ -341,7 +342,7 @@ impl Context for ChannelContext {
             (host.as_str(), port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
         let mut last = format!("{host} has no address");
         for addr in addrs {
-            match std::net::TcpStream::connect_timeout(&addr, TCP_TIMEOUT) {
+            match std::net::TcpStream::connect_timeout(&addr, TCP_TIMEOUT.min(timeout)) {
                 Ok(tcp) => {
                     let _ = tcp.set_nodelay(true);
                     let stream =
@@ -442,7 +443,7 @@ impl Context for ChannelContext {
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), self.substitute(value)?);
         }
-        let builder = builder.body(request.body);
+        let builder = builder.body(request.body).timeout(request.timeout);
         // Error texts drop the URL: it may hold a secret.
         self.runtime.block_on(async {
             let mut response =

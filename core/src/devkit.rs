@@ -446,6 +446,7 @@ impl Context for FixtureContext {
         host: &str,
         port: u16,
         _: bool,
+        _: std::time::Duration,
     ) -> std::result::Result<Box<dyn plugdesk_host::Connection>, String> {
         Err(format!("fixtures cannot open TCP connections (to {host}:{port}); test that part against a server"))
     }

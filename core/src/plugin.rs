@@ -580,7 +580,13 @@ impl Context for NoContext {
     fn http_fetch(&self, _: HttpRequest) -> std::result::Result<HttpResponse, String> {
         Err("no network while loading".into())
     }
-    fn tcp_connect(&self, _: &str, _: u16, _: bool) -> std::result::Result<Box<dyn plugdesk_host::Connection>, String> {
+    fn tcp_connect(
+        &self,
+        _: &str,
+        _: u16,
+        _: bool,
+        _: Duration,
+    ) -> std::result::Result<Box<dyn plugdesk_host::Connection>, String> {
         Err("no network while loading".into())
     }
 }

@@ -347,6 +347,9 @@ pub struct HttpRequest {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Vec<u8>,
+    /// What is left of the call's time: the request must not take longer (epoch deadlines do
+    /// not interrupt a host function).
+    pub timeout: Duration,
 }
 
 /// The answer to an [`HttpRequest`].
@@ -432,7 +435,7 @@ pub trait Context: Send + Sync {
     ///
     /// # Errors
     /// A message for the plugin: not granted, unreachable, handshake failed.
-    fn tcp_connect(&self, host: &str, port: u16, tls: bool) -> Result<Box<dyn Connection>, String>;
+    fn tcp_connect(&self, host: &str, port: u16, tls: bool, timeout: Duration) -> Result<Box<dyn Connection>, String>;
 }
 
 /// A TCP connection a context opened for a plugin.
@@ -454,6 +457,8 @@ pub trait Connection: Send {
     fn start_tls(&mut self) -> Result<(), String>;
 }
 
+/// HTTP requests one call may make.
+const MAX_HTTP_PER_CALL: u32 = 16;
 /// Connections a call may hold at once, and what it may read from them in all.
 const MAX_CONNECTIONS: usize = 4;
 const MAX_TCP_READ: usize = 64 << 20;
@@ -468,9 +473,19 @@ struct State {
     conns: Vec<Option<Box<dyn Connection>>>,
     /// Bytes read from TCP in this call.
     tcp_read: usize,
+    /// HTTP requests made in this call.
+    http_calls: u32,
+    /// When the call's time is up: host functions that wait get only what is left.
+    deadline: std::time::Instant,
 }
 
 impl State {
+    /// The time left for a host function that waits, or an error when none is.
+    fn remaining(&self) -> Result<Duration, String> {
+        let left = self.deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() { Err("the call's time is up".into()) } else { Ok(left) }
+    }
+
     fn conn(&mut self, handle: u32) -> Result<&mut Box<dyn Connection>, String> {
         self.conns
             .get_mut(handle as usize)
@@ -588,11 +603,16 @@ impl wit_host::Host for State {
     }
 
     fn http_fetch(&mut self, request: wit::HttpRequest) -> Result<wit::HttpResponse, String> {
+        self.http_calls += 1;
+        if self.http_calls > MAX_HTTP_PER_CALL {
+            return Err(format!("a call may make at most {MAX_HTTP_PER_CALL} HTTP requests"));
+        }
         let request = HttpRequest {
             method: request.method,
             url: request.url,
             headers: request.headers.into_iter().map(|h| (h.name, h.value)).collect(),
             body: request.body,
+            timeout: self.remaining()?,
         };
         let r = self.ctx.http_fetch(request)?;
         Ok(wit::HttpResponse {
@@ -611,7 +631,7 @@ impl wit_host::Host for State {
             }
             None => return Err(format!("a call may hold at most {MAX_CONNECTIONS} connections")),
         };
-        let conn = self.ctx.tcp_connect(&host, port, tls)?;
+        let conn = self.ctx.tcp_connect(&host, port, tls, self.remaining()?)?;
         self.conns[free] = Some(conn);
         Ok(free as u32)
     }
@@ -630,7 +650,8 @@ impl wit_host::Host for State {
             return Err(format!("this call has read {MAX_TCP_READ} bytes, its limit"));
         }
         let max = (max as usize).min(left).min(1 << 20);
-        let data = self.conn(conn)?.read(max, Duration::from_millis(u64::from(timeout_ms.clamp(1, 60_000))))?;
+        let wait = Duration::from_millis(u64::from(timeout_ms.max(1))).min(self.remaining()?);
+        let data = self.conn(conn)?.read(max, wait)?;
         self.tcp_read += data.len();
         Ok(data)
     }
@@ -1005,7 +1026,16 @@ impl Host {
             denied: false,
             inner: StoreLimitsBuilder::new().instances(16).build(),
         };
-        let state = State { memory, ctx, logged: 0, last_error: None, conns: Vec::new(), tcp_read: 0 };
+        let state = State {
+            memory,
+            ctx,
+            logged: 0,
+            last_error: None,
+            conns: Vec::new(),
+            tcp_read: 0,
+            http_calls: 0,
+            deadline: std::time::Instant::now() + limits.timeout,
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         store.set_fuel(limits.fuel).map_err(|e| Error::Load(e.to_string()))?;

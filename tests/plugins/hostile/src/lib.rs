@@ -15,7 +15,7 @@ fn answer(body: String) -> Result<WebhookOutcome, PluginError> {
 impl Channel for Hostile {
     fn describe() -> Descriptor {
         Descriptor {
-            capabilities: vec!["kv".into(), "secrets".into()],
+            capabilities: vec!["kv".into(), "secrets".into(), "http".into()],
             ..plugdesk_sdk::descriptor("hostile", "Hostile test plugin", "0.1.0", "hostile")
         }
     }
@@ -52,6 +52,20 @@ impl Channel for Hostile {
                 Ok(v) => answer(format!("value: {:?}", v.map(|v| String::from_utf8_lossy(&v).into_owned()))),
                 Err(e) => Err(PluginError::Invalid(e)),
             },
+            // An HTTP request to a server that never answers: the host cuts it at the call's time.
+            "/hang" => {
+                let port = request.query.strip_prefix("port=").unwrap_or("9");
+                let asked = plugdesk_sdk::HttpRequest {
+                    method: "GET".into(),
+                    url: format!("http://127.0.0.1:{port}/"),
+                    headers: vec![],
+                    body: vec![],
+                };
+                match plugdesk_sdk::host::http_fetch(&asked) {
+                    Ok(r) => answer(format!("answered {}", r.status)),
+                    Err(e) => Err(PluginError::Invalid(e)),
+                }
+            }
             "/kv-huge" => match plugdesk_sdk::host::kv_set("huge", &vec![7u8; 65 * 1024]) {
                 Ok(()) => answer("stored a 65 KiB value".into()),
                 Err(e) => Err(PluginError::Invalid(e)),
