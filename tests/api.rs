@@ -1100,3 +1100,107 @@ async fn metrics_count_requests_by_route() {
     );
     assert!(text.contains("plugdesk_tickets_created_total 1"), "{text}");
 }
+
+#[tokio::test]
+async fn workflows_are_checked_on_save_dry_run_and_act_on_the_next_event() {
+    let s = Server::start().await;
+    // A script that does not compile is refused with its line and column.
+    let (status, err) = s
+        .post(
+            "/api/v1/workflows",
+            json!({ "name": "Broken", "source": "// on: ticket.created\nlet x = ;\n" }),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("script_error")),
+        "{err}"
+    );
+    assert_eq!((err["error"]["line"].as_u64(), err["error"]["column"].as_u64()), (Some(2), Some(9)), "{err}");
+    assert_error(
+        &s.post("/api/v1/workflows", json!({ "name": "No trigger", "source": "add_tag(\"x\");" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "script_error",
+        "// on: EVENT",
+    );
+
+    let parcel = "// on: ticket.created\n// order: 10\nif ticket.subject.to_lower().contains(\"paket\") {\n  set_category(\"lost_parcel\");\n  add_tag(\"parcel\");\n  if customer.tier == \"normal\" { set_priority(\"high\"); }\n  note(`Paketanfrage von ${customer.name}`);\n}\n";
+    let (status, wf) = s.post("/api/v1/workflows", json!({ "name": "Lost parcel", "source": parcel })).await;
+    assert_eq!(status, StatusCode::CREATED, "{wf}");
+    assert_eq!((wf["triggers"].clone(), wf["order"].as_i64()), (json!(["ticket.created"]), Some(10)));
+    let id = wf["id"].as_i64().expect("id");
+
+    // It acts on the next new ticket, with the workflow as the actor.
+    let t = s.ticket("Paket nicht angekommen", "anna@example.com").await;
+    let tid = t["id"].as_i64().expect("id");
+    let done = s
+        .wait_for(&format!("/api/v1/tickets/{tid}"), Duration::from_secs(10), |t| t["category"] == "lost_parcel")
+        .await;
+    assert_eq!((done["priority"].as_str(), done["tags"].clone()), (Some("high"), json!(["parcel"])), "{done}");
+    let (_, events) = s.get(&format!("/api/v1/tickets/{tid}/events")).await;
+    assert!(
+        events["items"].as_array().expect("events").iter().any(|e| e["actor"] == format!("workflow:{id}")),
+        "{events}"
+    );
+
+    // A dry run shows what it would do, changing nothing; a draft can be tried unsaved.
+    let other = s.ticket("Where is my Paket?", "ben@example.com").await;
+    let oid = other["id"].as_i64().expect("id");
+    s.wait_for(&format!("/api/v1/tickets/{oid}"), Duration::from_secs(10), |t| t["category"] == "lost_parcel").await;
+    let (status, dry) = s.post(&format!("/api/v1/workflows/{id}/dry-run"), json!({ "ticket_id": tid })).await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!(dry["fires"], true);
+    let names: Vec<&str> =
+        dry["actions"].as_array().expect("actions").iter().filter_map(|a| a["name"].as_str()).collect();
+    assert_eq!(names, ["update", "update", "update", "note"], "{dry}");
+    let (_, draft) = s
+        .post(
+            "/api/v1/workflows/dry-run",
+            json!({ "ticket_id": tid, "source": "// on: ticket.updated when status\nescalate(\"zu komplex\");\n" }),
+        )
+        .await;
+    assert_eq!(
+        (draft["event"].as_str(), draft["actions"][0]["name"].as_str()),
+        (Some("ticket.updated"), Some("escalate")),
+        "{draft}"
+    );
+    let (_, msgs) = s.get(&format!("/api/v1/tickets/{tid}/messages")).await;
+    assert_eq!(msgs["items"].as_array().map(Vec::len), Some(2), "the dry runs added nothing: {msgs}");
+
+    // An edit applies to the next event without a restart; a hostile script is stopped and
+    // reported while the other workflows still run.
+    let edited = parcel.replace("add_tag(\"parcel\")", "add_tag(\"paket\")");
+    let (status, _) =
+        s.put(&format!("/api/v1/workflows/{id}"), json!({ "name": "Lost parcel", "source": edited })).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, looping) = s
+        .post(
+            "/api/v1/workflows",
+            json!({ "name": "Loop", "source": "// on: ticket.created\n// order: 1\nloop { }\n" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{looping}");
+    let t = s.ticket("Paket verloren", "carla@example.com").await;
+    let done = s
+        .wait_for(&format!("/api/v1/tickets/{}", t["id"]), Duration::from_secs(10), |t| t["category"] == "lost_parcel")
+        .await;
+    assert_eq!(done["tags"], json!(["paket"]), "{done}");
+    let lw = s
+        .wait_for(&format!("/api/v1/workflows/{}", looping["id"]), Duration::from_secs(10), |w| {
+            w["stats"]["errors"] == 1
+        })
+        .await;
+    assert!(lw["stats"]["last_error"].as_str().unwrap_or("").contains("operations"), "{lw}");
+    let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("plugdesk_workflow_errors_total{{workflow=\"{}\"}} 1", looping["id"]))
+    );
+    let (status, _) =
+        s.call(Method::DELETE, &format!("/api/v1/workflows/{}", looping["id"]), Some(&s.token), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, list) = s.get("/api/v1/workflows").await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+}

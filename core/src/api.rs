@@ -68,6 +68,13 @@ pub fn app(core: Core) -> Router {
         .route("/channels/{id}/payloads/{payload}/retry", post(channels::retry))
         .route("/automations", post(channels::install_automation).get(channels::automations))
         .route("/automations/{id}", get(channels::automation).patch(channels::update_automation))
+        .route("/workflows", post(channels::create_workflow).get(channels::workflows))
+        .route("/workflows/dry-run", post(channels::dry_run_draft))
+        .route(
+            "/workflows/{id}",
+            get(channels::workflow).put(channels::update_workflow).delete(channels::delete_workflow),
+        )
+        .route("/workflows/{id}/dry-run", post(channels::dry_run))
         .route("/outbox", get(channels::outbox))
         .route("/outbox/{id}/replay", post(channels::replay))
         .route("/openapi.json", get(system::openapi));

@@ -272,6 +272,12 @@ pub async fn dispatch(core: &crate::Core, node: i64) -> Result<usize> {
         .iter()
         .map(row)
         .collect::<Result<_>>()?;
+    let with_workflows: Vec<i64> =
+        db::query_all(core.db(), "SELECT DISTINCT workspace_id FROM workflows WHERE enabled = ?", vec![true.into()])
+            .await?
+            .iter()
+            .map(|r| db::col(r, "workspace_id"))
+            .collect::<Result<_>>()?;
     let mut ran = false;
     let mut last = cursor;
     for e in &events {
@@ -280,7 +286,15 @@ pub async fn dispatch(core: &crate::Core, node: i64) -> Result<usize> {
         let ticket: Option<i64> = db::col(e, "ticket_id")?;
         let workspace_id: i64 = db::col(e, "workspace_id")?;
         let kind: String = db::col(e, "type")?;
-        if let Some(ticket) = ticket.filter(|_| !actor.starts_with("automation:")) {
+        let caused_by_rule = actor.starts_with("automation:") || actor.starts_with("workflow:");
+        if let Some(ticket) = ticket.filter(|_| !caused_by_rule) {
+            if with_workflows.contains(&workspace_id) {
+                let changes_json: Json = serde_json::from_str(&db::col::<String>(e, "changes")?).unwrap_or(Json::Null);
+                match crate::workflow::run_for_event(core, workspace_id, &kind, &changes_json, ticket).await {
+                    Ok(fired) => ran |= fired,
+                    Err(err) => tracing::warn!(event = id, error = %err, "workflows failed"),
+                }
+            }
             for a in automations.iter().filter(|a| a.workspace_id == workspace_id && a.events.contains(&kind)) {
                 let changes: String = db::col(e, "changes")?;
                 if let Err(err) = run_one(core, a, &kind, &changes, ticket).await {

@@ -30,6 +30,16 @@ pub enum Error {
         /// The statuses that may follow `from`.
         allowed: String,
     },
+    /// A script that does not compile or failed to run, with where.
+    #[error("line {line}, column {column}: {message}")]
+    Script {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// The caller is known but its role may not do this.
     #[error("{0}")]
     Forbidden(String),

@@ -29,6 +29,7 @@ pub mod server;
 pub mod sla;
 pub mod ticket;
 pub mod tier;
+pub mod workflow;
 pub mod workspace;
 
 use std::sync::Arc;
@@ -54,6 +55,7 @@ struct CoreInner {
     channels: Arc<plugin::Registry>,
     outbox: outbox::Settings,
     channel_rows: channel::RowCache,
+    workflows: workflow::Workflows,
 }
 
 impl Core {
@@ -83,6 +85,7 @@ impl Core {
                 channels,
                 outbox,
                 channel_rows: channel::RowCache::default(),
+                workflows: workflow::Workflows::default(),
             }),
         })
     }
@@ -90,6 +93,11 @@ impl Core {
     /// The plugins and the call counters of the channels.
     pub fn channels(&self) -> &Arc<plugin::Registry> {
         &self.inner.channels
+    }
+
+    /// The workflow engine, compiled scripts and run counters.
+    pub fn workflows(&self) -> &workflow::Workflows {
+        &self.inner.workflows
     }
 
     /// The webhook path's copies of channel rows.

@@ -43,8 +43,10 @@ pub struct Stats {
     pub calls: u64,
     /// Calls that failed (stopped, crashed, refused output).
     pub errors: u64,
-    /// Total time in the plugin, microseconds.
+    /// Total time in the plugin (or script), microseconds.
     pub total_us: u64,
+    /// Actions taken (workflows).
+    pub actions: u64,
     /// The last failure.
     pub last_error: Option<String>,
 }

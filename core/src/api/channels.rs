@@ -102,6 +102,64 @@ pub(super) async fn update_automation(
     Ok(axum::Json(crate::automation::set_enabled(&core, p.workspace_id, id, patch.enabled).await?))
 }
 
+pub(super) async fn create_workflow(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Json(input): Json<crate::workflow::WorkflowInput>,
+) -> ApiResult<impl IntoResponse> {
+    p.require_admin("changing workflows")?;
+    Ok((StatusCode::CREATED, axum::Json(crate::workflow::create(&core, p.workspace_id, &input).await?)))
+}
+
+pub(super) async fn workflows(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(json!({ "items": crate::workflow::list(&core, p.workspace_id).await? })))
+}
+
+pub(super) async fn workflow(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(crate::workflow::get(&core, p.workspace_id, id).await?))
+}
+
+pub(super) async fn update_workflow(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Json(input): Json<crate::workflow::WorkflowInput>,
+) -> ApiResult<impl IntoResponse> {
+    p.require_admin("changing workflows")?;
+    Ok(axum::Json(crate::workflow::update(&core, p.workspace_id, id, &input).await?))
+}
+
+pub(super) async fn delete_workflow(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    p.require_admin("changing workflows")?;
+    crate::workflow::delete(&core, p.workspace_id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn dry_run(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Json(input): Json<crate::workflow::DryRun>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(crate::workflow::dry_run(&core, p.workspace_id, Some(id), &input).await?))
+}
+
+pub(super) async fn dry_run_draft(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Json(input): Json<crate::workflow::DryRun>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(crate::workflow::dry_run(&core, p.workspace_id, None, &input).await?))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OutboxQuery {

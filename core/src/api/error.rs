@@ -15,12 +15,14 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// Line and column of a script error.
+    at: Option<(usize, usize)>,
 }
 
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError { status, code, message: message.into(), field: None, at: None }
     }
 }
 
@@ -29,6 +31,7 @@ impl From<Error> for ApiError {
         let (status, code) = match &e {
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            Error::Script { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "script_error"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Transition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -46,7 +49,11 @@ impl From<Error> for ApiError {
             Error::Invalid { field, .. } => field.clone(),
             _ => None,
         };
-        ApiError { status, code, message: e.to_string(), field }
+        let at = match &e {
+            Error::Script { line, column, .. } => Some((*line, *column)),
+            _ => None,
+        };
+        ApiError { status, code, message: e.to_string(), field, at }
     }
 }
 
@@ -61,6 +68,10 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "error": { "code": self.code, "message": self.message } });
         if let Some(f) = self.field {
             body["error"]["field"] = json!(f);
+        }
+        if let Some((line, column)) = self.at {
+            body["error"]["line"] = json!(line);
+            body["error"]["column"] = json!(column);
         }
         (self.status, Json(body)).into_response()
     }

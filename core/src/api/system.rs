@@ -28,6 +28,7 @@ pub(super) async fn readyz(State(core): State<Core>) -> impl IntoResponse {
 pub(super) async fn metrics(State(core): State<Core>) -> impl IntoResponse {
     let mut text = core.metrics().render();
     text.push_str(&core.channels().render_metrics());
+    text.push_str(&core.workflows().render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

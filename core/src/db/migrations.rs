@@ -381,6 +381,17 @@ CREATE TABLE automations (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX automations_ws ON automations (workspace_id, id);
+CREATE TABLE workflows (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    source TEXT NOT NULL,
+    enabled BOOLEAN NOT NULL,
+    order_no INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX workflows_ws ON workflows (workspace_id, order_no, id);
 CREATE TABLE automation_cursor (
     id INTEGER PRIMARY KEY,
     last_event_id BIGINT NOT NULL,

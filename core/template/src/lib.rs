@@ -1,0 +1,1 @@
+//! Handlebars response templates for Plugdesk (being written: issue #5).

@@ -1,0 +1,404 @@
+//! Workflow scripts: a business's rules written in Rhai. A script starts with a header of
+//! comment lines saying when it runs, then reads a read-only view of the event and answers by
+//! calling action functions:
+//!
+//! ```rhai
+//! // on: ticket.created
+//! // on: ticket.updated when status, priority
+//! // order: 10
+//! if ticket.subject.contains("Paket") || ticket.subject.contains("parcel") {
+//!     set_category("lost_parcel");
+//!     add_tag("parcel");
+//!     if customer.tier == "basic" { set_priority("low"); }
+//! }
+//! ```
+//!
+//! The script sees `event` (`kind`, `changes`), `ticket`, `customer`, `messages` and `agents`
+//! as maps and arrays (whatever JSON the caller hands in) and nothing else: no files, no
+//! network, no `import`, no `eval`, nothing printed. Every run has limits on operations, call
+//! depth, expression depth, string, array and map sizes and wall time; a script that breaks one
+//! stops with an error naming the line and column.
+//!
+//! This crate knows nothing of tickets or databases: the core hands it JSON and gets back
+//! [`Action`]s, which it checks and applies.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use rhai::packages::Package;
+use rhai::{Dynamic, EvalAltResult, Position};
+use serde_json::{Value as Json, json};
+
+/// Why a script cannot be saved or did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct ScriptError {
+    /// 1-based line (0 when the error has no position).
+    pub line: usize,
+    /// 1-based column (0 when the error has no position).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ScriptError {
+    fn at(pos: Position, message: impl Into<String>) -> Self {
+        ScriptError { line: pos.line().unwrap_or(0), column: pos.position().unwrap_or(0), message: message.into() }
+    }
+}
+
+/// Budgets of one run.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Rhai operations (≈ statements and expressions evaluated).
+    pub operations: u64,
+    /// Nested function calls.
+    pub call_levels: usize,
+    /// Nesting of expressions (parse time).
+    pub expr_depth: usize,
+    /// Longest string, bytes.
+    pub string_bytes: usize,
+    /// Largest array.
+    pub array_len: usize,
+    /// Largest map.
+    pub map_len: usize,
+    /// Wall-clock time of a run.
+    pub time: Duration,
+    /// Actions one run may ask for.
+    pub actions: usize,
+    /// Longest script, bytes.
+    pub source_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            operations: 200_000,
+            call_levels: 32,
+            expr_depth: 64,
+            string_bytes: 64 * 1024,
+            array_len: 10_000,
+            map_len: 10_000,
+            time: Duration::from_millis(100),
+            actions: 50,
+            source_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// When a workflow runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// Event type, e.g. `ticket.created`.
+    pub event: String,
+    /// For `ticket.updated`: run only when one of these fields changed (empty: any change).
+    pub changed: Vec<String>,
+}
+
+impl Trigger {
+    /// Whether an event of `kind` with these `changes` (`{"field": {"before", "after"}}`)
+    /// fires this trigger.
+    pub fn fires(&self, kind: &str, changes: &Json) -> bool {
+        self.event == kind
+            && (self.changed.is_empty() || self.changed.iter().any(|f| changes.get(f.as_str()).is_some()))
+    }
+}
+
+/// A compiled workflow.
+#[derive(Debug, Clone)]
+pub struct Script {
+    ast: rhai::AST,
+    /// When it runs.
+    pub triggers: Vec<Trigger>,
+    /// Order among the workspace's workflows (lower first; default 100).
+    pub order: i32,
+}
+
+impl Script {
+    /// Whether any trigger fires for this event.
+    pub fn fires(&self, kind: &str, changes: &Json) -> bool {
+        self.triggers.iter().any(|t| t.fires(kind, changes))
+    }
+}
+
+/// An action a run asked for: a name from the action vocabulary and its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    /// `update`, `note`, `reply`, `escalate`, ...
+    pub name: String,
+    /// Arguments as a JSON object.
+    pub args: Json,
+}
+
+thread_local! {
+    /// The run on this thread: its collected actions, deadline and action budget. Runs are
+    /// synchronous, so the registered functions reach their run through it.
+    static RUN: RefCell<Option<Run>> = const { RefCell::new(None) };
+}
+
+struct Run {
+    actions: Vec<Action>,
+    deadline: Instant,
+    max_actions: usize,
+}
+
+fn push(name: &str, args: Json) -> Result<(), Box<EvalAltResult>> {
+    RUN.with(|r| {
+        let mut r = r.borrow_mut();
+        let Some(run) = r.as_mut() else { return Err("actions can only be taken while a workflow runs".into()) };
+        if run.actions.len() >= run.max_actions {
+            return Err(format!("a run may take at most {} actions", run.max_actions).into());
+        }
+        run.actions.push(Action { name: name.to_owned(), args });
+        Ok(())
+    })
+}
+
+/// The action functions a script may call, each documented in the README.
+fn register_actions(engine: &mut rhai::Engine) {
+    fn text(s: &str, what: &str) -> Result<String, Box<EvalAltResult>> {
+        if s.trim().is_empty() { Err(format!("{what} must not be empty").into()) } else { Ok(s.to_owned()) }
+    }
+    engine.register_fn("set_status", |s: &str| push("update", json!({ "status": s })));
+    engine.register_fn("set_priority", |s: &str| push("update", json!({ "priority": s })));
+    engine.register_fn("set_level", |n: i64| push("update", json!({ "level": n })));
+    engine.register_fn("set_category", |s: &str| push("update", json!({ "category": s })));
+    engine.register_fn("set_team", |id: i64| push("update", json!({ "team_id": id })));
+    engine.register_fn("assign", |id: i64| push("update", json!({ "assignee_id": id })));
+    engine.register_fn("unassign", || push("update", json!({ "assignee_id": null })));
+    engine.register_fn("add_tag", |s: &str| push("update", json!({ "add_tags": [s] })));
+    engine.register_fn("remove_tag", |s: &str| push("update", json!({ "remove_tags": [s] })));
+    engine.register_fn("note", |s: &str| push("note", json!({ "body": text(s, "a note")? })));
+    engine.register_fn("reply", |s: &str| push("reply", json!({ "body": text(s, "a reply")? })));
+    engine.register_fn("escalate", |s: &str| push("escalate", json!({ "note": text(s, "an escalation note")? })));
+}
+
+/// A hardened Rhai engine with the action functions.
+pub struct Engine {
+    rhai: rhai::Engine,
+    limits: Limits,
+}
+
+impl Engine {
+    /// An engine with these limits.
+    pub fn new(limits: Limits) -> Self {
+        // `new_raw`: no packages, no module resolver, no print; the packages below add the
+        // language's own functions (strings, arrays, maps, maths), nothing that reaches out.
+        let mut rhai = rhai::Engine::new_raw();
+        rhai.register_global_module(rhai::packages::StandardPackage::new().as_shared_module());
+        rhai.set_max_operations(limits.operations)
+            .set_max_call_levels(limits.call_levels)
+            .set_max_expr_depths(limits.expr_depth, limits.expr_depth)
+            .set_max_string_size(limits.string_bytes)
+            .set_max_array_size(limits.array_len)
+            .set_max_map_size(limits.map_len)
+            .set_max_functions(256)
+            .set_max_variables(1024)
+            .set_strict_variables(true);
+        rhai.disable_symbol("eval");
+        rhai.on_print(|_| {});
+        rhai.on_debug(|_, _, _| {});
+        rhai.on_progress(|_| {
+            let late = RUN.with(|r| r.borrow().as_ref().is_some_and(|run| Instant::now() > run.deadline));
+            late.then(|| Dynamic::from("ran out of time"))
+        });
+        register_actions(&mut rhai);
+        Engine { rhai, limits }
+    }
+
+    /// Parses the header and compiles the script.
+    ///
+    /// # Errors
+    /// A [`ScriptError`] with the line and column of the first problem.
+    pub fn compile(&self, source: &str) -> Result<Script, ScriptError> {
+        if source.len() > self.limits.source_bytes {
+            return Err(ScriptError {
+                line: 0,
+                column: 0,
+                message: format!("a workflow may be at most {} bytes", self.limits.source_bytes),
+            });
+        }
+        let (triggers, order) = header(source)?;
+        // The view's variables are known names; with strict variables anything else is an error
+        // at compile time.
+        let mut scope = rhai::Scope::new();
+        for name in ["event", "ticket", "customer", "messages", "agents"] {
+            scope.push_constant(name, Dynamic::UNIT);
+        }
+        let ast = self.rhai.compile_with_scope(&scope, source).map_err(|e| ScriptError::at(e.1, e.0.to_string()))?;
+        Ok(Script { ast, triggers, order })
+    }
+
+    /// Runs a script against an event view (`{"event", "ticket", "customer", "messages",
+    /// "agents"}`) and returns the actions it asked for, in order.
+    ///
+    /// # Errors
+    /// A [`ScriptError`] when the script fails or breaks a limit; no action is returned then.
+    pub fn run(&self, script: &Script, view: &Json) -> Result<Vec<Action>, ScriptError> {
+        let mut scope = rhai::Scope::new();
+        for name in ["event", "ticket", "customer", "messages", "agents"] {
+            let value = view.get(name).cloned().unwrap_or(Json::Null);
+            let value: Dynamic =
+                rhai::serde::to_dynamic(value).map_err(|e| ScriptError::at(Position::NONE, e.to_string()))?;
+            scope.push_constant(name, value);
+        }
+        RUN.with(|r| {
+            *r.borrow_mut() = Some(Run {
+                actions: Vec::new(),
+                deadline: Instant::now() + self.limits.time,
+                max_actions: self.limits.actions,
+            });
+        });
+        let result = self.rhai.run_ast_with_scope(&mut scope, &script.ast);
+        let run = RUN.with(|r| r.borrow_mut().take());
+        match result {
+            Ok(()) => Ok(run.map(|r| r.actions).unwrap_or_default()),
+            Err(e) => Err(run_error(&e, &self.limits)),
+        }
+    }
+}
+
+fn run_error(e: &EvalAltResult, limits: &Limits) -> ScriptError {
+    let message = match e {
+        EvalAltResult::ErrorTerminated(_, _) => format!("stopped: ran longer than {:?}", limits.time),
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            format!("stopped: more than {} operations (an endless loop?)", limits.operations)
+        }
+        EvalAltResult::ErrorStackOverflow(_) => {
+            format!("stopped: calls nested deeper than {} (endless recursion?)", limits.call_levels)
+        }
+        EvalAltResult::ErrorDataTooLarge(what, _) => format!("stopped: {what} is larger than the limit"),
+        other => other.to_string(),
+    };
+    ScriptError::at(e.position(), message)
+}
+
+/// Reads the header: `// on: EVENT [when FIELD, FIELD]` lines (at least one) and an optional
+/// `// order: N`, among the comment lines at the top.
+fn header(source: &str) -> Result<(Vec<Trigger>, i32), ScriptError> {
+    let mut triggers = Vec::new();
+    let mut order = 100;
+    for (i, line) in source.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let Some(comment) = trimmed.strip_prefix("//") else { break };
+        let comment = comment.trim();
+        let at = |message: String| ScriptError { line: i + 1, column: 1, message };
+        if let Some(on) = comment.strip_prefix("on:") {
+            let (event, changed) = match on.split_once(" when ") {
+                Some((e, fields)) => {
+                    (e.trim(), fields.split(',').map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).collect())
+                }
+                None => (on.trim(), Vec::new()),
+            };
+            let valid = !event.is_empty()
+                && event.len() <= 64
+                && event.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_');
+            if !valid {
+                return Err(at(format!("{event:?} is not an event type such as ticket.created")));
+            }
+            triggers.push(Trigger { event: event.to_owned(), changed });
+        } else if let Some(n) = comment.strip_prefix("order:") {
+            order = n.trim().parse().map_err(|_| at(format!("order {:?} is not a whole number", n.trim())))?;
+        }
+    }
+    if triggers.is_empty() {
+        return Err(ScriptError {
+            line: 1,
+            column: 1,
+            message: "a workflow starts with at least one `// on: EVENT` line, e.g. `// on: ticket.created`".into(),
+        });
+    }
+    Ok((triggers, order))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine::new(Limits::default())
+    }
+
+    fn view() -> Json {
+        json!({
+            "event": { "kind": "ticket.created", "changes": {} },
+            "ticket": { "id": 7, "subject": "Paket nicht angekommen", "status": "new", "priority": "normal", "tags": [], "reopen_count": 0 },
+            "customer": { "name": "Anna", "tier": "basic", "language": "de" },
+            "messages": [{ "direction": "inbound", "text": "Mein Paket fehlt" }],
+            "agents": [{ "id": 3, "name": "Bea", "load": 2 }],
+        })
+    }
+
+    #[test]
+    fn a_rule_reads_the_view_and_collects_actions_in_order() {
+        let e = engine();
+        let s = e
+            .compile(
+                "// on: ticket.created\n// order: 5\nif ticket.subject.contains(\"Paket\") {\n  set_category(\"lost_parcel\");\n  add_tag(\"parcel\");\n  if customer.tier == \"basic\" { set_priority(\"low\"); }\n  note(`Kunde ${customer.name}, ${messages.len()} Nachricht(en)`);\n}\n",
+            )
+            .expect("compiles");
+        assert_eq!((s.order, s.triggers.len()), (5, 1));
+        let actions = e.run(&s, &view()).expect("runs");
+        let names: Vec<&str> = actions.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["update", "update", "update", "note"]);
+        assert_eq!(actions[2].args, json!({ "priority": "low" }));
+        assert_eq!(actions[3].args, json!({ "body": "Kunde Anna, 1 Nachricht(en)" }));
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_variables_name_line_and_column() {
+        let e = engine();
+        let err = e.compile("// on: ticket.created\nlet x = ;\n").expect_err("syntax");
+        assert_eq!((err.line, err.column), (2, 9), "{err}");
+        let err = e.compile("// on: ticket.created\nif tikcet.status == \"new\" { }\n").expect_err("unknown variable");
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.message.contains("tikcet"), "{err}");
+        let err = e.compile("let x = 1;\n").expect_err("no trigger");
+        assert!(err.message.contains("// on: EVENT"), "{err}");
+        let err = e.compile("// on: Ticket Created\n").expect_err("bad event");
+        assert_eq!(err.line, 1);
+    }
+
+    #[test]
+    fn hostile_scripts_are_stopped_with_a_reason() {
+        let e = engine();
+        for (source, needle) in [
+            ("// on: ticket.created\nloop { }\n", "operations"),
+            ("// on: ticket.created\nfn f(n) { f(n + 1) }\nf(1);\n", "nested deeper"),
+            ("// on: ticket.created\nlet s = \"x\"; loop { s += s; }\n", "larger than the limit"),
+            ("// on: ticket.created\nfor i in 0..100 { add_tag(`t${i}`); }\n", "at most 50 actions"),
+            ("// on: ticket.created\nset_status(42);\n", "set_status"),
+        ] {
+            let s = e.compile(source).expect("compiles");
+            let err = e.run(&s, &view()).expect_err(source);
+            assert!(err.to_string().contains(needle), "{source}: {err}");
+            assert!(err.line >= 2, "{source}: {err}");
+        }
+        let slow = Engine::new(Limits { time: Duration::from_millis(5), operations: u64::MAX, ..Limits::default() });
+        let s = slow.compile("// on: ticket.created\nloop { }\n").expect("compiles");
+        assert!(slow.run(&s, &view()).expect_err("timeout").message.contains("ran longer"));
+        // A failed run leaves nothing behind for the next one.
+        let ok = e.compile("// on: ticket.created\nadd_tag(\"x\");\n").expect("compiles");
+        assert_eq!(e.run(&ok, &view()).expect("runs").len(), 1);
+    }
+
+    #[test]
+    fn triggers_fire_on_their_event_and_changed_fields() {
+        let e = engine();
+        let s = e.compile("// on: ticket.updated when status, priority\n// on: sla.breached\n").expect("compiles");
+        assert!(s.fires("ticket.updated", &json!({ "status": { "before": "new", "after": "open" } })));
+        assert!(!s.fires("ticket.updated", &json!({ "tags": {} })));
+        assert!(s.fires("sla.breached", &json!({})));
+        assert!(!s.fires("ticket.created", &json!({})));
+    }
+
+    #[test]
+    fn scripts_cannot_import_or_eval() {
+        let e = engine();
+        assert!(e.compile("// on: ticket.created\nimport \"x\" as y;\n").is_err());
+        assert!(e.compile("// on: ticket.created\neval(\"1\");\n").is_err());
+    }
+}
