@@ -817,6 +817,12 @@ async fn automation_plugins_act_on_events_and_bad_answers_change_nothing() {
         (msgs["items"][1]["body"].as_str(), msgs["items"][1]["author_kind"].as_str()),
         (Some("Hello! We are on it."), Some("automation"))
     );
+    let (_, t) = s.get(&format!("/api/v1/tickets/{hid}")).await;
+    assert_eq!(
+        (t["status"].as_str(), t["first_response_at"].is_null()),
+        (Some("new"), true),
+        "an automatic answer is not a first response: {t}"
+    );
     let a =
         s.wait_for(&format!("/api/v1/automations/{id}"), Duration::from_secs(5), |a| a["last_error"].is_null()).await;
     assert_eq!(a["stats"]["calls"], 5, "one call per new ticket: {a}");

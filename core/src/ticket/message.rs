@@ -299,6 +299,9 @@ pub async fn add_message(
     let mut new_status = status;
     let targets = targets_of(&txn, &before).await?;
     match kind {
+        // An automatic answer (a workflow's or an automation's) tells the customer we have it;
+        // it is not a response: the clocks and the status wait for a person.
+        MessageKind::Reply if author_kind == "automation" => {}
         MessageKind::Reply => {
             if before.first_response_at.is_none() {
                 row.first_response_at = Set(Some(now));
