@@ -1105,12 +1105,8 @@ async fn metrics_count_requests_by_route() {
 async fn workflows_are_checked_on_save_dry_run_and_act_on_the_next_event() {
     let s = Server::start().await;
     // A script that does not compile is refused with its line and column.
-    let (status, err) = s
-        .post(
-            "/api/v1/workflows",
-            json!({ "name": "Broken", "source": "// on: ticket.created\nlet x = ;\n" }),
-        )
-        .await;
+    let (status, err) =
+        s.post("/api/v1/workflows", json!({ "name": "Broken", "source": "// on: ticket.created\nlet x = ;\n" })).await;
     assert_eq!(
         (status, err["error"]["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("script_error")),
@@ -1203,4 +1199,45 @@ async fn workflows_are_checked_on_save_dry_run_and_act_on_the_next_event() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, list) = s.get("/api/v1/workflows").await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_new_workspace_handles_tickets_through_the_default_library() {
+    let scratch = Scratch::new();
+    let token = scratch.init_with("default", &[]);
+    let s = Server::serve(scratch, token).await;
+    let (_, list) = s.get("/api/v1/workflows").await;
+    let names: Vec<&str> = list["items"].as_array().expect("items").iter().filter_map(|w| w["name"].as_str()).collect();
+    assert_eq!(names.len(), 7, "{list}");
+    assert!(names.contains(&"Lost parcel") && names.contains(&"Routing"), "{names:?}");
+    let (status, agent) = s
+        .post(
+            "/api/v1/agents",
+            json!({ "name": "Bea", "email": "bea@example.com", "presence": "online", "capacity": 5 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+
+    let (_, t) = s
+        .post(
+            "/api/v1/tickets",
+            json!({ "subject": "Paket nicht angekommen", "body": "Meine Sendung fehlt seit einer Woche.", "customer": { "email": "anna@example.com", "name": "Anna", "language": "de" } }),
+        )
+        .await;
+    let id = t["id"].as_i64().expect("id");
+    let done = s
+        .wait_for(&format!("/api/v1/tickets/{id}"), Duration::from_secs(10), |t| {
+            t["category"] == "lost_parcel" && t["assignee_id"] == agent["id"]
+        })
+        .await;
+    assert_eq!((done["status"].as_str(), done["first_response_at"].is_null()), (Some("new"), true), "{done}");
+    let msgs = s
+        .wait_for(&format!("/api/v1/tickets/{id}/messages"), Duration::from_secs(10), |m| {
+            m["items"].as_array().is_some_and(|m| m.len() == 3)
+        })
+        .await;
+    let bodies: Vec<&str> =
+        msgs["items"].as_array().expect("items").iter().filter_map(|m| m["body"].as_str()).collect();
+    assert!(bodies[1].starts_with("Guten Tag Anna"), "the acknowledgement in German first: {bodies:?}");
+    assert!(bodies[2].contains("Nachforschung"), "then the lost-parcel answer: {bodies:?}");
 }

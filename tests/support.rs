@@ -76,9 +76,17 @@ impl Scratch {
         c
     }
 
-    /// Runs `plugdesk init` and returns the token from the last line of its output.
+    /// Runs `plugdesk init` (without the default workflow library, so tests see only what they
+    /// do) and returns the token from the last line of its output.
     pub fn init(&self, workspace: &str) -> String {
-        let out = self.command(&["init", "--workspace", workspace]).output().expect("run plugdesk init");
+        self.init_with(workspace, &["--no-default-workflows"])
+    }
+
+    /// Runs `plugdesk init` with extra flags and returns the token.
+    pub fn init_with(&self, workspace: &str, flags: &[&str]) -> String {
+        let mut args = vec!["init", "--workspace", workspace];
+        args.extend_from_slice(flags);
+        let out = self.command(&args).output().expect("run plugdesk init");
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
         stdout.lines().last().expect("init printed nothing").trim().to_owned()

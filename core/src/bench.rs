@@ -83,7 +83,7 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     let cfg = Config { data: dir.clone(), database_url: None, ..Config::default() };
     let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
-    let ws = crate::workspace::create(&conn, "bench", "bench@localhost").await?;
+    let ws = crate::workspace::create(&conn, "bench", "bench@localhost", false).await?;
     if opts.scale > 0 {
         let t = Instant::now();
         seed(&conn, ws.workspace_id, opts.scale).await?;

@@ -52,6 +52,9 @@ enum Command {
         /// The admin's e-mail address.
         #[arg(long, default_value = "admin@localhost")]
         admin_email: String,
+        /// Start without the default workflow library (workflows/).
+        #[arg(long)]
+        no_default_workflows: bool,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -176,11 +179,11 @@ async fn execute(cli: Cli) -> Result<()> {
             init_tracing(&cfg.log_format);
             crate::server::serve(cfg).await
         }
-        Command::Init { data, workspace, admin_email } => {
+        Command::Init { data, workspace, admin_email, no_default_workflows } => {
             let cfg = config(path, &data)?;
             init_tracing(&cfg.log_format);
             let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
-            let created = crate::workspace::create(&conn, &workspace, &admin_email).await?;
+            let created = crate::workspace::create(&conn, &workspace, &admin_email, !no_default_workflows).await?;
             println!(
                 "Created workspace {:?} (id {}) with admin {} in {}.",
                 created.name,

@@ -33,7 +33,7 @@ pub async fn open(cfg: &Config, usage: db::Usage) -> Result<sea_orm::DatabaseCon
 pub async fn serve(cfg: Config) -> Result<()> {
     let conn = open(&cfg, db::Usage::Server { pool_size: cfg.pool_size }).await?;
     if workspace::count(&conn).await? == 0 {
-        let created = workspace::create(&conn, "default", "admin@localhost").await?;
+        let created = workspace::create(&conn, "default", "admin@localhost", true).await?;
         println!("First start: created workspace \"default\" with an admin.");
         println!("Admin API token (shown once; keep it): {}", created.admin_token);
     }

@@ -19,6 +19,43 @@ use crate::db;
 use crate::error::{Error, Result};
 use crate::ticket::{MessageInput, MessageKind, TicketPatch};
 
+/// The default library (`workflows/*.rhai`): every new workspace starts with these, enabled.
+pub const LIBRARY: [(&str, &str); 7] = [
+    ("Acknowledge new tickets", include_str!("../../workflows/acknowledge.rhai")),
+    ("Tier handling", include_str!("../../workflows/tier-handling.rhai")),
+    ("Routing", include_str!("../../workflows/routing.rhai")),
+    ("Competence levels", include_str!("../../workflows/competence.rhai")),
+    ("Lost parcel", include_str!("../../workflows/lost-parcel.rhai")),
+    ("Returns", include_str!("../../workflows/returns.rhai")),
+    ("SLA warnings and breaches", include_str!("../../workflows/sla.rhai")),
+];
+
+/// Saves the default library into a new workspace (inside its creating transaction).
+///
+/// # Errors
+/// A library script that does not compile (a bug, caught by the tests) or database errors.
+pub(crate) async fn seed<C: sea_orm::ConnectionTrait>(db: &C, workspace_id: i64, now: i64) -> Result<()> {
+    let engine = Engine::new(Limits::default());
+    for (name, source) in LIBRARY {
+        let script = engine.compile(source).map_err(|e| Error::Internal(format!("default workflow {name:?}: {e}")))?;
+        db::exec(
+            db,
+            "INSERT INTO workflows (workspace_id, name, source, enabled, order_no, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                workspace_id.into(),
+                name.into(),
+                source.into(),
+                true.into(),
+                script.order.into(),
+                now.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The engine, the compiled scripts and the run counters.
 pub struct Workflows {
     engine: Engine,
@@ -445,4 +482,90 @@ async fn apply(
         crate::ticket::add_message(core, workspace_id, ticket_id, kind, None, actor, &input).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(name: &str) -> (Engine, Script) {
+        let engine = Engine::new(Limits::default());
+        let source = LIBRARY.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or_default();
+        let script = engine.compile(source).unwrap_or_else(|e| panic!("{name}: {e}"));
+        (engine, script)
+    }
+
+    fn view(subject: &str, text: &str, language: &str, tier: &str) -> Json {
+        json!({
+            "event": { "kind": "ticket.created", "changes": {} },
+            "ticket": { "id": 1, "number": 7, "subject": subject, "status": "new", "priority": "normal", "level": 1,
+                        "team_id": null, "assignee_id": null, "category": null, "tags": [], "attributes": {}, "reopen_count": 0 },
+            "customer": { "id": 3, "name": "Anna", "tier": tier, "language": language, "open_tickets": 1 },
+            "messages": [{ "direction": "inbound", "text": text }],
+            "agents": [
+                { "id": 1, "presence": "offline", "open_tickets": 0, "capacity": 10, "teams": [], "skills": [] },
+                { "id": 2, "presence": "online", "open_tickets": 3, "capacity": 10, "teams": [], "skills": [] },
+                { "id": 4, "presence": "online", "open_tickets": 1, "capacity": 10, "teams": [], "skills": [] },
+                { "id": 5, "presence": "online", "open_tickets": 1, "capacity": 10, "teams": [], "skills": [] },
+                { "id": 6, "presence": "online", "open_tickets": 0, "capacity": 0, "teams": [], "skills": [] },
+            ],
+        })
+    }
+
+    fn run(name: &str, v: &Json) -> Vec<plugdesk_workflow::Action> {
+        let (engine, s) = script(name);
+        engine.run(&s, v).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn every_default_workflow_compiles() {
+        for (name, _) in LIBRARY {
+            script(name);
+        }
+    }
+
+    #[test]
+    fn the_lost_parcel_playbook_answers_in_the_customers_language() {
+        let a =
+            run("Lost parcel", &view("Paket nicht angekommen", "Meine Sendung fehlt seit einer Woche", "de", "normal"));
+        assert_eq!(a[0].args, json!({ "category": "lost_parcel" }));
+        let reply = a.iter().find(|a| a.name == "reply").expect("reply");
+        assert!(reply.args["body"].as_str().unwrap_or("").contains("Bestellnummer"), "{reply:?}");
+        let a = run("Lost parcel", &view("Order 4711", "My package never arrived", "en", "normal"));
+        assert!(a.iter().any(|a| a.name == "reply" && a.args["body"].as_str().unwrap_or("").contains("order number")));
+        assert!(run("Lost parcel", &view("Rechnung", "Bitte Rechnung senden", "de", "normal")).is_empty());
+    }
+
+    #[test]
+    fn acknowledgements_skip_automatic_mail_and_tiers_set_priorities() {
+        let a = run("Acknowledge new tickets", &view("Hallo", "Frage", "de", "normal"));
+        assert!(a[0].args["body"].as_str().unwrap_or("").starts_with("Guten Tag Anna"), "{a:?}");
+        let mut auto = view("Out of office", "I am away", "en", "normal");
+        auto["ticket"]["attributes"] = json!({ "automatic": true });
+        assert!(run("Acknowledge new tickets", &auto).is_empty());
+        assert_eq!(run("Tier handling", &view("x", "y", "en", "basic"))[0].args, json!({ "priority": "low" }));
+        assert_eq!(run("Tier handling", &view("x", "y", "en", "extended"))[0].args, json!({ "priority": "high" }));
+    }
+
+    #[test]
+    fn routing_takes_the_least_loaded_online_agent_with_room_round_robin() {
+        // Agents 4 and 5 share the lowest load; ticket number 7 picks the second of them.
+        assert_eq!(run("Routing", &view("x", "y", "en", "normal"))[0].args, json!({ "assignee_id": 5 }));
+        let mut assigned = view("x", "y", "en", "normal");
+        assigned["ticket"]["assignee_id"] = json!(2);
+        assert!(run("Routing", &assigned).is_empty());
+    }
+
+    #[test]
+    fn reopened_twice_escalates_and_sla_breaches_raise_the_priority() {
+        let mut v = view("x", "Immer noch kaputt", "de", "normal");
+        v["ticket"]["reopen_count"] = json!(2);
+        let a = run("Competence levels", &v);
+        assert_eq!(a[0].name, "escalate");
+        assert!(a[0].args["note"].as_str().unwrap_or("").contains("reopened 2 times"), "{a:?}");
+        let mut breach = view("x", "y", "en", "normal");
+        breach["event"] = json!({ "kind": "sla.breached", "changes": { "clock": "first_response" } });
+        let a = run("SLA warnings and breaches", &breach);
+        assert_eq!((a[0].args.clone(), a[1].name.as_str()), (json!({ "priority": "urgent" }), "escalate"));
+    }
 }

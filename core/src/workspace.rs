@@ -41,7 +41,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::Conflict`] when the name is taken, [`Error::Invalid`] for a bad name.
-pub async fn create(db: &DatabaseConnection, name: &str, admin_email: &str) -> Result<Created> {
+pub async fn create(db: &DatabaseConnection, name: &str, admin_email: &str, with_library: bool) -> Result<Created> {
     validate_name(name)?;
     let txn = crate::db::begin_write(db).await?;
     let exists = workspace::Entity::find().filter(workspace::Column::Name.eq(name)).one(&txn).await?;
@@ -75,6 +75,9 @@ pub async fn create(db: &DatabaseConnection, name: &str, admin_email: &str) -> R
     .insert(&txn)
     .await?;
     let (_, token) = auth::create_token(&txn, ws.id, admin.id, "initial admin token", Role::Admin).await?;
+    if with_library {
+        crate::workflow::seed(&txn, ws.id, now).await?;
+    }
     txn.commit().await?;
     Ok(Created { workspace_id: ws.id, name: ws.name, admin_agent_id: admin.id, admin_token: token })
 }

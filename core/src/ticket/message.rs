@@ -258,7 +258,7 @@ pub async fn add_message(
     let now = crate::now_ms();
     let author_kind = match kind {
         MessageKind::Inbound => "customer",
-        _ if actor.starts_with("automation:") => "automation",
+        _ if actor.starts_with("automation:") || actor.starts_with("workflow:") => "automation",
         _ => "agent",
     };
     let author_id = if kind == MessageKind::Inbound { Some(before.customer_id) } else { author_id };

@@ -220,10 +220,11 @@ impl Engine {
         }
         let (triggers, order) = header(source)?;
         // The view's variables are known names; with strict variables anything else is an error
-        // at compile time.
+        // at compile time. Plain variables here, not constants: the optimiser would fold a
+        // constant's placeholder value into the script.
         let mut scope = rhai::Scope::new();
         for name in ["event", "ticket", "customer", "messages", "agents"] {
-            scope.push_constant(name, Dynamic::UNIT);
+            scope.push(name, Dynamic::UNIT);
         }
         let ast = self.rhai.compile_with_scope(&scope, source).map_err(|e| ScriptError::at(e.1, e.0.to_string()))?;
         Ok(Script { ast, triggers, order })
@@ -393,6 +394,17 @@ mod tests {
         assert!(!s.fires("ticket.updated", &json!({ "tags": {} })));
         assert!(s.fires("sla.breached", &json!({})));
         assert!(!s.fires("ticket.created", &json!({})));
+    }
+
+    #[test]
+    fn the_view_is_not_folded_into_the_script_at_compile_time() {
+        // Regression: the compile scope's placeholders were constants, and the optimiser
+        // replaced `agents` by `()`, so `for` over it failed at run time.
+        let e = engine();
+        let s = e.compile("// on: ticket.created\nfor a in agents { assign(a.id); }\n").expect("compiles");
+        assert_eq!(e.run(&s, &view()).expect("runs")[0].args, json!({ "assignee_id": 3 }));
+        let s = e.compile("// on: ticket.created\nticket = 1;\n").expect("compiles");
+        assert!(e.run(&s, &view()).is_err(), "the view is read-only");
     }
 
     #[test]
