@@ -77,6 +77,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     plugin_figures(&dir)?;
+    workflow_figures()?;
     if opts.plugins_only {
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
@@ -310,6 +311,43 @@ fn plugin_figures(dir: &std::path::Path) -> Result<()> {
         secs * 1e6 / 5000.0,
         stats.pct(0.50),
         stats.pct(0.99)
+    );
+    Ok(())
+}
+
+/// The workflow stage on its own: the default library three times over (21 workflows) run
+/// against one event view, as the dispatcher does for every event.
+fn workflow_figures() -> Result<()> {
+    let engine = plugdesk_workflow::Engine::new(plugdesk_workflow::Limits::default());
+    let scripts: Vec<_> = crate::workflow::LIBRARY
+        .iter()
+        .cycle()
+        .take(21)
+        .map(|(name, source)| engine.compile(source).map_err(|e| Error::Internal(format!("{name}: {e}"))))
+        .collect::<Result<_>>()?;
+    let view = json!({
+        "event": { "kind": "ticket.created", "changes": {} },
+        "ticket": { "id": 1, "number": 7, "subject": "Paket nicht angekommen", "status": "new", "priority": "normal", "level": 1,
+                    "team_id": null, "assignee_id": null, "category": null, "tags": [], "attributes": {}, "reopen_count": 0 },
+        "customer": { "id": 3, "name": "Anna", "tier": "normal", "language": "de", "open_tickets": 1 },
+        "messages": [{ "direction": "inbound", "text": "Meine Sendung ist nicht angekommen, Bestellung 4711." }],
+        "agents": (0..8).map(|i| json!({ "id": i, "presence": "online", "open_tickets": i % 3, "capacity": 10, "teams": [], "skills": [] })).collect::<Vec<_>>(),
+    });
+    let rounds = 500;
+    let started = Instant::now();
+    let mut actions = 0;
+    for _ in 0..rounds {
+        for s in &scripts {
+            if s.fires("ticket.created", &json!({})) {
+                actions += engine.run(s, &view).map_err(|e| Error::Internal(e.to_string()))?.len();
+            }
+        }
+    }
+    let per_event = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    println!(
+        "workflow stage, {} workflows on one event (script runs only)  {per_event:>7.1} µs per event ({} actions)",
+        scripts.len(),
+        actions / rounds as usize
     );
     Ok(())
 }
