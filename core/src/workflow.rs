@@ -385,7 +385,7 @@ pub(crate) async fn run_for_event(
         vec![workspace_id.into(), true.into()],
     )
     .await?;
-    let mut view: Option<Json> = None;
+    let mut view: Option<Arc<plugdesk_workflow::View>> = None;
     for r in rows {
         let id: i64 = db::col(&r, "id")?;
         let script = match core.workflows().cached(id, db::col(&r, "updated_at")?, &db::col::<String>(&r, "source")?) {
@@ -400,13 +400,22 @@ pub(crate) async fn run_for_event(
         }
         fired = true;
         // The view shows the ticket as the previous workflows left it.
-        let v = match view.take() {
-            Some(v) => v,
-            None => view_of(core, workspace_id, kind, changes, ticket_id).await?,
+        let v = match &view {
+            Some(v) => v.clone(),
+            None => {
+                let json = view_of(core, workspace_id, kind, changes, ticket_id).await?;
+                let v = Arc::new(core.workflows().engine.view(&json).map_err(|e| Error::Script {
+                    line: e.line,
+                    column: e.column,
+                    message: e.message,
+                })?);
+                view = Some(v.clone());
+                v
+            }
         };
         let started = Instant::now();
         let (c, s, input) = (core.clone(), script.clone(), v);
-        let ran = tokio::task::spawn_blocking(move || c.workflows().engine.run(&s, &input))
+        let ran = tokio::task::spawn_blocking(move || c.workflows().engine.run_view(&s, &input))
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
         let actions = match ran {
@@ -419,6 +428,10 @@ pub(crate) async fn run_for_event(
             }
         };
         let count = actions.len();
+        if count > 0 {
+            // The next workflow sees the ticket as this one left it.
+            view = None;
+        }
         let actor = format!("workflow:{id}");
         match apply(core, workspace_id, ticket_id, &actor, actions).await {
             Ok(()) => core.workflows().record(id, started, count, None),

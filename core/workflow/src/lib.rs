@@ -121,6 +121,13 @@ impl Script {
     }
 }
 
+/// The names a script sees.
+const VIEW_NAMES: [&str; 5] = ["event", "ticket", "customer", "messages", "agents"];
+
+/// An event view converted for scripts once, shared by the workflows that run on the event.
+#[derive(Debug, Clone)]
+pub struct View(Vec<(&'static str, Dynamic)>);
+
 /// An action a run asked for: a name from the action vocabulary and its arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Action {
@@ -236,12 +243,35 @@ impl Engine {
     /// # Errors
     /// A [`ScriptError`] when the script fails or breaks a limit; no action is returned then.
     pub fn run(&self, script: &Script, view: &Json) -> Result<Vec<Action>, ScriptError> {
-        let mut scope = rhai::Scope::new();
-        for name in ["event", "ticket", "customer", "messages", "agents"] {
+        self.run_view(script, &self.view(view)?)
+    }
+
+    /// Converts an event view (`{"event", "ticket", "customer", "messages", "agents"}`) once,
+    /// for every workflow that runs on the event.
+    ///
+    /// # Errors
+    /// When the JSON cannot be represented.
+    pub fn view(&self, view: &Json) -> Result<View, ScriptError> {
+        let mut values = Vec::with_capacity(VIEW_NAMES.len());
+        for name in VIEW_NAMES {
             let value = view.get(name).cloned().unwrap_or(Json::Null);
             let value: Dynamic =
                 rhai::serde::to_dynamic(value).map_err(|e| ScriptError::at(Position::NONE, e.to_string()))?;
-            scope.push_constant(name, value);
+            // Not shared: a shared value could be changed by one workflow under the next one's
+            // feet (constants do not protect shared values); each scope gets its own copy.
+            values.push((name, value));
+        }
+        Ok(View(values))
+    }
+
+    /// Runs a script against a converted view (see [`Engine::view`]).
+    ///
+    /// # Errors
+    /// As [`Engine::run`].
+    pub fn run_view(&self, script: &Script, view: &View) -> Result<Vec<Action>, ScriptError> {
+        let mut scope = rhai::Scope::new();
+        for (name, value) in &view.0 {
+            scope.push_constant(*name, value.clone());
         }
         RUN.with(|r| {
             *r.borrow_mut() = Some(Run {
