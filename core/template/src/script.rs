@@ -1,0 +1,80 @@
+//! The Rhai engine that runs workspace helpers written as scripts.
+//!
+//! Handlebars' `script_helper` evaluates scripts on the registry's engine, which is a plain
+//! `Engine::new()` — no limits, `print` to stdout, a file module resolver — unless
+//! `set_engine` replaces it. Every registry of this crate gets [`engine`] at construction,
+//! before any script helper exists, so no script ever runs on the default one.
+//!
+//! A script sees `params` (array) and `hash` (map) and returns the value to render:
+//! `params[0].to_upper() + "!"`.
+
+use rhai::packages::{
+    BasicArrayPackage, BasicMapPackage, BasicMathPackage, CorePackage, LogicPackage, MoreStringPackage, Package,
+};
+
+/// Deepest nesting of function calls; a recursive script stops here instead of overflowing the
+/// stack.
+const CALL_LEVELS: usize = 16;
+/// Deepest nesting of expressions (global, inside functions) at compile time.
+const EXPR_DEPTH: (usize, usize) = (32, 16);
+/// Largest string a script may build: as large as a template may be.
+const STRING_BYTES: usize = 64 * 1024;
+/// Largest array and map a script may build; a helper formats one value, it does not need more.
+const ARRAY_LEN: usize = 1024;
+const MAP_LEN: usize = 256;
+const VARIABLES: usize = 256;
+const FUNCTIONS: usize = 64;
+
+/// A Rhai engine with the language's own functions (strings, arrays, maps, maths, logic) and
+/// nothing that reaches outside: no modules, no time, no `eval`, `print` and `debug` discarded.
+///
+/// `operations` bounds the work of one helper call (~50,000 is about a millisecond).
+pub(crate) fn engine(operations: u64) -> rhai::Engine {
+    let mut engine = rhai::Engine::new_raw();
+    engine.register_global_module(CorePackage::new().as_shared_module());
+    engine.register_global_module(LogicPackage::new().as_shared_module());
+    engine.register_global_module(BasicMathPackage::new().as_shared_module());
+    engine.register_global_module(BasicArrayPackage::new().as_shared_module());
+    engine.register_global_module(BasicMapPackage::new().as_shared_module());
+    engine.register_global_module(MoreStringPackage::new().as_shared_module());
+    engine
+        .set_max_operations(operations)
+        .set_max_call_levels(CALL_LEVELS)
+        .set_max_expr_depths(EXPR_DEPTH.0, EXPR_DEPTH.1)
+        .set_max_string_size(STRING_BYTES)
+        .set_max_array_size(ARRAY_LEN)
+        .set_max_map_size(MAP_LEN)
+        .set_max_variables(VARIABLES)
+        .set_max_functions(FUNCTIONS);
+    engine.disable_symbol("eval");
+    engine.on_print(|_| {});
+    engine.on_debug(|_, _, _| {});
+    engine
+}
+
+/// What a failed script reported, lowercased to fit into our messages.
+pub(crate) fn describe(error: &rhai::EvalAltResult) -> String {
+    crate::error::lowercase_first(&error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_is_limited() {
+        let engine = engine(50_000);
+        let cases = [
+            ("loop {}", "Too many operations"),
+            ("let s = \"x\"; loop { s += s; }", "Length of string"),
+            ("let a = []; loop { a.push(1); }", "Size of array"),
+            ("fn f(n) { f(n + 1) } f(0)", "Stack overflow"),
+            ("eval(\"1\")", "eval"),
+        ];
+        for (script, expected) in cases {
+            let e = engine.eval::<rhai::Dynamic>(script).expect_err(script);
+            assert!(format!("{e}").contains(expected), "{script}: {e}");
+        }
+        assert_eq!(engine.eval::<String>("\"ab\".to_upper() + [1, 2].len()").ok().as_deref(), Some("AB2"));
+    }
+}
