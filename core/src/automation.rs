@@ -372,26 +372,46 @@ async fn run_one(core: &crate::Core, a: &Row, kind: &str, changes: &str, ticket_
         }
     };
     registry.record("automation", a.id, elapsed, None);
-    let actor = format!("automation:{}", a.id);
-    for action in checked {
-        match action {
-            Checked::Update(patch) => {
-                crate::ticket::update(core, a.workspace_id, ticket_id, &actor, &patch).await?;
-            }
-            Checked::Message(kind, input) => {
-                crate::ticket::add_message(core, a.workspace_id, ticket_id, kind, None, &actor, &input).await?;
-            }
-        }
-    }
+    apply(core, a.workspace_id, ticket_id, &format!("automation:{}", a.id), checked).await?;
     if a.last_error.is_some() {
         db::exec(core.db(), "UPDATE automations SET last_error = NULL WHERE id = ?", vec![a.id.into()]).await?;
     }
     Ok(())
 }
 
-enum Checked {
+/// A checked action, ready to apply.
+pub(crate) enum Checked {
+    /// Ticket fields.
     Update(TicketPatch),
+    /// A note or a reply.
     Message(MessageKind, MessageInput),
+}
+
+/// A note's or reply's input with a plain-text body and nothing else.
+pub(crate) fn text_message(body: String) -> MessageInput {
+    MessageInput { body, body_html: None, channel: None, external_id: None, attachments: vec![], receipt: None }
+}
+
+/// Applies a rule's checked actions, in order, with the rule as the actor (workflows and
+/// automation plugins alike).
+pub(crate) async fn apply(
+    core: &crate::Core,
+    workspace_id: i64,
+    ticket_id: i64,
+    actor: &str,
+    actions: Vec<Checked>,
+) -> Result<()> {
+    for action in actions {
+        match action {
+            Checked::Update(patch) => {
+                crate::ticket::update(core, workspace_id, ticket_id, actor, &patch).await?;
+            }
+            Checked::Message(kind, input) => {
+                crate::ticket::add_message(core, workspace_id, ticket_id, kind, None, actor, &input).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks every action before any is applied: a bad one refuses the whole answer.
@@ -421,17 +441,7 @@ fn check(actions: &[Action]) -> Result<Vec<Checked>> {
                         return Err(bad("body is empty".into()));
                     }
                     let kind = if a.name == "note" { MessageKind::Note } else { MessageKind::Reply };
-                    Ok(Checked::Message(
-                        kind,
-                        MessageInput {
-                            body: b.body,
-                            body_html: b.body_html,
-                            channel: None,
-                            external_id: None,
-                            attachments: vec![],
-                            receipt: None,
-                        },
-                    ))
+                    Ok(Checked::Message(kind, MessageInput { body_html: b.body_html, ..text_message(b.body) }))
                 }
                 other => Err(bad(format!("unknown action {other:?}; actions are update, note, reply"))),
             }
@@ -439,19 +449,24 @@ fn check(actions: &[Action]) -> Result<Vec<Checked>> {
         .collect()
 }
 
-async fn event_view(
-    core: &crate::Core,
-    workspace_id: i64,
-    kind: &str,
-    changes: &str,
-    ticket_id: i64,
-) -> Result<AutomationEvent> {
-    let t = crate::ticket::get(core.db(), workspace_id, ticket_id).await?;
-    let c = crate::customer::get(core.db(), workspace_id, t.customer_id).await?;
-    let open: i64 = db::query_one(
+/// What a rule sees of a ticket: the ticket, its customer, the customer's open tickets and
+/// the ticket's latest messages (oldest first). Workflows and automation plugins read it
+/// through this one function.
+pub(crate) struct Subject {
+    pub(crate) ticket: crate::ticket::Ticket,
+    pub(crate) customer: crate::customer::Customer,
+    pub(crate) open_tickets: i64,
+    /// (direction, text), at most ten.
+    pub(crate) messages: Vec<(String, String)>,
+}
+
+pub(crate) async fn load_subject(core: &crate::Core, workspace_id: i64, ticket_id: i64) -> Result<Subject> {
+    let ticket = crate::ticket::get(core.db(), workspace_id, ticket_id).await?;
+    let customer = crate::customer::get(core.db(), workspace_id, ticket.customer_id).await?;
+    let open_tickets: i64 = db::query_one(
         core.db(),
         "SELECT COUNT(*) AS n FROM tickets WHERE customer_id = ? AND status IN ('new', 'open', 'pending')",
-        vec![c.id.into()],
+        vec![customer.id.into()],
     )
     .await?
     .map(|r| db::col(&r, "n"))
@@ -467,6 +482,18 @@ async fn event_view(
     .map(|r| Ok((db::col(r, "direction")?, db::col(r, "body_text")?)))
     .collect::<Result<Vec<(String, String)>>>()?;
     messages.reverse();
+    Ok(Subject { ticket, customer, open_tickets, messages })
+}
+
+async fn event_view(
+    core: &crate::Core,
+    workspace_id: i64,
+    kind: &str,
+    changes: &str,
+    ticket_id: i64,
+) -> Result<AutomationEvent> {
+    let Subject { ticket: t, customer: c, open_tickets, messages } =
+        load_subject(core, workspace_id, ticket_id).await?;
     Ok(AutomationEvent {
         kind: kind.to_owned(),
         changes: changes.to_owned(),
@@ -490,7 +517,7 @@ async fn event_view(
             tier: c.tier,
             language: c.language,
             identities: c.identities.into_iter().map(|i| (i.kind, i.address)).collect(),
-            open_tickets: open.max(0) as u32,
+            open_tickets: open_tickets.max(0) as u32,
         },
         messages,
     })

@@ -665,8 +665,7 @@ pub(crate) async fn plugin_for(
             ),
         )),
         None => {
-            let known: Vec<String> =
-                registry.list(core.db()).await.map(|l| l.into_iter().map(|p| p.id).collect()).unwrap_or_default();
+            let known = registry.ids();
             Err(Error::invalid("plugin", format!("unknown plugin {key:?}; installed plugins: {}", known.join(", "))))
         }
     }

@@ -191,8 +191,11 @@ impl Registry {
                         tracing::warn!(error = %e, plugin = %name, "could not record the plugin in the database");
                         continue;
                     }
-                    if let Err(e) = claim_active(&db, &plugin.descriptor).await {
-                        tracing::warn!(error = %e, plugin = %name, "could not activate the plugin");
+                    match claim_active(&db, &plugin.descriptor).await {
+                        // Active now: no need for `sync` to load it a second time.
+                        Ok(true) => self.insert(plugin),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, plugin = %name, "could not activate the plugin"),
                     }
                 }
                 Err(e) => tracing::error!(plugin = %name, error = %e, "plugin failed to load"),
@@ -244,10 +247,22 @@ impl Registry {
         .ok_or(Error::NotFound("plugin version"))?;
         let plugin = self.compile(db::col(&row, "wasm")?).await?;
         tracing::info!(plugin = %key, version = %version, "plugin version active");
-        if let Ok(mut map) = self.active.write() {
-            map.insert(key.to_owned(), plugin);
-        }
+        self.insert(plugin);
         Ok(())
+    }
+
+    /// Makes a compiled plugin the one new calls of its id use on this node.
+    fn insert(&self, plugin: Plugin) {
+        if let Ok(mut map) = self.active.write() {
+            map.insert(plugin.descriptor.id.clone(), plugin);
+        }
+    }
+
+    /// The ids of the active plugins, sorted.
+    pub(crate) fn ids(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.active.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        keys.sort();
+        keys
     }
 
     pub(crate) async fn wait_loaded(&self) {
@@ -297,9 +312,7 @@ impl Registry {
             None => store_version(db, &plugin, &wasm, Source::Upload).await?,
         }
         switch_active(db, &d.id, &d.version).await?;
-        if let Ok(mut map) = self.active.write() {
-            map.insert(d.id.clone(), plugin.clone());
-        }
+        self.insert(plugin.clone());
         tracing::info!(plugin = %d.id, version = %d.version, "plugin uploaded and active");
         self.view(db, &d.id).await
     }
@@ -328,8 +341,7 @@ impl Registry {
     /// Database errors.
     pub async fn list(self: &Arc<Self>, db: &DatabaseConnection) -> Result<Vec<PluginView>> {
         self.wait_loaded().await;
-        let mut keys: Vec<String> = self.active.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-        keys.sort();
+        let keys = self.ids();
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             out.push(self.view(db, &key).await?);
@@ -501,8 +513,8 @@ async fn store_version(db: &DatabaseConnection, plugin: &Plugin, wasm: &[u8], so
 }
 
 /// At start: a plugin that ships with the server becomes active unless an admin uploaded the
-/// active version (an upload is never undone by a restart).
-async fn claim_active(db: &DatabaseConnection, d: &plugdesk_host::Descriptor) -> Result<()> {
+/// active version (an upload is never undone by a restart). Returns whether it is active.
+async fn claim_active(db: &DatabaseConnection, d: &plugdesk_host::Descriptor) -> Result<bool> {
     let current = db::query_one(
         db,
         "SELECT a.version, p.source FROM plugin_active a LEFT JOIN plugins p ON p.key = a.key AND p.version = a.version WHERE a.key = ?",
@@ -517,16 +529,21 @@ async fn claim_active(db: &DatabaseConnection, d: &plugdesk_host::Descriptor) ->
                 vec![d.id.clone().into(), d.version.clone().into(), crate::now_ms().into()],
             )
             .await?;
+            Ok(true)
         }
         Some(r) => {
             let version: String = db::col(&r, "version")?;
             let source: Option<String> = db::col(&r, "source")?;
-            if version != d.version && source.as_deref() != Some(Source::Upload.as_str()) {
-                switch_active(db, &d.id, &d.version).await?;
+            if version == d.version {
+                return Ok(true);
             }
+            if source.as_deref() == Some(Source::Upload.as_str()) {
+                return Ok(false);
+            }
+            switch_active(db, &d.id, &d.version).await?;
+            Ok(true)
         }
     }
-    Ok(())
 }
 
 /// Records `version` as active, remembering the version it replaces for a rollback.

@@ -17,7 +17,7 @@ use serde_json::{Value as Json, json};
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::ticket::{MessageInput, MessageKind, TicketPatch};
+use crate::ticket::{MessageKind, TicketPatch};
 
 /// The default library (`workflows/*.rhai`): every new workspace starts with these, enabled.
 pub const LIBRARY: [(&str, &str); 7] = [
@@ -165,7 +165,7 @@ pub struct WorkflowView {
 fn view(core: &crate::Core, r: &sea_orm::QueryResult) -> Result<WorkflowView> {
     let id: i64 = db::col(r, "id")?;
     let source: String = db::col(r, "source")?;
-    let script = core.workflows().compile(&source)?;
+    let script = core.workflows().cached(id, db::col(r, "updated_at")?, &source)?;
     Ok(WorkflowView {
         id,
         name: db::col(r, "name")?,
@@ -319,13 +319,13 @@ pub async fn dry_run(core: &crate::Core, workspace_id: i64, id: Option<i64>, inp
     let script = core.workflows().compile(&source)?;
     let kind = input.event.clone().unwrap_or_else(|| script.triggers[0].event.clone());
     let changes = input.changes.clone().unwrap_or_else(|| json!({}));
+    let fires = script.fires(&kind, &changes);
     let view = view_of(core, workspace_id, &kind, &changes, input.ticket_id).await?;
     let engine = core.clone();
     let actions = tokio::task::spawn_blocking(move || engine.workflows().engine.run(&script, &view))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::Script { line: e.line, column: e.column, message: e.message })?;
-    let fires = core.workflows().compile(&source)?.fires(&kind, &changes);
     Ok(json!({
         "event": kind,
         "fires": fires,
@@ -335,33 +335,15 @@ pub async fn dry_run(core: &crate::Core, workspace_id: i64, id: Option<i64>, inp
 
 /// The JSON view a script gets.
 async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Json, ticket_id: i64) -> Result<Json> {
-    let t = crate::ticket::get(core.db(), workspace_id, ticket_id).await?;
-    let c = crate::customer::get(core.db(), workspace_id, t.customer_id).await?;
-    let open: i64 = db::query_one(
-        core.db(),
-        "SELECT COUNT(*) AS n FROM tickets WHERE customer_id = ? AND status IN ('new', 'open', 'pending')",
-        vec![c.id.into()],
-    )
-    .await?
-    .map(|r| db::col(&r, "n"))
-    .transpose()?
-    .unwrap_or(0);
-    let mut messages = db::query_all(
-        core.db(),
-        "SELECT direction, body_text FROM messages WHERE ticket_id = ? ORDER BY id DESC LIMIT 10",
-        vec![ticket_id.into()],
-    )
-    .await?
-    .iter()
-    .map(|r| Ok(json!({ "direction": db::col::<String>(r, "direction")?, "text": db::col::<String>(r, "body_text")? })))
-    .collect::<Result<Vec<Json>>>()?;
-    messages.reverse();
+    let subject = crate::automation::load_subject(core, workspace_id, ticket_id).await?;
     let agents = crate::agent::list(core.db(), workspace_id).await?;
-    let mut customer = serde_json::to_value(&c)?;
-    customer["open_tickets"] = json!(open);
+    let mut customer = serde_json::to_value(&subject.customer)?;
+    customer["open_tickets"] = json!(subject.open_tickets);
+    let messages: Vec<Json> =
+        subject.messages.iter().map(|(direction, text)| json!({ "direction": direction, "text": text })).collect();
     Ok(json!({
         "event": { "kind": kind, "changes": changes },
-        "ticket": serde_json::to_value(&t)?,
+        "ticket": serde_json::to_value(&subject.ticket)?,
         "customer": customer,
         "messages": messages,
         "agents": serde_json::to_value(&agents)?,
@@ -441,7 +423,8 @@ pub(crate) async fn run_for_event(
     Ok(fired)
 }
 
-/// Turns a run's actions into ticket changes and messages, checks them all, then applies them.
+/// Turns a run's actions into one ticket change (update-like actions merged, tag lists
+/// joined) followed by its messages, checks them all, then applies them.
 async fn apply(
     core: &crate::Core,
     workspace_id: i64,
@@ -449,6 +432,7 @@ async fn apply(
     actor: &str,
     actions: Vec<plugdesk_workflow::Action>,
 ) -> Result<()> {
+    use crate::automation::{Checked, text_message};
     let mut patch = serde_json::Map::new();
     let mut messages = Vec::new();
     let mut merge = |args: &Json| {
@@ -463,38 +447,27 @@ async fn apply(
             }
         }
     };
+    let body = |args: &Json, key: &str| text_message(args[key].as_str().unwrap_or_default().to_owned());
     for a in &actions {
         match a.name.as_str() {
             "update" => merge(&a.args),
             "escalate" => {
                 merge(&json!({ "level": 2 }));
-                messages.push((MessageKind::Note, a.args["note"].as_str().unwrap_or_default().to_owned()));
+                messages.push(Checked::Message(MessageKind::Note, body(&a.args, "note")));
             }
-            "note" => messages.push((MessageKind::Note, a.args["body"].as_str().unwrap_or_default().to_owned())),
-            "reply" => messages.push((MessageKind::Reply, a.args["body"].as_str().unwrap_or_default().to_owned())),
+            "note" => messages.push(Checked::Message(MessageKind::Note, body(&a.args, "body"))),
+            "reply" => messages.push(Checked::Message(MessageKind::Reply, body(&a.args, "body"))),
             other => return Err(Error::invalid("actions", format!("unknown action {other:?}"))),
         }
     }
-    let patch: Option<TicketPatch> = if patch.is_empty() {
-        None
-    } else {
-        Some(serde_json::from_value(Json::Object(patch)).map_err(|e| Error::invalid("actions", e.to_string()))?)
-    };
-    if let Some(p) = &patch {
-        crate::ticket::update(core, workspace_id, ticket_id, actor, p).await?;
+    let mut checked = Vec::with_capacity(messages.len() + 1);
+    if !patch.is_empty() {
+        let p: TicketPatch =
+            serde_json::from_value(Json::Object(patch)).map_err(|e| Error::invalid("actions", e.to_string()))?;
+        checked.push(Checked::Update(p));
     }
-    for (kind, body) in messages {
-        let input = MessageInput {
-            body,
-            body_html: None,
-            channel: None,
-            external_id: None,
-            attachments: vec![],
-            receipt: None,
-        };
-        crate::ticket::add_message(core, workspace_id, ticket_id, kind, None, actor, &input).await?;
-    }
-    Ok(())
+    checked.extend(messages);
+    crate::automation::apply(core, workspace_id, ticket_id, actor, checked).await
 }
 
 #[cfg(test)]
