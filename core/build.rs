@@ -44,6 +44,34 @@ fn main() {
     entries.push_str("];\n");
     let generated = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bundled.rs");
     std::fs::write(generated, entries).expect("write bundled.rs");
+    bundle_templates(&root.join("templates"));
+}
+
+/// Embeds the default response templates (`templates/`, the layout `plugdesk-template` loads)
+/// as (path in the directory, contents).
+fn bundle_templates(dir: &Path) {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files = Vec::new();
+    for (folder, extension) in [("", ".hbs"), ("partials/", ".hbs"), ("helpers/", ".rhai")] {
+        println!("cargo:rerun-if-changed={}", dir.join(folder).display());
+        let Ok(entries) = std::fs::read_dir(dir.join(folder)) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(extension) && !name.starts_with('.') {
+                files.push((format!("{folder}{name}"), entry.path()));
+            }
+        }
+    }
+    files.sort();
+    let mut out = String::from(
+        "/// The default templates from `templates/`: (path, contents).\npub(crate) static BUNDLED_TEMPLATES: &[(&str, &str)] = &[\n",
+    );
+    for (name, path) in files {
+        out.push_str(&format!("    ({name:?}, include_str!({:?})),\n", path.display().to_string()));
+    }
+    out.push_str("];\n");
+    let generated = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("templates.rs");
+    std::fs::write(generated, out).expect("write templates.rs");
 }
 
 /// The workspace members of `plugins/Cargo.toml` (one per line, quoted).

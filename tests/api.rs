@@ -1208,8 +1208,8 @@ async fn a_new_workspace_handles_tickets_through_the_default_library() {
     let s = Server::serve(scratch, token).await;
     let (_, list) = s.get("/api/v1/workflows").await;
     let names: Vec<&str> = list["items"].as_array().expect("items").iter().filter_map(|w| w["name"].as_str()).collect();
-    assert_eq!(names.len(), 7, "{list}");
-    assert!(names.contains(&"Lost parcel") && names.contains(&"Routing"), "{names:?}");
+    assert_eq!(names.len(), 9, "{list}");
+    assert!(names.contains(&"Lost parcel") && names.contains(&"Satisfaction survey"), "{names:?}");
     let (status, agent) = s
         .post(
             "/api/v1/agents",
@@ -1218,6 +1218,8 @@ async fn a_new_workspace_handles_tickets_through_the_default_library() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{agent}");
 
+    // A lost parcel: categorised, assigned, answered once with the process template in German
+    // (no separate acknowledgement), a follow-up set.
     let (_, t) = s
         .post(
             "/api/v1/tickets",
@@ -1233,11 +1235,84 @@ async fn a_new_workspace_handles_tickets_through_the_default_library() {
     assert_eq!((done["status"].as_str(), done["first_response_at"].is_null()), (Some("new"), true), "{done}");
     let msgs = s
         .wait_for(&format!("/api/v1/tickets/{id}/messages"), Duration::from_secs(10), |m| {
-            m["items"].as_array().is_some_and(|m| m.len() == 3)
+            m["items"].as_array().is_some_and(|m| m.len() == 2)
         })
         .await;
     let bodies: Vec<&str> =
         msgs["items"].as_array().expect("items").iter().filter_map(|m| m["body"].as_str()).collect();
-    assert!(bodies[1].starts_with("Guten Tag Anna"), "the acknowledgement in German first: {bodies:?}");
-    assert!(bodies[2].contains("Nachforschung"), "then the lost-parcel answer: {bodies:?}");
+    assert!(bodies[1].starts_with("Guten Tag Anna,"), "the lost-parcel answer in German: {bodies:?}");
+    assert!(bodies[1].contains("Bestellnummer"), "{bodies:?}");
+    let (_, events) = s.get(&format!("/api/v1/tickets/{id}/events")).await;
+    let kinds: Vec<&str> =
+        events["items"].as_array().expect("items").iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(kinds.contains(&"follow_up.scheduled"), "{kinds:?}");
+    // Every action is recorded with the workflow that took it.
+    let lost_parcel = list["items"].as_array().expect("items").iter().find(|w| w["name"] == "Lost parcel").expect("wf");
+    let actor = format!("workflow:{}", lost_parcel["id"]);
+    assert!(events["items"].as_array().expect("items").iter().any(|e| e["actor"] == actor.as_str()), "{events}");
+
+    // Anything else gets the acknowledgement in the customer's language.
+    let (_, t) = s
+        .post(
+            "/api/v1/tickets",
+            json!({ "subject": "Question about my invoice", "body": "Where is it?", "customer": { "email": "bob@example.com", "name": "Bob", "language": "en" } }),
+        )
+        .await;
+    let id = t["id"].as_i64().expect("id");
+    let msgs = s
+        .wait_for(&format!("/api/v1/tickets/{id}/messages"), Duration::from_secs(10), |m| {
+            m["items"].as_array().is_some_and(|m| m.len() == 2)
+        })
+        .await;
+    let ack = msgs["items"][1]["body"].as_str().unwrap_or_default();
+    assert!(ack.starts_with("Hello Bob,") && ack.contains(&format!("{}", t["number"])), "{ack}");
+
+    // Resolving it sends the survey invitation; the customer answers on the public page; a poor
+    // rating tags the ticket.
+    for step in ["open", "resolved"] {
+        let (status, body) = s.patch(&format!("/api/v1/tickets/{id}"), json!({ "status": step })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let msgs = s
+        .wait_for(&format!("/api/v1/tickets/{id}/messages"), Duration::from_secs(10), |m| {
+            m["items"].as_array().is_some_and(|m| m.len() == 3)
+        })
+        .await;
+    let invitation = msgs["items"][2]["body"].as_str().unwrap_or_default().to_owned();
+    let link = invitation.split_whitespace().find(|w| w.contains("/survey/")).expect("survey link").to_owned();
+    let path = &link[link.find("/survey/").unwrap_or(0)..];
+    let page = reqwest::get(format!("{}{path}", s.base)).await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap_or_default().contains("name=\"rating\""));
+    let answered = reqwest::Client::new()
+        .post(format!("{}{path}", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("rating=2&comment=took+too+long")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(answered.status(), StatusCode::OK);
+    let again = reqwest::Client::new()
+        .post(format!("{}{path}", s.base))
+        .json(&json!({ "rating": 5 }))
+        .send()
+        .await
+        .expect("again");
+    assert_eq!(again.status(), StatusCode::CONFLICT, "a survey is answered once");
+    s.wait_for(&format!("/api/v1/tickets/{id}"), Duration::from_secs(10), |t| {
+        t["tags"].as_array().is_some_and(|tags| tags.contains(&json!("unhappy")))
+    })
+    .await;
+    let (_, surveys) = s.get("/api/v1/surveys").await;
+    assert_eq!((surveys["answered"].clone(), surveys["average_rating"].clone()), (json!(1), json!(2.0)), "{surveys}");
+    // The assignee (Bea, through routing) was told.
+    let (_, note) = s.get("/api/v1/notifications").await;
+    assert!(note["items"].as_array().is_some_and(|n| n.is_empty()), "the admin got none: {note}");
+    let (_, events) = s.get(&format!("/api/v1/tickets/{id}/events")).await;
+    assert!(
+        events["items"].as_array().expect("items").iter().any(|e| e["type"] == "agent.notified"
+            && e["changes"]["agent_id"] == agent["id"]
+            && e["changes"]["body"].as_str().unwrap_or("").contains("2 of 5")),
+        "{events}"
+    );
 }

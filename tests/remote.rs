@@ -20,6 +20,8 @@ struct Inner {
     feed: Vec<Value>,
     feed_fails: bool,
     feed_calls: Vec<String>,
+    /// Every request to the sink as received: its `x-plugdesk-*` headers and raw body.
+    raw: Vec<(Vec<(String, String)>, String)>,
 }
 
 /// The running fake; clones share it.
@@ -60,6 +62,11 @@ impl Remote {
         self.inner.lock().expect("lock").feed_fails = failing;
     }
 
+    /// Requests to the sink with their `x-plugdesk-*` headers and raw bodies.
+    pub fn raw_received(&self) -> Vec<(Vec<(String, String)>, String)> {
+        self.inner.lock().expect("lock").raw.clone()
+    }
+
     pub fn feed_calls(&self) -> Vec<String> {
         self.inner.lock().expect("lock").feed_calls.clone()
     }
@@ -69,6 +76,12 @@ async fn sink(State(r): State<Remote>, headers: HeaderMap, body: String) -> (Sta
     let mut inner = r.inner.lock().expect("lock");
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     inner.received.push((auth, serde_json::from_str(&body).unwrap_or(Value::Null)));
+    let ours = headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("x-plugdesk-"))
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    inner.raw.push((ours, body.clone()));
     let status = inner.script.pop_front().unwrap_or(200);
     if status == 200 {
         let n = inner.received.len();

@@ -85,6 +85,6 @@ cargo test --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/
 if [ -z "${PLUGDESK_SKIP_PG:-}" ]; then
     ensure_postgres
     step "end-to-end tests on PostgreSQL ($PG_URL)"
-    DATABASE_URL="$PG_URL" cargo test --workspace --test api --test channels
+    DATABASE_URL="$PG_URL" cargo test --workspace --test api --test channels --test workflows
 fi
 step "all tests passed"

@@ -7,6 +7,7 @@ mod customers;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+mod rules;
 mod settings;
 mod system;
 mod tickets;
@@ -75,6 +76,24 @@ pub fn app(core: Core) -> Router {
             get(channels::workflow).put(channels::update_workflow).delete(channels::delete_workflow),
         )
         .route("/workflows/{id}/dry-run", post(channels::dry_run))
+        .route("/workflows/replay", post(rules::replay))
+        .route("/templates", get(rules::templates))
+        .route("/templates/preview", post(rules::preview))
+        .route(
+            "/templates/{purpose}/{channel}/{language}",
+            axum::routing::put(rules::save_template).delete(rules::delete_template),
+        )
+        .route(
+            "/template-partials/{name}/{language}",
+            axum::routing::put(rules::save_partial).delete(rules::delete_partial),
+        )
+        .route("/template-helpers/{name}", axum::routing::put(rules::save_helper).delete(rules::delete_helper))
+        .route("/webhooks", post(rules::save_webhook).get(rules::webhooks))
+        .route("/webhooks/{name}", axum::routing::delete(rules::delete_webhook))
+        .route("/webhook-deliveries", get(rules::deliveries))
+        .route("/surveys", get(rules::surveys))
+        .route("/notifications", get(rules::notifications))
+        .route("/notifications/{id}/read", post(rules::read_notification))
         .route("/outbox", get(channels::outbox))
         .route("/outbox/{id}/replay", post(channels::replay))
         .route("/openapi.json", get(system::openapi));
@@ -82,6 +101,7 @@ pub fn app(core: Core) -> Router {
         .nest("/api/v1", api)
         .route("/hooks/{id}", any(channels::hook))
         .route("/hooks/{id}/{*rest}", any(channels::hook))
+        .route("/survey/{token}", get(rules::survey_page).post(rules::survey_answer))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

@@ -18,6 +18,7 @@ use plugdesk_host::{Action, AutomationEvent, CustomerView, Kind, TicketView};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::action::{Checked, RuleRun, text_message};
 use crate::channel::{self, ChannelContext};
 use crate::db;
 use crate::error::{Error, Result};
@@ -290,7 +291,7 @@ pub async fn dispatch(core: &crate::Core, node: i64) -> Result<usize> {
         if let Some(ticket) = ticket.filter(|_| !caused_by_rule) {
             if with_workflows.contains(&workspace_id) {
                 let changes_json: Json = serde_json::from_str(&db::col::<String>(e, "changes")?).unwrap_or(Json::Null);
-                match crate::workflow::run_for_event(core, workspace_id, &kind, &changes_json, ticket).await {
+                match crate::workflow::run_for_event(core, workspace_id, &kind, &changes_json, ticket, None).await {
                     Ok(fired) => ran |= fired,
                     Err(err) => tracing::warn!(event = id, error = %err, "workflows failed"),
                 }
@@ -372,44 +373,12 @@ async fn run_one(core: &crate::Core, a: &Row, kind: &str, changes: &str, ticket_
         }
     };
     registry.record("automation", a.id, elapsed, None);
-    apply(core, a.workspace_id, ticket_id, &format!("automation:{}", a.id), checked).await?;
+    let run = RuleRun { actor: format!("automation:{}", a.id), actions: checked };
+    if let Some(Err(e)) = crate::action::apply(core, a.workspace_id, ticket_id, vec![run]).await?.pop() {
+        return Err(e);
+    }
     if a.last_error.is_some() {
         db::exec(core.db(), "UPDATE automations SET last_error = NULL WHERE id = ?", vec![a.id.into()]).await?;
-    }
-    Ok(())
-}
-
-/// A checked action, ready to apply.
-pub(crate) enum Checked {
-    /// Ticket fields.
-    Update(TicketPatch),
-    /// A note or a reply.
-    Message(MessageKind, MessageInput),
-}
-
-/// A note's or reply's input with a plain-text body and nothing else.
-pub(crate) fn text_message(body: String) -> MessageInput {
-    MessageInput { body, body_html: None, channel: None, external_id: None, attachments: vec![], receipt: None }
-}
-
-/// Applies a rule's checked actions, in order, with the rule as the actor (workflows and
-/// automation plugins alike).
-pub(crate) async fn apply(
-    core: &crate::Core,
-    workspace_id: i64,
-    ticket_id: i64,
-    actor: &str,
-    actions: Vec<Checked>,
-) -> Result<()> {
-    for action in actions {
-        match action {
-            Checked::Update(patch) => {
-                crate::ticket::update(core, workspace_id, ticket_id, actor, &patch).await?;
-            }
-            Checked::Message(kind, input) => {
-                crate::ticket::add_message(core, workspace_id, ticket_id, kind, None, actor, &input).await?;
-            }
-        }
     }
     Ok(())
 }

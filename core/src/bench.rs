@@ -85,6 +85,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let cfg = Config { data: dir.clone(), database_url: None, ..Config::default() };
     let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
     let ws = crate::workspace::create(&conn, "bench", "bench@localhost", false).await?;
+    // A second workspace with the default workflow library, for the inbound path with rules.
+    let with_library = crate::workspace::create(&conn, "bench-library", "bench@localhost", true).await?;
     if opts.scale > 0 {
         let t = Instant::now();
         seed(&conn, ws.workspace_id, opts.scale).await?;
@@ -114,7 +116,10 @@ pub async fn run(opts: Options) -> Result<()> {
     println!("idle resident memory                              {:>9.1} MB", rss_mb(pid));
 
     let token = Arc::new(ws.admin_token);
-    let result = measure(&client, &base, &token, &opts).await;
+    let mut result = measure(&client, &base, &token, &opts).await;
+    if result.is_ok() {
+        result = library_inbound(&client, &base, &dir, &with_library.admin_token, &opts).await;
+    }
     println!("resident memory after the load                    {:>9.1} MB", rss_mb(pid));
     let _ = server.start_kill();
     let _ = server.wait().await;
@@ -222,33 +227,15 @@ async fn measure(client: &reqwest::Client, base: &str, token: &Arc<String>, opts
     search.print("full-text search (20 hits)", opts.clients);
 
     // The inbound path through a channel plugin: hook → stored raw → webform (Wasm) → ticket.
-    let install = client
-        .post(format!("{base}/api/v1/channels"))
-        .bearer_auth(token.as_str())
-        .json(&json!({ "plugin": "webform", "settings": {}, "grants": [] }))
-        .send()
-        .await
-        .map_err(http)?;
-    let channel: Json = install.json().await.map_err(http)?;
-    let channel_id =
-        channel["id"].as_i64().ok_or_else(|| Error::Internal(format!("channel install answered {channel}")))?;
-    let (c, b) = (client.clone(), base.clone());
-    let inbound = load(opts.clients, opts.tickets, move |i| {
-        let (client, base) = (c.clone(), b.clone());
-        async move {
-            // About 1 KB, like a real contact form with a few paragraphs.
-            let message = format!("Hello, this is message {i}. {}", "My order has not arrived and I would like to know where it is. ".repeat(14));
-            let body = json!({ "name": format!("Sender {i}"), "email": format!("form{i}@example.com"), "subject": format!("Order {i}"), "message": message });
-            let r = client.post(format!("{base}/hooks/{channel_id}")).json(&body).send().await.map_err(http)?;
-            if !r.status().is_success() {
-                return Err(Error::Internal(format!("hook answered {}: {}", r.status(), r.text().await.unwrap_or_default())));
-            }
-            r.bytes().await.map_err(http)?;
-            Ok(())
-        }
+    let channel_id = install_webform(&client, &base, &token).await?;
+    let inbound = post_forms(&client, &base, channel_id, opts, |i| {
+        // About 1 KB, like a real contact form with a few paragraphs.
+        let message = format!("Hello, this is message {i}. {}", "My order has not arrived and I would like to know where it is. ".repeat(14));
+        json!({ "name": format!("Sender {i}"), "email": format!("form{i}@example.com"), "subject": format!("Order {i}"), "message": message })
     })
     .await?;
     inbound.print("inbound via webform plugin (hook → ticket)", opts.clients);
+
     let stats: Json = client
         .get(format!("{base}/api/v1/channels/{channel_id}"))
         .bearer_auth(token.as_str())
@@ -261,6 +248,116 @@ async fn measure(client: &reqwest::Client, base: &str, token: &Arc<String>, opts
     let calls = stats["stats"]["calls"].as_f64().unwrap_or(0.0);
     let micros = stats["stats"]["total_us"].as_f64().unwrap_or(0.0);
     println!("time inside the plugin per 1 KB webhook (fresh instance) {:>9.1} µs", micros / calls.max(1.0));
+    Ok(())
+}
+
+/// Installs a `webform` channel; returns its id.
+async fn install_webform(client: &reqwest::Client, base: &str, token: &str) -> Result<i64> {
+    let channel: Json = client
+        .post(format!("{base}/api/v1/channels"))
+        .bearer_auth(token)
+        .json(&json!({ "plugin": "webform", "settings": {}, "grants": [] }))
+        .send()
+        .await
+        .map_err(http)?
+        .json()
+        .await
+        .map_err(http)?;
+    channel["id"].as_i64().ok_or_else(|| Error::Internal(format!("channel install answered {channel}")))
+}
+
+/// Posts `opts.tickets` forms (`form(i)`) to a webform channel's hook from `opts.clients`
+/// clients.
+async fn post_forms(
+    client: &reqwest::Client,
+    base: &str,
+    channel_id: i64,
+    opts: &Options,
+    form: fn(u64) -> Json,
+) -> Result<Stats> {
+    let (c, b) = (client.clone(), base.to_owned());
+    load(opts.clients, opts.tickets, move |i| {
+        let (client, base) = (c.clone(), b.clone());
+        async move {
+            let r = client.post(format!("{base}/hooks/{channel_id}")).json(&form(i)).send().await.map_err(http)?;
+            if !r.status().is_success() {
+                return Err(Error::Internal(format!(
+                    "hook answered {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                )));
+            }
+            r.bytes().await.map_err(http)?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The inbound path again, into a workspace running the default workflow library (agents
+/// online, so routing assigns): the hook rate while the dispatcher works beside it, then how
+/// long the dispatcher needs to finish every event (the library's answers, routing, tags).
+async fn library_inbound(
+    client: &reqwest::Client,
+    base: &str,
+    dir: &std::path::Path,
+    token: &str,
+    opts: &Options,
+) -> Result<()> {
+    let token = Arc::new(token.to_owned());
+    for i in 0..4 {
+        client
+            .post(format!("{base}/api/v1/agents"))
+            .bearer_auth(token.as_str())
+            .json(&json!({ "name": format!("Agent {i}"), "email": format!("agent{i}@example.com"), "presence": "online", "capacity": 1_000_000 }))
+            .send()
+            .await
+            .map_err(http)?;
+    }
+    let channel_id = install_webform(client, base, &token).await?;
+    let started = Instant::now();
+    let inbound = post_forms(client, base, channel_id, opts, |i| {
+        // Every fourth one a lost parcel (categorised and answered by its playbook), the rest
+        // acknowledged; all routed.
+        let subject = if i % 4 == 0 { "Paket nicht angekommen" } else { "Frage zur Bestellung" };
+        let message = format!("Guten Tag, Nachricht {i}. {}", "Meine Bestellung ist noch nicht da, wo ist sie? ".repeat(16));
+        json!({ "name": format!("Kundin {i}"), "email": format!("lib{i}@example.com"), "subject": subject, "message": message })
+    })
+    .await?;
+    inbound.print("inbound, default workflow library enabled", opts.clients);
+    // Wait until the dispatcher has handled every event.
+    let db = crate::db::connect(&crate::db::database_url(dir, None), crate::db::Usage::Command).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let r = crate::db::query_one(
+            &db,
+            "SELECT (SELECT MAX(id) FROM events) AS last, (SELECT last_event_id FROM automation_cursor WHERE id = 1) AS done",
+            vec![],
+        )
+        .await?
+        .ok_or_else(|| Error::Internal("no answer".into()))?;
+        let (last, done): (i64, i64) = (crate::db::col(&r, "last")?, crate::db::col(&r, "done")?);
+        if done >= last || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let answered = crate::db::query_one(
+        &db,
+        "SELECT COUNT(*) AS n FROM messages WHERE author_kind = 'automation' AND direction = 'outbound'",
+        vec![],
+    )
+    .await?
+    .map(|r| crate::db::col::<i64>(&r, "n"))
+    .transpose()?
+    .unwrap_or(0);
+    db.close().await?;
+    println!(
+        "  … and every event through the library       {:>9.0} msg/s   ({} messages, {answered} automatic answers, {secs:.1} s hook to last action)",
+        opts.tickets as f64 / secs,
+        opts.tickets
+    );
     Ok(())
 }
 
@@ -315,23 +412,25 @@ fn plugin_figures(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// The workflow stage on its own: the default library three times over (21 workflows) run
+/// The workflow stage on its own: the default library over and over (20 workflows) run
 /// against one event view, as the dispatcher does for every event.
 fn workflow_figures() -> Result<()> {
     let engine = plugdesk_workflow::Engine::new(plugdesk_workflow::Limits::default());
     let scripts: Vec<_> = crate::workflow::LIBRARY
         .iter()
         .cycle()
-        .take(21)
+        .take(20)
         .map(|(name, source)| engine.compile(source).map_err(|e| Error::Internal(format!("{name}: {e}"))))
         .collect::<Result<_>>()?;
     let view = json!({
         "event": { "kind": "ticket.created", "changes": {} },
         "ticket": { "id": 1, "number": 7, "subject": "Paket nicht angekommen", "status": "new", "priority": "normal", "level": 1,
                     "team_id": null, "assignee_id": null, "category": null, "tags": [], "attributes": {}, "reopen_count": 0 },
-        "customer": { "id": 3, "name": "Anna", "tier": "normal", "language": "de", "open_tickets": 1 },
+        "customer": { "id": 3, "name": "Anna", "tier": "normal", "language": "de", "open_tickets": 1, "attributes": {},
+                      "last_agent_id": null, "recent_tickets": [{ "id": 2, "status": "resolved", "category": null, "last_agent_id": 1 }] },
         "messages": [{ "direction": "inbound", "text": "Meine Sendung ist nicht angekommen, Bestellung 4711." }],
         "agents": (0..8).map(|i| json!({ "id": i, "presence": "online", "open_tickets": i % 3, "capacity": 10, "teams": [], "skills": [] })).collect::<Vec<_>>(),
+        "teams": [{ "id": 1, "name": "Support", "lead_agent_id": 1, "members": [1, 2] }],
     });
     let rounds = 500;
     let started = Instant::now();

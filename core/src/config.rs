@@ -30,6 +30,40 @@ pub struct Config {
     pub limits: Limits,
     /// Outbound delivery.
     pub outbox: Outbox,
+    /// The address customers and agents reach this server at, for links in templates (survey,
+    /// ticket); default `http://` + `listen`.
+    pub public_url: Option<String>,
+    /// Workflow actions: automatic-reply cap, follow-ups, schedules, outgoing webhooks.
+    pub workflows: Workflows,
+}
+
+/// Limits and timing of what workflows do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workflows {
+    /// Automatic replies (workflows' and automations') one customer gets per hour at most;
+    /// further ones become an internal note saying the reply was held back.
+    pub auto_replies_per_hour: u32,
+    /// How often due follow-ups and cron schedules are looked for, in milliseconds.
+    pub tick_ms: u64,
+    /// Delay before an outgoing webhook's first retry, in milliseconds (doubling, ≤ 1 h).
+    pub webhook_retry_base_ms: u64,
+    /// Attempts before a webhook delivery is given up (`failed`).
+    pub webhook_max_attempts: u32,
+    /// Time one webhook request may take, in milliseconds.
+    pub webhook_timeout_ms: u64,
+}
+
+impl Default for Workflows {
+    fn default() -> Self {
+        Workflows {
+            auto_replies_per_hour: 5,
+            tick_ms: 1000,
+            webhook_retry_base_ms: 2000,
+            webhook_max_attempts: 8,
+            webhook_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// How the outbox delivers replies through channel plugins.
@@ -90,6 +124,8 @@ impl Default for Config {
             plugins_dir: None,
             limits: Limits::default(),
             outbox: Outbox::default(),
+            public_url: None,
+            workflows: Workflows::default(),
         }
     }
 }
@@ -128,7 +164,12 @@ impl Config {
         toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
-    /// The database URL in effect.
+    /// The address links in templates start with (no trailing slash).
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
+    }
+
+    /// The database URL: `database_url`, or the SQLite file in `data`.
     pub fn database_url(&self) -> String {
         crate::db::database_url(&self.data, self.database_url.as_deref())
     }

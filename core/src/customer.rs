@@ -362,7 +362,24 @@ pub async fn update(
     patch: &CustomerPatch,
 ) -> Result<Customer> {
     let txn = db::begin_write(core.db()).await?;
-    let before = find(&txn, workspace_id, id).await?;
+    let events = update_in(&txn, workspace_id, id, actor, patch).await?;
+    txn.commit().await?;
+    core.bus().publish(events);
+    get(core.db(), workspace_id, id).await
+}
+
+/// [`update`] inside the caller's transaction; returns the events to publish after commit.
+///
+/// # Errors
+/// As [`update`].
+pub(crate) async fn update_in<C: ConnectionTrait>(
+    txn: &C,
+    workspace_id: i64,
+    id: i64,
+    actor: &str,
+    patch: &CustomerPatch,
+) -> Result<Vec<event::Event>> {
+    let before = find(txn, workspace_id, id).await?;
     let mut row: customer::ActiveModel = before.clone().into();
     let mut changes = serde_json::Map::new();
     if let Some(name) = &patch.name {
@@ -375,7 +392,7 @@ pub async fn update(
     if let Some(org) = patch.organization_id {
         let org = if org == 0 { None } else { Some(org) };
         if let Some(o) = org {
-            crate::organization::find(&txn, workspace_id, o)
+            crate::organization::find(txn, workspace_id, o)
                 .await
                 .map_err(|_| Error::invalid("organization_id", format!("organisation {o} does not exist")))?;
         }
@@ -383,7 +400,7 @@ pub async fn update(
         row.organization_id = Set(org);
     }
     if let Some(key) = &patch.tier {
-        let tier = crate::tier::find_by_key(&txn, workspace_id, key).await?;
+        let tier = crate::tier::find_by_key(txn, workspace_id, key).await?;
         event::diff(&mut changes, "tier_id", json!(before.tier_id), json!(tier.id));
         row.tier_id = Set(tier.id);
     }
@@ -398,12 +415,12 @@ pub async fn update(
         row.attributes = Set(a);
     }
     row.updated_at = Set(crate::now_ms());
-    row.update(&txn).await?;
+    row.update(txn).await?;
     let events = if changes.is_empty() {
         vec![]
     } else {
         event::append(
-            &txn,
+            txn,
             workspace_id,
             vec![NewEvent {
                 kind: "customer.updated",
@@ -415,9 +432,7 @@ pub async fn update(
         )
         .await?
     };
-    txn.commit().await?;
-    core.bus().publish(events);
-    get(core.db(), workspace_id, id).await
+    Ok(events)
 }
 
 /// Adds an identity to a customer.

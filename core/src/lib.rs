@@ -4,6 +4,7 @@
 //! The binary in `main.rs` is a thin shell over [`cli::run`]; tests build the router with
 //! [`api::app`] or start the real binary.
 
+pub mod action;
 pub mod agent;
 pub mod api;
 pub mod auth;
@@ -24,11 +25,15 @@ pub mod metrics;
 pub mod organization;
 pub mod outbox;
 pub mod plugin;
+pub mod schedule;
 pub mod search;
 pub mod server;
 pub mod sla;
+pub mod survey;
+pub mod template;
 pub mod ticket;
 pub mod tier;
+pub mod webhook;
 pub mod workflow;
 pub mod workspace;
 
@@ -56,6 +61,9 @@ struct CoreInner {
     outbox: outbox::Settings,
     channel_rows: channel::RowCache,
     workflows: workflow::Workflows,
+    templates: template::Templates,
+    public_url: String,
+    rules: config::Workflows,
 }
 
 impl Core {
@@ -86,6 +94,9 @@ impl Core {
                 outbox,
                 channel_rows: channel::RowCache::default(),
                 workflows: workflow::Workflows::default(),
+                templates: template::Templates::default(),
+                public_url: cfg.public_url(),
+                rules: cfg.workflows.clone(),
             }),
         })
     }
@@ -98,6 +109,21 @@ impl Core {
     /// The workflow engine, compiled scripts and run counters.
     pub fn workflows(&self) -> &workflow::Workflows {
         &self.inner.workflows
+    }
+
+    /// The workspaces' compiled response templates.
+    pub fn templates(&self) -> &template::Templates {
+        &self.inner.templates
+    }
+
+    /// The address links in templates start with.
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    /// Limits and timing of workflow actions.
+    pub fn rules(&self) -> &config::Workflows {
+        &self.inner.rules
     }
 
     /// The webhook path's copies of channel rows.

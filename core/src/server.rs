@@ -37,6 +37,17 @@ pub async fn serve(cfg: Config) -> Result<()> {
         println!("First start: created workspace \"default\" with an admin.");
         println!("Admin API token (shown once; keep it): {}", created.admin_token);
     }
+    let addr: SocketAddr =
+        cfg.listen.parse().map_err(|_| Error::Config(format!("listen address {:?} is not HOST:PORT", cfg.listen)))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    let mut cfg = cfg;
+    if cfg.public_url.is_none() {
+        // Links in templates point at the address actually bound (port 0 picks one).
+        cfg.public_url = Some(format!("http://{local}"));
+    }
     let core = Core::new(conn, &cfg)?;
     let plugins_dir = cfg.plugins_dir.clone().unwrap_or_else(|| cfg.data.join("plugins"));
     tokio::spawn(core.channels().clone().run(core.db().clone(), Some(plugins_dir)));
@@ -45,12 +56,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     tokio::spawn(channel::run_polls(core.clone(), Duration::from_millis(cfg.outbox.poll_tick_ms.max(10))));
     tokio::spawn(sla::run(core.clone(), Duration::from_millis(cfg.sla_tick_ms.max(10))));
     tokio::spawn(db::maintenance_loop(core.db().clone()));
-    let addr: SocketAddr =
-        cfg.listen.parse().map_err(|_| Error::Config(format!("listen address {:?} is not HOST:PORT", cfg.listen)))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
-    let local = listener.local_addr()?;
+    tokio::spawn(crate::webhook::run(core.clone()));
+    tokio::spawn(crate::schedule::run(core.clone()));
     println!(
         "Plugdesk {} listening on http://{local} (database: {})",
         env!("CARGO_PKG_VERSION"),

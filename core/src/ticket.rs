@@ -19,6 +19,7 @@ use crate::event::{self, NewEvent};
 use crate::sla::{self, Clock, Targets};
 
 pub use create::{Created, NewTicket, Writer};
+pub(crate) use message::add_message_in;
 pub use message::{AttachmentInput, MessageInput, MessageKind, MessageView, add_message, attachment, messages};
 
 /// Longest tag, in characters.
@@ -554,7 +555,30 @@ pub async fn update(
     patch: &TicketPatch,
 ) -> Result<Ticket> {
     let txn = db::begin_write(core.db()).await?;
-    let before = find(&txn, workspace_id, id).await?;
+    let events = update_in(&txn, core, workspace_id, id, actor, patch).await?;
+    if events.is_empty() {
+        drop(txn);
+    } else {
+        txn.commit().await?;
+        core.bus().publish(events);
+    }
+    get(core.db(), workspace_id, id).await
+}
+
+/// [`update`] inside the caller's transaction; returns the events to publish once it has
+/// committed (none when nothing changed).
+///
+/// # Errors
+/// As [`update`].
+pub(crate) async fn update_in<C: ConnectionTrait>(
+    txn: &C,
+    core: &crate::Core,
+    workspace_id: i64,
+    id: i64,
+    actor: &str,
+    patch: &TicketPatch,
+) -> Result<Vec<event::Event>> {
+    let before = find(txn, workspace_id, id).await?;
     let mut row: ticket::ActiveModel = before.clone().into();
     let mut changes = serde_json::Map::new();
     let now = crate::now_ms();
@@ -576,7 +600,7 @@ pub async fn update(
     }
     if let Some(team) = patch.team_id {
         if let Some(t) = team {
-            crate::agent::find_team(&txn, workspace_id, t)
+            crate::agent::find_team(txn, workspace_id, t)
                 .await
                 .map_err(|_| Error::invalid("team_id", format!("team {t} does not exist")))?;
         }
@@ -585,7 +609,7 @@ pub async fn update(
     }
     if let Some(assignee) = patch.assignee_id {
         if let Some(a) = assignee {
-            crate::agent::find(&txn, workspace_id, a)
+            crate::agent::find(txn, workspace_id, a)
                 .await
                 .map_err(|_| Error::invalid("assignee_id", format!("agent {a} does not exist")))?;
         }
@@ -617,7 +641,7 @@ pub async fn update(
     if tags != old_tags {
         event::diff(&mut changes, "tags", json!(old_tags), json!(tags));
         row.tags = Set(serde_json::to_string(&tags)?);
-        write_tags(&txn, workspace_id, id, &tags).await?;
+        write_tags(txn, workspace_id, id, &tags).await?;
     }
     if let Some(attrs) = &patch.attributes {
         if !attrs.is_object() {
@@ -627,20 +651,19 @@ pub async fn update(
         row.attributes = Set(attrs.to_string());
     }
     if let Some(to) = patch.status {
-        let targets = targets_of(&txn, &before).await?;
-        apply_status(&txn, &mut row, &before, to, now, &targets).await?;
+        let targets = targets_of(txn, &before).await?;
+        apply_status(txn, &mut row, &before, to, now, &targets).await?;
         event::diff(&mut changes, "status", json!(before.status), json!(to.as_str()));
     }
     if changes.is_empty() {
-        drop(txn);
-        return get(core.db(), workspace_id, id).await;
+        return Ok(Vec::new());
     }
     row.updated_at = Set(now);
-    row.update(&txn).await?;
+    row.update(txn).await?;
     if changes.contains_key("subject") {
-        crate::search::remove(&txn, workspace_id, "ticket", id).await?;
+        crate::search::remove(txn, workspace_id, "ticket", id).await?;
         crate::search::index(
-            &txn,
+            txn,
             workspace_id,
             "ticket",
             id,
@@ -650,7 +673,7 @@ pub async fn update(
         .await?;
     }
     let events = event::append(
-        &txn,
+        txn,
         workspace_id,
         vec![NewEvent {
             kind: "ticket.updated",
@@ -661,9 +684,7 @@ pub async fn update(
         }],
     )
     .await?;
-    txn.commit().await?;
-    core.bus().publish(events);
-    get(core.db(), workspace_id, id).await
+    Ok(events)
 }
 
 /// Checks a subject line.

@@ -15,19 +15,22 @@ use plugdesk_workflow::{Engine, Limits, Script};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
+use crate::action::{Checked, RuleRun, text_message};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::ticket::{MessageKind, TicketPatch};
 
 /// The default library (`workflows/*.rhai`): every new workspace starts with these, enabled.
-pub const LIBRARY: [(&str, &str); 7] = [
+pub const LIBRARY: [(&str, &str); 9] = [
+    ("Lost parcel", include_str!("../../workflows/lost-parcel.rhai")),
+    ("Returns", include_str!("../../workflows/returns.rhai")),
     ("Acknowledge new tickets", include_str!("../../workflows/acknowledge.rhai")),
     ("Tier handling", include_str!("../../workflows/tier-handling.rhai")),
     ("Routing", include_str!("../../workflows/routing.rhai")),
     ("Competence levels", include_str!("../../workflows/competence.rhai")),
-    ("Lost parcel", include_str!("../../workflows/lost-parcel.rhai")),
-    ("Returns", include_str!("../../workflows/returns.rhai")),
     ("SLA warnings and breaches", include_str!("../../workflows/sla.rhai")),
+    ("Satisfaction survey", include_str!("../../workflows/survey.rhai")),
+    ("Follow-up check", include_str!("../../workflows/follow-up.rhai")),
 ];
 
 /// Saves the default library into a new workspace (inside its creating transaction).
@@ -333,12 +336,36 @@ pub async fn dry_run(core: &crate::Core, workspace_id: i64, id: Option<i64>, inp
     }))
 }
 
-/// The JSON view a script gets.
+/// The JSON view a script gets: the event, the ticket, its customer (with open tickets and the
+/// five latest other tickets, each with the agent who last answered on it), the latest
+/// messages, the workspace's agents and teams.
 async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Json, ticket_id: i64) -> Result<Json> {
     let subject = crate::automation::load_subject(core, workspace_id, ticket_id).await?;
     let agents = crate::agent::list(core.db(), workspace_id).await?;
+    let teams = crate::agent::list_teams(core.db(), workspace_id).await?;
+    let recent = db::query_all(
+        core.db(),
+        "SELECT t.id, t.number, t.status, t.category, t.subject, t.assignee_id, t.reopen_count, (SELECT m.author_id FROM messages m WHERE m.ticket_id = t.id AND m.author_kind = 'agent' AND m.direction = 'outbound' ORDER BY m.id DESC LIMIT 1) AS last_agent_id FROM tickets t WHERE t.customer_id = ? AND t.id <> ? ORDER BY t.id DESC LIMIT 5",
+        vec![subject.customer.id.into(), ticket_id.into()],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(json!({
+            "id": db::col::<i64>(r, "id")?,
+            "number": db::col::<i64>(r, "number")?,
+            "status": db::col::<String>(r, "status")?,
+            "category": db::col::<Option<String>>(r, "category")?,
+            "subject": db::col::<String>(r, "subject")?,
+            "assignee_id": db::col::<Option<i64>>(r, "assignee_id")?,
+            "last_agent_id": db::col::<Option<i64>>(r, "last_agent_id")?,
+        }))
+    })
+    .collect::<Result<Vec<Json>>>()?;
     let mut customer = serde_json::to_value(&subject.customer)?;
     customer["open_tickets"] = json!(subject.open_tickets);
+    customer["last_agent_id"] = recent.iter().find_map(|t| t["last_agent_id"].as_i64()).map_or(Json::Null, Json::from);
+    customer["recent_tickets"] = Json::Array(recent);
     let messages: Vec<Json> =
         subject.messages.iter().map(|(direction, text)| json!({ "direction": direction, "text": text })).collect();
     Ok(json!({
@@ -347,29 +374,69 @@ async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Js
         "customer": customer,
         "messages": messages,
         "agents": serde_json::to_value(&agents)?,
+        "teams": serde_json::to_value(&teams)?,
     }))
 }
 
-/// Runs the workspace's workflows that an event fires, in order, applying each one's actions
-/// (checked as a whole first). A failing workflow is recorded and the others still run.
-/// Returns whether any fired.
+/// The enabled workflows (id, workspace) with a cron schedule matching the minute of `now`.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn scheduled(core: &crate::Core, now: i64) -> Result<Vec<(i64, i64)>> {
+    let rows = db::query_all(
+        core.db(),
+        "SELECT id, workspace_id, source, updated_at FROM workflows WHERE enabled = ? AND source LIKE ?",
+        vec![true.into(), "%on: schedule%".into()],
+    )
+    .await?;
+    let mut due = Vec::new();
+    for r in rows {
+        let id: i64 = db::col(&r, "id")?;
+        let Ok(script) = core.workflows().cached(id, db::col(&r, "updated_at")?, &db::col::<String>(&r, "source")?)
+        else {
+            continue;
+        };
+        if script.triggers.iter().any(|t| t.schedule.as_ref().is_some_and(|s| s.matches(now))) {
+            due.push((id, db::col(&r, "workspace_id")?));
+        }
+    }
+    Ok(due)
+}
+
+/// What one workflow asked for on one event (for the API's dry runs and replays, and the run
+/// itself).
+struct Ran {
+    id: i64,
+    started: Instant,
+    actions: std::result::Result<Vec<plugdesk_workflow::Action>, String>,
+}
+
+/// Runs the workspace's workflows that an event fires (or only `only`), in order, and applies
+/// all their actions in one transaction, each workflow's in a savepoint of its own (see
+/// [`crate::action`]). A workflow sees the ticket as the ones before it left it. A failing
+/// workflow is recorded and the others still run. Returns whether any fired.
 pub(crate) async fn run_for_event(
     core: &crate::Core,
     workspace_id: i64,
     kind: &str,
     changes: &Json,
     ticket_id: i64,
+    only: Option<i64>,
 ) -> Result<bool> {
-    let mut fired = false;
     let rows = db::query_all(
         core.db(),
         "SELECT id, source, updated_at FROM workflows WHERE workspace_id = ? AND enabled = ? ORDER BY order_no, id",
         vec![workspace_id.into(), true.into()],
     )
     .await?;
+    let mut json_view: Option<Json> = None;
     let mut view: Option<Arc<plugdesk_workflow::View>> = None;
+    let mut ran = Vec::new();
     for r in rows {
         let id: i64 = db::col(&r, "id")?;
+        if only.is_some_and(|o| o != id) {
+            continue;
+        }
         let script = match core.workflows().cached(id, db::col(&r, "updated_at")?, &db::col::<String>(&r, "source")?) {
             Ok(s) => s,
             Err(e) => {
@@ -377,16 +444,17 @@ pub(crate) async fn run_for_event(
                 continue;
             }
         };
-        if !script.fires(kind, changes) {
+        if only.is_none() && !script.fires(kind, changes) {
             continue;
         }
-        fired = true;
-        // The view shows the ticket as the previous workflows left it.
+        if json_view.is_none() {
+            json_view = Some(view_of(core, workspace_id, kind, changes, ticket_id).await?);
+        }
         let v = match &view {
             Some(v) => v.clone(),
             None => {
-                let json = view_of(core, workspace_id, kind, changes, ticket_id).await?;
-                let v = Arc::new(core.workflows().engine.view(&json).map_err(|e| Error::Script {
+                let json = json_view.as_ref().ok_or_else(|| Error::Internal("no view".into()))?;
+                let v = Arc::new(core.workflows().engine.view(json).map_err(|e| Error::Script {
                     line: e.line,
                     column: e.column,
                     message: e.message,
@@ -396,45 +464,103 @@ pub(crate) async fn run_for_event(
             }
         };
         let started = Instant::now();
-        let (c, s, input) = (core.clone(), script.clone(), v);
-        let ran = tokio::task::spawn_blocking(move || c.workflows().engine.run_view(&s, &input))
+        let (c, s) = (core.clone(), script.clone());
+        let result = tokio::task::spawn_blocking(move || c.workflows().engine.run_view(&s, &v))
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let actions = match ran {
+        let actions = match result {
             Ok(a) => a,
             Err(e) => {
                 let msg = format!("workflow {id}: {e}");
                 tracing::warn!(workflow = id, ticket = ticket_id, error = %msg, "workflow failed");
-                core.workflows().record(id, started, 0, Some(msg));
+                ran.push(Ran { id, started, actions: Err(msg) });
                 continue;
             }
         };
-        let count = actions.len();
-        if count > 0 {
+        if !actions.is_empty()
+            && let Some(j) = json_view.as_mut()
+        {
             // The next workflow sees the ticket as this one left it.
+            project(j, &actions);
             view = None;
         }
-        let actor = format!("workflow:{id}");
-        match apply(core, workspace_id, ticket_id, &actor, actions).await {
+        ran.push(Ran { id, started, actions: Ok(actions) });
+    }
+    let fired = !ran.is_empty();
+    let mut runs = Vec::new();
+    let mut applied = Vec::new();
+    for r in ran {
+        match r.actions {
+            Err(msg) => core.workflows().record(r.id, r.started, 0, Some(msg)),
+            Ok(actions) => match prepare(core, workspace_id, ticket_id, &actions).await {
+                Ok(checked) => {
+                    applied.push((r.id, r.started, checked.len()));
+                    runs.push(RuleRun { actor: format!("workflow:{}", r.id), actions: checked });
+                }
+                Err(e) => core.workflows().record(r.id, r.started, 0, Some(format!("workflow {}: {e}", r.id))),
+            },
+        }
+    }
+    let outcomes = crate::action::apply(core, workspace_id, ticket_id, runs).await?;
+    for ((id, started, count), outcome) in applied.into_iter().zip(outcomes) {
+        match outcome {
             Ok(()) => core.workflows().record(id, started, count, None),
-            Err(e) => core.workflows().record(id, started, 0, Some(format!("workflow {id}: {e}"))),
+            Err(e) => {
+                tracing::warn!(workflow = id, ticket = ticket_id, error = %e, "workflow actions refused");
+                core.workflows().record(id, started, 0, Some(format!("workflow {id}: {e}")));
+            }
         }
     }
     Ok(fired)
 }
 
-/// Turns a run's actions into one ticket change (update-like actions merged, tag lists
-/// joined) followed by its messages, checks them all, then applies them.
-async fn apply(
+/// Changes the view's ticket the way `actions` will, so the next workflow of the event reads
+/// the ticket as this one leaves it (without reading it from the database again).
+fn project(view: &mut Json, actions: &[plugdesk_workflow::Action]) {
+    for a in actions {
+        if a.name == "customer" {
+            if let Some(tier) = a.args.get("tier") {
+                view["customer"]["tier"] = tier.clone();
+            }
+            continue;
+        }
+        let ticket = &mut view["ticket"];
+        match a.name.as_str() {
+            "update" => {
+                for (k, v) in a.args.as_object().into_iter().flatten() {
+                    match k.as_str() {
+                        "add_tags" | "remove_tags" => {
+                            let mut tags: Vec<Json> = ticket["tags"].as_array().cloned().unwrap_or_default();
+                            for t in v.as_array().into_iter().flatten() {
+                                let t = Json::from(t.as_str().unwrap_or_default().trim().to_lowercase());
+                                tags.retain(|x| *x != t);
+                                if k == "add_tags" {
+                                    tags.push(t);
+                                }
+                            }
+                            ticket["tags"] = Json::Array(tags);
+                        }
+                        _ => ticket[k] = v.clone(),
+                    }
+                }
+            }
+            "escalate" => ticket["level"] = json!(2),
+            _ => {}
+        }
+    }
+}
+
+/// Turns a run's actions into checked actions: update-like actions merged into one ticket
+/// change (tag lists joined), templates rendered in the customer's language for the ticket's
+/// channel, survey tokens made.
+async fn prepare(
     core: &crate::Core,
     workspace_id: i64,
     ticket_id: i64,
-    actor: &str,
-    actions: Vec<plugdesk_workflow::Action>,
-) -> Result<()> {
-    use crate::automation::{Checked, text_message};
+    actions: &[plugdesk_workflow::Action],
+) -> Result<Vec<Checked>> {
     let mut patch = serde_json::Map::new();
-    let mut messages = Vec::new();
+    let mut rest = Vec::new();
     let mut merge = |args: &Json| {
         for (k, v) in args.as_object().into_iter().flatten() {
             match (k.as_str(), patch.get_mut(k)) {
@@ -447,27 +573,160 @@ async fn apply(
             }
         }
     };
-    let body = |args: &Json, key: &str| text_message(args[key].as_str().unwrap_or_default().to_owned());
-    for a in &actions {
+    let text = |args: &Json, key: &str| args[key].as_str().unwrap_or_default().to_owned();
+    for a in actions {
         match a.name.as_str() {
             "update" => merge(&a.args),
             "escalate" => {
                 merge(&json!({ "level": 2 }));
-                messages.push(Checked::Message(MessageKind::Note, body(&a.args, "note")));
+                rest.push(Checked::Message(MessageKind::Note, text_message(text(&a.args, "note"))));
             }
-            "note" => messages.push(Checked::Message(MessageKind::Note, body(&a.args, "body"))),
-            "reply" => messages.push(Checked::Message(MessageKind::Reply, body(&a.args, "body"))),
+            "note" => rest.push(Checked::Message(MessageKind::Note, text_message(text(&a.args, "body")))),
+            "reply" => rest.push(Checked::Message(MessageKind::Reply, text_message(text(&a.args, "body")))),
+            "reply_template" => {
+                let purpose = text(&a.args, "purpose");
+                let r = crate::template::render_for(core.db(), core, workspace_id, ticket_id, &purpose, None).await?;
+                rest.push(Checked::Message(MessageKind::Reply, rendered_message(r)));
+            }
+            "survey" => {
+                let token = hex::encode(rand::random::<[u8; 16]>());
+                let link = format!("{}/survey/{token}", core.public_url());
+                let r = crate::template::render_for(
+                    core.db(),
+                    core,
+                    workspace_id,
+                    ticket_id,
+                    "survey_invitation",
+                    Some(&link),
+                )
+                .await?;
+                rest.push(Checked::Survey { token, invitation: rendered_message(r) });
+            }
+            "customer" => rest.push(Checked::Customer(
+                serde_json::from_value(a.args.clone()).map_err(|e| Error::invalid("actions", e.to_string()))?,
+            )),
+            "notify" => rest.push(Checked::Notify {
+                agent_id: a.args["agent_id"].as_i64().unwrap_or_default(),
+                body: text(&a.args, "body"),
+            }),
+            "webhook" => {
+                rest.push(Checked::Webhook { name: text(&a.args, "name"), payload: a.args["payload"].clone() })
+            }
+            "follow_up" => rest.push(Checked::FollowUp {
+                after_ms: a.args["after_ms"].as_i64().unwrap_or_default(),
+                note: text(&a.args, "note"),
+            }),
             other => return Err(Error::invalid("actions", format!("unknown action {other:?}"))),
         }
     }
-    let mut checked = Vec::with_capacity(messages.len() + 1);
+    let mut checked = Vec::with_capacity(rest.len() + 1);
     if !patch.is_empty() {
         let p: TicketPatch =
             serde_json::from_value(Json::Object(patch)).map_err(|e| Error::invalid("actions", e.to_string()))?;
         checked.push(Checked::Update(p));
     }
-    checked.extend(messages);
-    crate::automation::apply(core, workspace_id, ticket_id, actor, checked).await
+    checked.extend(rest);
+    Ok(checked)
+}
+
+fn rendered_message(r: plugdesk_template::Rendered) -> crate::ticket::MessageInput {
+    crate::ticket::MessageInput { body_html: r.html, ..text_message(r.text) }
+}
+
+/// What `POST /workflows/replay` takes: a draft (or saved) workflow and how far back to go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    /// The draft's source (or give `workflow_id`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// A saved workflow to replay instead of a draft.
+    #[serde(default)]
+    pub workflow_id: Option<i64>,
+    /// How many days of history (1-90, default 7).
+    #[serde(default)]
+    pub days: Option<i64>,
+    /// Most events to look at (default and maximum 5,000).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// Runs a workflow over the stored events of the last N days that fire it, against each
+/// ticket as it is now (the history keeps events, not old copies of tickets), without applying
+/// anything; reports per ticket what it would have done.
+///
+/// # Errors
+/// [`Error::Script`] for a draft that does not compile, [`Error::Invalid`].
+pub async fn replay(core: &crate::Core, workspace_id: i64, input: &Replay) -> Result<Json> {
+    let source = match (&input.source, input.workflow_id) {
+        (Some(s), _) => s.clone(),
+        (None, Some(id)) => get(core, workspace_id, id).await?.source,
+        (None, None) => return Err(Error::invalid("source", "give the draft's source or a workflow_id")),
+    };
+    let days = input.days.unwrap_or(7);
+    if !(1..=90).contains(&days) {
+        return Err(Error::invalid("days", "days must be between 1 and 90"));
+    }
+    let limit = input.limit.unwrap_or(5000).clamp(1, 5000);
+    let script = Arc::new(core.workflows().compile(&source)?);
+    let since = crate::now_ms() - days * 86_400_000;
+    let events = db::query_all(
+        core.db(),
+        "SELECT id, type, ticket_id, changes, created_at FROM events WHERE workspace_id = ? AND created_at >= ? AND ticket_id IS NOT NULL ORDER BY id LIMIT ?",
+        vec![workspace_id.into(), since.into(), limit.into()],
+    )
+    .await?;
+    let (mut looked, mut fired, mut errors) = (0, 0, 0);
+    let mut tickets: Vec<Json> = Vec::new();
+    for e in &events {
+        looked += 1;
+        let kind: String = db::col(e, "type")?;
+        let changes: Json = serde_json::from_str(&db::col::<String>(e, "changes")?).unwrap_or(Json::Null);
+        if !script.fires(&kind, &changes) {
+            continue;
+        }
+        fired += 1;
+        let ticket_id: i64 = db::col(e, "ticket_id")?;
+        let view = match view_of(core, workspace_id, &kind, &changes, ticket_id).await {
+            Ok(v) => v,
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let (c, s) = (core.clone(), script.clone());
+        let result = tokio::task::spawn_blocking(move || c.workflows().engine.run(&s, &view))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let entry = match result {
+            Ok(actions) if actions.is_empty() => continue,
+            Ok(actions) => json!({
+                "event_id": db::col::<i64>(e, "id")?,
+                "event": kind,
+                "at": crate::rfc3339(db::col(e, "created_at")?),
+                "actions": actions.iter().map(|a| json!({ "name": a.name, "args": a.args })).collect::<Vec<_>>(),
+            }),
+            Err(err) => {
+                errors += 1;
+                json!({ "event_id": db::col::<i64>(e, "id")?, "event": kind, "error": err.to_string() })
+            }
+        };
+        match tickets.iter_mut().find(|t| t["ticket_id"] == ticket_id) {
+            Some(t) => {
+                if let Some(list) = t["runs"].as_array_mut() {
+                    list.push(entry);
+                }
+            }
+            None => tickets.push(json!({ "ticket_id": ticket_id, "runs": [entry] })),
+        }
+    }
+    Ok(json!({
+        "days": days,
+        "events_examined": looked,
+        "events_fired": fired,
+        "errors": errors,
+        "tickets_changed": tickets.len(),
+        "truncated": events.len() as i64 == limit,
+        "tickets": tickets,
+    }))
 }
 
 #[cfg(test)]
@@ -485,22 +744,28 @@ mod tests {
         json!({
             "event": { "kind": "ticket.created", "changes": {} },
             "ticket": { "id": 1, "number": 7, "subject": subject, "status": "new", "priority": "normal", "level": 1,
-                        "team_id": null, "assignee_id": null, "category": null, "tags": [], "attributes": {}, "reopen_count": 0 },
-            "customer": { "id": 3, "name": "Anna", "tier": tier, "language": language, "open_tickets": 1 },
+                        "team_id": 9, "assignee_id": null, "category": null, "tags": [], "attributes": {}, "reopen_count": 0 },
+            "customer": { "id": 3, "name": "Anna", "tier": tier, "language": language, "open_tickets": 1,
+                          "attributes": {}, "last_agent_id": null, "recent_tickets": [] },
             "messages": [{ "direction": "inbound", "text": text }],
             "agents": [
-                { "id": 1, "presence": "offline", "open_tickets": 0, "capacity": 10, "teams": [], "skills": [] },
-                { "id": 2, "presence": "online", "open_tickets": 3, "capacity": 10, "teams": [], "skills": [] },
-                { "id": 4, "presence": "online", "open_tickets": 1, "capacity": 10, "teams": [], "skills": [] },
-                { "id": 5, "presence": "online", "open_tickets": 1, "capacity": 10, "teams": [], "skills": [] },
-                { "id": 6, "presence": "online", "open_tickets": 0, "capacity": 0, "teams": [], "skills": [] },
+                { "id": 1, "presence": "offline", "open_tickets": 0, "capacity": 10, "teams": [9], "skills": [] },
+                { "id": 2, "presence": "online", "open_tickets": 3, "capacity": 10, "teams": [9], "skills": [] },
+                { "id": 4, "presence": "online", "open_tickets": 1, "capacity": 10, "teams": [9], "skills": [] },
+                { "id": 5, "presence": "online", "open_tickets": 1, "capacity": 10, "teams": [9], "skills": [] },
+                { "id": 6, "presence": "online", "open_tickets": 0, "capacity": 0, "teams": [9], "skills": [] },
             ],
+            "teams": [{ "id": 9, "name": "Versand", "lead_agent_id": 2, "members": [1, 2, 4, 5, 6] }],
         })
     }
 
     fn run(name: &str, v: &Json) -> Vec<plugdesk_workflow::Action> {
         let (engine, s) = script(name);
         engine.run(&s, v).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn names(actions: &[plugdesk_workflow::Action]) -> Vec<&str> {
+        actions.iter().map(|a| a.name.as_str()).collect()
     }
 
     #[test]
@@ -511,47 +776,135 @@ mod tests {
     }
 
     #[test]
-    fn the_lost_parcel_playbook_answers_in_the_customers_language() {
+    fn the_lost_parcel_playbook_answers_with_its_template_and_sets_a_follow_up() {
         let a =
             run("Lost parcel", &view("Paket nicht angekommen", "Meine Sendung fehlt seit einer Woche", "de", "normal"));
         assert_eq!(a[0].args, json!({ "category": "lost_parcel" }));
-        let reply = a.iter().find(|a| a.name == "reply").expect("reply");
-        assert!(reply.args["body"].as_str().unwrap_or("").contains("Bestellnummer"), "{reply:?}");
-        let a = run("Lost parcel", &view("Order 4711", "My package never arrived", "en", "normal"));
-        assert!(a.iter().any(|a| a.name == "reply" && a.args["body"].as_str().unwrap_or("").contains("order number")));
+        assert!(a.iter().any(|a| a.name == "reply_template" && a.args["purpose"] == "lost_parcel"), "{a:?}");
+        let f = a.iter().find(|a| a.name == "follow_up").expect("follow-up");
+        assert_eq!(f.args["after_ms"], json!(48 * 3_600_000));
+        assert!(
+            names(&run("Lost parcel", &view("Order 4711", "My package never arrived", "en", "normal")))
+                .contains(&"reply_template")
+        );
         assert!(run("Lost parcel", &view("Rechnung", "Bitte Rechnung senden", "de", "normal")).is_empty());
+        // Automatic mail is categorised but not answered.
+        let mut auto = view("Paket nicht angekommen", "fehlt", "de", "normal");
+        auto["ticket"]["attributes"] = json!({ "automatic": true });
+        assert_eq!(names(&run("Lost parcel", &auto)), ["update", "update"]);
     }
 
     #[test]
-    fn acknowledgements_skip_automatic_mail_and_tiers_set_priorities() {
+    fn acknowledgements_use_the_template_skip_automatic_mail_and_answered_tickets() {
         let a = run("Acknowledge new tickets", &view("Hallo", "Frage", "de", "normal"));
-        assert!(a[0].args["body"].as_str().unwrap_or("").starts_with("Guten Tag Anna"), "{a:?}");
+        assert_eq!((a[0].name.as_str(), &a[0].args), ("reply_template", &json!({ "purpose": "acknowledgement" })));
         let mut auto = view("Out of office", "I am away", "en", "normal");
         auto["ticket"]["attributes"] = json!({ "automatic": true });
         assert!(run("Acknowledge new tickets", &auto).is_empty());
-        assert_eq!(run("Tier handling", &view("x", "y", "en", "basic"))[0].args, json!({ "priority": "low" }));
-        assert_eq!(run("Tier handling", &view("x", "y", "en", "extended"))[0].args, json!({ "priority": "high" }));
+        let mut answered = view("x", "y", "en", "normal");
+        answered["ticket"]["tags"] = json!(["auto-answered"]);
+        assert!(run("Acknowledge new tickets", &answered).is_empty());
     }
 
     #[test]
-    fn routing_takes_the_least_loaded_online_agent_with_room_round_robin() {
+    fn tiers_set_priorities_and_the_extended_tier_gets_a_named_contact() {
+        assert_eq!(run("Tier handling", &view("x", "y", "en", "basic"))[0].args, json!({ "priority": "low" }));
+        let a = run("Tier handling", &view("x", "y", "en", "extended"));
+        assert_eq!(a[0].args, json!({ "priority": "high" }));
+        // No account manager: the team lead (agent 2) is the contact.
+        assert!(a.iter().any(|a| a.args == json!({ "assignee_id": 2 })), "{a:?}");
+        let mut managed = view("x", "y", "en", "extended");
+        managed["customer"]["attributes"] = json!({ "account_manager": 5 });
+        assert!(run("Tier handling", &managed).iter().any(|a| a.args == json!({ "assignee_id": 5 })));
+    }
+
+    #[test]
+    fn routing_prefers_the_last_agent_on_the_topic_then_the_least_loaded() {
         // Agents 4 and 5 share the lowest load; ticket number 7 picks the second of them.
         assert_eq!(run("Routing", &view("x", "y", "en", "normal"))[0].args, json!({ "assignee_id": 5 }));
         let mut assigned = view("x", "y", "en", "normal");
         assigned["ticket"]["assignee_id"] = json!(2);
         assert!(run("Routing", &assigned).is_empty());
+        // A known customer with an open ticket on the same topic goes to its last agent.
+        let mut known = view("x", "y", "en", "normal");
+        known["ticket"]["category"] = json!("billing");
+        known["customer"]["recent_tickets"] =
+            json!([{ "id": 3, "status": "open", "category": "billing", "last_agent_id": 2 }]);
+        known["agents"][1]["skills"] = json!(["billing"]);
+        assert_eq!(run("Routing", &known)[0].args, json!({ "assignee_id": 2 }));
+        // ... but not when that agent is offline or full: then the usual rule, skilled agents
+        // first (agent 4 has the skill), else the least loaded.
+        known["agents"][1]["presence"] = json!("offline");
+        known["agents"][2]["skills"] = json!(["billing"]);
+        assert_eq!(run("Routing", &known)[0].args, json!({ "assignee_id": 4 }));
+        // A different topic does not count: nobody has the skill, so the least loaded.
+        let mut other = view("x", "y", "en", "normal");
+        other["ticket"]["category"] = json!("returns");
+        other["customer"]["recent_tickets"] =
+            json!([{ "id": 3, "status": "open", "category": "billing", "last_agent_id": 2 }]);
+        assert_eq!(run("Routing", &other)[0].args, json!({ "assignee_id": 5 }));
     }
 
     #[test]
-    fn reopened_twice_escalates_and_sla_breaches_raise_the_priority() {
+    fn reopened_twice_escalates_and_sla_events_notify_and_raise_the_priority() {
         let mut v = view("x", "Immer noch kaputt", "de", "normal");
         v["ticket"]["reopen_count"] = json!(2);
         let a = run("Competence levels", &v);
-        assert_eq!(a[0].name, "escalate");
+        assert_eq!(names(&a), ["escalate", "reply_template"]);
         assert!(a[0].args["note"].as_str().unwrap_or("").contains("reopened 2 times"), "{a:?}");
         let mut breach = view("x", "y", "en", "normal");
         breach["event"] = json!({ "kind": "sla.breached", "changes": { "clock": "first_response" } });
         let a = run("SLA warnings and breaches", &breach);
-        assert_eq!((a[0].args.clone(), a[1].name.as_str()), (json!({ "priority": "urgent" }), "escalate"));
+        assert_eq!(names(&a), ["update", "escalate", "notify"]);
+        assert_eq!((a[0].args.clone(), a[2].args["agent_id"].clone()), (json!({ "priority": "urgent" }), json!(2)));
+        let mut warning = view("x", "y", "en", "normal");
+        warning["event"] = json!({ "kind": "sla.warning", "changes": { "clock": "first_response" } });
+        warning["ticket"]["assignee_id"] = json!(4);
+        let a = run("SLA warnings and breaches", &warning);
+        assert_eq!((a[0].name.as_str(), a[0].args["agent_id"].clone()), ("notify", json!(4)));
+    }
+
+    #[test]
+    fn resolved_tickets_get_one_survey_and_poor_answers_reach_the_assignee() {
+        let mut resolved = view("x", "y", "en", "normal");
+        resolved["event"] =
+            json!({ "kind": "ticket.updated", "changes": { "status": { "before": "open", "after": "resolved" } } });
+        assert_eq!(names(&run("Satisfaction survey", &resolved)), ["survey", "update"]);
+        resolved["ticket"]["tags"] = json!(["surveyed"]);
+        assert!(run("Satisfaction survey", &resolved).is_empty());
+        let mut answer = view("x", "y", "en", "normal");
+        answer["event"] = json!({ "kind": "survey.answered", "changes": { "rating": 1, "comment": "slow" } });
+        answer["ticket"]["assignee_id"] = json!(4);
+        let a = run("Satisfaction survey", &answer);
+        assert_eq!(names(&a), ["update", "notify"]);
+        assert!(a[1].args["body"].as_str().unwrap_or("").contains("1 of 5"), "{a:?}");
+        answer["event"]["changes"]["rating"] = json!(5);
+        assert!(run("Satisfaction survey", &answer).is_empty());
+    }
+
+    #[test]
+    fn a_due_follow_up_asks_only_when_the_customer_has_not_written() {
+        let mut due = view("x", "y", "en", "normal");
+        due["event"] = json!({ "kind": "ticket.follow_up", "changes": { "note": "check" } });
+        due["ticket"]["status"] = json!("open");
+        due["messages"] = json!([{ "direction": "inbound", "text": "a" }, { "direction": "outbound", "text": "b" }]);
+        assert_eq!(names(&run("Follow-up check", &due)), ["reply_template", "update"]);
+        due["messages"] = json!([{ "direction": "outbound", "text": "b" }, { "direction": "inbound", "text": "c" }]);
+        assert!(run("Follow-up check", &due).is_empty());
+    }
+
+    #[test]
+    fn the_view_follows_the_actions_of_earlier_workflows() {
+        let mut v = view("x", "y", "en", "normal");
+        let actions = vec![
+            plugdesk_workflow::Action { name: "update".into(), args: json!({ "category": "lost_parcel" }) },
+            plugdesk_workflow::Action { name: "update".into(), args: json!({ "add_tags": ["Parcel"] }) },
+            plugdesk_workflow::Action { name: "escalate".into(), args: json!({ "note": "n" }) },
+            plugdesk_workflow::Action { name: "customer".into(), args: json!({ "tier": "extended" }) },
+        ];
+        project(&mut v, &actions);
+        assert_eq!(v["ticket"]["category"], "lost_parcel");
+        assert_eq!(v["ticket"]["tags"], json!(["parcel"]));
+        assert_eq!((v["ticket"]["level"].clone(), v["customer"]["tier"].clone()), (json!(2), json!("extended")));
     }
 }

@@ -403,4 +403,92 @@ INSERT INTO automation_cursor (id, last_event_id, owner, locked_until) SELECT 1,
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 4,
+        name: "templates, notifications, surveys, follow-ups, webhooks, schedules",
+        common: r#"
+ALTER TABLE workspaces ADD COLUMN templates_revision BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE templates (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    language TEXT NOT NULL,
+    subject TEXT,
+    body TEXT NOT NULL,
+    body_html TEXT,
+    updated_at BIGINT NOT NULL,
+    UNIQUE (workspace_id, kind, name, channel, language)
+);
+CREATE TABLE notifications (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    agent_id BIGINT NOT NULL REFERENCES agents(id),
+    ticket_id BIGINT REFERENCES tickets(id),
+    body TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    read_at BIGINT
+);
+CREATE INDEX notifications_agent ON notifications (agent_id, id);
+CREATE TABLE surveys (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    ticket_id BIGINT NOT NULL REFERENCES tickets(id),
+    token TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    answered_at BIGINT,
+    rating INTEGER,
+    comment TEXT
+);
+CREATE INDEX surveys_ticket ON surveys (ticket_id);
+CREATE TABLE follow_ups (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    ticket_id BIGINT NOT NULL REFERENCES tickets(id),
+    due_at BIGINT NOT NULL,
+    note TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    fired_at BIGINT
+);
+CREATE INDEX follow_ups_due ON follow_ups (due_at) WHERE fired_at IS NULL;
+CREATE INDEX follow_ups_ticket ON follow_ups (ticket_id);
+CREATE TABLE webhooks (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    secret TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    UNIQUE (workspace_id, name)
+);
+CREATE TABLE webhook_deliveries (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    webhook_id BIGINT NOT NULL REFERENCES webhooks(id),
+    ticket_id BIGINT,
+    actor TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    locked_until BIGINT,
+    last_error TEXT,
+    response_status INTEGER,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+CREATE INDEX webhook_deliveries_ws ON webhook_deliveries (workspace_id, id);
+CREATE TABLE workflow_schedule (
+    workflow_id BIGINT PRIMARY KEY,
+    last_minute BIGINT NOT NULL
+)
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];

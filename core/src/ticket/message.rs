@@ -255,6 +255,56 @@ pub async fn add_message(
             return Ok((msg, false));
         }
     }
+    let (message_id, events, outbound) =
+        insert_message(&txn, core, workspace_id, &before, kind, author_id, actor, input, &attachments).await?;
+    txn.commit().await?;
+    core.bus().publish(events);
+    if outbound {
+        core.outbox().wake();
+    }
+    let msg = messages(core.db(), workspace_id, ticket_id, Some(message_id))
+        .await?
+        .pop()
+        .ok_or(Error::NotFound("message"))?;
+    Ok((msg, true))
+}
+
+/// Adds a note or reply written by a rule inside the caller's transaction (no external id, no
+/// receipt); returns the message's id, the events to publish once the transaction has
+/// committed, and whether the outbox has a new row to send.
+///
+/// # Errors
+/// As [`add_message`].
+pub(crate) async fn add_message_in<C: ConnectionTrait>(
+    txn: &C,
+    core: &crate::Core,
+    workspace_id: i64,
+    ticket_id: i64,
+    kind: MessageKind,
+    actor: &str,
+    input: &MessageInput,
+) -> Result<(i64, Vec<event::Event>, bool)> {
+    let limits = core.limits();
+    validate_body(&input.body, input.body_html.as_deref(), limits.max_message_bytes)?;
+    let attachments = decode_attachments(&input.attachments, limits.max_attachment_bytes)?;
+    let before = find(txn, workspace_id, ticket_id).await?;
+    insert_message(txn, core, workspace_id, &before, kind, None, actor, input, &attachments).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_message<C: ConnectionTrait>(
+    txn: &C,
+    core: &crate::Core,
+    workspace_id: i64,
+    before: &ticket::Model,
+    kind: MessageKind,
+    author_id: Option<i64>,
+    actor: &str,
+    input: &MessageInput,
+    attachments: &[Attachment],
+) -> Result<(i64, Vec<event::Event>, bool)> {
+    let ticket_id = before.id;
+    let channel = input.channel.clone().unwrap_or_else(|| before.channel.clone());
     let now = crate::now_ms();
     let author_kind = match kind {
         MessageKind::Inbound => "customer",
@@ -262,11 +312,10 @@ pub async fn add_message(
         _ => "agent",
     };
     let author_id = if kind == MessageKind::Inbound { Some(before.customer_id) } else { author_id };
-    let message_id = db::reserve_ids(&txn, "messages", 1).await?[0];
-    let outbound =
-        if kind == MessageKind::Reply { crate::outbox::channel_for(&txn, core, &before).await? } else { None };
+    let message_id = db::reserve_ids(txn, "messages", 1).await?[0];
+    let outbound = if kind == MessageKind::Reply { crate::outbox::channel_for(txn, core, before).await? } else { None };
     db::exec(
-        &txn,
+        txn,
         "INSERT INTO messages (id, workspace_id, ticket_id, direction, channel, author_kind, author_id, body_text, body_html, external_id, delivery_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             message_id.into(),
@@ -285,19 +334,19 @@ pub async fn add_message(
     )
     .await?;
     if let Some(channel_id) = outbound {
-        crate::outbox::enqueue(&txn, workspace_id, channel_id, ticket_id, message_id, now).await?;
+        crate::outbox::enqueue(txn, workspace_id, channel_id, ticket_id, message_id, now).await?;
     }
-    store_attachments(&txn, workspace_id, message_id, &attachments).await?;
+    store_attachments(txn, workspace_id, message_id, attachments).await?;
     if let Some(r) = &input.receipt {
         let (sql, values) = r.insert("processed", None, Some(ticket_id));
-        db::exec(&txn, &sql, values).await?;
+        db::exec(txn, &sql, values).await?;
     }
-    crate::search::index(&txn, workspace_id, "message", message_id, Some(ticket_id), &input.body).await?;
+    crate::search::index(txn, workspace_id, "message", message_id, Some(ticket_id), &input.body).await?;
 
     let mut row: ticket::ActiveModel = before.clone().into();
     let status = Status::parse(&before.status)?;
     let mut new_status = status;
-    let targets = targets_of(&txn, &before).await?;
+    let targets = targets_of(txn, before).await?;
     match kind {
         // An automatic answer (a workflow's or an automation's) tells the customer we have it;
         // it is not a response: the clocks and the status wait for a person.
@@ -306,7 +355,7 @@ pub async fn add_message(
             if before.first_response_at.is_none() {
                 row.first_response_at = Set(Some(now));
             }
-            sla::stop(&txn, ticket_id, &[Clock::FirstResponse, Clock::NextResponse]).await?;
+            sla::stop(txn, ticket_id, &[Clock::FirstResponse, Clock::NextResponse]).await?;
             if status == Status::New {
                 new_status = Status::Open;
             }
@@ -316,15 +365,15 @@ pub async fn add_message(
                 new_status = Status::Open;
             }
             if before.first_response_at.is_some() {
-                sla::restart(&txn, sla::NewTimer::new(workspace_id, ticket_id, Clock::NextResponse, now, &targets))
+                sla::restart(txn, sla::NewTimer::new(workspace_id, ticket_id, Clock::NextResponse, now, &targets))
                     .await?;
             }
         }
         MessageKind::Note => {}
     }
-    apply_status(&txn, &mut row, &before, new_status, now, &targets).await?;
+    apply_status(txn, &mut row, before, new_status, now, &targets).await?;
     row.updated_at = Set(now);
-    row.update(&txn).await?;
+    row.update(txn).await?;
 
     let kind_name = match kind {
         MessageKind::Inbound => "message.received",
@@ -347,17 +396,8 @@ pub async fn add_message(
             changes: json!({ "status": { "before": status.as_str(), "after": new_status.as_str() } }),
         });
     }
-    let events = event::append(&txn, workspace_id, events).await?;
-    txn.commit().await?;
-    core.bus().publish(events);
-    if outbound.is_some() {
-        core.outbox().wake();
-    }
-    let msg = messages(core.db(), workspace_id, ticket_id, Some(message_id))
-        .await?
-        .pop()
-        .ok_or(Error::NotFound("message"))?;
-    Ok((msg, true))
+    let events = event::append(txn, workspace_id, events).await?;
+    Ok((message_id, events, outbound.is_some()))
 }
 
 /// The messages of a ticket, oldest first (or only `only`).

@@ -43,16 +43,56 @@ impl TemplateSet {
     /// into a fresh set when you need all or nothing.
     pub fn add_dir(&mut self, dir: impl AsRef<Path>) -> Result<(), Error> {
         let dir = dir.as_ref();
-        for (name, path) in files(&dir.join("helpers"), "rhai")? {
-            let source = self.read(&path)?;
-            self.register_script_helper(&name, &source).map_err(|e| match e {
+        let mut sources = Vec::new();
+        for (folder, extension) in [("helpers", "rhai"), ("partials", "hbs"), ("", "hbs")] {
+            for (stem, path) in files(&dir.join(folder), extension)? {
+                let name = if folder.is_empty() {
+                    format!("{stem}.{extension}")
+                } else {
+                    format!("{folder}/{stem}.{extension}")
+                };
+                sources.push((name, self.read(&path)?));
+            }
+        }
+        self.add_files(sources.iter().map(|(n, s)| (n.as_str(), s.as_str()))).map_err(|e| match e {
+            Error::File { path, message } => Error::File { path: dir.join(path), message },
+            other => other,
+        })
+    }
+
+    /// Adds files held in memory (a set compiled into a program), named by their path in the
+    /// directory layout of [`TemplateSet::load_dir`] (`acknowledgement.email.de.hbs`,
+    /// `partials/greeting.de.hbs`, `helpers/stars.rhai`); other names are ignored.
+    ///
+    /// # Errors
+    /// As [`TemplateSet::load_dir`]; [`Error::File`] names the file by that path.
+    pub fn add_files<'a>(&mut self, files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), Error> {
+        let mut helpers = Vec::new();
+        let mut partials = Vec::new();
+        let mut templates = Vec::new();
+        for (name, source) in files {
+            if name.starts_with('.') || name.contains("/.") {
+                continue;
+            }
+            if let Some(stem) = name.strip_prefix("helpers/").and_then(|n| n.strip_suffix(".rhai")) {
+                helpers.push((stem, source));
+            } else if let Some(stem) = name.strip_prefix("partials/").and_then(|n| n.strip_suffix(".hbs")) {
+                partials.push((stem, name, source));
+            } else if let Some(stem) = name.strip_suffix(".hbs").filter(|n| !n.contains('/')) {
+                templates.push((stem, name, source));
+            }
+        }
+        helpers.sort();
+        for (name, source) in helpers {
+            self.check_file_size(name, source.len())?;
+            self.register_script_helper(name, source).map_err(|e| match e {
                 Error::ScriptSyntax { line, column, message, .. } => {
                     Error::Syntax { template: format!("helpers/{name}.rhai"), line, column, message }
                 }
                 other => other,
             })?;
         }
-        for ([name, language], (text, html)) in self.pairs::<2>(&dir.join("partials"), "partials/")? {
+        for ([name, language], (text, html)) in self.pairs::<2>(partials, "partials/")? {
             let source = PartialSource {
                 text: text.as_ref().map(|(_, s)| s.as_str()),
                 html: html.as_ref().map(|(_, s)| s.as_str()),
@@ -60,11 +100,11 @@ impl TemplateSet {
             let label = |file: &Option<(String, String)>| file.as_ref().map(|(l, _)| l.clone()).unwrap_or_default();
             self.add_partial_labeled(&name, &language, source, (label(&html), label(&text)))?;
         }
-        for ([purpose, channel, language], (text, html)) in self.pairs::<3>(dir, "")? {
+        for ([purpose, channel, language], (text, html)) in self.pairs::<3>(templates, "")? {
             let Some((text_label, text)) = text else {
                 let (label, _) = html.unwrap_or_default();
                 return Err(Error::File {
-                    path: dir.join(&label),
+                    path: PathBuf::from(&label),
                     message: format!(
                         "an HTML body needs its text body beside it; add {}",
                         label.replace(".html.hbs", ".hbs")
@@ -84,17 +124,19 @@ impl TemplateSet {
         self.check()
     }
 
-    /// The `.hbs` files of `dir` grouped by the `N` dot-separated fields of their names, each
-    /// with its text and HTML file; labels are `prefix` + file name.
-    fn pairs<const N: usize>(&self, dir: &Path, prefix: &str) -> Result<BTreeMap<[String; N], Pair>, Error> {
+    /// Files (stem, label, contents) grouped by the `N` dot-separated fields of their stems,
+    /// each with its text and HTML file; labels are `prefix` + file name.
+    fn pairs<const N: usize>(
+        &self,
+        files: Vec<(&str, &str, &str)>,
+        prefix: &str,
+    ) -> Result<BTreeMap<[String; N], Pair>, Error> {
         let mut pairs: BTreeMap<[String; N], Pair> = BTreeMap::new();
-        if !dir.is_dir() {
-            return Ok(pairs);
-        }
-        for (stem, path) in files(dir, "hbs")? {
+        for (stem, path, contents) in files {
+            self.check_file_size(path, contents.len())?;
             let (stem, html) = match stem.strip_suffix(".html") {
                 Some(stem) => (stem, true),
-                None => (stem.as_str(), false),
+                None => (stem, false),
             };
             let fields: Vec<String> = stem.split('.').map(str::to_owned).collect();
             let Ok(key) = <[String; N]>::try_from(fields) else {
@@ -103,29 +145,29 @@ impl TemplateSet {
                 } else {
                     "name it {partial}.{language}.hbs, or .html.hbs for the HTML version"
                 };
-                return Err(Error::File { path, message: expected.to_owned() });
+                return Err(Error::File { path: PathBuf::from(path), message: expected.to_owned() });
             };
-            let label = format!("{prefix}{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-            let contents = self.read(&path)?;
+            let label = format!("{prefix}{}", path.rsplit('/').next().unwrap_or(path));
             let entry = pairs.entry(key).or_default();
             let slot = if html { &mut entry.1 } else { &mut entry.0 };
-            *slot = Some((label, contents));
+            *slot = Some((label, contents.to_owned()));
         }
         Ok(pairs)
+    }
+
+    /// A text file holds a subject and a body, each up to the source limit.
+    fn check_file_size(&self, what: &str, size: usize) -> Result<(), Error> {
+        let limit = 2 * self.limits().max_source_bytes;
+        if size > limit {
+            return Err(Error::SourceTooLarge { what: what.to_owned(), size, limit });
+        }
+        Ok(())
     }
 
     fn read(&self, path: &Path) -> Result<String, Error> {
         let io = |source| Error::Io { path: path.to_owned(), source };
         let size = std::fs::metadata(path).map_err(io)?.len();
-        // A text file holds a subject and a body, each up to the limit.
-        let limit = 2 * self.limits().max_source_bytes;
-        if size > limit as u64 {
-            return Err(Error::SourceTooLarge {
-                what: path.display().to_string(),
-                size: usize::try_from(size).unwrap_or(usize::MAX),
-                limit,
-            });
-        }
+        self.check_file_size(&path.display().to_string(), usize::try_from(size).unwrap_or(usize::MAX))?;
         std::fs::read_to_string(path).map_err(io)
     }
 }

@@ -256,3 +256,19 @@ pub(crate) fn lowercase_first(message: &str) -> String {
         None => String::new(),
     }
 }
+
+impl Error {
+    /// The 1-based line and column the error points at, when it points at one.
+    pub fn position(&self) -> Option<(usize, usize)> {
+        match self {
+            Error::Syntax { line, column, .. }
+            | Error::UnknownHelper { line, column, .. }
+            | Error::Unsupported { line, column, .. }
+            | Error::UnknownPartial { line, column, .. }
+            | Error::ScriptSyntax { line, column, .. } => Some((*line, *column)),
+            Error::ScriptFailed { line: Some(line), column: Some(column), .. }
+            | Error::Render { line: Some(line), column: Some(column), .. } => Some((*line, *column)),
+            _ => None,
+        }
+    }
+}

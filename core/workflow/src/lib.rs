@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use rhai::packages::Package;
 use rhai::{Dynamic, EvalAltResult, Position};
 use serde_json::{Value as Json, json};
+pub mod schedule;
 
 /// Why a script cannot be saved or did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,10 +90,12 @@ impl Default for Limits {
 /// When a workflow runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trigger {
-    /// Event type, e.g. `ticket.created`.
+    /// Event type, e.g. `ticket.created` (`schedule` for a cron schedule).
     pub event: String,
     /// For `ticket.updated`: run only when one of these fields changed (empty: any change).
     pub changed: Vec<String>,
+    /// For `// on: schedule MIN HOUR DOM MON DOW`: the minutes (UTC) it runs at.
+    pub schedule: Option<schedule::Schedule>,
 }
 
 impl Trigger {
@@ -122,7 +125,7 @@ impl Script {
 }
 
 /// The names a script sees.
-const VIEW_NAMES: [&str; 5] = ["event", "ticket", "customer", "messages", "agents"];
+const VIEW_NAMES: [&str; 6] = ["event", "ticket", "customer", "messages", "agents", "teams"];
 
 /// An event view converted for scripts once, shared by the workflows that run on the event.
 #[derive(Debug, Clone)]
@@ -178,6 +181,28 @@ fn register_actions(engine: &mut rhai::Engine) {
     engine.register_fn("note", |s: &str| push("note", json!({ "body": text(s, "a note")? })));
     engine.register_fn("reply", |s: &str| push("reply", json!({ "body": text(s, "a reply")? })));
     engine.register_fn("escalate", |s: &str| push("escalate", json!({ "note": text(s, "an escalation note")? })));
+    engine.register_fn("set_tier", |s: &str| push("customer", json!({ "tier": s })));
+    engine.register_fn("reply_template", |p: &str| push("reply_template", json!({ "purpose": text(p, "a purpose")? })));
+    engine.register_fn("notify", |agent: i64, s: &str| {
+        push("notify", json!({ "agent_id": agent, "body": text(s, "a notification")? }))
+    });
+    engine.register_fn("webhook", |name: &str| push("webhook", json!({ "name": name, "payload": {} })));
+    engine.register_fn("webhook", |name: &str, payload: rhai::Map| {
+        let payload: Json = rhai::serde::from_dynamic(&payload.into())?;
+        push("webhook", json!({ "name": name, "payload": payload }))
+    });
+    fn follow_up(hours: f64, note: &str) -> Result<(), Box<EvalAltResult>> {
+        if !(hours > 0.0 && hours <= 24.0 * 366.0) {
+            return Err(format!("follow_up: {hours} hours is not between 0 and a year").into());
+        }
+        push(
+            "follow_up",
+            json!({ "after_ms": (hours * 3_600_000.0).round() as i64, "note": text(note, "a follow-up note")? }),
+        )
+    }
+    engine.register_fn("follow_up", follow_up);
+    engine.register_fn("follow_up", |hours: i64, note: &str| follow_up(hours as f64, note));
+    engine.register_fn("request_survey", || push("survey", json!({})));
 }
 
 /// A hardened Rhai engine with the action functions.
@@ -230,7 +255,7 @@ impl Engine {
         // at compile time. Plain variables here, not constants: the optimiser would fold a
         // constant's placeholder value into the script.
         let mut scope = rhai::Scope::new();
-        for name in ["event", "ticket", "customer", "messages", "agents"] {
+        for name in VIEW_NAMES {
             scope.push(name, Dynamic::UNIT);
         }
         let ast = self.rhai.compile_with_scope(&scope, source).map_err(|e| ScriptError::at(e.1, e.0.to_string()))?;
@@ -318,6 +343,15 @@ fn header(source: &str) -> Result<(Vec<Trigger>, i32), ScriptError> {
         let comment = comment.trim();
         let at = |message: String| ScriptError { line: i + 1, column: 1, message };
         if let Some(on) = comment.strip_prefix("on:") {
+            if let Some(expr) = on.trim_start().strip_prefix("schedule ") {
+                let parsed = schedule::parse(expr).map_err(|e| ScriptError {
+                    line: i + 1,
+                    column: line.find(expr).map_or(0, |at| line[..at].chars().count()) + e.column,
+                    message: format!("schedule: {}", e.message),
+                })?;
+                triggers.push(Trigger { event: "schedule".into(), changed: Vec::new(), schedule: Some(parsed) });
+                continue;
+            }
             let (event, changed) = match on.split_once(" when ") {
                 Some((e, fields)) => {
                     (e.trim(), fields.split(',').map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).collect())
@@ -330,7 +364,7 @@ fn header(source: &str) -> Result<(Vec<Trigger>, i32), ScriptError> {
             if !valid {
                 return Err(at(format!("{event:?} is not an event type such as ticket.created")));
             }
-            triggers.push(Trigger { event: event.to_owned(), changed });
+            triggers.push(Trigger { event: event.to_owned(), changed, schedule: None });
         } else if let Some(n) = comment.strip_prefix("order:") {
             order = n.trim().parse().map_err(|_| at(format!("order {:?} is not a whole number", n.trim())))?;
         }

@@ -1,0 +1,190 @@
+//! Satisfaction surveys and agent notifications: the two things workflows leave for people.
+//!
+//! A workflow's `request_survey()` stores a survey with a random token and sends the
+//! `survey_invitation` template, whose `{{survey.link}}` is `{public_url}/survey/{token}`. The
+//! customer answers on that page (no login: the token is the key), once; the answer is recorded
+//! as a `survey.answered` event (`{"rating": 1-5, "comment": …}`), which workflows can react to.
+//!
+//! A workflow's `notify(agent_id, text)` leaves a notification for an agent, listed by
+//! `GET /api/v1/notifications` for the agent whose token asks.
+
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use crate::db;
+use crate::error::{Error, Result};
+use crate::event::{self, NewEvent};
+
+/// A customer's answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    /// 1 (bad) to 5 (very good).
+    pub rating: i32,
+    /// Optional words, at most 4,000 characters.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// The survey behind a token: (id, workspace, ticket, answered).
+async fn find(core: &crate::Core, token: &str) -> Result<(i64, i64, i64, bool)> {
+    if token.len() != 32 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::NotFound("survey"));
+    }
+    let r = db::query_one(
+        core.db(),
+        "SELECT id, workspace_id, ticket_id, answered_at FROM surveys WHERE token = ?",
+        vec![token.into()],
+    )
+    .await?
+    .ok_or(Error::NotFound("survey"))?;
+    Ok((
+        db::col(&r, "id")?,
+        db::col(&r, "workspace_id")?,
+        db::col(&r, "ticket_id")?,
+        db::col::<Option<i64>>(&r, "answered_at")?.is_some(),
+    ))
+}
+
+/// Records an answer (once) and a `survey.answered` event.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown token, [`Error::Conflict`] when answered already,
+/// [`Error::Invalid`] for a rating outside 1-5 or a long comment.
+pub async fn answer(core: &crate::Core, token: &str, answer: &Answer) -> Result<()> {
+    if !(1..=5).contains(&answer.rating) {
+        return Err(Error::invalid("rating", "rating must be 1 to 5"));
+    }
+    let comment = answer.comment.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned);
+    if comment.as_ref().is_some_and(|c| c.chars().count() > 4000) {
+        return Err(Error::invalid("comment", "comment is longer than 4,000 characters"));
+    }
+    let (id, workspace_id, ticket_id, _) = find(core, token).await?;
+    let txn = db::begin_write(core.db()).await?;
+    let changed = db::exec(
+        &txn,
+        "UPDATE surveys SET answered_at = ?, rating = ?, comment = ? WHERE id = ? AND answered_at IS NULL",
+        vec![crate::now_ms().into(), answer.rating.into(), comment.clone().into(), id.into()],
+    )
+    .await?;
+    if changed != 1 {
+        return Err(Error::Conflict("this survey has been answered already".into()));
+    }
+    let customer_id = crate::ticket::find(&txn, workspace_id, ticket_id).await?.customer_id;
+    let events = event::append(
+        &txn,
+        workspace_id,
+        vec![NewEvent {
+            kind: "survey.answered",
+            actor: format!("customer:{customer_id}"),
+            ticket_id: Some(ticket_id),
+            customer_id: Some(customer_id),
+            changes: json!({ "survey_id": id, "rating": answer.rating, "comment": comment }),
+        }],
+    )
+    .await?;
+    txn.commit().await?;
+    core.bus().publish(events);
+    Ok(())
+}
+
+/// The survey page: five buttons and a comment field, or a thank-you when answered.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown token.
+pub async fn page(core: &crate::Core, token: &str, notice: Option<&str>) -> Result<String> {
+    let (_, _, _, answered) = find(core, token).await?;
+    let body = if answered {
+        format!("<p>{}</p>", notice.unwrap_or("Thank you — your answer has been recorded."))
+    } else {
+        let buttons: String = (1..=5)
+            .map(|n| format!("<button name=\"rating\" value=\"{n}\" type=\"submit\">{}</button>", "★".repeat(n)))
+            .collect();
+        format!(
+            "<form method=\"post\" action=\"/survey/{token}\"><p>How satisfied were you with our help?</p>\
+             <p><textarea name=\"comment\" maxlength=\"4000\" rows=\"4\" cols=\"50\" placeholder=\"Anything you want to tell us (optional)\"></textarea></p>\
+             <p>{buttons}</p></form>"
+        )
+    };
+    Ok(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>Survey</title><style>body{{font-family:sans-serif;max-width:40em;margin:3em auto}}button{{margin:.2em;font-size:1.2em}}</style></head>\
+         <body>{body}</body></html>"
+    ))
+}
+
+/// The workspace's latest answered surveys and the average rating.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(core: &crate::Core, workspace_id: i64) -> Result<Json> {
+    let rows = db::query_all(
+        core.db(),
+        "SELECT id, ticket_id, created_at, answered_at, rating, comment FROM surveys WHERE workspace_id = ? ORDER BY id DESC LIMIT 200",
+        vec![workspace_id.into()],
+    )
+    .await?;
+    let mut sum = 0i64;
+    let mut answered = 0i64;
+    let items = rows
+        .iter()
+        .map(|r| {
+            let rating: Option<i32> = db::col(r, "rating")?;
+            if let Some(x) = rating {
+                sum += i64::from(x);
+                answered += 1;
+            }
+            Ok(json!({
+                "id": db::col::<i64>(r, "id")?,
+                "ticket_id": db::col::<i64>(r, "ticket_id")?,
+                "sent_at": crate::rfc3339(db::col(r, "created_at")?),
+                "answered_at": db::col::<Option<i64>>(r, "answered_at")?.map(crate::rfc3339),
+                "rating": rating,
+                "comment": db::col::<Option<String>>(r, "comment")?,
+            }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let average = (answered > 0).then(|| sum as f64 / answered as f64);
+    Ok(json!({ "items": items, "answered": answered, "average_rating": average }))
+}
+
+/// An agent's notifications, newest first (at most 100; only unread ones if asked).
+///
+/// # Errors
+/// Database errors.
+pub async fn notifications(core: &crate::Core, workspace_id: i64, agent_id: i64, unread: bool) -> Result<Json> {
+    let sql = if unread {
+        "SELECT * FROM notifications WHERE workspace_id = ? AND agent_id = ? AND read_at IS NULL ORDER BY id DESC LIMIT 100"
+    } else {
+        "SELECT * FROM notifications WHERE workspace_id = ? AND agent_id = ? ORDER BY id DESC LIMIT 100"
+    };
+    let rows = db::query_all(core.db(), sql, vec![workspace_id.into(), agent_id.into()]).await?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "id": db::col::<i64>(r, "id")?,
+                "ticket_id": db::col::<Option<i64>>(r, "ticket_id")?,
+                "body": db::col::<String>(r, "body")?,
+                "from": db::col::<String>(r, "actor")?,
+                "created_at": crate::rfc3339(db::col(r, "created_at")?),
+                "read_at": db::col::<Option<i64>>(r, "read_at")?.map(crate::rfc3339),
+            }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(json!({ "items": items }))
+}
+
+/// Marks one of the agent's notifications read.
+///
+/// # Errors
+/// [`Error::NotFound`] when it is not the agent's.
+pub async fn mark_read(core: &crate::Core, workspace_id: i64, agent_id: i64, id: i64) -> Result<()> {
+    let n = db::exec(
+        core.db(),
+        "UPDATE notifications SET read_at = COALESCE(read_at, ?) WHERE id = ? AND workspace_id = ? AND agent_id = ?",
+        vec![crate::now_ms().into(), id.into(), workspace_id.into(), agent_id.into()],
+    )
+    .await?;
+    if n == 1 { Ok(()) } else { Err(Error::NotFound("notification")) }
+}
