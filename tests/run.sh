@@ -82,6 +82,12 @@ cargo test --manifest-path sdk/Cargo.toml --target-dir target/sdk
 step "bundled plugins: their unit tests, natively"
 cargo test --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" --target-dir target/plugins-native --quiet
 
+step "e-mail parser (plugins/email-parse): unit, fixture and property tests, clippy, wasm build"
+cargo fmt --manifest-path plugins/email-parse/Cargo.toml -- --check
+cargo clippy --manifest-path plugins/email-parse/Cargo.toml --target-dir target/email-parse --all-targets --quiet -- -D warnings
+cargo test --manifest-path plugins/email-parse/Cargo.toml --target-dir target/email-parse --quiet
+cargo build --manifest-path plugins/email-parse/Cargo.toml --target-dir target/email-parse --target wasm32-wasip2 --release --quiet
+
 if [ -z "${PLUGDESK_SKIP_PG:-}" ]; then
     ensure_postgres
     step "end-to-end tests on PostgreSQL ($PG_URL)"

@@ -50,7 +50,9 @@ pub(crate) fn text_message(body: String) -> MessageInput {
 }
 
 /// Applies the runs of one event in one transaction, each run in a savepoint; returns each
-/// run's outcome in order. Events are published and workers woken after the commit.
+/// run's outcome in order, and whether the dispatcher's cursor was moved to `cursor` in the
+/// same transaction (so the event's actions and its being handled commit together). Events
+/// are published and workers woken after the commit.
 ///
 /// # Errors
 /// Only when the transaction itself fails; a run's own failure is in its outcome.
@@ -59,19 +61,26 @@ pub(crate) async fn apply(
     workspace_id: i64,
     ticket_id: i64,
     runs: Vec<RuleRun>,
-) -> Result<Vec<Result<()>>> {
+    cursor: Option<i64>,
+) -> Result<(Vec<Result<()>>, bool)> {
     if runs.iter().all(|r| r.actions.is_empty()) {
-        return Ok(runs.iter().map(|_| Ok(())).collect());
+        return Ok((runs.iter().map(|_| Ok(())).collect(), false));
     }
     let txn = db::begin_write(core.db()).await?;
+    let customer_id = crate::ticket::find(&txn, workspace_id, ticket_id).await?.customer_id;
     let mut outcomes = Vec::with_capacity(runs.len());
     let mut publish = Vec::new();
     let mut wake = Wake::default();
     for run in runs {
+        if run.actions.is_empty() {
+            outcomes.push(Ok(()));
+            continue;
+        }
         let savepoint = txn.begin().await?;
         let mut events = Vec::new();
         let mut w = Wake::default();
-        match apply_run(&savepoint, core, workspace_id, ticket_id, &run, &mut events, &mut w).await {
+        let ids = (workspace_id, ticket_id, customer_id);
+        match apply_run(&savepoint, core, ids, &run, &mut events, &mut w).await {
             Ok(()) => {
                 savepoint.commit().await?;
                 publish.extend(events);
@@ -85,6 +94,9 @@ pub(crate) async fn apply(
             }
         }
     }
+    if let Some(id) = cursor {
+        db::exec(&txn, "UPDATE automation_cursor SET last_event_id = ? WHERE id = 1", vec![id.into()]).await?;
+    }
     txn.commit().await?;
     core.bus().publish(publish);
     if wake.outbox {
@@ -93,7 +105,7 @@ pub(crate) async fn apply(
     if wake.webhooks {
         crate::webhook::wake();
     }
-    Ok(outcomes)
+    Ok((outcomes, cursor.is_some()))
 }
 
 #[derive(Default)]
@@ -105,14 +117,12 @@ struct Wake {
 async fn apply_run<C: ConnectionTrait>(
     txn: &C,
     core: &crate::Core,
-    workspace_id: i64,
-    ticket_id: i64,
+    (workspace_id, ticket_id, customer_id): (i64, i64, i64),
     run: &RuleRun,
     events: &mut Vec<event::Event>,
     wake: &mut Wake,
 ) -> Result<()> {
     let actor = run.actor.as_str();
-    let customer_id = crate::ticket::find(txn, workspace_id, ticket_id).await?.customer_id;
     let record = |kind: &'static str, changes: Json| NewEvent {
         kind,
         actor: actor.to_owned(),
@@ -207,7 +217,7 @@ async fn message<C: ConnectionTrait>(
     events: &mut Vec<event::Event>,
     wake: &mut Wake,
 ) -> Result<()> {
-    let (kind, input) = capped(txn, core, customer_id, kind, input, crate::now_ms()).await?;
+    let (kind, input) = capped(txn, core, (workspace_id, customer_id), kind, input, crate::now_ms()).await?;
     let (_, ev, outbound) =
         crate::ticket::add_message_in(txn, core, workspace_id, ticket_id, kind, actor, &input).await?;
     events.extend(ev);
@@ -220,7 +230,7 @@ async fn message<C: ConnectionTrait>(
 async fn capped<C: ConnectionTrait>(
     txn: &C,
     core: &crate::Core,
-    customer_id: i64,
+    (workspace_id, customer_id): (i64, i64),
     kind: MessageKind,
     input: &MessageInput,
     now: i64,
@@ -231,8 +241,8 @@ async fn capped<C: ConnectionTrait>(
     let cap = i64::from(core.rules().auto_replies_per_hour);
     let sent: i64 = db::query_one(
         txn,
-        "SELECT COUNT(*) AS n FROM messages m JOIN tickets t ON t.id = m.ticket_id WHERE t.customer_id = ? AND m.direction = 'outbound' AND m.author_kind = 'automation' AND m.created_at > ?",
-        vec![customer_id.into(), (now - 3_600_000).into()],
+        "SELECT COUNT(*) AS n FROM tickets t JOIN messages m ON m.ticket_id = t.id WHERE t.workspace_id = ? AND t.customer_id = ? AND m.direction = 'outbound' AND m.author_kind = 'automation' AND m.created_at > ?",
+        vec![workspace_id.into(), customer_id.into(), (now - 3_600_000).into()],
     )
     .await?
     .map(|r| db::col(&r, "n"))

@@ -291,8 +291,11 @@ pub async fn dispatch(core: &crate::Core, node: i64) -> Result<usize> {
         if let Some(ticket) = ticket.filter(|_| !caused_by_rule) {
             if with_workflows.contains(&workspace_id) {
                 let changes_json: Json = serde_json::from_str(&db::col::<String>(e, "changes")?).unwrap_or(Json::Null);
-                match crate::workflow::run_for_event(core, workspace_id, &kind, &changes_json, ticket, None).await {
-                    Ok(fired) => ran |= fired,
+                match crate::workflow::run_for_event(core, workspace_id, &kind, &changes_json, ticket, None, Some(id))
+                    .await
+                {
+                    // When the workflows' actions committed with the cursor, it moved already.
+                    Ok((fired, moved)) => ran |= fired && !moved,
                     Err(err) => tracing::warn!(event = id, error = %err, "workflows failed"),
                 }
             }
@@ -374,7 +377,7 @@ async fn run_one(core: &crate::Core, a: &Row, kind: &str, changes: &str, ticket_
     };
     registry.record("automation", a.id, elapsed, None);
     let run = RuleRun { actor: format!("automation:{}", a.id), actions: checked };
-    if let Some(Err(e)) = crate::action::apply(core, a.workspace_id, ticket_id, vec![run]).await?.pop() {
+    if let Some(Err(e)) = crate::action::apply(core, a.workspace_id, ticket_id, vec![run], None).await?.0.pop() {
         return Err(e);
     }
     if a.last_error.is_some() {
@@ -434,8 +437,8 @@ pub(crate) async fn load_subject(core: &crate::Core, workspace_id: i64, ticket_i
     let customer = crate::customer::get(core.db(), workspace_id, ticket.customer_id).await?;
     let open_tickets: i64 = db::query_one(
         core.db(),
-        "SELECT COUNT(*) AS n FROM tickets WHERE customer_id = ? AND status IN ('new', 'open', 'pending')",
-        vec![customer.id.into()],
+        "SELECT COUNT(*) AS n FROM tickets WHERE workspace_id = ? AND customer_id = ? AND status IN ('new', 'open', 'pending')",
+        vec![workspace_id.into(), customer.id.into()],
     )
     .await?
     .map(|r| db::col(&r, "n"))

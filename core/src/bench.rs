@@ -78,6 +78,7 @@ pub async fn run(opts: Options) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     plugin_figures(&dir)?;
     workflow_figures()?;
+    template_figures()?;
     if opts.plugins_only {
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
@@ -445,11 +446,50 @@ fn workflow_figures() -> Result<()> {
         }
     }
     let per_event = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    // Each library script on its own, to see which one costs what.
+    let prepared = engine.view(&view).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut each = Vec::new();
+    for ((name, _), s) in crate::workflow::LIBRARY.iter().zip(&scripts) {
+        let t = Instant::now();
+        for _ in 0..rounds {
+            engine.run_view(s, &prepared).map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        each.push(format!("{name} {:.1}", t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)));
+    }
+    let t = Instant::now();
+    for _ in 0..rounds {
+        engine.view(&view).map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    let convert = t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
     println!(
         "workflow stage, {} workflows on one event (script runs only)  {per_event:>7.1} µs per event ({} actions)",
         scripts.len(),
         actions / rounds as usize
     );
+    println!("  of which converting the view {convert:.1} µs; per script (µs): {}", each.join(", "));
+    Ok(())
+}
+
+/// Rendering the bundled templates for a ticket (the data `template::data_for` builds): an
+/// e-mail (subject, text and HTML with partials), a chat answer and an SMS.
+fn template_figures() -> Result<()> {
+    let set = crate::template::bundled()?;
+    let data = json!({
+        "ticket": { "number": 4217, "subject": "Paket nicht angekommen", "status": "open", "priority": "normal",
+                    "category": "lost_parcel", "channel": "email", "created_at": 1_795_510_800_000_i64, "updated_at": 1_795_512_000_000_i64 },
+        "customer": { "name": "Anna Müller", "language": "de", "tier": "normal" },
+        "agent": { "name": "Jonas Weber" },
+        "workspace": { "name": "Beispiel-Shop", "base_url": "https://support.example.com" },
+    });
+    for (purpose, channel) in [("lost_parcel", "email"), ("acknowledgement", "chat"), ("acknowledgement", "sms")] {
+        let rounds = 10_000;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            set.render(purpose, channel, "de", &data).map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        let us = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+        println!("template render {purpose:<16} {channel:<6} (de, partials)      {us:>7.1} µs");
+    }
     Ok(())
 }
 

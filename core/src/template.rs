@@ -78,6 +78,14 @@ fn build(rows: &[Row]) -> std::result::Result<TemplateSet, plugdesk_template::Er
     Ok(set)
 }
 
+/// The bundled set alone, compiled (what a workspace without its own templates renders with).
+///
+/// # Errors
+/// Only if the bundled files do not compile (a bug the tests catch).
+pub fn bundled() -> Result<TemplateSet> {
+    build(&[]).map_err(|e| Error::Internal(format!("the bundled templates do not compile: {e}")))
+}
+
 async fn rows<C: ConnectionTrait>(db: &C, workspace_id: i64) -> Result<Vec<Row>> {
     db::query_all(db, "SELECT * FROM templates WHERE workspace_id = ? ORDER BY id", vec![workspace_id.into()])
         .await?
@@ -312,43 +320,66 @@ async fn bump<C: ConnectionTrait>(txn: &C, workspace_id: i64) -> Result<()> {
 }
 
 /// The data templates render with for one ticket: ticket, customer, assigned agent, workspace
-/// and optionally a survey link.
+/// and optionally a survey link — read from the database (for previews).
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown ticket.
-pub async fn data_for<C: ConnectionTrait>(
-    db: &C,
+pub async fn data_for(
     core: &crate::Core,
     workspace_id: i64,
     ticket_id: i64,
     survey_link: Option<&str>,
 ) -> Result<Json> {
-    let t = crate::ticket::get(db, workspace_id, ticket_id).await?;
-    let c = crate::customer::get(db, workspace_id, t.customer_id).await?;
-    let agent = match t.assignee_id {
-        Some(a) => crate::agent::get(db, workspace_id, a).await.ok().map(|a| json!({ "name": a.name })),
-        None => None,
+    let t = crate::ticket::get(core.db(), workspace_id, ticket_id).await?;
+    let c = crate::customer::get(core.db(), workspace_id, t.customer_id).await?;
+    let agents = match t.assignee_id {
+        Some(a) => json!([crate::agent::get(core.db(), workspace_id, a).await?]),
+        None => json!([]),
     };
-    let ws = db::query_one(db, "SELECT name FROM workspaces WHERE id = ?", vec![workspace_id.into()])
+    let view = json!({
+        "ticket": serde_json::to_value(&t)?,
+        "customer": serde_json::to_value(&c)?,
+        "agents": agents,
+        "workspace": { "name": workspace_name(core, workspace_id).await? },
+    });
+    Ok(data_from(core, &view, survey_link))
+}
+
+/// The workspace's name (for templates).
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn workspace_name(core: &crate::Core, workspace_id: i64) -> Result<String> {
+    Ok(db::query_one(core.db(), "SELECT name FROM workspaces WHERE id = ?", vec![workspace_id.into()])
         .await?
         .map(|r| db::col::<String>(&r, "name"))
         .transpose()?
-        .unwrap_or_default();
+        .unwrap_or_default())
+}
+
+/// The data templates render with, taken from a workflow's view of the event (`ticket`,
+/// `customer`, `agents`, `workspace.name`): no database reads.
+pub(crate) fn data_from(core: &crate::Core, view: &Json, survey_link: Option<&str>) -> Json {
+    let t = &view["ticket"];
+    let c = &view["customer"];
     let mut data = json!({
         "ticket": {
-            "number": t.number, "subject": t.subject, "status": t.status, "priority": t.priority,
-            "category": t.category, "channel": t.channel, "created_at": t.created_at, "updated_at": t.updated_at,
+            "number": t["number"], "subject": t["subject"], "status": t["status"], "priority": t["priority"],
+            "category": t["category"], "channel": t["channel"], "created_at": t["created_at"], "updated_at": t["updated_at"],
         },
-        "customer": { "name": c.name, "language": c.language, "tier": c.tier },
-        "workspace": { "name": ws, "base_url": core.public_url() },
+        "customer": { "name": c["name"], "language": c["language"], "tier": c["tier"] },
+        "workspace": { "name": view["workspace"]["name"], "base_url": core.public_url() },
     });
-    if let Some(a) = agent {
-        data["agent"] = a;
+    let assignee = &t["assignee_id"];
+    if let Some(a) =
+        view["agents"].as_array().and_then(|a| a.iter().find(|a| !assignee.is_null() && a["id"] == *assignee))
+    {
+        data["agent"] = json!({ "name": a["name"] });
     }
     if let Some(link) = survey_link {
         data["survey"] = json!({ "link": link });
     }
-    Ok(data)
+    data
 }
 
 /// The channel templates are chosen for: `email` for mail and web forms (their answers go out
@@ -362,19 +393,19 @@ pub(crate) fn channel_kind(channel: &str) -> &'static str {
     }
 }
 
-/// Renders `purpose` for a ticket in its customer's language on its channel.
+/// Renders `purpose` for the ticket of a workflow's view in its customer's language on its
+/// channel.
 ///
 /// # Errors
 /// [`Error::Invalid`] naming the purpose when no variant exists or the render fails.
-pub async fn render_for<C: ConnectionTrait>(
-    db: &C,
+pub(crate) async fn render_for(
     core: &crate::Core,
     workspace_id: i64,
-    ticket_id: i64,
+    view: &Json,
     purpose: &str,
     survey_link: Option<&str>,
 ) -> Result<Rendered> {
-    let data = data_for(db, core, workspace_id, ticket_id, survey_link).await?;
+    let data = data_from(core, view, survey_link);
     let set = set(core, workspace_id).await?;
     let channel = channel_kind(data["ticket"]["channel"].as_str().unwrap_or_default());
     let language = data["customer"]["language"].as_str().unwrap_or("en").to_owned();
@@ -406,9 +437,8 @@ pub struct PreviewInput {
 /// # Errors
 /// [`Error::Script`] (422) with line and column, [`Error::NotFound`].
 pub async fn preview(core: &crate::Core, workspace_id: i64, input: &PreviewInput) -> Result<Json> {
-    let data =
-        data_for(core.db(), core, workspace_id, input.ticket_id, Some(&format!("{}/survey/…", core.public_url())))
-            .await?;
+    let link = format!("{}/survey/…", core.public_url());
+    let data = data_for(core, workspace_id, input.ticket_id, Some(&link)).await?;
     let channel =
         input.channel.clone().unwrap_or_else(|| channel_kind(data["ticket"]["channel"].as_str().unwrap_or("")).into());
     let language =

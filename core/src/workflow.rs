@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use plugdesk_workflow::{Engine, Limits, Script};
 use serde::{Deserialize, Serialize};
@@ -94,11 +94,11 @@ impl Workflows {
         Ok(script)
     }
 
-    fn record(&self, id: i64, started: Instant, actions: usize, error: Option<String>) {
+    fn record(&self, id: i64, took: Duration, actions: usize, error: Option<String>) {
         if let Ok(mut m) = self.stats.lock() {
             let s = m.entry(id).or_default();
             s.calls += 1;
-            s.total_us += started.elapsed().as_micros() as u64;
+            s.total_us += took.as_micros() as u64;
             s.actions += actions as u64;
             if error.is_some() {
                 s.errors += 1;
@@ -336,8 +336,8 @@ pub async fn dry_run(core: &crate::Core, workspace_id: i64, id: Option<i64>, inp
     }))
 }
 
-/// The JSON view a script gets: the event, the ticket, its customer (with open tickets and the
-/// five latest other tickets, each with the agent who last answered on it), the latest
+/// The JSON view a script gets: the event, the ticket, its customer (with open and total
+/// tickets and the five latest other tickets, each with the agent who last answered on it), the latest
 /// messages, the workspace's agents and teams.
 async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Json, ticket_id: i64) -> Result<Json> {
     let subject = crate::automation::load_subject(core, workspace_id, ticket_id).await?;
@@ -345,8 +345,8 @@ async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Js
     let teams = crate::agent::list_teams(core.db(), workspace_id).await?;
     let recent = db::query_all(
         core.db(),
-        "SELECT t.id, t.number, t.status, t.category, t.subject, t.assignee_id, t.reopen_count, (SELECT m.author_id FROM messages m WHERE m.ticket_id = t.id AND m.author_kind = 'agent' AND m.direction = 'outbound' ORDER BY m.id DESC LIMIT 1) AS last_agent_id FROM tickets t WHERE t.customer_id = ? AND t.id <> ? ORDER BY t.id DESC LIMIT 5",
-        vec![subject.customer.id.into(), ticket_id.into()],
+        "SELECT t.id, t.number, t.status, t.category, t.subject, t.assignee_id, t.reopen_count, (SELECT m.author_id FROM messages m WHERE m.ticket_id = t.id AND m.author_kind = 'agent' AND m.direction = 'outbound' ORDER BY m.id DESC LIMIT 1) AS last_agent_id FROM tickets t WHERE t.workspace_id = ? AND t.customer_id = ? AND t.id <> ? ORDER BY t.id DESC LIMIT 5",
+        vec![workspace_id.into(), subject.customer.id.into(), ticket_id.into()],
     )
     .await?
     .iter()
@@ -362,8 +362,18 @@ async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Js
         }))
     })
     .collect::<Result<Vec<Json>>>()?;
+    let total: i64 = db::query_one(
+        core.db(),
+        "SELECT COUNT(*) AS n FROM tickets WHERE workspace_id = ? AND customer_id = ?",
+        vec![workspace_id.into(), subject.customer.id.into()],
+    )
+    .await?
+    .map(|r| db::col(&r, "n"))
+    .transpose()?
+    .unwrap_or(0);
     let mut customer = serde_json::to_value(&subject.customer)?;
     customer["open_tickets"] = json!(subject.open_tickets);
+    customer["tickets_total"] = json!(total);
     customer["last_agent_id"] = recent.iter().find_map(|t| t["last_agent_id"].as_i64()).map_or(Json::Null, Json::from);
     customer["recent_tickets"] = Json::Array(recent);
     let messages: Vec<Json> =
@@ -375,6 +385,8 @@ async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Js
         "messages": messages,
         "agents": serde_json::to_value(&agents)?,
         "teams": serde_json::to_value(&teams)?,
+        // Not shown to scripts; for the templates their replies render.
+        "workspace": { "name": crate::template::workspace_name(core, workspace_id).await? },
     }))
 }
 
@@ -407,14 +419,16 @@ pub(crate) async fn scheduled(core: &crate::Core, now: i64) -> Result<Vec<(i64, 
 /// itself).
 struct Ran {
     id: i64,
-    started: Instant,
+    took: Duration,
     actions: std::result::Result<Vec<plugdesk_workflow::Action>, String>,
 }
 
 /// Runs the workspace's workflows that an event fires (or only `only`), in order, and applies
 /// all their actions in one transaction, each workflow's in a savepoint of its own (see
 /// [`crate::action`]). A workflow sees the ticket as the ones before it left it. A failing
-/// workflow is recorded and the others still run. Returns whether any fired.
+/// workflow is recorded and the others still run. With `cursor` (the dispatcher's event id)
+/// the dispatcher's cursor moves in the same transaction as the actions. Returns whether any
+/// workflow fired and whether the cursor moved.
 pub(crate) async fn run_for_event(
     core: &crate::Core,
     workspace_id: i64,
@@ -422,96 +436,93 @@ pub(crate) async fn run_for_event(
     changes: &Json,
     ticket_id: i64,
     only: Option<i64>,
-) -> Result<bool> {
+    cursor: Option<i64>,
+) -> Result<(bool, bool)> {
     let rows = db::query_all(
         core.db(),
         "SELECT id, source, updated_at FROM workflows WHERE workspace_id = ? AND enabled = ? ORDER BY order_no, id",
         vec![workspace_id.into(), true.into()],
     )
     .await?;
-    let mut json_view: Option<Json> = None;
-    let mut view: Option<Arc<plugdesk_workflow::View>> = None;
-    let mut ran = Vec::new();
+    let mut firing = Vec::new();
     for r in rows {
         let id: i64 = db::col(&r, "id")?;
         if only.is_some_and(|o| o != id) {
             continue;
         }
-        let script = match core.workflows().cached(id, db::col(&r, "updated_at")?, &db::col::<String>(&r, "source")?) {
-            Ok(s) => s,
-            Err(e) => {
-                core.workflows().record(id, Instant::now(), 0, Some(e.to_string()));
-                continue;
-            }
-        };
-        if only.is_none() && !script.fires(kind, changes) {
-            continue;
+        match core.workflows().cached(id, db::col(&r, "updated_at")?, &db::col::<String>(&r, "source")?) {
+            Ok(s) if only.is_some() || s.fires(kind, changes) => firing.push((id, s)),
+            Ok(_) => {}
+            Err(e) => core.workflows().record(id, Duration::ZERO, 0, Some(e.to_string())),
         }
-        if json_view.is_none() {
-            json_view = Some(view_of(core, workspace_id, kind, changes, ticket_id).await?);
-        }
-        let v = match &view {
-            Some(v) => v.clone(),
-            None => {
-                let json = json_view.as_ref().ok_or_else(|| Error::Internal("no view".into()))?;
-                let v = Arc::new(core.workflows().engine.view(json).map_err(|e| Error::Script {
-                    line: e.line,
-                    column: e.column,
-                    message: e.message,
-                })?);
-                view = Some(v.clone());
-                v
-            }
-        };
-        let started = Instant::now();
-        let (c, s) = (core.clone(), script.clone());
-        let result = tokio::task::spawn_blocking(move || c.workflows().engine.run_view(&s, &v))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let actions = match result {
-            Ok(a) => a,
-            Err(e) => {
-                let msg = format!("workflow {id}: {e}");
-                tracing::warn!(workflow = id, ticket = ticket_id, error = %msg, "workflow failed");
-                ran.push(Ran { id, started, actions: Err(msg) });
-                continue;
-            }
-        };
-        if !actions.is_empty()
-            && let Some(j) = json_view.as_mut()
-        {
-            // The next workflow sees the ticket as this one left it.
-            project(j, &actions);
-            view = None;
-        }
-        ran.push(Ran { id, started, actions: Ok(actions) });
     }
+    if firing.is_empty() {
+        return Ok((false, false));
+    }
+    let json_view = view_of(core, workspace_id, kind, changes, ticket_id).await?;
+    // All the scripts of the event in one blocking task; each sees the ticket as the ones
+    // before it left it (the view's `ticket` and `customer` are converted again only after a
+    // workflow that asked for something).
+    let c = core.clone();
+    let (ran, json_view) = tokio::task::spawn_blocking(move || {
+        let engine = &c.workflows().engine;
+        let mut json = json_view;
+        let mut view = engine.view(&json);
+        let mut ran = Vec::with_capacity(firing.len());
+        for (id, script) in firing {
+            let started = Instant::now();
+            let result = match &view {
+                Ok(v) => engine.run_view(&script, v).map_err(|e| format!("workflow {id}: {e}")),
+                Err(e) => Err(format!("workflow {id}: {e}")),
+            };
+            if let Ok(actions) = &result
+                && !actions.is_empty()
+            {
+                project(&mut json, actions);
+                if let Ok(v) = view.as_mut() {
+                    let replaced =
+                        v.replace("ticket", &json["ticket"]).and_then(|()| v.replace("customer", &json["customer"]));
+                    if let Err(e) = replaced {
+                        view = Err(e);
+                    }
+                }
+            }
+            ran.push(Ran { id, took: started.elapsed(), actions: result });
+        }
+        (ran, json)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?;
     let fired = !ran.is_empty();
     let mut runs = Vec::new();
     let mut applied = Vec::new();
     for r in ran {
         match r.actions {
-            Err(msg) => core.workflows().record(r.id, r.started, 0, Some(msg)),
-            Ok(actions) => match prepare(core, workspace_id, ticket_id, &actions).await {
+            Err(msg) => {
+                tracing::warn!(workflow = r.id, ticket = ticket_id, error = %msg, "workflow failed");
+                core.workflows().record(r.id, r.took, 0, Some(msg));
+            }
+            Ok(actions) if actions.is_empty() => core.workflows().record(r.id, r.took, 0, None),
+            Ok(actions) => match prepare(core, workspace_id, &json_view, &actions).await {
                 Ok(checked) => {
-                    applied.push((r.id, r.started, checked.len()));
+                    applied.push((r.id, r.took, checked.len()));
                     runs.push(RuleRun { actor: format!("workflow:{}", r.id), actions: checked });
                 }
-                Err(e) => core.workflows().record(r.id, r.started, 0, Some(format!("workflow {}: {e}", r.id))),
+                Err(e) => core.workflows().record(r.id, r.took, 0, Some(format!("workflow {}: {e}", r.id))),
             },
         }
     }
-    let outcomes = crate::action::apply(core, workspace_id, ticket_id, runs).await?;
-    for ((id, started, count), outcome) in applied.into_iter().zip(outcomes) {
+    let (outcomes, moved) = crate::action::apply(core, workspace_id, ticket_id, runs, cursor).await?;
+    for ((id, took, count), outcome) in applied.into_iter().zip(outcomes) {
         match outcome {
-            Ok(()) => core.workflows().record(id, started, count, None),
+            Ok(()) => core.workflows().record(id, took, count, None),
             Err(e) => {
                 tracing::warn!(workflow = id, ticket = ticket_id, error = %e, "workflow actions refused");
-                core.workflows().record(id, started, 0, Some(format!("workflow {id}: {e}")));
+                core.workflows().record(id, took, 0, Some(format!("workflow {id}: {e}")));
             }
         }
     }
-    Ok(fired)
+    Ok((fired, moved))
 }
 
 /// Changes the view's ticket the way `actions` will, so the next workflow of the event reads
@@ -556,7 +567,7 @@ fn project(view: &mut Json, actions: &[plugdesk_workflow::Action]) {
 async fn prepare(
     core: &crate::Core,
     workspace_id: i64,
-    ticket_id: i64,
+    view: &Json,
     actions: &[plugdesk_workflow::Action],
 ) -> Result<Vec<Checked>> {
     let mut patch = serde_json::Map::new();
@@ -585,21 +596,13 @@ async fn prepare(
             "reply" => rest.push(Checked::Message(MessageKind::Reply, text_message(text(&a.args, "body")))),
             "reply_template" => {
                 let purpose = text(&a.args, "purpose");
-                let r = crate::template::render_for(core.db(), core, workspace_id, ticket_id, &purpose, None).await?;
+                let r = crate::template::render_for(core, workspace_id, view, &purpose, None).await?;
                 rest.push(Checked::Message(MessageKind::Reply, rendered_message(r)));
             }
             "survey" => {
                 let token = hex::encode(rand::random::<[u8; 16]>());
                 let link = format!("{}/survey/{token}", core.public_url());
-                let r = crate::template::render_for(
-                    core.db(),
-                    core,
-                    workspace_id,
-                    ticket_id,
-                    "survey_invitation",
-                    Some(&link),
-                )
-                .await?;
+                let r = crate::template::render_for(core, workspace_id, view, "survey_invitation", Some(&link)).await?;
                 rest.push(Checked::Survey { token, invitation: rendered_message(r) });
             }
             "customer" => rest.push(Checked::Customer(

@@ -483,6 +483,7 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
 CREATE INDEX webhook_deliveries_ws ON webhook_deliveries (workspace_id, id);
+CREATE INDEX tickets_ws_assignee_status ON tickets (workspace_id, assignee_id, status);
 CREATE TABLE workflow_schedule (
     workflow_id BIGINT PRIMARY KEY,
     last_minute BIGINT NOT NULL

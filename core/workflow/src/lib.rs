@@ -131,6 +131,22 @@ const VIEW_NAMES: [&str; 6] = ["event", "ticket", "customer", "messages", "agent
 #[derive(Debug, Clone)]
 pub struct View(Vec<(&'static str, Dynamic)>);
 
+impl View {
+    /// Replaces one of the view's values (`ticket` after a workflow changed it), converting
+    /// only that one.
+    ///
+    /// # Errors
+    /// When the JSON cannot be represented.
+    pub fn replace(&mut self, name: &str, value: &Json) -> Result<(), ScriptError> {
+        let value: Dynamic =
+            rhai::serde::to_dynamic(value).map_err(|e| ScriptError::at(Position::NONE, e.to_string()))?;
+        if let Some(slot) = self.0.iter_mut().find(|(n, _)| *n == name) {
+            slot.1 = value;
+        }
+        Ok(())
+    }
+}
+
 /// An action a run asked for: a name from the action vocabulary and its arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Action {

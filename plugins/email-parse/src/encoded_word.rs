@@ -1,0 +1,187 @@
+//! RFC 2047 encoded-words (`=?charset?Q?…?=`, `=?charset?B?…?=`) in header values.
+
+use crate::charset;
+use crate::transfer::{self, Base64Error};
+
+/// Decodes the RFC 2047 encoded-words in a header value, in any charset encoding_rs knows
+/// (unknown ones are read as UTF-8 with replacement characters). Whitespace between two
+/// adjacent encoded-words is dropped, as the RFC says; words are decoded wherever they stand,
+/// as mail clients do; malformed words are left as they are. Control characters that encoded
+/// text carries (line breaks, …) become spaces.
+///
+/// ```
+/// assert_eq!(email_parse::decode_header("=?ISO-8859-1?Q?Gr=FC=DFe_?= =?UTF-8?B?8J+Riw==?= aus Berlin"),
+///            "Grüße 👋 aus Berlin");
+/// ```
+pub fn decode_header(value: &str) -> String {
+    decode_words(value, &mut |_| {})
+}
+
+/// [`decode_header`], calling `unknown` with each charset name it does not know.
+pub(crate) fn decode_words(value: &str, unknown: &mut dyn FnMut(&str)) -> String {
+    if !value.contains("=?") {
+        return value.to_owned();
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut pending: Option<(String, Vec<u8>)> = None;
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = value[search..].find("=?") {
+        let start = search + found;
+        let Some((end, label, bytes)) = word_at(value, start) else {
+            search = start + 2;
+            continue;
+        };
+        let gap = &value[copied..start];
+        let joins = pending.as_ref().is_some_and(|(l, _)| l.eq_ignore_ascii_case(label));
+        if pending.is_some() && gap.chars().all(char::is_whitespace) {
+            if !joins {
+                flush(&mut out, &mut pending, unknown);
+            }
+        } else {
+            flush(&mut out, &mut pending, unknown);
+            out.push_str(gap);
+        }
+        match &mut pending {
+            Some((_, acc)) => acc.extend_from_slice(&bytes),
+            None => pending = Some((label.to_owned(), bytes)),
+        }
+        copied = end;
+        search = end;
+    }
+    flush(&mut out, &mut pending, unknown);
+    out.push_str(&value[copied..]);
+    out
+}
+
+/// Decodes the collected bytes of adjacent same-charset words (so that a character split across
+/// two words comes out whole) and appends them.
+fn flush(out: &mut String, pending: &mut Option<(String, Vec<u8>)>, unknown: &mut dyn FnMut(&str)) {
+    let Some((label, bytes)) = pending.take() else { return };
+    let text = match charset::lookup(&label) {
+        Some(encoding) => charset::decode_with(encoding, &bytes),
+        None => {
+            unknown(&label);
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+    };
+    out.extend(text.chars().map(|c| if c.is_control() { ' ' } else { c }));
+}
+
+/// Reads the encoded-word starting at `start` (which holds `=?`): its end, charset and bytes.
+fn word_at(value: &str, start: usize) -> Option<(usize, &str, Vec<u8>)> {
+    let rest = &value[start + 2..];
+    let q1 = rest.find('?')?;
+    let label = &rest[..q1];
+    if label.is_empty() || label.len() > 64 || label.bytes().any(|b| b.is_ascii_whitespace() || b == b'=') {
+        return None;
+    }
+    let after = &rest[q1 + 1..];
+    let mut chars = after.bytes();
+    let encoding = chars.next()?.to_ascii_uppercase();
+    if chars.next()? != b'?' {
+        return None;
+    }
+    let text_all = &after[2..];
+    let q2 = text_all.find('?')?;
+    if text_all.as_bytes().get(q2 + 1) != Some(&b'=') {
+        return None;
+    }
+    let text = &text_all[..q2];
+    if text.bytes().any(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    let bytes = match encoding {
+        b'Q' => q_decode(text.as_bytes()),
+        b'B' => match transfer::base64(text.as_bytes()) {
+            (bytes, None | Some(Base64Error::Incomplete)) => bytes,
+            (_, Some(Base64Error::InvalidAt(_))) => return None,
+        },
+        _ => return None,
+    };
+    let end = start + 2 + q1 + 1 + 2 + q2 + 2;
+    Some((end, label, bytes))
+}
+
+/// The "Q" encoding: `_` is a space, `=XX` a byte; anything else stands for itself.
+fn q_decode(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'_' => out.push(b' '),
+            b'=' => {
+                let hi = text.get(i + 1).copied().and_then(transfer::hex_value);
+                let lo = text.get(i + 2).copied().and_then(transfer::hex_value);
+                if let (Some(hi), Some(lo)) = (hi, lo) {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'=');
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknowns(value: &str) -> (String, Vec<String>) {
+        let mut seen = Vec::new();
+        let text = decode_words(value, &mut |l| seen.push(l.to_owned()));
+        (text, seen)
+    }
+
+    #[test]
+    fn q_and_b_in_any_charset() {
+        assert_eq!(decode_header("=?iso-8859-1?q?J=F6rg_M=FCller?="), "Jörg Müller");
+        assert_eq!(decode_header("=?UTF-8?B?R3LDvMOfZQ==?="), "Grüße");
+        assert_eq!(decode_header("=?KOI8-R?B?8NLJ18XU?="), "Привет");
+        assert_eq!(decode_header("=?ISO-8859-15?Q?=A4?="), "€");
+        assert_eq!(decode_header("=?utf-8*de?Q?Hallo?="), "Hallo");
+        assert_eq!(decode_header("=?utf-8?q??="), "");
+    }
+
+    #[test]
+    fn adjacent_words_join_but_text_keeps_its_spaces() {
+        assert_eq!(decode_header("=?UTF-8?Q?a?= =?UTF-8?Q?b?=\t =?ISO-8859-1?Q?c?="), "abc");
+        assert_eq!(decode_header("Re: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= aus Berlin"), "Re: Grüße aus Berlin");
+        assert_eq!(decode_header("x =?UTF-8?Q?a?= y =?UTF-8?Q?b?="), "x a y b");
+        // A character split across two words comes out whole.
+        assert_eq!(decode_header("=?UTF-8?B?R3LD?= =?UTF-8?B?vA==?="), "Grü");
+        assert_eq!(decode_header("Re:=?UTF-8?Q?=C3=A4?="), "Re:ä");
+    }
+
+    #[test]
+    fn malformed_words_stay() {
+        for v in [
+            "=?UTF-8?Q?no end",
+            "=?UTF-8?X?abc?=",
+            "=??Q?abc?=",
+            "=?UTF-8?Q?a b?=",
+            "=?UTF-8?B?!!!!?=",
+            "plain = ? text",
+            "=?",
+            "=?UTF-8",
+            "=?UTF-8?Q",
+        ] {
+            assert_eq!(decode_header(v), v);
+        }
+        assert_eq!(decode_header("=?UTF-8?Q?a=ZZ?="), "a=ZZ");
+    }
+
+    #[test]
+    fn unknown_charset_is_reported_and_read_as_utf8() {
+        assert_eq!(unknowns("=?x-foo?Q?caf=C3=A9?="), ("café".to_owned(), vec!["x-foo".to_owned()]));
+    }
+
+    #[test]
+    fn control_characters_become_spaces() {
+        assert_eq!(decode_header("=?UTF-8?Q?a=0D=0Ab?="), "a  b");
+    }
+}

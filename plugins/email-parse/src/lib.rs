@@ -1,0 +1,139 @@
+//! A tolerant parser for Internet mail (RFC 5322 and MIME), for Plugdesk's e-mail channel.
+//!
+//! [`parse`] never fails: whatever the bytes, it returns what could be read — headers, decoded
+//! subject, addresses, message ids, date, the best plain-text body, the HTML body,
+//! attachments — and a list of [`Problem`]s saying what could not be read and what was done
+//! about it. Every input is treated as hostile: [`Limits`] bound the work and the output.
+//!
+//! Around it, the helpers a helpdesk needs to turn mail into tickets:
+//! [`split_quoted`] separates the new part of a reply from the quoted history and the
+//! signature; [`is_automatic`] tells auto-replies, bulk mail and mailing lists from mail a
+//! person wrote; [`bounce`] reads delivery status notifications (RFC 3464).
+//!
+//! ```
+//! let raw = b"From: =?UTF-8?Q?J=C3=B6rg?= <Joerg@Example.DE>\r\n\
+//!             Subject: Re: Rechnung\r\n\
+//!             In-Reply-To: <t-1@helpdesk.example>\r\n\
+//!             Content-Type: text/plain; charset=utf-8\r\n\
+//!             \r\n\
+//!             Danke!\r\n\
+//!             \r\n\
+//!             Am 24.11.2026 um 10:00 schrieb Support <support@helpdesk.example>:\r\n\
+//!             > Ihre Rechnung liegt bei.\r\n";
+//! let mail = email_parse::parse(raw, &email_parse::Limits::default());
+//! assert_eq!(mail.from[0].name.as_deref(), Some("Jörg"));
+//! assert_eq!(mail.from[0].email, "Joerg@example.de");
+//! assert_eq!(mail.in_reply_to, ["t-1@helpdesk.example"]);
+//! let split = email_parse::split_quoted(mail.text.as_deref().unwrap_or(""));
+//! assert_eq!(split.new_part, "Danke!");
+//! assert!(mail.problems.is_empty());
+//! ```
+//!
+//! The crate is pure Rust without threads, files or clocks, so it builds for `wasm32-wasip2`.
+
+#![deny(missing_docs)]
+
+mod address;
+mod auto;
+mod charset;
+mod date;
+mod encoded_word;
+mod header;
+mod html;
+mod mime;
+mod model;
+mod params;
+mod quote;
+#[cfg(test)]
+mod tests;
+mod text;
+mod transfer;
+
+pub use auto::{Bounce, bounce, is_automatic};
+pub use date::parse_date;
+pub use encoded_word::decode_header;
+pub use html::html_to_text;
+pub use model::{Address, Attachment, Header, Limits, MessageDate, Parsed, Problem, ProblemKind};
+pub use quote::{Split, split_quoted};
+
+use model::Problems;
+
+/// Parses a message (RFC 5322 with MIME), CRLF or LF line endings. Never fails and never
+/// panics: what cannot be read is skipped, cut or kept raw, and `problems` says so.
+///
+/// - Headers are unfolded; 8-bit bytes that are not UTF-8 are read as Windows-1252.
+/// - `subject` and display names have RFC 2047 encoded-words decoded; addresses are parsed
+///   (quoted names, comments, groups, bare addresses) with domains lowercased.
+/// - The MIME tree is walked within [`Limits`]: base64 and quoted-printable are decoded,
+///   text is converted from its charset. `text/plain` parts (and `text/html` ones) without a
+///   file name or `attachment` disposition are the body — in `multipart/alternative` the last
+///   (richest) version of each kind; everything else is an [`Attachment`], attached messages
+///   (`message/rfc822`) included, unopened.
+/// - `text` is the plain text, or when there is none, the HTML made readable (see
+///   [`html_to_text`]).
+pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
+    let mut problems = Problems::default();
+    let raw = if raw.len() > limits.max_total_bytes {
+        problems.push(
+            ProblemKind::MessageTooLarge,
+            format!("message of {} bytes cut at {}", raw.len(), limits.max_total_bytes),
+        );
+        &raw[..limits.max_total_bytes]
+    } else {
+        raw
+    };
+    // An mbox "From " line before the headers, as stored mail has it.
+    let start =
+        if raw.starts_with(b"From ") { raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1) } else { 0 };
+    let head = header::read(&raw[start..], limits, &mut problems, "");
+    let headers = head.headers;
+    let body = &raw[(start + head.body_start).min(raw.len())..];
+
+    let mut parsed = Parsed::default();
+    if let Some(subject) = header::get(&headers, "subject") {
+        let mut unknown = Vec::new();
+        parsed.subject = Some(encoded_word::decode_words(subject, &mut |l| unknown.push(l.to_owned())));
+        for label in unknown {
+            problems.push(
+                ProblemKind::UnknownCharset,
+                format!("unknown charset \"{label}\" in Subject; read as UTF-8 with replacement"),
+            );
+        }
+    }
+    let addresses = |name: &str, problems: &mut Problems| {
+        let mut list = Vec::new();
+        for value in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
+            list.extend(address::parse_list(&value.value, &mut |bad| {
+                problems.push(ProblemKind::InvalidAddress, format!("{name}: \"{bad}\" is no address; ignored"));
+            }));
+        }
+        list
+    };
+    parsed.from = addresses("From", &mut problems);
+    parsed.to = addresses("To", &mut problems);
+    parsed.cc = addresses("Cc", &mut problems);
+    parsed.reply_to = addresses("Reply-To", &mut problems);
+    parsed.message_id = header::get(&headers, "message-id").and_then(address::message_id);
+    parsed.in_reply_to = header::get(&headers, "in-reply-to").map(address::message_ids).unwrap_or_default();
+    parsed.references = header::get(&headers, "references").map(address::message_ids).unwrap_or_default();
+    parsed.date =
+        header::get(&headers, "date").map(|raw| MessageDate { raw: raw.to_owned(), unix: date::parse_date(raw) });
+
+    let mut walker = mime::Walker::new(limits, problems);
+    let bodies = walker.entity(&headers, body, 0, "", "text/plain");
+    let texts: Vec<&str> =
+        bodies.text.iter().map(|t| t.trim_end().trim_start_matches('\n')).filter(|t| !t.is_empty()).collect();
+    // Joining parts adds line breaks, and text made from HTML may outgrow it: cut to the limit.
+    let within = |mut t: String| {
+        t.truncate(header::utf8_cut(t.as_bytes(), limits.max_total_bytes));
+        t
+    };
+    parsed.html = Some(within(bodies.html.join("\n"))).filter(|h| !h.trim().is_empty());
+    parsed.text = if texts.is_empty() { parsed.html.as_deref().map(html_to_text) } else { Some(texts.join("\n\n")) }
+        .map(within)
+        .filter(|t| !t.trim().is_empty());
+    parsed.attachments = walker.attachments;
+    parsed.problems = walker.problems.finish();
+    parsed.headers = headers;
+    parsed
+}
