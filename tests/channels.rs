@@ -621,6 +621,31 @@ async fn plugins_upgrade_and_roll_back_under_load_without_losing_a_message() {
     let (status, tls) = s.call(Method::GET, &format!("/hooks/{tcp}/tcp?port={port}&tls=1"), None, None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{tls}");
     assert!(tls["error"]["message"].as_str().unwrap_or("").contains("TLS handshake with 127.0.0.1"), "{tls}");
+    // A login over TCP: the host fills in the secret, quoted or base64; plain writes never.
+    let (status, ch_login) = s
+        .post(
+            "/api/v1/channels",
+            json!({ "plugin": "relay", "grants": ["secrets", format!("tcp:127.0.0.1:{port}")], "secrets": { "pw": "p\"a\\ss" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ch_login}");
+    let login = ch_login["id"].as_i64().expect("id");
+    let say = |line: &str, secret: bool| {
+        let q: String = line.bytes().map(|b| format!("%{b:02X}")).collect();
+        format!("/hooks/{login}/tcp?port={port}&secret={}&say={q}", u8::from(secret))
+    };
+    let (status, said) = s.call(Method::GET, &say("a1 LOGIN support {{secret_quoted:pw}}", true), None, None).await;
+    assert_eq!((status, said.as_str()), (StatusCode::OK, Some("PONG a1 LOGIN support \"p\\\"a\\\\ss\"\r\n")), "{said}");
+    let (status, said) = s.call(Method::GET, &say("AUTH {{secret_base64:pw}}", true), None, None).await;
+    assert_eq!((status, said.as_str()), (StatusCode::OK, Some("PONG AUTH cCJhXHNz\r\n")), "{said}");
+    let (status, said) = s.call(Method::GET, &say("quoting {{secret:pw}} in a mail", false), None, None).await;
+    assert_eq!((status, said.as_str()), (StatusCode::OK, Some("PONG quoting {{secret:pw}} in a mail\r\n")), "{said}");
+    let (status, err) = s.call(Method::GET, &say("LOGIN {{secret:nope}}", true), None, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap_or("").contains("secret \"nope\" is not set"), "{err}");
+    let (status, err) = s.call(Method::GET, &format!("/hooks/{tcp}/tcp?port={port}&secret=1&say=x"), None, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "without the secrets grant: {err}");
+    assert!(err["error"]["message"].as_str().unwrap_or("").contains("secrets"), "{err}");
     assert_error(
         &s.post("/api/v1/channels", json!({ "plugin": "relay", "grants": ["tcp:127.0.0.1"] })).await,
         StatusCode::UNPROCESSABLE_ENTITY,

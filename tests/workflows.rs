@@ -387,3 +387,96 @@ async fn a_cron_workflow_sweeps_the_open_tickets_once_a_minute() {
     let m = messages(&s, &open, 2).await;
     assert_eq!(m.iter().filter(|m| m["body"] == "sweep schedule").count(), 1, "{m:?}");
 }
+
+#[tokio::test]
+async fn the_new_endpoints_refuse_bad_input_with_precise_errors() {
+    let s = Server::start().await;
+    let t = s.ticket("Hello", "gina@example.com").await;
+    // Unknown fields and wrong shapes.
+    assert_error(
+        &s.put("/api/v1/templates/acknowledgement/chat/en", json!({ "text": "x", "colour": "red" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_json",
+        "colour",
+    );
+    assert_error(
+        &s.post("/api/v1/webhooks", json!({ "name": "Bad Name", "url": "http://127.0.0.1:9/x" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "name",
+    );
+    assert_error(
+        &s.post("/api/v1/templates/preview", json!({ "ticket_id": 999999, "purpose": "acknowledgement" })).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "ticket",
+    );
+    assert_error(
+        &s.post("/api/v1/workflows/replay", json!({ "workflow_id": 1, "days": 91 })).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "workflow",
+    );
+    assert_error(
+        &s.post("/api/v1/workflows/replay", json!({ "source": "// on: ticket.created\n", "days": 91 })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "between 1 and 90",
+    );
+    // A workflow over 64 KiB is refused before it is compiled.
+    let huge = format!("// on: ticket.created\n{}", "let x = 1;\n".repeat(7000));
+    assert_error(
+        &s.post("/api/v1/workflows", json!({ "name": "Huge", "source": huge })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "script_error",
+        "at most 65536 bytes",
+    );
+    // A template over 64 KiB too.
+    let (status, err) = s.put("/api/v1/templates/acknowledgement/chat/en", json!({ "text": "x".repeat(70_000) })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    // A helper that does not compile names its line and column.
+    let (status, err) = s.put("/api/v1/template-helpers/broken", json!({ "source": "let x = ;" })).await;
+    assert_eq!((status, err["error"]["line"].as_u64()), (StatusCode::UNPROCESSABLE_ENTITY, Some(1)), "{err}");
+    // Agents may read templates but not change them.
+    let (_, agent) = s.post("/api/v1/agents", json!({ "name": "Hal", "email": "hal@example.com" })).await;
+    let (_, tok) = s.post("/api/v1/tokens", json!({ "agent_id": agent["id"], "name": "hal" })).await;
+    let agent_token = tok["token"].as_str().expect("token").to_owned();
+    let (status, _) = s.call(Method::GET, "/api/v1/templates", Some(&agent_token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s
+        .call(
+            Method::PUT,
+            "/api/v1/templates/acknowledgement/chat/en",
+            Some(&agent_token),
+            Some(json!({ "text": "x" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Surveys: unknown tokens are 404, ratings outside 1-5 are 422, other bodies 415.
+    let client = reqwest::Client::new();
+    let missing = client.get(format!("{}/survey/{}", s.base, "0".repeat(32))).send().await.expect("get");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let wf = workflow(&s, "Survey now", "// on: ticket.updated when status\nrequest_survey();\n").await;
+    assert!(wf["id"].is_i64());
+    let (status, _) = s.patch(&format!("/api/v1/tickets/{}", t["id"]), json!({ "status": "open" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let m = messages(&s, &t, 2).await;
+    let invitation = m[1]["body"].as_str().unwrap_or_default();
+    let link = invitation.split_whitespace().find(|w| w.contains("/survey/")).expect("link").to_owned();
+    let path = &link[link.find("/survey/").unwrap_or(0)..];
+    let bad = client.post(format!("{}{path}", s.base)).json(&json!({ "rating": 9 })).send().await.expect("post");
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let text = client.post(format!("{}{path}", s.base)).body("5").send().await.expect("post");
+    assert_eq!(text.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let broken = client
+        .post(format!("{}{path}", s.base))
+        .header("content-type", "application/json")
+        .body("{\"rating\": ")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+    // None of that answered it: a good answer still counts.
+    let ok = client.post(format!("{}{path}", s.base)).json(&json!({ "rating": 4 })).send().await.expect("post");
+    assert_eq!(ok.status(), StatusCode::OK);
+}

@@ -172,35 +172,10 @@ impl ChannelContext {
         })
     }
 
-    /// Replaces `{{secret:NAME}}` and `{{secret_base64:NAME}}` with the secret.
+    /// Replaces the `{{secret…:NAME}}` placeholders with the secret (see
+    /// [`plugdesk_host::substitute_secrets`]).
     fn substitute(&self, text: &str) -> std::result::Result<String, String> {
-        let mut out = String::with_capacity(text.len());
-        let mut rest = text;
-        while let Some(start) = rest.find("{{secret") {
-            out.push_str(&rest[..start]);
-            let tail = &rest[start + 2..];
-            let end = tail.find("}}").ok_or("a {{secret:NAME}} placeholder is not closed")?;
-            let (encode, name) = match tail[..end].split_once(':') {
-                Some(("secret", name)) => (false, name),
-                Some(("secret_base64", name)) => (true, name),
-                _ => {
-                    return Err(format!(
-                        "unknown placeholder {{{{{}}}}}; use secret:NAME or secret_base64:NAME",
-                        &tail[..end]
-                    ));
-                }
-            };
-            let value =
-                self.row.secrets.get(name).ok_or_else(|| format!("secret {name:?} is not set on this channel"))?;
-            if encode {
-                out.push_str(&base64::engine::general_purpose::STANDARD.encode(value));
-            } else {
-                out.push_str(value);
-            }
-            rest = &tail[end + 2..];
-        }
-        out.push_str(rest);
-        Ok(out)
+        plugdesk_host::substitute_secrets(text, |name| self.row.secrets.get(name).cloned())
     }
 
     fn refuse(&self, message: String) -> String {

@@ -405,6 +405,16 @@ pub mod host {
             raw::tcp_write(self.0, data)
         }
 
+        /// Writes `template` with `{{secret:NAME}}`, `{{secret_base64:NAME}}` and
+        /// `{{secret_quoted:NAME}}` filled in by the host (capability `secrets`), e.g.
+        /// `a1 LOGIN support {{secret_quoted:password}}\r\n`: the plugin never holds the secret.
+        ///
+        /// # Errors
+        /// When `secrets` is not granted, a secret is not set, or the connection failed.
+        pub fn write_with_secrets(&self, template: &str) -> Result<(), String> {
+            raw::tcp_write_secret(self.0, template)
+        }
+
         /// Reads up to `max` bytes, waiting at most `timeout_ms`; empty means the peer closed.
         ///
         /// # Errors

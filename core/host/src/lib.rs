@@ -457,6 +457,48 @@ pub trait Connection: Send {
     fn start_tls(&mut self) -> Result<(), String>;
 }
 
+/// Replaces `{{secret:NAME}}` by the secret, `{{secret_base64:NAME}}` by its base64 form (HTTP
+/// Basic, SMTP AUTH LOGIN) and `{{secret_quoted:NAME}}` by it as a quoted string with `"` and
+/// `\` escaped (IMAP LOGIN). `secret` looks a secret up by name.
+///
+/// # Errors
+/// An unclosed or unknown placeholder, or a secret that is not set — naming it.
+pub fn substitute_secrets(text: &str, secret: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    use base64::Engine as _;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{secret") {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start + 2..];
+        let end = tail.find("}}").ok_or("a {{secret:NAME}} placeholder is not closed")?;
+        let (form, name) = tail[..end].split_once(':').unwrap_or((&tail[..end], ""));
+        let value = || secret(name).ok_or_else(|| format!("secret {name:?} is not set on this channel"));
+        match form {
+            "secret" => out.push_str(&value()?),
+            "secret_base64" => out.push_str(&base64::engine::general_purpose::STANDARD.encode(value()?)),
+            "secret_quoted" => {
+                out.push('"');
+                for c in value()?.chars() {
+                    if c == '"' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            }
+            _ => {
+                return Err(format!(
+                    "unknown placeholder {{{{{}}}}}; use secret:NAME, secret_base64:NAME or secret_quoted:NAME",
+                    &tail[..end]
+                ));
+            }
+        }
+        rest = &tail[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// HTTP requests one call may make.
 const MAX_HTTP_PER_CALL: u32 = 16;
 /// Connections a call may hold at once, and what it may read from them in all.
@@ -642,6 +684,13 @@ impl wit_host::Host for State {
 
     fn tcp_write(&mut self, conn: u32, data: Vec<u8>) -> Result<(), String> {
         self.conn(conn)?.write(&data)
+    }
+
+    fn tcp_write_secret(&mut self, conn: u32, template: String) -> Result<(), String> {
+        self.require("secrets")?;
+        let ctx = self.ctx.clone();
+        let data = substitute_secrets(&template, |name| ctx.secret(name))?;
+        self.conn(conn)?.write(data.as_bytes())
     }
 
     fn tcp_read(&mut self, conn: u32, max: u32, timeout_ms: u32) -> Result<Vec<u8>, String> {
@@ -1119,4 +1168,32 @@ fn write_artifact(dir: &Path, path: &Path, component: &Component) -> std::io::Re
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::substitute_secrets;
+
+    fn secret(name: &str) -> Option<String> {
+        (name == "pw").then(|| "p\"a\\ss".to_owned())
+    }
+
+    #[test]
+    fn secrets_are_filled_in_plain_base64_and_quoted() {
+        assert_eq!(substitute_secrets("LOGIN u {{secret:pw}}", secret).as_deref(), Ok("LOGIN u p\"a\\ss"));
+        assert_eq!(substitute_secrets("{{secret_base64:pw}}", secret).as_deref(), Ok("cCJhXHNz"));
+        assert_eq!(
+            substitute_secrets("a1 LOGIN u {{secret_quoted:pw}}", secret).as_deref(),
+            Ok("a1 LOGIN u \"p\\\"a\\\\ss\"")
+        );
+        assert_eq!(substitute_secrets("no placeholder {{x}}", secret).as_deref(), Ok("no placeholder {{x}}"));
+    }
+
+    #[test]
+    fn bad_placeholders_name_what_is_wrong() {
+        let err = |t: &str| substitute_secrets(t, secret).expect_err(t);
+        assert!(err("{{secret:pw").contains("not closed"));
+        assert!(err("{{secret_hex:pw}}").contains("unknown placeholder {{secret_hex:pw}}"));
+        assert!(err("{{secret:other}}").contains("secret \"other\" is not set"));
+    }
 }

@@ -45,21 +45,28 @@ impl Channel for Relay {
     fn handle_webhook(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/version") => Ok(WebhookOutcome { messages: vec![], reply: Some(text_reply(VERSION)) }),
-            // `?port=N&tls=0|1`: says PING to 127.0.0.1:N and answers what came back.
+            // `?port=N&tls=0|1[&say=LINE][&secret=1]`: says LINE (default PING) to 127.0.0.1:N —
+            // with the host filling in secret placeholders when `secret=1` — and answers what
+            // came back.
             ("GET", "/tcp") => {
                 let mut port = 0u16;
                 let mut tls = false;
+                let mut say = "PING".to_owned();
+                let mut secret = false;
                 for (k, v) in plugdesk_sdk::parse_form(&request.query)? {
                     match k.as_str() {
                         "port" => port = v.parse().map_err(|_| PluginError::Invalid("bad port".into()))?,
                         "tls" => tls = v == "1",
+                        "say" => say = v,
+                        "secret" => secret = v == "1",
                         _ => {}
                     }
                 }
+                let line = format!("{say}\r\n");
                 let said = plugdesk_sdk::host::TcpConnection::connect("127.0.0.1", port, tls)
                     .and_then(|c| {
-                        c.write(b"PING\r\n")?;
-                        c.read(100, 2000)
+                        if secret { c.write_with_secrets(&line)? } else { c.write(line.as_bytes())? }
+                        c.read(200, 2000)
                     })
                     .map_err(PluginError::Invalid)?;
                 Ok(WebhookOutcome { messages: vec![], reply: Some(text_reply(&String::from_utf8_lossy(&said))) })
