@@ -88,6 +88,13 @@ cargo clippy --manifest-path plugins/email-parse/Cargo.toml --target-dir target/
 cargo test --manifest-path plugins/email-parse/Cargo.toml --target-dir target/email-parse --quiet
 cargo build --manifest-path plugins/email-parse/Cargo.toml --target-dir target/email-parse --target wasm32-wasip2 --release --quiet
 
+step "e-mail protocol core (plugins/email): unit tests, and IMAP/SMTP against real Dovecot and aiosmtpd"
+bash tests/mail/setup.sh
+cargo fmt --manifest-path plugins/email/Cargo.toml -- --check
+cargo clippy --manifest-path plugins/email/Cargo.toml --target-dir target/email --all-targets --quiet -- -D warnings
+cargo test --manifest-path plugins/email/Cargo.toml --target-dir target/email --quiet
+cargo build --manifest-path plugins/email/Cargo.toml --target-dir target/email --target wasm32-wasip2 --release --quiet
+
 if [ -z "${PLUGDESK_SKIP_PG:-}" ]; then
     ensure_postgres
     step "end-to-end tests on PostgreSQL ($PG_URL)"
