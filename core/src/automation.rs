@@ -428,6 +428,8 @@ pub(crate) struct Subject {
     pub(crate) ticket: crate::ticket::Ticket,
     pub(crate) customer: crate::customer::Customer,
     pub(crate) open_tickets: i64,
+    /// All their tickets, open or not.
+    pub(crate) tickets_total: i64,
     /// (direction, text), at most ten.
     pub(crate) messages: Vec<(String, String)>,
 }
@@ -435,15 +437,16 @@ pub(crate) struct Subject {
 pub(crate) async fn load_subject(core: &crate::Core, workspace_id: i64, ticket_id: i64) -> Result<Subject> {
     let ticket = crate::ticket::get(core.db(), workspace_id, ticket_id).await?;
     let customer = crate::customer::get(core.db(), workspace_id, ticket.customer_id).await?;
-    let open_tickets: i64 = db::query_one(
+    let counts = db::query_one(
         core.db(),
-        "SELECT COUNT(*) AS n FROM tickets WHERE workspace_id = ? AND customer_id = ? AND status IN ('new', 'open', 'pending')",
+        "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status IN ('new', 'open', 'pending') THEN 1 ELSE 0 END), 0) AS open FROM tickets WHERE workspace_id = ? AND customer_id = ?",
         vec![workspace_id.into(), customer.id.into()],
     )
-    .await?
-    .map(|r| db::col(&r, "n"))
-    .transpose()?
-    .unwrap_or(0);
+    .await?;
+    let (tickets_total, open_tickets): (i64, i64) = match counts {
+        Some(r) => (db::col(&r, "total")?, db::col(&r, "open")?),
+        None => (0, 0),
+    };
     let mut messages = db::query_all(
         core.db(),
         "SELECT direction, body_text FROM messages WHERE ticket_id = ? ORDER BY id DESC LIMIT 10",
@@ -454,7 +457,7 @@ pub(crate) async fn load_subject(core: &crate::Core, workspace_id: i64, ticket_i
     .map(|r| Ok((db::col(r, "direction")?, db::col(r, "body_text")?)))
     .collect::<Result<Vec<(String, String)>>>()?;
     messages.reverse();
-    Ok(Subject { ticket, customer, open_tickets, messages })
+    Ok(Subject { ticket, customer, open_tickets, tickets_total, messages })
 }
 
 async fn event_view(
@@ -464,7 +467,7 @@ async fn event_view(
     changes: &str,
     ticket_id: i64,
 ) -> Result<AutomationEvent> {
-    let Subject { ticket: t, customer: c, open_tickets, messages } =
+    let Subject { ticket: t, customer: c, open_tickets, messages, .. } =
         load_subject(core, workspace_id, ticket_id).await?;
     Ok(AutomationEvent {
         kind: kind.to_owned(),

@@ -64,9 +64,15 @@ impl Settings {
 
     /// The wait after `attempts` failed attempts.
     fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
-        self.retry_base.saturating_mul(factor).min(MAX_BACKOFF)
+        backoff(self.retry_base, attempts)
     }
+}
+
+/// The wait after `attempts` failed attempts: `base`, doubling with each further attempt, at
+/// most an hour (the outbox's and the outgoing webhooks' retries).
+pub(crate) fn backoff(base: Duration, attempts: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
+    base.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
 /// The channel a reply on this ticket leaves through: the channel the ticket came in through,

@@ -28,6 +28,17 @@ pub struct Templates {
     sets: Mutex<HashMap<i64, (i64, Arc<TemplateSet>)>>,
 }
 
+impl Templates {
+    /// Keeps a workspace's freshly compiled set as the one of revision `rev`.
+    fn keep(&self, workspace_id: i64, rev: i64, set: TemplateSet) -> Arc<TemplateSet> {
+        let set = Arc::new(set);
+        if let Ok(mut m) = self.sets.lock() {
+            m.insert(workspace_id, (rev, set.clone()));
+        }
+        set
+    }
+}
+
 /// A stored row: a template variant, a partial or a script helper.
 #[derive(Debug, Clone)]
 struct Row {
@@ -114,16 +125,11 @@ pub async fn set(core: &crate::Core, workspace_id: i64) -> Result<Arc<TemplateSe
         return Ok(set);
     }
     let rows = rows(core.db(), workspace_id).await?;
-    let set = Arc::new(
-        tokio::task::spawn_blocking(move || build(&rows))
-            .await
-            .map_err(internal)?
-            .map_err(|e| Error::Internal(format!("the templates of workspace {workspace_id} do not compile: {e}")))?,
-    );
-    if let Ok(mut m) = core.templates().sets.lock() {
-        m.insert(workspace_id, (rev, set.clone()));
-    }
-    Ok(set)
+    let set = tokio::task::spawn_blocking(move || build(&rows))
+        .await
+        .map_err(internal)?
+        .map_err(|e| Error::Internal(format!("the templates of workspace {workspace_id} do not compile: {e}")))?;
+    Ok(core.templates().keep(workspace_id, rev, set))
 }
 
 fn internal(e: impl std::fmt::Display) -> Error {
@@ -231,6 +237,45 @@ impl Target<'_> {
             Target::Helper(n) => ("helper", n.to_owned(), String::new(), String::new()),
         }
     }
+
+    /// Takes the target's row out of `rows`; whether there was one.
+    fn take_from(&self, rows: &mut Vec<Row>) -> bool {
+        let (kind, name, channel, language) = self.key();
+        let before = rows.len();
+        rows.retain(|r| !(r.kind == kind && r.name == name && r.channel == channel && r.language == language));
+        rows.len() != before
+    }
+
+    /// The target's row with `input` (empty subject and HTML count as none).
+    fn row(&self, input: &TemplateInput) -> Row {
+        let (kind, name, channel, language) = self.key();
+        Row {
+            kind: kind.into(),
+            name,
+            channel,
+            language,
+            subject: input.subject.clone().filter(|s| !s.trim().is_empty()),
+            body: input.text.clone(),
+            body_html: input.html.clone().filter(|s| !s.trim().is_empty()),
+        }
+    }
+
+    async fn delete<C: ConnectionTrait>(&self, txn: &C, workspace_id: i64) -> Result<()> {
+        let (kind, name, channel, language) = self.key();
+        db::exec(
+            txn,
+            "DELETE FROM templates WHERE workspace_id = ? AND kind = ? AND name = ? AND channel = ? AND language = ?",
+            vec![workspace_id.into(), kind.into(), name.into(), channel.into(), language.into()],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Compiles `rows` on top of the bundled set off the executor; a set that does not compile is
+/// a 422 with line and column.
+async fn compile(rows: Vec<Row>) -> Result<TemplateSet> {
+    tokio::task::spawn_blocking(move || build(&rows)).await.map_err(internal)?.map_err(|e| refused(&e))
 }
 
 /// Saves a template, partial or helper of the workspace after compiling the whole set with it.
@@ -238,47 +283,32 @@ impl Target<'_> {
 /// # Errors
 /// [`Error::Script`] (422) with line and column when the set would not compile.
 pub async fn save(core: &crate::Core, workspace_id: i64, target: Target<'_>, input: &TemplateInput) -> Result<Json> {
-    let (kind, name, channel, language) = target.key();
     let txn = db::begin_write(core.db()).await?;
     let mut all = rows(&txn, workspace_id).await?;
-    all.retain(|r| !(r.kind == kind && r.name == name && r.channel == channel && r.language == language));
-    all.push(Row {
-        kind: kind.into(),
-        name: name.clone(),
-        channel: channel.clone(),
-        language: language.clone(),
-        subject: input.subject.clone().filter(|s| !s.trim().is_empty()),
-        body: input.text.clone(),
-        body_html: input.html.clone().filter(|s| !s.trim().is_empty()),
-    });
-    let candidate = all.clone();
-    tokio::task::spawn_blocking(move || build(&candidate)).await.map_err(internal)?.map_err(|e| refused(&e))?;
-    let Some(saved) = all.pop() else { return Err(Error::Internal("nothing to save".into())) };
-    let now = crate::now_ms();
-    db::exec(
-        &txn,
-        "DELETE FROM templates WHERE workspace_id = ? AND kind = ? AND name = ? AND channel = ? AND language = ?",
-        vec![workspace_id.into(), kind.into(), name.clone().into(), channel.clone().into(), language.clone().into()],
-    )
-    .await?;
+    target.take_from(&mut all);
+    let saved = target.row(input);
+    all.push(saved.clone());
+    let set = compile(all).await?;
+    target.delete(&txn, workspace_id).await?;
     db::exec(
         &txn,
         "INSERT INTO templates (workspace_id, kind, name, channel, language, subject, body, body_html, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             workspace_id.into(),
-            kind.into(),
-            name.into(),
-            channel.into(),
-            language.into(),
+            saved.kind.into(),
+            saved.name.into(),
+            saved.channel.into(),
+            saved.language.into(),
             saved.subject.into(),
             saved.body.into(),
             saved.body_html.into(),
-            now.into(),
+            crate::now_ms().into(),
         ],
     )
     .await?;
-    bump(&txn, workspace_id).await?;
+    let rev = bump(&txn, workspace_id).await?;
     txn.commit().await?;
+    core.templates().keep(workspace_id, rev, set);
     list(core, workspace_id).await
 }
 
@@ -289,34 +319,28 @@ pub async fn save(core: &crate::Core, workspace_id: i64, target: Target<'_>, inp
 /// # Errors
 /// [`Error::NotFound`] when the workspace has none of that name; [`Error::Script`].
 pub async fn remove(core: &crate::Core, workspace_id: i64, target: Target<'_>) -> Result<()> {
-    let (kind, name, channel, language) = target.key();
     let txn = db::begin_write(core.db()).await?;
     let mut all = rows(&txn, workspace_id).await?;
-    let before = all.len();
-    all.retain(|r| !(r.kind == kind && r.name == name && r.channel == channel && r.language == language));
-    if all.len() == before {
+    if !target.take_from(&mut all) {
         return Err(Error::NotFound("template"));
     }
-    tokio::task::spawn_blocking(move || build(&all)).await.map_err(internal)?.map_err(|e| refused(&e))?;
-    db::exec(
-        &txn,
-        "DELETE FROM templates WHERE workspace_id = ? AND kind = ? AND name = ? AND channel = ? AND language = ?",
-        vec![workspace_id.into(), kind.into(), name.into(), channel.into(), language.into()],
-    )
-    .await?;
-    bump(&txn, workspace_id).await?;
+    let set = compile(all).await?;
+    target.delete(&txn, workspace_id).await?;
+    let rev = bump(&txn, workspace_id).await?;
     txn.commit().await?;
+    core.templates().keep(workspace_id, rev, set);
     Ok(())
 }
 
-async fn bump<C: ConnectionTrait>(txn: &C, workspace_id: i64) -> Result<()> {
+/// Raises the workspace's template revision; returns the new one.
+async fn bump<C: ConnectionTrait>(txn: &C, workspace_id: i64) -> Result<i64> {
     db::exec(
         txn,
         "UPDATE workspaces SET templates_revision = templates_revision + 1 WHERE id = ?",
         vec![workspace_id.into()],
     )
     .await?;
-    Ok(())
+    revision(txn, workspace_id).await
 }
 
 /// The data templates render with for one ticket: ticket, customer, assigned agent, workspace
@@ -448,20 +472,9 @@ pub async fn preview(core: &crate::Core, workspace_id: i64, input: &PreviewInput
         Some(draft) => {
             let mut all = rows(core.db(), workspace_id).await?;
             let target = Target::Template(&input.purpose, &channel, &language);
-            let (kind, name, ch, lang) = target.key();
-            all.retain(|r| !(r.kind == kind && r.name == name && r.channel == ch && r.language == lang));
-            all.push(Row {
-                kind: kind.into(),
-                name,
-                channel: ch,
-                language: lang,
-                subject: draft.subject.clone().filter(|s| !s.trim().is_empty()),
-                body: draft.text.clone(),
-                body_html: draft.html.clone().filter(|s| !s.trim().is_empty()),
-            });
-            Arc::new(
-                tokio::task::spawn_blocking(move || build(&all)).await.map_err(internal)?.map_err(|e| refused(&e))?,
-            )
+            target.take_from(&mut all);
+            all.push(target.row(draft));
+            Arc::new(compile(all).await?)
         }
     };
     let rendered = set.preview(&input.purpose, &channel, &language, &data).map_err(|e| match e {
@@ -491,7 +504,7 @@ mod tests {
         let set = build(&[own]).expect("with a row");
         let out = set.render("lost_parcel", "chat", "de", &json!({ "customer": { "name": "Anna" } })).expect("renders");
         assert_eq!(out.text, "Wir suchen Ihr Paket, Anna.");
-        let broken = Row { body: "{{#if x}}open".into(), ..Row::clone(&build_row()) };
+        let broken = Row { body: "{{#if x}}open".into(), ..build_row() };
         let err = build(&[broken]).expect_err("unclosed block");
         assert!(err.position().is_some(), "{err}");
     }

@@ -312,9 +312,8 @@ async fn pass(core: &crate::Core, client: &reqwest::Client) -> Result<usize> {
             Outcome::Fail(e) => ("failed", Some(e), now),
             Outcome::Retry(e) if attempts as u32 >= cfg.webhook_max_attempts.max(1) => ("failed", Some(e), now),
             Outcome::Retry(e) => {
-                let factor = 2i64.saturating_pow((attempts as u32 - 1).min(20));
-                let wait = (cfg.webhook_retry_base_ms as i64).saturating_mul(factor).min(3_600_000);
-                ("retrying", Some(e), crate::now_ms() + wait)
+                let wait = crate::outbox::backoff(Duration::from_millis(cfg.webhook_retry_base_ms), attempts as u32);
+                ("retrying", Some(e), crate::now_ms() + wait.as_millis() as i64)
             }
         };
         if let Some(e) = &error {

@@ -362,18 +362,9 @@ async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Js
         }))
     })
     .collect::<Result<Vec<Json>>>()?;
-    let total: i64 = db::query_one(
-        core.db(),
-        "SELECT COUNT(*) AS n FROM tickets WHERE workspace_id = ? AND customer_id = ?",
-        vec![workspace_id.into(), subject.customer.id.into()],
-    )
-    .await?
-    .map(|r| db::col(&r, "n"))
-    .transpose()?
-    .unwrap_or(0);
     let mut customer = serde_json::to_value(&subject.customer)?;
     customer["open_tickets"] = json!(subject.open_tickets);
-    customer["tickets_total"] = json!(total);
+    customer["tickets_total"] = json!(subject.tickets_total);
     customer["last_agent_id"] = recent.iter().find_map(|t| t["last_agent_id"].as_i64()).map_or(Json::Null, Json::from);
     customer["recent_tickets"] = Json::Array(recent);
     let messages: Vec<Json> =
