@@ -466,6 +466,9 @@ async fn the_new_endpoints_refuse_bad_input_with_precise_errors() {
     let path = &link[link.find("/survey/").unwrap_or(0)..];
     let bad = client.post(format!("{}{path}", s.base)).json(&json!({ "rating": 9 })).send().await.expect("post");
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let long = json!({ "rating": 3, "comment": "x".repeat(4001) });
+    let bad = client.post(format!("{}{path}", s.base)).json(&long).send().await.expect("post");
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY, "a comment over 4,000 characters");
     let text = client.post(format!("{}{path}", s.base)).body("5").send().await.expect("post");
     assert_eq!(text.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let broken = client
@@ -479,4 +482,22 @@ async fn the_new_endpoints_refuse_bad_input_with_precise_errors() {
     // None of that answered it: a good answer still counts.
     let ok = client.post(format!("{}{path}", s.base)).json(&json!({ "rating": 4 })).send().await.expect("post");
     assert_eq!(ok.status(), StatusCode::OK);
+
+    // A webhook payload over 64 KiB (as JSON) fails the workflow that sent it, with the reason.
+    let (status, _) = s.post("/api/v1/webhooks", json!({ "name": "crm", "url": "http://127.0.0.1:9/x" })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let big = workflow(
+        &s,
+        "Big",
+        // 12,000 control characters: 12 KB in the script, 72 KB as escaped JSON.
+        "// on: ticket.created\nlet s = \"\";\nfor i in 0..12000 { s += \"\\x01\"; }\nwebhook(\"crm\", #{ a: s });\n",
+    )
+    .await;
+    s.ticket("Big payload", "ivo@example.com").await;
+    let w = s
+        .wait_for(&format!("/api/v1/workflows/{}", big["id"]), Duration::from_secs(10), |w| w["stats"]["errors"] == 1)
+        .await;
+    assert!(w["stats"]["last_error"].as_str().unwrap_or("").contains("at most 65536"), "{w}");
+    let (_, d) = s.get("/api/v1/webhook-deliveries").await;
+    assert_eq!(d["items"].as_array().map(Vec::len), Some(0), "nothing queued: {d}");
 }
