@@ -706,7 +706,7 @@ async fn a_plugin_goes_from_plugin_new_to_an_installed_channel() {
     // plugin.toml must say what the component says.
     let manifest = crate_dir.join("plugin.toml");
     let good = std::fs::read_to_string(&manifest).expect("manifest");
-    assert!(good.contains("id = \"shop-chat\"") && good.contains("wit_version = \"0.1.0\""), "{good}");
+    assert!(good.contains("id = \"shop-chat\"") && good.contains("wit_version = \"0.2.0\""), "{good}");
     std::fs::write(&manifest, good.replace("capabilities = []", "capabilities = [\"kv\"]")).expect("write");
     let (ok, out) = {
         let _one = build_lock();
@@ -1070,7 +1070,7 @@ async fn a_plugin_in_the_plugins_dir_loads_only_when_its_manifest_matches() {
     std::fs::create_dir_all(&dir).expect("plugins dir");
     let manifest = |version: &str| {
         format!(
-            "id = \"relay\"\nversion = \"{version}\"\nwit_version = \"0.1.0\"\nkind = \"channel\"\ncapabilities = [\"secrets\", \"http\", \"tcp\"]\n"
+            "id = \"relay\"\nversion = \"{version}\"\nwit_version = \"0.2.0\"\nkind = \"channel\"\ncapabilities = [\"secrets\", \"http\", \"tcp\"]\n"
         )
     };
     std::fs::write(dir.join("relay.wasm"), relay_wasm(false)).expect("write plugin");

@@ -60,6 +60,9 @@ ensure_browser_tools() {
 }
 
 ensure_toolchain
+# The e-mail tests (tests/email.rs in the suites below, and plugins/email) talk to real Dovecot
+# and aiosmtpd; installs them once, quietly.
+bash tests/mail/setup.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -80,7 +83,8 @@ step "plugin SDK: its documentation example"
 cargo test --manifest-path sdk/Cargo.toml --target-dir target/sdk
 
 step "bundled plugins: their unit tests, natively"
-cargo test --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" --target-dir target/plugins-native --quiet
+# `email` has its own step below: its tests need the mail servers.
+cargo test --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" --target-dir target/plugins-native --workspace --exclude email --quiet
 
 step "e-mail parser (plugins/email-parse): unit, fixture and property tests, clippy, wasm build"
 cargo fmt --manifest-path plugins/email-parse/Cargo.toml -- --check
@@ -88,16 +92,14 @@ cargo clippy --manifest-path plugins/email-parse/Cargo.toml --target-dir target/
 cargo test --manifest-path plugins/email-parse/Cargo.toml --target-dir target/email-parse --quiet
 cargo build --manifest-path plugins/email-parse/Cargo.toml --target-dir target/email-parse --target wasm32-wasip2 --release --quiet
 
-step "e-mail protocol core (plugins/email): unit tests, and IMAP/SMTP against real Dovecot and aiosmtpd"
-bash tests/mail/setup.sh
-cargo fmt --manifest-path plugins/email/Cargo.toml -- --check
-cargo clippy --manifest-path plugins/email/Cargo.toml --target-dir target/email --all-targets --quiet -- -D warnings
-cargo test --manifest-path plugins/email/Cargo.toml --target-dir target/email --quiet
-cargo build --manifest-path plugins/email/Cargo.toml --target-dir target/email --target wasm32-wasip2 --release --quiet
+step "e-mail channel (plugins/email): unit tests, and its IMAP/SMTP flows against real Dovecot and aiosmtpd"
+cargo fmt --manifest-path plugins/Cargo.toml -p email -- --check
+cargo clippy --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" --target-dir target/plugins-native -p email --all-targets --quiet -- -D warnings
+cargo test --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" --target-dir target/plugins-native -p email --quiet
 
 if [ -z "${PLUGDESK_SKIP_PG:-}" ]; then
     ensure_postgres
     step "end-to-end tests on PostgreSQL ($PG_URL)"
-    DATABASE_URL="$PG_URL" cargo test --workspace --test api --test channels --test workflows
+    DATABASE_URL="$PG_URL" cargo test --workspace --test api --test channels --test workflows --test email
 fi
 step "all tests passed"

@@ -46,7 +46,7 @@ pub(crate) struct RuleRun {
 
 /// A note's or reply's input with a plain-text body and nothing else.
 pub(crate) fn text_message(body: String) -> MessageInput {
-    MessageInput { body, body_html: None, channel: None, external_id: None, attachments: vec![], receipt: None }
+    MessageInput { body, ..MessageInput::default() }
 }
 
 /// Applies the runs of one event in one transaction, each run in a savepoint; returns each
@@ -217,7 +217,7 @@ async fn message<C: ConnectionTrait>(
     events: &mut Vec<event::Event>,
     wake: &mut Wake,
 ) -> Result<()> {
-    let (kind, input) = capped(txn, core, (workspace_id, customer_id), kind, input, crate::now_ms()).await?;
+    let (kind, input) = capped(txn, core, (workspace_id, ticket_id, customer_id), kind, input, crate::now_ms()).await?;
     let (_, ev, outbound) =
         crate::ticket::add_message_in(txn, core, workspace_id, ticket_id, kind, actor, &input).await?;
     events.extend(ev);
@@ -225,18 +225,37 @@ async fn message<C: ConnectionTrait>(
     Ok(())
 }
 
-/// A rule's reply, or, when the customer has had `auto_replies_per_hour` automatic replies in
-/// the last hour, an internal note saying it was held back.
+/// A rule's reply, or an internal note saying it was held back: when the customer's latest
+/// message was sent by a machine (RFC 3834: automatic mail is never answered automatically),
+/// or when the customer has had `auto_replies_per_hour` automatic replies in the last hour.
 async fn capped<C: ConnectionTrait>(
     txn: &C,
     core: &crate::Core,
-    (workspace_id, customer_id): (i64, i64),
+    (workspace_id, ticket_id, customer_id): (i64, i64, i64),
     kind: MessageKind,
     input: &MessageInput,
     now: i64,
 ) -> Result<(MessageKind, MessageInput)> {
     if kind != MessageKind::Reply {
         return Ok((kind, input.clone()));
+    }
+    let latest_automatic = db::query_one(
+        txn,
+        "SELECT automatic FROM messages WHERE ticket_id = ? AND direction = 'inbound' ORDER BY id DESC LIMIT 1",
+        vec![ticket_id.into()],
+    )
+    .await?
+    .map(|r| db::col::<i32>(&r, "automatic"))
+    .transpose()?
+    .is_some_and(|a| a != 0);
+    if latest_automatic {
+        let note = format!(
+            "Automatic reply held back: the customer's latest message was sent automatically \
+             (an auto-reply, a notification or a bounce), and automatic mail is never answered \
+             automatically (RFC 3834). It would have said:\n\n{}",
+            input.body
+        );
+        return Ok((MessageKind::Note, text_message(note)));
     }
     let cap = i64::from(core.rules().auto_replies_per_hour);
     let sent: i64 = db::query_one(

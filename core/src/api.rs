@@ -35,6 +35,8 @@ pub fn app(core: Core) -> Router {
         .route("/tickets/{id}/notes", post(tickets::note))
         .route("/tickets/{id}/messages", get(tickets::messages).post(tickets::inbound))
         .route("/tickets/{id}/events", get(tickets::events))
+        .route("/tickets/{id}/messages/{message}/source", get(system::message_source))
+        .route("/workspace", get(settings::workspace).patch(settings::update_workspace))
         .route("/customers", post(customers::create).get(customers::list))
         .route("/customers/{id}", get(customers::get).patch(customers::update))
         .route("/customers/{id}/identities", post(customers::add_identity))

@@ -39,6 +39,13 @@ pub struct Options {
     /// Scratch directory (default: a new one under the system temp directory, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Messages to import from a local IMAP server through the e-mail channel (the mail test
+    /// fixture `tests/mail/mailserver.py`, Dovecot; `bash tests/mail/setup.sh` once); 0 skips.
+    #[arg(long, default_value_t = 0)]
+    pub mail_import: u64,
+    /// The mail fixture's script.
+    #[arg(long, default_value = "tests/mail/mailserver.py")]
+    pub mail_fixture: PathBuf,
 }
 
 struct Stats {
@@ -77,6 +84,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     plugin_figures(&dir)?;
+    email_figures()?;
     workflow_figures()?;
     template_figures()?;
     if opts.plugins_only {
@@ -117,8 +125,13 @@ pub async fn run(opts: Options) -> Result<()> {
     println!("idle resident memory                              {:>9.1} MB", rss_mb(pid));
 
     let token = Arc::new(ws.admin_token);
-    let mut result = measure(&client, &base, &token, &opts).await;
-    if result.is_ok() {
+    let mut result = if opts.mail_import > 0 {
+        // The import alone: nothing else competes for the writer.
+        mail_import(&client, &base, &dir, &token, &opts).await
+    } else {
+        measure(&client, &base, &token, &opts).await
+    };
+    if result.is_ok() && opts.mail_import == 0 {
         result = library_inbound(&client, &base, &dir, &with_library.admin_token, &opts).await;
     }
     println!("resident memory after the load                    {:>9.1} MB", rss_mb(pid));
@@ -254,10 +267,15 @@ async fn measure(client: &reqwest::Client, base: &str, token: &Arc<String>, opts
 
 /// Installs a `webform` channel; returns its id.
 async fn install_webform(client: &reqwest::Client, base: &str, token: &str) -> Result<i64> {
+    install_channel(client, base, token, json!({ "plugin": "webform", "settings": {}, "grants": [] })).await
+}
+
+/// Installs a channel (`POST /api/v1/channels`); returns its id.
+async fn install_channel(client: &reqwest::Client, base: &str, token: &str, body: Json) -> Result<i64> {
     let channel: Json = client
         .post(format!("{base}/api/v1/channels"))
         .bearer_auth(token)
-        .json(&json!({ "plugin": "webform", "settings": {}, "grants": [] }))
+        .json(&body)
         .send()
         .await
         .map_err(http)?
@@ -344,15 +362,9 @@ async fn library_inbound(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    let answered = crate::db::query_one(
-        &db,
-        "SELECT COUNT(*) AS n FROM messages WHERE author_kind = 'automation' AND direction = 'outbound'",
-        vec![],
-    )
-    .await?
-    .map(|r| crate::db::col::<i64>(&r, "n"))
-    .transpose()?
-    .unwrap_or(0);
+    let answered =
+        count(&db, "SELECT COUNT(*) AS n FROM messages WHERE author_kind = 'automation' AND direction = 'outbound'")
+            .await?;
     db.close().await?;
     println!(
         "  … and every event through the library       {:>9.0} msg/s   ({} messages, {answered} automatic answers, {secs:.1} s hook to last action)",
@@ -360,6 +372,183 @@ async fn library_inbound(
         opts.tickets
     );
     Ok(())
+}
+
+/// The `n` of a `SELECT COUNT(*) AS n` query.
+async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> Result<i64> {
+    Ok(crate::db::query_one(db, sql, vec![]).await?.map(|r| crate::db::col::<i64>(&r, "n")).transpose()?.unwrap_or(0))
+}
+
+/// The mail fixture (Dovecot and an SMTP sink), stopped by PID when dropped.
+struct MailFixture {
+    child: std::process::Child,
+    info: Json,
+}
+
+impl Drop for MailFixture {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Imports `opts.mail_import` generated messages from a local Dovecot (plain IMAP) through the
+/// e-mail channel: the time from installing the channel to the last message stored.
+async fn mail_import(
+    client: &reqwest::Client,
+    base: &str,
+    dir: &std::path::Path,
+    token: &str,
+    opts: &Options,
+) -> Result<()> {
+    use std::io::BufRead as _;
+    // On tmpfs when there is one: the subject is Plugdesk, not the disk creating 10,000 files.
+    let shm = std::path::Path::new("/dev/shm");
+    let mail_dir =
+        if shm.is_dir() { shm.join(format!("plugdesk-bench-mail-{}", std::process::id())) } else { dir.join("mail") };
+    let _ = std::fs::remove_dir_all(&mail_dir);
+    let mut child = std::process::Command::new("python3")
+        .arg(&opts.mail_fixture)
+        .args(["serve", "--dir"])
+        .arg(&mail_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Config(format!("cannot start {}: {e}", opts.mail_fixture.display())))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    let info: Json = serde_json::from_str(&line).map_err(|_| {
+        Error::Config(format!("{} did not start (run bash tests/mail/setup.sh once)", opts.mail_fixture.display()))
+    })?;
+    let fixture = MailFixture { child, info };
+    let filled = std::process::Command::new("python3")
+        .arg(&opts.mail_fixture)
+        .args(["fill", "--dir"])
+        .arg(&mail_dir)
+        .args(["--count", &opts.mail_import.to_string()])
+        .output()?;
+    if !filled.status.success() {
+        return Err(Error::Internal(format!("fill failed: {}", String::from_utf8_lossy(&filled.stderr))));
+    }
+    // The bench's server trusts the web PKI only, so it reads the fixture's plain IMAP port
+    // (STARTTLS is offered, not required); TLS is covered by the e-mail tests.
+    let imap = fixture.info["imap"].as_u64().unwrap_or_default();
+    let started = Instant::now();
+    let body = json!({
+        "plugin": "email", "poll_interval_ms": 100,
+        "settings": { "address": "support@plugdesk.test", "imap_host": "127.0.0.1", "imap_port": imap, "imap_security": "none" },
+        "secrets": { "imap_password": fixture.info["password"] },
+        "grants": ["secrets", "kv", format!("tcp:127.0.0.1:{imap}")],
+    });
+    let channel_id = install_channel(client, base, token, body).await?;
+    let db = crate::db::connect(&crate::db::database_url(dir, None), crate::db::Usage::Command).await?;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut stored = 0;
+    while Instant::now() < deadline {
+        stored =
+            count(&db, "SELECT COUNT(*) AS n FROM messages WHERE channel = 'email' AND direction = 'inbound'").await?;
+        if stored as u64 >= opts.mail_import {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let row = crate::db::query_one(
+        &db,
+        "SELECT COUNT(*) AS tickets, (SELECT COUNT(*) FROM inbound_payloads WHERE channel_id = ?) AS polls, (SELECT last_error FROM channels WHERE id = ?) AS error FROM tickets WHERE channel = 'email'",
+        vec![channel_id.into(), channel_id.into()],
+    )
+    .await?
+    .ok_or_else(|| Error::Internal("no answer".into()))?;
+    let (tickets, polls): (i64, i64) = (crate::db::col(&row, "tickets")?, crate::db::col(&row, "polls")?);
+    let error: Option<String> = crate::db::col(&row, "error")?;
+    db.close().await?;
+    drop(fixture);
+    let _ = std::fs::remove_dir_all(&mail_dir);
+    println!(
+        "e-mail import from IMAP (Dovecot, plain IMAP)     {:>9.0} msg/s   ({stored} of {} messages into {tickets} tickets in {polls} polls, {secs:.1} s)",
+        stored as f64 / secs,
+        opts.mail_import
+    );
+    if let Some(e) = error {
+        println!("  the channel reports: {e}");
+    }
+    Ok(())
+}
+
+/// The e-mail plugin's parse in the sandbox: a 50 KB message (text, HTML, a quoted history,
+/// an attachment) handed to the bundled `email` plugin's pipe entry, one fresh instance each.
+fn email_figures() -> Result<()> {
+    use plugdesk_host::{Host, Limits, Outcome, WebhookRequest};
+    let wasm = crate::plugin::bundled("email").ok_or_else(|| Error::Internal("email is not bundled".into()))?;
+    let limits = Limits::default();
+    let settings = serde_json::Map::from_iter([("address".to_owned(), json!("support@plugdesk.test"))]);
+    let secrets = std::collections::BTreeMap::from([("inbound_token".to_owned(), "bench".to_owned())]);
+    let ctx = || Arc::new(crate::devkit::FixtureContext::with(settings.clone(), secrets.clone()));
+    let host = Host::new(None).map_err(|e| Error::Internal(e.to_string()))?;
+    let plugin = host.load(wasm, &limits, ctx()).map_err(|e| Error::Internal(e.to_string()))?;
+    let raw = sample_mail(50 * 1024);
+    let request = WebhookRequest {
+        method: "POST".into(),
+        path: String::new(),
+        query: String::new(),
+        headers: vec![("x-plugdesk-mail-token".into(), "bench".into())],
+        body: raw.clone(),
+    };
+    let n = 500;
+    let mut lat_us = Vec::with_capacity(n);
+    let total = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let out = host
+            .handle_webhook(&plugin, &limits, ctx(), request.clone())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if !matches!(&out, Outcome::Accepted { messages, .. } if messages.len() == 1) {
+            return Err(Error::Internal(format!("the email plugin did not take the sample message: {out:?}")));
+        }
+        lat_us.push(t.elapsed().as_nanos() as u64);
+    }
+    let secs = total.elapsed().as_secs_f64();
+    lat_us.sort_unstable();
+    let stats = Stats { count: n as u64, secs, lat_us };
+    println!(
+        "e-mail parse in the plugin ({} KB, fresh instance) mean {:>6.1} µs   p50 {:>6.1} µs   p99 {:>6.1} µs",
+        raw.len() / 1024,
+        secs * 1e6 / n as f64,
+        stats.pct(0.50),
+        stats.pct(0.99)
+    );
+    Ok(())
+}
+
+/// A typical customer mail of about `size` bytes: multipart/mixed with text and HTML
+/// alternatives in quoted-printable (a reply with a quoted history) and a base64 PDF.
+fn sample_mail(size: usize) -> Vec<u8> {
+    use base64::Engine as _;
+    let line = "Sehr geehrte Damen und Herren, meine Bestellung ist noch nicht angekommen. Können Sie nachsehen?";
+    let quoted: String = (0..40).map(|i| format!("> Frühere Nachricht, Zeile {i}: {line}\r\n")).collect();
+    let text = format!("Guten Tag,\r\n\r\n{line}\r\n\r\nAm 20.11.2026 schrieb Support:\r\n{quoted}");
+    let html = format!(
+        "<html><body><p>Guten Tag,</p><p>{line}</p><blockquote>{}</blockquote></body></html>",
+        quoted.replace("\r\n", "<br>")
+    );
+    let mut msg = String::from(
+        "From: =?UTF-8?Q?J=C3=BCrgen_M=C3=BCller?= <juergen@kunde.example>\r\nTo: support@plugdesk.test\r\nSubject: =?UTF-8?Q?Bestellung_f=C3=BCr_Herrn_M=C3=BCller?=\r\nMessage-ID: <bench-1@kunde.example>\r\nIn-Reply-To: <plugdesk.1.1@plugdesk.test>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: multipart/alternative; boundary=\"a\"\r\n\r\n--a\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+    );
+    msg.push_str(&text);
+    msg.push_str("\r\n--a\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n");
+    msg.push_str(&html);
+    msg.push_str("\r\n--a--\r\n--m\r\nContent-Type: application/pdf; name=\"rechnung.pdf\"\r\nContent-Disposition: attachment; filename=\"rechnung.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+    let pdf_len = size.saturating_sub(msg.len() + 200) * 3 / 4;
+    let pdf: Vec<u8> = (0..pdf_len).map(|i| (i * 31 % 251) as u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pdf);
+    for chunk in b64.as_bytes().chunks(76) {
+        msg.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        msg.push_str("\r\n");
+    }
+    msg.push_str("--m--\r\n");
+    msg.into_bytes()
 }
 
 /// The plugin host on its own, in this process: compiling a plugin, loading it from the

@@ -159,6 +159,7 @@ pub(crate) struct ChannelContext {
     db: DatabaseConnection,
     runtime: tokio::runtime::Handle,
     http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl ChannelContext {
@@ -169,6 +170,7 @@ impl ChannelContext {
             db: core.db().clone(),
             runtime: tokio::runtime::Handle::current(),
             http: core.channels().http.clone(),
+            tls: core.channels().tls.clone(),
         })
     }
 
@@ -208,6 +210,7 @@ fn check_url(url: &str, grants: &[String]) -> std::result::Result<String, String
 struct TcpConnection {
     host: String,
     stream: Stream,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 enum Stream {
@@ -216,23 +219,14 @@ enum Stream {
     Broken,
 }
 
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
-        })
-        .clone()
-}
-
 fn tls_handshake(
+    config: Arc<rustls::ClientConfig>,
     host: &str,
     mut tcp: std::net::TcpStream,
 ) -> std::result::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, String> {
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|_| format!("{host:?} is not a name TLS can check"))?;
-    let mut conn = rustls::ClientConnection::new(tls_config(), name).map_err(|e| format!("TLS with {host}: {e}"))?;
+    let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS with {host}: {e}"))?;
     tcp.set_read_timeout(Some(TCP_TIMEOUT)).map_err(|e| e.to_string())?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| format!("TLS handshake with {host}: {e}"))?;
@@ -286,7 +280,7 @@ impl plugdesk_host::Connection for TcpConnection {
     fn start_tls(&mut self) -> std::result::Result<(), String> {
         match std::mem::replace(&mut self.stream, Stream::Broken) {
             Stream::Plain(tcp) => {
-                self.stream = Stream::Tls(Box::new(tls_handshake(&self.host, tcp)?));
+                self.stream = Stream::Tls(Box::new(tls_handshake(self.tls.clone(), &self.host, tcp)?));
                 Ok(())
             }
             other => {
@@ -320,9 +314,12 @@ impl Context for ChannelContext {
             match std::net::TcpStream::connect_timeout(&addr, TCP_TIMEOUT.min(timeout)) {
                 Ok(tcp) => {
                     let _ = tcp.set_nodelay(true);
-                    let stream =
-                        if tls { Stream::Tls(Box::new(tls_handshake(&host, tcp)?)) } else { Stream::Plain(tcp) };
-                    return Ok(Box::new(TcpConnection { host, stream }));
+                    let stream = if tls {
+                        Stream::Tls(Box::new(tls_handshake(self.tls.clone(), &host, tcp)?))
+                    } else {
+                        Stream::Plain(tcp)
+                    };
+                    return Ok(Box::new(TcpConnection { host, stream, tls: self.tls.clone() }));
                 }
                 Err(e) => last = format!("cannot connect to {host}:{port}: {e}"),
             }
@@ -955,6 +952,31 @@ pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) 
     }
 }
 
+/// Hands one e-mail, as an MTA pipes it, to an e-mail channel (`plugdesk mail-in`): it goes
+/// through the channel's webhook like a message posted to `/hooks/{id}` with the instance's
+/// `inbound_token` secret — stored first, then parsed by the plugin.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown channel, [`Error::Config`] when the channel has no
+/// `inbound_token` secret; database errors.
+pub async fn mail_in(core: &crate::Core, channel_id: i64, raw: Vec<u8>) -> Result<HookResponse> {
+    let row = load_row(core.db(), channel_id, None).await?;
+    let token = row.secrets.get("inbound_token").cloned().ok_or_else(|| {
+        Error::Config(format!(
+            "channel {channel_id} ({}) has no secret \"inbound_token\"; set one (PATCH /api/v1/channels/{channel_id} with {{\"secrets\": {{\"inbound_token\": \"...\"}}}}) to accept piped mail",
+            row.name
+        ))
+    })?;
+    let request = HookRequest {
+        method: "POST".into(),
+        path: "/mail-in".into(),
+        query: String::new(),
+        headers: vec![("content-type".into(), "message/rfc822".into()), ("x-plugdesk-mail-token".into(), token)],
+        body: raw,
+    };
+    receive(core, channel_id, request).await
+}
+
 /// The code and message of an error answer made by [`error_reply`].
 fn reply_error(reply: &HookResponse) -> (String, String) {
     let body: Json = serde_json::from_slice(&reply.body).unwrap_or(Json::Null);
@@ -1100,6 +1122,27 @@ async fn process(core: &crate::Core, row: &Row, payload_id: i64, request: HookRe
     }
 }
 
+/// How many messages of one payload are delivered at the same time.
+const CONCURRENT_DELIVERIES: usize = 32;
+
+/// A message of a batch with its position in it.
+type Numbered = (usize, InboundMessage);
+
+/// Splits a batch, each message with its position: those that refer to no other message of
+/// the batch (by `replies_to` or a shared conversation), and the rest, in order.
+fn independent(messages: Vec<InboundMessage>) -> (Vec<Numbered>, Vec<Numbered>) {
+    use std::collections::HashSet;
+    let ids: HashSet<String> = messages.iter().map(|m| m.external_id.clone()).collect();
+    let mut conversations: HashMap<String, usize> = HashMap::new();
+    for c in messages.iter().filter_map(|m| m.conversation.clone()) {
+        *conversations.entry(c).or_default() += 1;
+    }
+    messages.into_iter().enumerate().partition(|(_, m)| {
+        !m.replies_to.iter().any(|r| ids.contains(r))
+            && m.conversation.as_ref().is_none_or(|c| conversations.get(c).copied().unwrap_or(0) < 2)
+    })
+}
+
 /// Delivers the messages of a stored payload and records the outcome on it.
 async fn accept(
     core: &crate::Core,
@@ -1109,23 +1152,58 @@ async fn accept(
     reply: Option<HookResponse>,
 ) -> Result<HookResponse> {
     let kind = core.channels().kind(&row.plugin_key);
-    let mut tickets = Vec::new();
-    for (i, m) in messages.into_iter().enumerate() {
-        match deliver(core, row, &kind, m, None).await {
-            Ok(t) => tickets.push(t),
-            Err(e) => {
-                let msg = format!("message {} of the payload: {e}", i + 1);
-                set_payload(core, payload_id, "failed", Some(&msg), Some(json!({ "tickets": tickets }))).await?;
-                return Ok(error_reply(422, "invalid_message", &msg, Some(payload_id)));
-            }
+    let mut delivered: Vec<(usize, Result<i64>)> = Vec::with_capacity(messages.len());
+    // Messages that cannot thread onto another one of this batch are delivered concurrently,
+    // so the ticket writer puts their new tickets into shared transactions (a poll batch is
+    // hundreds of mails); the others follow one at a time, in order, after them.
+    let (free, chained) = independent(messages);
+    let mut free = free.into_iter().peekable();
+    while free.peek().is_some() {
+        let mut running = tokio::task::JoinSet::new();
+        for (i, m) in free.by_ref().take(CONCURRENT_DELIVERIES) {
+            let (core, row, kind) = (core.clone(), row.clone(), kind.clone());
+            running.spawn(async move { (i, deliver(&core, &row, &kind, m, None).await) });
         }
+        while let Some(done) = running.join_next().await {
+            delivered.push(done.map_err(|e| Error::Internal(format!("delivery task failed: {e}")))?);
+        }
+    }
+    for (i, m) in chained {
+        delivered.push((i, deliver(core, row, &kind, m, None).await));
+    }
+    delivered.sort_by_key(|(i, _)| *i);
+    let mut tickets = Vec::new();
+    let mut failures = Vec::new();
+    // One bad message does not hold back the others; the payload is marked failed with every
+    // failure, and retrying it re-delivers only what is missing (messages are stored once per
+    // external id).
+    for (i, result) in delivered {
+        match result {
+            Ok(t) => tickets.push(t),
+            Err(e @ (Error::Db(_) | Error::Internal(_) | Error::Io(_) | Error::Config(_))) => return Err(e),
+            Err(e) => failures.push(format!("message {} of the payload: {e}", i + 1)),
+        }
+    }
+    if !failures.is_empty() {
+        let more = failures.len().saturating_sub(10);
+        let mut msg = failures.into_iter().take(10).collect::<Vec<_>>().join("; ");
+        if more > 0 {
+            msg.push_str(&format!("; and {more} more"));
+        }
+        set_payload(core, payload_id, "failed", Some(&msg), Some(json!({ "tickets": tickets }))).await?;
+        return Ok(error_reply(422, "invalid_message", &msg, Some(payload_id)));
     }
     set_payload(core, payload_id, "processed", None, Some(json!({ "tickets": tickets }))).await?;
     Ok(reply.unwrap_or_else(|| json_reply(200, json!({ "accepted": tickets.len(), "tickets": tickets }))))
 }
 
-/// Puts one inbound message on its ticket: the open ticket of its conversation on this
-/// channel, or a new one.
+/// Puts one inbound message on its ticket, or opens one. The ticket is found, in this order:
+/// by the messages it answers (`replies_to`, against the external ids stored on channels of
+/// this kind in the workspace), by the ticket number it names when the sender is that
+/// ticket's customer, by the open ticket of its conversation on this channel. A reply to a
+/// closed ticket reopens it, or opens a follow-up ticket when the workspace says
+/// `closed_ticket_reply = follow_up`. A delivery failure (a bounce) opens no ticket: it marks
+/// our message failed (see [`bounced`]).
 async fn deliver(
     core: &crate::Core,
     row: &Row,
@@ -1133,6 +1211,9 @@ async fn deliver(
     m: InboundMessage,
     receipt: Option<Receipt>,
 ) -> Result<i64> {
+    if let Some(failure) = m.delivery_failure.clone() {
+        return bounced(core, row, kind, m, &failure, receipt).await;
+    }
     let attachments: Vec<AttachmentInput> = m
         .attachments
         .iter()
@@ -1143,18 +1224,18 @@ async fn deliver(
         })
         .collect();
     let actor = format!("channel:{}", row.id);
-    if let Some(conversation) = &m.conversation {
-        let open = db::query_one(
-            core.db(),
-            "SELECT id FROM tickets WHERE workspace_id = ? AND channel = ? AND conversation = ? AND channel_id = ? AND status IN ('new', 'open', 'pending') ORDER BY id DESC LIMIT 1",
-            vec![row.workspace_id.into(), kind.into(), conversation.clone().into(), row.id.into()],
-        )
-        .await?;
-        if let Some(t) = open {
-            let ticket_id: i64 = db::col(&t, "id")?;
+    let mut follow_up_of = None;
+    if let Some((ticket_id, number, status)) = thread_target(core, row, kind, &m).await? {
+        if status == "closed" && closed_ticket_reply(core, row.workspace_id).await? == "follow_up" {
+            follow_up_of = Some(number);
+        } else {
             let input = MessageInput {
                 body: m.text,
                 body_html: m.html,
+                body_quoted: m.quoted,
+                subject: m.subject,
+                automatic: m.automatic,
+                raw: m.raw,
                 channel: Some(kind.to_owned()),
                 external_id: Some(m.external_id),
                 attachments,
@@ -1169,10 +1250,19 @@ async fn deliver(
         let first: String = m.text.lines().next().unwrap_or("").chars().take(80).collect();
         if first.trim().is_empty() { format!("Message via {}", row.name) } else { first }
     });
+    let mut attributes = serde_json::Map::new();
+    if m.automatic {
+        attributes.insert("automatic".into(), json!(true));
+    }
+    if let Some(n) = follow_up_of {
+        attributes.insert("follow_up_of".into(), json!(n));
+    }
     let input = NewTicket {
         subject,
         body: m.text,
         body_html: m.html,
+        body_quoted: m.quoted,
+        raw: m.raw,
         customer: NewCustomer {
             id: None,
             name: m.sender_name,
@@ -1186,9 +1276,9 @@ async fn deliver(
         },
         channel: Some(kind.to_owned()),
         priority: None,
-        tags: vec![],
+        tags: if follow_up_of.is_some() { vec!["follow-up".into()] } else { vec![] },
         category: None,
-        attributes: if m.automatic { Some(json!({ "automatic": true })) } else { None },
+        attributes: (!attributes.is_empty()).then_some(Json::Object(attributes)),
         external_id: Some(m.external_id),
         team_id: None,
         assignee_id: None,
@@ -1204,6 +1294,152 @@ async fn deliver(
     Ok(created.ticket.id)
 }
 
+/// Most `replies_to` ids looked up for one message.
+const MAX_REPLIES_TO: usize = 50;
+
+/// The ticket an inbound message belongs to, if any: (id, number, status).
+async fn thread_target(
+    core: &crate::Core,
+    row: &Row,
+    kind: &str,
+    m: &InboundMessage,
+) -> Result<Option<(i64, i64, String)>> {
+    let db = core.db();
+    let ids: Vec<&String> = m.replies_to.iter().filter(|id| !id.is_empty()).take(MAX_REPLIES_TO).collect();
+    if !ids.is_empty() {
+        let marks = vec!["?"; ids.len()].join(", ");
+        let mut values: Vec<sea_orm::Value> = vec![row.workspace_id.into(), kind.into()];
+        values.extend(ids.iter().map(|id| sea_orm::Value::from(id.as_str())));
+        let found = db::query_all(
+            db,
+            &format!(
+                "SELECT m.external_id, t.id, t.number, t.status FROM messages m JOIN tickets t ON t.id = m.ticket_id WHERE m.workspace_id = ? AND m.channel = ? AND m.external_id IN ({marks})"
+            ),
+            values,
+        )
+        .await?;
+        for id in &ids {
+            for r in &found {
+                if db::col::<Option<String>>(r, "external_id")?.as_deref() == Some(id.as_str()) {
+                    return Ok(Some((db::col(r, "id")?, db::col(r, "number")?, db::col(r, "status")?)));
+                }
+            }
+        }
+    }
+    if let Some(number) = m.ticket_number.and_then(|n| i64::try_from(n).ok())
+        && let Ok((id_kind, address)) = crate::customer::normalize_identity(&m.sender_kind, &m.sender_address)
+    {
+        let found = db::query_one(
+            db,
+            "SELECT t.id, t.number, t.status FROM tickets t JOIN customer_identities ci ON ci.customer_id = t.customer_id WHERE t.workspace_id = ? AND t.number = ? AND ci.kind = ? AND ci.address = ?",
+            vec![row.workspace_id.into(), number.into(), id_kind.into(), address.into()],
+        )
+        .await?;
+        if let Some(r) = found {
+            return Ok(Some((db::col(&r, "id")?, db::col(&r, "number")?, db::col(&r, "status")?)));
+        }
+    }
+    if let Some(conversation) = &m.conversation {
+        let open = db::query_one(
+            db,
+            "SELECT id, number, status FROM tickets WHERE workspace_id = ? AND channel = ? AND conversation = ? AND channel_id = ? AND status IN ('new', 'open', 'pending') ORDER BY id DESC LIMIT 1",
+            vec![row.workspace_id.into(), kind.into(), conversation.clone().into(), row.id.into()],
+        )
+        .await?;
+        if let Some(r) = open {
+            return Ok(Some((db::col(&r, "id")?, db::col(&r, "number")?, db::col(&r, "status")?)));
+        }
+    }
+    Ok(None)
+}
+
+/// What a workspace does with a customer's reply to a closed ticket: `reopen` or `follow_up`.
+async fn closed_ticket_reply(core: &crate::Core, workspace_id: i64) -> Result<String> {
+    let row =
+        db::query_one(core.db(), "SELECT closed_ticket_reply FROM workspaces WHERE id = ?", vec![workspace_id.into()])
+            .await?
+            .ok_or(Error::NotFound("workspace"))?;
+    db::col(&row, "closed_ticket_reply")
+}
+
+/// A report that one of our messages was not delivered: the message is marked failed with
+/// the reason (event `message.failed`), and the report is kept on its ticket as an internal
+/// note with its source. No ticket is opened; a report about a message this workspace never
+/// sent is refused with that reason. Returns the ticket of the failed message.
+async fn bounced(
+    core: &crate::Core,
+    row: &Row,
+    kind: &str,
+    m: InboundMessage,
+    failure: &plugdesk_host::DeliveryFailure,
+    receipt: Option<Receipt>,
+) -> Result<i64> {
+    let txn = db::begin_write(core.db()).await?;
+    let original = db::query_one(
+        &txn,
+        "SELECT id, ticket_id FROM messages WHERE workspace_id = ? AND channel = ? AND external_id = ? AND direction = 'outbound'",
+        vec![row.workspace_id.into(), kind.into(), failure.external_id.clone().into()],
+    )
+    .await?
+    .ok_or_else(|| {
+        Error::invalid(
+            "delivery_failure",
+            format!(
+                "a delivery failure report about {}, which is not a message this workspace sent; no ticket was opened",
+                failure.external_id
+            ),
+        )
+    })?;
+    let (message_id, ticket_id): (i64, i64) = (db::col(&original, "id")?, db::col(&original, "ticket_id")?);
+    let known = db::query_one(
+        &txn,
+        "SELECT id FROM messages WHERE workspace_id = ? AND channel = ? AND external_id = ?",
+        vec![row.workspace_id.into(), kind.into(), m.external_id.clone().into()],
+    )
+    .await?;
+    if known.is_some() {
+        return Ok(ticket_id);
+    }
+    let recipient = failure.recipient.as_deref().map(|r| format!(" to {r}")).unwrap_or_default();
+    let error = format!("bounced{recipient}: {}", failure.reason);
+    db::exec(
+        &txn,
+        "UPDATE messages SET delivery_status = 'failed', delivery_error = ? WHERE id = ?",
+        vec![error.clone().into(), message_id.into()],
+    )
+    .await?;
+    let note = MessageInput {
+        body: format!("Delivery of message {message_id}{recipient} failed: {}\n\n{}", failure.reason, m.text),
+        channel: Some(kind.to_owned()),
+        external_id: Some(m.external_id),
+        automatic: true,
+        raw: m.raw,
+        receipt,
+        ..MessageInput::default()
+    };
+    let actor = format!("channel:{}", row.id);
+    let (_, mut events, _) =
+        crate::ticket::add_message_in(&txn, core, row.workspace_id, ticket_id, MessageKind::Note, &actor, &note)
+            .await?;
+    events.extend(
+        crate::event::append(
+            &txn,
+            row.workspace_id,
+            vec![crate::event::NewEvent {
+                kind: "message.failed",
+                actor,
+                ticket_id: Some(ticket_id),
+                customer_id: None,
+                changes: json!({ "message_id": message_id, "error": error, "bounced": true }),
+            }],
+        )
+        .await?,
+    );
+    txn.commit().await?;
+    core.bus().publish(events);
+    Ok(ticket_id)
+}
+
 /// The `method` of a stored poll result.
 const POLL_METHOD: &str = "POLL";
 /// How long a node holds a claimed poll before another node may take it over.
@@ -1216,6 +1452,9 @@ fn message_json(m: &InboundMessage) -> Json {
         "sender_address": m.sender_address, "sender_name": m.sender_name, "subject": m.subject,
         "text": m.text, "html": m.html, "automatic": m.automatic,
         "attachments": m.attachments.iter().map(|a| json!({ "filename": a.filename, "content_type": a.content_type, "data": b64.encode(&a.data) })).collect::<Vec<_>>(),
+        "replies_to": m.replies_to, "ticket_number": m.ticket_number, "quoted": m.quoted,
+        "raw": m.raw.as_ref().map(|r| b64.encode(r)),
+        "delivery_failure": m.delivery_failure.as_ref().map(|f| json!({ "external_id": f.external_id, "recipient": f.recipient, "reason": f.reason })),
     })
 }
 
@@ -1225,6 +1464,12 @@ fn messages_from_json(body: &[u8]) -> Result<Vec<InboundMessage>> {
         filename: String,
         content_type: String,
         data: String,
+    }
+    #[derive(Deserialize)]
+    struct StoredFailure {
+        external_id: String,
+        recipient: Option<String>,
+        reason: String,
     }
     #[derive(Deserialize)]
     struct Stored {
@@ -1238,7 +1483,18 @@ fn messages_from_json(body: &[u8]) -> Result<Vec<InboundMessage>> {
         html: Option<String>,
         automatic: bool,
         attachments: Vec<StoredAttachment>,
+        #[serde(default)]
+        replies_to: Vec<String>,
+        #[serde(default)]
+        ticket_number: Option<u64>,
+        #[serde(default)]
+        quoted: Option<String>,
+        #[serde(default)]
+        raw: Option<String>,
+        #[serde(default)]
+        delivery_failure: Option<StoredFailure>,
     }
+    let b64 = base64::engine::general_purpose::STANDARD;
     let stored: Vec<Stored> = serde_json::from_slice(body)?;
     stored
         .into_iter()
@@ -1247,7 +1503,7 @@ fn messages_from_json(body: &[u8]) -> Result<Vec<InboundMessage>> {
                 .attachments
                 .into_iter()
                 .map(|a| {
-                    let data = base64::engine::general_purpose::STANDARD
+                    let data = b64
                         .decode(a.data)
                         .map_err(|e| Error::Internal(format!("stored attachment is not base64: {e}")))?;
                     Ok(plugdesk_host::Attachment { filename: a.filename, content_type: a.content_type, data })
@@ -1264,6 +1520,18 @@ fn messages_from_json(body: &[u8]) -> Result<Vec<InboundMessage>> {
                 html: s.html,
                 attachments,
                 automatic: s.automatic,
+                replies_to: s.replies_to,
+                ticket_number: s.ticket_number,
+                quoted: s.quoted,
+                raw: s
+                    .raw
+                    .map(|r| b64.decode(r).map_err(|e| Error::Internal(format!("stored source is not base64: {e}"))))
+                    .transpose()?,
+                delivery_failure: s.delivery_failure.map(|f| plugdesk_host::DeliveryFailure {
+                    external_id: f.external_id,
+                    recipient: f.recipient,
+                    reason: f.reason,
+                }),
             })
         })
         .collect()

@@ -82,6 +82,18 @@ enum Command {
     },
     /// Measure the server: start it on a scratch database and load it from this process.
     Bench(crate::bench::Options),
+    /// Deliver one e-mail read from standard input to an e-mail channel, as an MTA's pipe
+    /// (`| plugdesk mail-in --instance 3`). Exit codes follow sysexits: 0 stored, 65 the
+    /// message was refused (kept as a failed payload), 77 the channel refused the token,
+    /// 78 an unknown channel or one without an `inbound_token`, 75 a temporary failure (the
+    /// MTA should try again later).
+    MailIn {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The e-mail channel's id (`GET /api/v1/channels`).
+        #[arg(long)]
+        instance: i64,
+    },
     /// Write, build and test channel plugins.
     Plugin {
         #[command(subcommand)]
@@ -142,6 +154,59 @@ fn config(path: Option<&PathBuf>, data: &DataArgs) -> Result<Config> {
     Ok(cfg)
 }
 
+/// `plugdesk mail-in`: reads a message from standard input and hands it to the channel.
+async fn mail_in(path: Option<&PathBuf>, data: &DataArgs, instance: i64) -> ExitCode {
+    const EX_DATAERR: u8 = 65;
+    const EX_TEMPFAIL: u8 = 75;
+    const EX_NOPERM: u8 = 77;
+    const EX_CONFIG: u8 = 78;
+    use std::io::Read as _;
+    let result = async {
+        let cfg = config(path, data)?;
+        init_tracing(&cfg.log_format);
+        let mut raw = Vec::new();
+        let max = cfg.limits.max_body_bytes;
+        std::io::stdin().lock().take(max as u64 + 1).read_to_end(&mut raw)?;
+        if raw.len() > max {
+            return Ok((EX_DATAERR, format!("the message is larger than limits.max_body_bytes ({max} bytes)")));
+        }
+        let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
+        let core = crate::Core::new(conn, &cfg)?;
+        let plugins_dir = cfg.plugins_dir.clone().unwrap_or_else(|| cfg.data.join("plugins"));
+        let loader = tokio::spawn(core.channels().clone().run(core.db().clone(), Some(plugins_dir)));
+        core.channels().wait_loaded().await;
+        let reply = crate::channel::mail_in(&core, instance, raw).await;
+        loader.abort();
+        let reply = reply?;
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        Ok(match reply.status {
+            200..=299 => (0, body),
+            401 | 403 => (EX_NOPERM, body),
+            400..=499 => (EX_DATAERR, body),
+            _ => (EX_TEMPFAIL, body),
+        })
+    }
+    .await;
+    match result {
+        Ok((0, body)) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprintln!("error: channel {instance} did not take the message: {body}");
+            ExitCode::from(code)
+        }
+        Err(e @ crate::Error::Config(_)) | Err(e @ crate::Error::NotFound(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: {e} (temporary; try again)");
+            ExitCode::from(EX_TEMPFAIL)
+        }
+    }
+}
+
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PLUGDESK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -159,6 +224,9 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::MailIn { data, instance } = &cli.command {
+        return runtime.block_on(mail_in(cli.config.as_ref(), data, *instance));
+    }
     match runtime.block_on(execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -245,6 +313,7 @@ async fn execute(cli: Cli) -> Result<()> {
             crate::import::run(&cfg, &workspace, kind, &file).await
         }
         Command::Bench(opts) => crate::bench::run(opts).await,
+        Command::MailIn { .. } => Err(Error::Internal("mail-in runs on its own path".into())),
         Command::Plugin { action: PluginAction::New { name, dir } } => {
             let root = crate::devkit::new_plugin(&name, &dir)?;
             println!("Created plugin {name} in {}.", root.display());

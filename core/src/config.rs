@@ -26,6 +26,10 @@ pub struct Config {
     /// Extra channel plugins (`*.wasm` components) loaded at start besides the bundled ones
     /// (default: `plugins/` in the data directory).
     pub plugins_dir: Option<PathBuf>,
+    /// Extra certificate authorities (a PEM file) that plugins' TLS connections trust besides
+    /// the public web PKI: a mail server or an API with a company CA or a self-signed
+    /// certificate.
+    pub tls_ca_file: Option<PathBuf>,
     /// Input size limits.
     pub limits: Limits,
     /// Outbound delivery.
@@ -122,6 +126,7 @@ impl Default for Config {
             sla_tick_ms: 1000,
             pool_size: None,
             plugins_dir: None,
+            tls_ca_file: None,
             limits: Limits::default(),
             outbox: Outbox::default(),
             public_url: None,

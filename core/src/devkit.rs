@@ -97,7 +97,7 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-# The SDK of the plugdesk binary that created this crate (plugdesk:plugin@0.1.0).
+# The SDK of the plugdesk binary that created this crate (plugdesk:plugin@0.2.0).
 plugdesk-sdk = { path = ".plugdesk/sdk" }
 serde = { version = "1", features = ["derive"] }
 serde_json = "1"
@@ -438,6 +438,16 @@ pub(crate) struct FixtureContext {
     http: Vec<CannedHttp>,
     requests: Mutex<Vec<HttpRequest>>,
     logs: Mutex<Vec<String>>,
+}
+
+impl FixtureContext {
+    /// A context with these settings and secrets, granted `secrets` and `kv` (benchmarks).
+    pub(crate) fn with(
+        settings: serde_json::Map<String, serde_json::Value>,
+        secrets: BTreeMap<String, String>,
+    ) -> Self {
+        FixtureContext { settings, secrets, grants: vec!["secrets".into(), "kv".into()], ..FixtureContext::default() }
+    }
 }
 
 impl Context for FixtureContext {

@@ -237,6 +237,8 @@ fn ticket_input(r: TicketRow) -> Result<NewTicket> {
         subject: r.subject,
         body: r.body,
         body_html: None,
+        body_quoted: None,
+        raw: None,
         customer: NewCustomer {
             id: None,
             name: blank(r.name),

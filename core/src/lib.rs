@@ -79,6 +79,7 @@ impl Core {
         let channels = Arc::new(plugin::Registry::new(
             plugdesk_host::Limits::default(),
             Some(cfg.data.join("cache").join("plugins")),
+            cfg.tls_ca_file.as_deref(),
         )?);
         let limits = cfg.limits.clone();
         let outbox = outbox::Settings::new(&cfg.outbox);

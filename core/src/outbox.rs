@@ -357,7 +357,7 @@ async fn outbound_message(core: &crate::Core, ticket_id: i64, message_id: i64) -
     let db = core.db();
     let m = db::query_one(
         db,
-        "SELECT body_text, body_html, author_kind FROM messages WHERE id = ?",
+        "SELECT body_text, body_html, author_kind, subject FROM messages WHERE id = ?",
         vec![message_id.into()],
     )
     .await?
@@ -416,7 +416,7 @@ async fn outbound_message(core: &crate::Core, ticket_id: i64, message_id: i64) -
         recipients,
         recipient_name: Some(name).filter(|n| !n.is_empty()),
         conversation: db::col(&t, "conversation")?,
-        subject: Some(db::col(&t, "subject")?),
+        subject: Some(db::col::<Option<String>>(&m, "subject")?.map_or_else(|| db::col(&t, "subject"), Ok)?),
         text: db::col(&m, "body_text")?,
         html: db::col(&m, "body_html")?,
         attachments,

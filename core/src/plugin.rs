@@ -83,6 +83,8 @@ pub struct Registry {
     pub(crate) limits: Limits,
     /// The client of plugins' outbound HTTP (no redirects; a timeout per request).
     pub(crate) http: reqwest::Client,
+    /// TLS for plugins' TCP connections: the web PKI and `tls_ca_file`.
+    pub(crate) tls: Arc<rustls::ClientConfig>,
     active: RwLock<HashMap<String, Plugin>>,
     loaded: watch::Sender<bool>,
     /// Counters by (`channel` or `automation`, instance id).
@@ -143,9 +145,28 @@ impl Registry {
     ///
     /// # Errors
     /// When the Wasm engine cannot start.
-    pub fn new(limits: Limits, cache: Option<PathBuf>) -> Result<Self> {
+    pub fn new(limits: Limits, cache: Option<PathBuf>, tls_ca_file: Option<&std::path::Path>) -> Result<Self> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
         let host = Host::new(cache).map_err(|e| Error::Internal(e.to_string()))?;
-        let http = reqwest::Client::builder()
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = tls_ca_file {
+            let bad = |e: &dyn std::fmt::Display| Error::Config(format!("tls_ca_file {}: {e}", path.display()));
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(&e))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| bad(&e))?;
+            if certs.is_empty() {
+                return Err(bad(&"no PEM certificate in the file"));
+            }
+            for cert in certs {
+                http = http.add_root_certificate(reqwest::Certificate::from_der(&cert).map_err(|e| bad(&e))?);
+                roots.add(cert).map_err(|e| bad(&e))?;
+            }
+        }
+        let tls = Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+        let http = http
             .redirect(reqwest::redirect::Policy::none())
             .timeout(HTTP_TIMEOUT)
             .user_agent(concat!("Plugdesk/", env!("CARGO_PKG_VERSION")))
@@ -155,6 +176,7 @@ impl Registry {
             host,
             limits,
             http,
+            tls,
             active: RwLock::new(HashMap::new()),
             loaded: watch::channel(false).0,
             stats: Mutex::new(HashMap::new()),

@@ -20,7 +20,7 @@ use crate::sla::{self, Clock, Targets};
 
 pub use create::{Created, NewTicket, Writer};
 pub(crate) use message::add_message_in;
-pub use message::{AttachmentInput, MessageInput, MessageKind, MessageView, add_message, attachment, messages};
+pub use message::{AttachmentInput, MessageInput, MessageKind, MessageView, add_message, attachment, messages, source};
 
 /// Longest tag, in characters.
 const MAX_TAG_CHARS: usize = 64;

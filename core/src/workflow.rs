@@ -624,7 +624,7 @@ async fn prepare(
 }
 
 fn rendered_message(r: plugdesk_template::Rendered) -> crate::ticket::MessageInput {
-    crate::ticket::MessageInput { body_html: r.html, ..text_message(r.text) }
+    crate::ticket::MessageInput { body_html: r.html, subject: r.subject, ..text_message(r.text) }
 }
 
 /// What `POST /workflows/replay` takes: a draft (or saved) workflow and how far back to go.

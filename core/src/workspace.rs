@@ -99,3 +99,66 @@ pub async fn count(db: &DatabaseConnection) -> Result<u64> {
     use sea_orm::PaginatorTrait;
     Ok(workspace::Entity::find().count(db).await?)
 }
+
+/// A workspace's own settings, as `GET /api/v1/workspace` shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// What a customer's reply to a closed ticket does: `reopen` it, or open a `follow_up`
+    /// ticket (tagged `follow-up`, attribute `follow_up_of` = the closed ticket's number). A
+    /// reply to a resolved ticket always reopens it.
+    pub closed_ticket_reply: String,
+}
+
+/// A change of [`Settings`]; absent fields stay.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    /// `reopen` or `follow_up`.
+    #[serde(default)]
+    pub closed_ticket_reply: Option<String>,
+}
+
+/// The workspace's settings.
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn settings<C: sea_orm::ConnectionTrait>(db: &C, workspace_id: i64) -> Result<Settings> {
+    let row = crate::db::query_one(
+        db,
+        "SELECT id, name, closed_ticket_reply FROM workspaces WHERE id = ?",
+        vec![workspace_id.into()],
+    )
+    .await?
+    .ok_or(Error::NotFound("workspace"))?;
+    Ok(Settings {
+        id: crate::db::col(&row, "id")?,
+        name: crate::db::col(&row, "name")?,
+        closed_ticket_reply: crate::db::col(&row, "closed_ticket_reply")?,
+    })
+}
+
+/// Changes the workspace's settings.
+///
+/// # Errors
+/// [`Error::Invalid`] for an unknown value.
+pub async fn update_settings(db: &DatabaseConnection, workspace_id: i64, patch: &SettingsPatch) -> Result<Settings> {
+    if let Some(v) = &patch.closed_ticket_reply {
+        if v != "reopen" && v != "follow_up" {
+            return Err(Error::invalid(
+                "closed_ticket_reply",
+                "closed_ticket_reply must be \"reopen\" or \"follow_up\"",
+            ));
+        }
+        crate::db::exec(
+            db,
+            "UPDATE workspaces SET closed_ticket_reply = ? WHERE id = ?",
+            vec![v.clone().into(), workspace_id.into()],
+        )
+        .await?;
+    }
+    settings(db, workspace_id).await
+}

@@ -54,8 +54,8 @@ pub mod channel_bindings {
         export_macro_name: "__export_channel_plugin",
         default_bindings_module: "plugdesk_sdk::channel_bindings",
         with: {
-            "plugdesk:plugin/types@0.1.0": crate::bindings::plugdesk::plugin::types,
-            "plugdesk:plugin/host@0.1.0": crate::bindings::plugdesk::plugin::host,
+            "plugdesk:plugin/types@0.2.0": crate::bindings::plugdesk::plugin::types,
+            "plugdesk:plugin/host@0.2.0": crate::bindings::plugdesk::plugin::host,
         },
     });
 }
@@ -73,8 +73,8 @@ pub mod automation_bindings {
         export_macro_name: "__export_automation_plugin",
         default_bindings_module: "plugdesk_sdk::automation_bindings",
         with: {
-            "plugdesk:plugin/types@0.1.0": crate::bindings::plugdesk::plugin::types,
-            "plugdesk:plugin/host@0.1.0": crate::bindings::plugdesk::plugin::host,
+            "plugdesk:plugin/types@0.2.0": crate::bindings::plugdesk::plugin::types,
+            "plugdesk:plugin/host@0.2.0": crate::bindings::plugdesk::plugin::host,
         },
     });
 }
@@ -142,13 +142,13 @@ macro_rules! export_automation {
 }
 
 pub use bindings::plugdesk::plugin::types::{
-    Attachment, Descriptor, Header, HttpRequest, HttpResponse, Identity, InboundMessage, OutboundMessage, PluginError,
-    PollOutcome, SendError, WebhookOutcome, WebhookReply, WebhookRequest,
+    Attachment, DeliveryFailure, Descriptor, Header, HttpRequest, HttpResponse, Identity, InboundMessage,
+    OutboundMessage, PluginError, PollOutcome, SendError, WebhookOutcome, WebhookReply, WebhookRequest,
 };
 
 /// The version of the plugin contract (WIT package `plugdesk:plugin`) this SDK builds against.
 /// The host refuses a plugin built against a version it does not support, naming both.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// A channel connector.
 #[cfg(feature = "channel")]
@@ -214,6 +214,11 @@ impl InboundMessage {
             html: None,
             attachments: vec![],
             automatic: false,
+            replies_to: vec![],
+            ticket_number: None,
+            quoted: None,
+            raw: None,
+            delivery_failure: None,
         }
     }
 }
@@ -269,7 +274,8 @@ impl WebhookRequest {
     /// # Errors
     /// [`PluginError::Invalid`] naming what is wrong with the JSON.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
-        serde_json::from_slice(&self.body).map_err(|e| PluginError::Invalid(format!("body is not the expected JSON: {e}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| PluginError::Invalid(format!("body is not the expected JSON: {e}")))
     }
 
     /// The body parsed as `application/x-www-form-urlencoded` pairs.
@@ -277,7 +283,8 @@ impl WebhookRequest {
     /// # Errors
     /// [`PluginError::Invalid`] when the body is not UTF-8 or a `%` escape is broken.
     pub fn form(&self) -> Result<Vec<(String, String)>, PluginError> {
-        let text = std::str::from_utf8(&self.body).map_err(|_| PluginError::Invalid("form body is not UTF-8".into()))?;
+        let text =
+            std::str::from_utf8(&self.body).map_err(|_| PluginError::Invalid("form body is not UTF-8".into()))?;
         parse_form(text)
     }
 }
@@ -290,7 +297,10 @@ fn percent_decode(s: &str) -> Result<String, PluginError> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 out.push(hex.ok_or_else(|| PluginError::Invalid(format!("broken %-escape in {s:?}")))?);
                 i += 2;
             }
@@ -498,7 +508,10 @@ pub fn __install_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
-            bindings::plugdesk::plugin::host::log(bindings::plugdesk::plugin::host::Level::Error, &format!("panic: {info}"));
+            bindings::plugdesk::plugin::host::log(
+                bindings::plugdesk::plugin::host::Level::Error,
+                &format!("panic: {info}"),
+            );
         }));
     });
 }

@@ -41,11 +41,11 @@ use automation_bindings::plugdesk::plugin::automation_types as wit_auto;
 use bindings::plugdesk::plugin::{host as wit_host, types as wit};
 
 /// The contract version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 /// The export a channel plugin of [`WIT_VERSION`] provides.
-const CHANNEL_EXPORT: &str = "plugdesk:plugin/channel@0.1.0";
+const CHANNEL_EXPORT: &str = "plugdesk:plugin/channel@0.2.0";
 /// The export an automation plugin of [`WIT_VERSION`] provides.
-const AUTOMATION_EXPORT: &str = "plugdesk:plugin/automation@0.1.0";
+const AUTOMATION_EXPORT: &str = "plugdesk:plugin/automation@0.2.0";
 /// How often the epoch advances; call deadlines are multiples of it.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Longest log line a plugin may write, and all it may log in one call.
@@ -109,8 +109,9 @@ impl Default for Limits {
             fuel: 500_000_000,
             timeout: Duration::from_secs(2),
             network_timeout: Duration::from_secs(30),
-            memory_bytes: 64 << 20,
-            output_bytes: 4 << 20,
+            // An e-mail poll returns a batch of messages with their sources and attachments.
+            memory_bytes: 128 << 20,
+            output_bytes: 24 << 20,
         }
     }
 }
@@ -278,6 +279,27 @@ pub struct InboundMessage {
     pub attachments: Vec<Attachment>,
     /// Sent by a machine.
     pub automatic: bool,
+    /// External ids of earlier messages it answers, most relevant first.
+    pub replies_to: Vec<String>,
+    /// A ticket number it names (subject tag).
+    pub ticket_number: Option<u64>,
+    /// Quoted history and signature, apart from `text`.
+    pub quoted: Option<String>,
+    /// The message as it arrived.
+    pub raw: Option<Vec<u8>>,
+    /// Set when it reports that one of our messages was not delivered.
+    pub delivery_failure: Option<DeliveryFailure>,
+}
+
+/// A report that a message we sent was not delivered (a bounce).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    /// The external id of our message.
+    pub external_id: String,
+    /// The recipient it failed for.
+    pub recipient: Option<String>,
+    /// Why.
+    pub reason: String,
 }
 
 /// A reply handed to a plugin's `send`.
@@ -1125,6 +1147,8 @@ fn messages_size(messages: &[wit::InboundMessage]) -> usize {
         .map(|m| {
             m.text.len()
                 + m.html.as_ref().map_or(0, String::len)
+                + m.quoted.as_ref().map_or(0, String::len)
+                + m.raw.as_ref().map_or(0, Vec::len)
                 + m.attachments.iter().map(|a| a.data.len()).sum::<usize>()
         })
         .sum()
@@ -1153,6 +1177,15 @@ fn inbound(m: wit::InboundMessage) -> InboundMessage {
             .map(|a| Attachment { filename: a.filename, content_type: a.content_type, data: a.data })
             .collect(),
         automatic: m.automatic,
+        replies_to: m.replies_to,
+        ticket_number: m.ticket_number,
+        quoted: m.quoted,
+        raw: m.raw,
+        delivery_failure: m.delivery_failure.map(|f| DeliveryFailure {
+            external_id: f.external_id,
+            recipient: f.recipient,
+            reason: f.reason,
+        }),
     }
 }
 

@@ -135,6 +135,15 @@ pub static ROUTES: &[Route] = &[
     ),
     r("GET", "/api/v1/attachments/{id}", "An attachment's content", None, 200),
     r("GET", "/api/v1/me", "The caller: workspace, agent and role", None, 200),
+    r("GET", "/api/v1/workspace", "The workspace's settings", None, 200),
+    admin(r("PATCH", "/api/v1/workspace", "Change the workspace's settings", Some("WorkspacePatch"), 200)),
+    r(
+        "GET",
+        "/api/v1/tickets/{id}/messages/{message}/source",
+        "A message's original source (message/rfc822), when kept",
+        None,
+        200,
+    ),
     r("GET", "/api/v1/plugins", "The active plugins with their stored versions", None, 200),
     admin(r(
         "POST",
@@ -322,7 +331,8 @@ fn schemas() -> Value {
             ("subject", s()), ("status", status), ("priority", priority), ("level", i()), ("team_id", i()), ("assignee_id", i()),
             ("category", s()), ("tags", arr(s())), ("add_tags", arr(s())), ("remove_tags", arr(s())), ("attributes", any_obj()),
         ], &[]),
-        "MessageInput": obj(&[("body", s()), ("body_html", s()), ("channel", s()), ("external_id", s()), ("attachments", arr(attachment))], &["body"]),
+        "MessageInput": obj(&[("body", s()), ("body_html", s()), ("body_quoted", s()), ("subject", s()), ("automatic", json!({ "type": "boolean" })), ("channel", s()), ("external_id", s()), ("attachments", arr(attachment))], &["body"]),
+        "WorkspacePatch": obj(&[("closed_ticket_reply", json!({ "type": "string", "enum": ["reopen", "follow_up"] }))], &[]),
         "Organization": obj(&[("name", s()), ("domain", s()), ("attributes", any_obj())], &["name"]),
         "Tier": obj(&[
             ("key", s()), ("name", s()), ("first_response_minutes", n()), ("next_response_minutes", n()), ("resolution_minutes", n()),

@@ -25,6 +25,19 @@ pub(super) async fn list_tiers(State(core): State<Core>, Auth(p): Auth) -> ApiRe
     Ok(axum::Json(json!({ "items": tiers })))
 }
 
+pub(super) async fn workspace(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(crate::workspace::settings(core.db(), p.workspace_id).await?))
+}
+
+pub(super) async fn update_workspace(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Json(patch): Json<crate::workspace::SettingsPatch>,
+) -> ApiResult<impl IntoResponse> {
+    p.require_admin("changing workspace settings")?;
+    Ok(axum::Json(crate::workspace::update_settings(core.db(), p.workspace_id, &patch).await?))
+}
+
 pub(super) async fn get_tier(
     State(core): State<Core>,
     Auth(p): Auth,

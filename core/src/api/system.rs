@@ -76,6 +76,21 @@ pub(super) async fn attachment(
     Ok(([(header::CONTENT_TYPE, content_type), (header::CONTENT_DISPOSITION, "attachment".to_owned())], data))
 }
 
+pub(super) async fn message_source(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Path((ticket_id, message_id)): Path<(i64, i64)>,
+) -> ApiResult<impl IntoResponse> {
+    let data = crate::ticket::source(core.db(), p.workspace_id, ticket_id, message_id).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "message/rfc822".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"message-{message_id}.eml\"")),
+        ],
+        data,
+    ))
+}
+
 pub(super) async fn me(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
     let a = crate::agent::get(core.db(), p.workspace_id, p.agent_id).await?;
     Ok(axum::Json(json!({ "workspace_id": p.workspace_id, "agent": a, "role": p.role, "token_id": p.token_id })))

@@ -492,4 +492,22 @@ CREATE TABLE workflow_schedule (
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 5,
+        name: "e-mail: quoted text, message subjects, raw sources, replies to closed tickets",
+        common: r#"
+ALTER TABLE messages ADD COLUMN body_quoted TEXT;
+ALTER TABLE messages ADD COLUMN subject TEXT;
+ALTER TABLE messages ADD COLUMN automatic INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE message_sources (
+    message_id BIGINT PRIMARY KEY REFERENCES messages(id),
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    data {blob} NOT NULL,
+    created_at BIGINT NOT NULL
+);
+ALTER TABLE workspaces ADD COLUMN closed_ticket_reply TEXT NOT NULL DEFAULT 'reopen'
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];

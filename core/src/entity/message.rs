@@ -20,6 +20,9 @@ pub struct Model {
     pub delivery_status: Option<String>,
     pub created_at: i64,
     pub delivery_error: Option<String>,
+    pub body_quoted: Option<String>,
+    pub subject: Option<String>,
+    pub automatic: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

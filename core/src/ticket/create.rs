@@ -45,6 +45,12 @@ pub struct NewTicket {
     /// The same as HTML, if the channel has it.
     #[serde(default)]
     pub body_html: Option<String>,
+    /// Quoted history and signature below the new text (e-mail), kept apart.
+    #[serde(default)]
+    pub body_quoted: Option<String>,
+    /// The first message as it arrived (an e-mail's source). Set by the inbound path only.
+    #[serde(skip)]
+    pub raw: Option<Vec<u8>>,
     /// The customer: an `id`, or identities that find or create them.
     pub customer: NewCustomer,
     /// Channel of origin (default `api`).
@@ -106,6 +112,9 @@ struct Prepared {
     subject: String,
     body: String,
     body_html: Option<String>,
+    body_quoted: Option<String>,
+    raw: Option<Vec<u8>>,
+    automatic: bool,
     channel: String,
     priority: Option<Priority>,
     tags: Vec<String>,
@@ -153,6 +162,12 @@ fn object_text(v: Option<&Json>, field: &str) -> Result<String> {
 fn prepare(workspace_id: i64, actor: &str, t: NewTicket, limits: &Limits) -> Result<Prepared> {
     let subject = validate_subject(&t.subject, limits.max_subject_chars)?;
     validate_body(&t.body, t.body_html.as_deref(), limits.max_message_bytes)?;
+    if t.body_quoted.as_ref().is_some_and(|q| q.len() > limits.max_message_bytes) {
+        return Err(Error::invalid(
+            "body_quoted",
+            format!("quoted text is larger than {} bytes", limits.max_message_bytes),
+        ));
+    }
     let identities = t.customer.identities()?;
     if t.customer.id.is_none() && identities.is_empty() {
         return Err(Error::invalid(
@@ -190,6 +205,9 @@ fn prepare(workspace_id: i64, actor: &str, t: NewTicket, limits: &Limits) -> Res
         identities,
         body: t.body,
         body_html: t.body_html,
+        body_quoted: t.body_quoted,
+        raw: t.raw,
+        automatic: t.attributes.as_ref().is_some_and(|a| a["automatic"] == true),
     })
 }
 
@@ -743,6 +761,7 @@ async fn write_batch(
     statements.extend(db::insert_statement("ticket_tags", &["ticket_id", "workspace_id", "tag"], tag_rows));
 
     let mut message_rows = Vec::new();
+    let mut sources = Vec::new();
     for (&i, &mid) in writing.iter().zip(&message_ids) {
         let it = &items[i];
         let t = &tickets[&i];
@@ -756,9 +775,14 @@ async fn write_batch(
             t.customer_id.into(),
             it.body.clone().into(),
             it.body_html.clone().into(),
+            it.body_quoted.clone().into(),
+            i32::from(it.automatic).into(),
             it.external_id.clone().into(),
             now.into(),
         ]);
+        if let Some(raw) = &it.raw {
+            sources.push(super::message::source_insert(it.workspace_id, mid, raw, now));
+        }
         docs.push(Doc {
             workspace_id: it.workspace_id,
             kind: "message",
@@ -792,11 +816,14 @@ async fn write_batch(
             "author_id",
             "body_text",
             "body_html",
+            "body_quoted",
+            "automatic",
             "external_id",
             "created_at",
         ],
         message_rows,
     ));
+    statements.extend(sources);
     // Webhook requests that brought these tickets (or re-delivered known ones) are recorded in
     // the same transaction.
     for (i, it) in items.iter().enumerate() {

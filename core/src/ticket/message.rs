@@ -127,7 +127,7 @@ pub(crate) async fn store_attachments<C: ConnectionTrait>(
 }
 
 /// A message to add to a ticket.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessageInput {
     /// Plain-text body.
@@ -145,6 +145,20 @@ pub struct MessageInput {
     /// Attachments.
     #[serde(default)]
     pub attachments: Vec<AttachmentInput>,
+    /// A subject of its own (an e-mail reply's subject line); the ticket's subject when missing.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Quoted history and signature below the new text, kept apart so the timeline shows the
+    /// new part first.
+    #[serde(default)]
+    pub body_quoted: Option<String>,
+    /// Sent by a machine (an auto-reply, a notification): never answered automatically.
+    #[serde(default)]
+    pub automatic: bool,
+    /// The message as it arrived (an e-mail's source), kept beside it. Set by the inbound
+    /// path only.
+    #[serde(skip)]
+    pub raw: Option<Vec<u8>>,
     /// The webhook request that brought the message, recorded in the same transaction (set by
     /// the inbound path, never by API callers).
     #[serde(skip)]
@@ -170,6 +184,14 @@ pub struct MessageView {
     pub body: String,
     /// HTML.
     pub body_html: Option<String>,
+    /// Quoted history and signature (e-mail), shown collapsed below the body.
+    pub body_quoted: Option<String>,
+    /// The message's own subject line, if it has one.
+    pub subject: Option<String>,
+    /// Sent by a machine (auto-reply, notification, bounce).
+    pub automatic: bool,
+    /// Whether the original source is kept (`GET …/messages/{id}/source`).
+    pub has_source: bool,
     /// The channel's id.
     pub external_id: Option<String>,
     /// Delivery state of a reply that leaves through a channel: `queued`, `retrying`,
@@ -196,6 +218,21 @@ pub struct AttachmentView {
     pub size: i64,
     /// SHA-256 of the content.
     pub sha256: String,
+}
+
+/// Checks a message's own subject and body, and decodes its attachments.
+fn check_input(input: &MessageInput, limits: &crate::config::Limits) -> Result<Vec<Attachment>> {
+    validate_body(&input.body, input.body_html.as_deref(), limits.max_message_bytes)?;
+    if let Some(s) = &input.subject {
+        super::validate_subject(s, limits.max_subject_chars)?;
+    }
+    if input.body_quoted.as_ref().is_some_and(|q| q.len() > limits.max_message_bytes) {
+        return Err(Error::invalid(
+            "body_quoted",
+            format!("quoted text is larger than {} bytes", limits.max_message_bytes),
+        ));
+    }
+    decode_attachments(&input.attachments, limits.max_attachment_bytes)
 }
 
 /// Checks a message body against the size limit.
@@ -226,9 +263,7 @@ pub async fn add_message(
     actor: &str,
     input: &MessageInput,
 ) -> Result<(MessageView, bool)> {
-    let limits = core.limits();
-    validate_body(&input.body, input.body_html.as_deref(), limits.max_message_bytes)?;
-    let attachments = decode_attachments(&input.attachments, limits.max_attachment_bytes)?;
+    let attachments = check_input(input, core.limits())?;
     let txn = db::begin_write(core.db()).await?;
     let before = find(&txn, workspace_id, ticket_id).await?;
     let channel = input.channel.clone().unwrap_or_else(|| before.channel.clone());
@@ -284,9 +319,7 @@ pub(crate) async fn add_message_in<C: ConnectionTrait>(
     actor: &str,
     input: &MessageInput,
 ) -> Result<(i64, Vec<event::Event>, bool)> {
-    let limits = core.limits();
-    validate_body(&input.body, input.body_html.as_deref(), limits.max_message_bytes)?;
-    let attachments = decode_attachments(&input.attachments, limits.max_attachment_bytes)?;
+    let attachments = check_input(input, core.limits())?;
     let before = find(txn, workspace_id, ticket_id).await?;
     insert_message(txn, core, workspace_id, &before, kind, None, actor, input, &attachments).await
 }
@@ -316,7 +349,7 @@ async fn insert_message<C: ConnectionTrait>(
     let outbound = if kind == MessageKind::Reply { crate::outbox::channel_for(txn, core, before).await? } else { None };
     db::exec(
         txn,
-        "INSERT INTO messages (id, workspace_id, ticket_id, direction, channel, author_kind, author_id, body_text, body_html, external_id, delivery_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (id, workspace_id, ticket_id, direction, channel, author_kind, author_id, body_text, body_html, body_quoted, subject, automatic, external_id, delivery_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             message_id.into(),
             workspace_id.into(),
@@ -327,6 +360,9 @@ async fn insert_message<C: ConnectionTrait>(
             author_id.into(),
             input.body.clone().into(),
             input.body_html.clone().into(),
+            input.body_quoted.clone().into(),
+            input.subject.clone().into(),
+            i32::from(input.automatic).into(),
             input.external_id.clone().into(),
             outbound.map(|_| crate::outbox::QUEUED).into(),
             now.into(),
@@ -337,6 +373,9 @@ async fn insert_message<C: ConnectionTrait>(
         crate::outbox::enqueue(txn, workspace_id, channel_id, ticket_id, message_id, now).await?;
     }
     store_attachments(txn, workspace_id, message_id, attachments).await?;
+    if let Some(raw) = &input.raw {
+        db::exec_all(txn, vec![source_insert(workspace_id, message_id, raw, now)]).await?;
+    }
     if let Some(r) = &input.receipt {
         let (sql, values) = r.insert("processed", None, Some(ticket_id));
         db::exec(txn, &sql, values).await?;
@@ -400,6 +439,30 @@ async fn insert_message<C: ConnectionTrait>(
     Ok((message_id, events, outbound.is_some()))
 }
 
+/// The insert of a message's original source.
+pub(crate) fn source_insert(workspace_id: i64, message_id: i64, raw: &[u8], now: i64) -> db::Sql {
+    (
+        "INSERT INTO message_sources (message_id, workspace_id, data, created_at) VALUES (?, ?, ?, ?)".into(),
+        vec![message_id.into(), workspace_id.into(), raw.to_vec().into(), now.into()],
+    )
+}
+
+/// The original source of a message (an e-mail as it arrived), if it was kept.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown ticket or message, or a message without a source.
+pub async fn source<C: ConnectionTrait>(db: &C, workspace_id: i64, ticket_id: i64, message_id: i64) -> Result<Vec<u8>> {
+    find(db, workspace_id, ticket_id).await?;
+    let row = db::query_one(
+        db,
+        "SELECT s.data FROM message_sources s JOIN messages m ON m.id = s.message_id WHERE s.message_id = ? AND m.ticket_id = ? AND s.workspace_id = ?",
+        vec![message_id.into(), ticket_id.into(), workspace_id.into()],
+    )
+    .await?
+    .ok_or(Error::NotFound("message source"))?;
+    db::col(&row, "data")
+}
+
 /// The messages of a ticket, oldest first (or only `only`).
 ///
 /// # Errors
@@ -427,6 +490,15 @@ pub async fn messages<C: ConnectionTrait>(
         vec![ticket_id.into()],
     )
     .await?;
+    let sources: Vec<i64> = db::query_all(
+        db,
+        "SELECT s.message_id FROM message_sources s JOIN messages m ON m.id = s.message_id WHERE m.ticket_id = ?",
+        vec![ticket_id.into()],
+    )
+    .await?
+    .iter()
+    .map(|r| db::col(r, "message_id"))
+    .collect::<Result<_>>()?;
     rows.iter()
         .map(|r| {
             let m = <crate::entity::message::Model as sea_orm::FromQueryResult>::from_query_result(r, "")?;
@@ -451,6 +523,10 @@ pub async fn messages<C: ConnectionTrait>(
                 author_id: m.author_id,
                 body: m.body_text,
                 body_html: m.body_html,
+                body_quoted: m.body_quoted,
+                subject: m.subject,
+                has_source: sources.contains(&m.id),
+                automatic: m.automatic != 0,
                 external_id: m.external_id,
                 delivery_status: m.delivery_status,
                 delivery_error: m.delivery_error,

@@ -138,8 +138,11 @@ impl Field {
                 format!("{place}header field {name} of {} bytes cut at {}", self.full_len, limits.max_header_line),
             );
         }
-        let value = charset::decode_guess(&self.bytes[colon + 1..]);
-        headers.push(Header { name, value: value.trim().to_owned() });
+        // Decoding can grow the text (an invalid byte becomes a three-byte U+FFFD, a Latin-1
+        // byte two): cut again so a value never exceeds the line limit.
+        let mut value = charset::decode_guess(&self.bytes[colon + 1..]).trim().to_owned();
+        value.truncate(utf8_cut(value.as_bytes(), limits.max_header_line.max(1)));
+        headers.push(Header { name, value });
     }
 }
 
@@ -213,6 +216,17 @@ mod tests {
         assert_eq!(h[999].1, "999 folded");
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].message, "more than 1000 header fields; the rest ignored");
+    }
+
+    #[test]
+    fn a_value_that_grows_when_decoded_is_cut_to_the_limit() {
+        let limits = Limits { max_header_line: 20, ..Limits::default() };
+        let mut problems = Problems::default();
+        let raw = [b"To: ".as_slice(), &[0xff; 16], b"\r\n\r\n"].concat();
+        let section = read(&raw, &limits, &mut problems, "");
+        let to = &section.headers[0];
+        assert_eq!(to.name, "To");
+        assert!(to.value.len() <= 20 && !to.value.is_empty(), "{:?}", to.value);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Base64 and quoted-printable encoding (RFC 2045), for message bodies and SMTP AUTH.
+//! Base64 and quoted-printable encoding (RFC 2045), for message bodies and SMTP AUTH, and the
+//! FNV-1a hash that derives stable names (MIME boundaries, ids of mail without a Message-ID).
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -66,6 +67,11 @@ pub fn quoted_printable_encode(text: &str) -> String {
     out
 }
 
+/// FNV-1a (64 bits): a stable, non-cryptographic hash for names derived from content.
+pub(crate) fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +99,11 @@ mod tests {
         let qp = quoted_printable_encode(&umlauts);
         assert!(qp.split("\r\n").all(|l| l.len() <= 76));
         assert!(!qp.contains("=\r\n=\r\n"));
+    }
+
+    #[test]
+    fn fnv1a64_known_values() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 pub use email_parse::Address;
 
-use crate::codec::{base64_encode, base64_lines, quoted_printable_encode};
+use crate::codec::{base64_encode, base64_lines, fnv1a64, quoted_printable_encode};
 
 /// A file attached to an outgoing message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -100,7 +100,8 @@ pub fn compose(msg: &Outgoing) -> Result<(String, Vec<u8>), String> {
     }
     head.push_str("MIME-Version: 1.0\r\n");
 
-    let seed = fnv(message_id.as_bytes());
+    // Boundaries derived from the Message-ID: the same message always gets the same bytes.
+    let seed = fnv1a64(message_id.as_bytes());
     let text_part = Part {
         headers: "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
             .to_owned(),
@@ -393,11 +394,6 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
-}
-
-/// FNV-1a, to derive boundaries from the Message-ID.
-fn fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //!
 //! The flow of a poll: [`ImapClient::connect`] (greeting), [`ImapClient::starttls`] when the
 //! connection is not TLS yet, [`ImapClient::login`], [`ImapClient::select`], then
-//! [`Cursor::resume`] to learn where to start, [`ImapClient::fetch_batch`] until it returns
-//! nothing, [`ImapClient::mark_seen`] / [`ImapClient::move_to`] for what was taken in, and
+//! [`Cursor::resume`] to learn where to start, [`ImapClient::fetch_next`] while it says there
+//! is more, [`ImapClient::mark_seen`] / [`ImapClient::move_to`] for what was taken in, and
 //! [`ImapClient::logout`].
 //!
 //! Responses are read incrementally from a buffer: whole lines (bounded by
@@ -146,6 +146,37 @@ pub struct FetchedMessage {
     pub flags: Vec<String>,
 }
 
+/// A message larger than [`ImapConfig::max_literal`]: only its header section was fetched, so
+/// that it can still be named and reported instead of holding up the mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLarge {
+    /// Its UID in the selected mailbox.
+    pub uid: u32,
+    /// Its size as the server announced it (`RFC822.SIZE`).
+    pub size: usize,
+    /// Its header section (`BODY.PEEK[HEADER]`), ending with the blank line.
+    pub header: Vec<u8>,
+}
+
+/// What [`ImapClient::fetch_next`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The messages fetched whole, ascending by UID.
+    pub messages: Vec<FetchedMessage>,
+    /// The next message, when it is too large to fetch whole (the batch then holds only it).
+    pub too_large: Option<TooLarge>,
+    /// Whether more messages wait after this batch: it was cut by a limit.
+    pub more: bool,
+}
+
+impl Batch {
+    /// The highest UID in the batch; 0 when it is empty.
+    pub fn last_uid(&self) -> u32 {
+        let whole = self.messages.iter().map(|m| m.uid).max().unwrap_or(0);
+        whole.max(self.too_large.as_ref().map_or(0, |t| t.uid))
+    }
+}
+
 /// Where fetching stopped: the mailbox's `UIDVALIDITY` and the highest UID taken in. Stored
 /// as text, `v:UIDVALIDITY:LASTUID` (see [`Cursor::parse`] and its `Display`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -218,8 +249,12 @@ impl Cursor {
 
     /// The cursor after taking in `messages` (the highest UID among them and this one).
     pub fn advanced(&self, messages: &[FetchedMessage]) -> Cursor {
-        let last = messages.iter().map(|m| m.uid).max().unwrap_or(0).max(self.last_uid);
-        Cursor { uid_validity: self.uid_validity, last_uid: last }
+        self.advanced_to(messages.iter().map(|m| m.uid).max().unwrap_or(0))
+    }
+
+    /// The cursor after taking in everything up to `uid` (this one if it is further already).
+    pub fn advanced_to(&self, uid: u32) -> Cursor {
+        Cursor { uid_validity: self.uid_validity, last_uid: uid.max(self.last_uid) }
     }
 }
 
@@ -286,6 +321,7 @@ struct Fetch {
     flags: Option<Vec<String>>,
     size: Option<u32>,
     body: Option<Vec<u8>>,
+    header: Option<Vec<u8>>,
 }
 
 /// An IMAP client session over a transport.
@@ -704,36 +740,75 @@ impl<T: Transport> ImapClient<T> {
     /// The UIDs of the selected mailbox from `from_uid` on, ascending (`UID SEARCH UID n:*`).
     pub fn uid_search_since(&mut self, from_uid: u32) -> Result<Vec<u32>, ImapError> {
         let from = from_uid.max(1);
+        // `n:*` also matches the highest UID when it is below n, so filter.
+        let uids = self.uid_search(&format!("UID {from}:*"))?;
+        Ok(uids.into_iter().filter(|&u| u >= from).collect())
+    }
+
+    /// The UIDs from `from_uid` to `to_uid` still in the selected mailbox, ascending; with
+    /// `unseen_only`, only those without `\Seen` (`UID SEARCH UID a:b [UNSEEN]`).
+    pub fn uid_search_range(&mut self, from_uid: u32, to_uid: u32, unseen_only: bool) -> Result<Vec<u32>, ImapError> {
+        let (from, to) = (from_uid.max(1), to_uid);
+        if to < from {
+            return Ok(Vec::new());
+        }
+        let unseen = if unseen_only { " UNSEEN" } else { "" };
+        let uids = self.uid_search(&format!("UID {from}:{to}{unseen}"))?;
+        Ok(uids.into_iter().filter(|&u| (from..=to).contains(&u)).collect())
+    }
+
+    /// `UID SEARCH criteria`: the UIDs found, ascending, without duplicates.
+    fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>, ImapError> {
         // The one response line lists every UID: allow it to be longer than others.
         self.line_limit = self.config.max_search_line.max(self.config.max_line);
-        let result = self.run("UID SEARCH", &format!("UID SEARCH UID {from}:*"), false);
+        let result = self.run("UID SEARCH", &format!("UID SEARCH {criteria}"), false);
         self.line_limit = self.config.max_line;
-        let untagged = result?;
-        // `n:*` also matches the highest UID when it is below n, so filter.
-        let mut uids: Vec<u32> = untagged.search.into_iter().filter(|&u| u >= from).collect();
+        let mut uids = result?.search;
         uids.sort_unstable();
         uids.dedup();
         Ok(uids)
     }
 
-    /// Fetches the next messages of the selected mailbox from `from_uid` on, ascending by UID:
-    /// at most `max_messages`, and no more than `max_bytes` together (but always the first
-    /// one, if it is within [`ImapConfig::max_literal`]). Uses `BODY.PEEK[]`, so nothing is
-    /// marked seen. An empty result means there is nothing new.
-    ///
-    /// Messages expunged meanwhile are left out. When the server fails in the middle (`BYE`,
-    /// `NO`, a dropped connection), the whole batch is an error: nothing partly read is
-    /// returned, and as the cursor did not move, the next poll fetches it again.
+    /// Fetches the next messages of the selected mailbox from `from_uid` on, as
+    /// [`fetch_next`](Self::fetch_next) does; a next message too large to fetch is an error
+    /// ([`ImapError::Protocol`]) instead of its header.
     pub fn fetch_batch(
         &mut self,
         from_uid: u32,
         max_messages: usize,
         max_bytes: usize,
     ) -> Result<Vec<FetchedMessage>, ImapError> {
+        let batch = self.fetch_next(from_uid, max_messages, max_bytes)?;
+        if let Some(big) = batch.too_large {
+            return Err(self.protocol(
+                "UID FETCH",
+                format!(
+                    "message UID {} has {} bytes, more than the limit of {} bytes",
+                    big.uid, big.size, self.config.max_literal
+                ),
+            ));
+        }
+        Ok(batch.messages)
+    }
+
+    /// Fetches the next messages of the selected mailbox from `from_uid` on, ascending by UID:
+    /// at most `max_messages`, and no more than `max_bytes` together (but always the first
+    /// one). Uses `BODY.PEEK[]`, so nothing is marked seen. An empty batch means there is
+    /// nothing new; [`Batch::more`] says whether a limit cut it.
+    ///
+    /// A message larger than [`ImapConfig::max_literal`] is not fetched whole: when it is the
+    /// next one, the batch holds only its header ([`Batch::too_large`]), so that the caller can
+    /// report it and move on instead of failing on it at every poll.
+    ///
+    /// Messages expunged meanwhile are left out. When the server fails in the middle (`BYE`,
+    /// `NO`, a dropped connection), the whole batch is an error: nothing partly read is
+    /// returned, and as the cursor did not move, the next poll fetches it again.
+    pub fn fetch_next(&mut self, from_uid: u32, max_messages: usize, max_bytes: usize) -> Result<Batch, ImapError> {
         let uids = self.uid_search_since(from_uid)?;
-        let wanted: Vec<u32> = uids.into_iter().take(max_messages).collect();
+        let wanted: Vec<u32> = uids.iter().copied().take(max_messages.max(1)).collect();
+        let mut batch = Batch { more: uids.len() > wanted.len(), ..Batch::default() };
         if wanted.is_empty() {
-            return Ok(Vec::new());
+            return Ok(batch);
         }
         // First the sizes, to keep within max_bytes.
         let set = uid_set(&wanted);
@@ -748,17 +823,13 @@ impl<T: Transport> ImapClient<T> {
         sizes.dedup_by_key(|(uid, _)| *uid);
         let mut chosen = Vec::new();
         let mut total = 0usize;
-        for (uid, size) in sizes {
+        for &(uid, size) in &sizes {
             let size = size as usize;
             if size > self.config.max_literal {
                 if chosen.is_empty() {
-                    return Err(self.protocol(
-                        "UID FETCH",
-                        format!(
-                            "message UID {uid} has {size} bytes, more than the limit of {} bytes",
-                            self.config.max_literal
-                        ),
-                    ));
+                    batch.more |= sizes.len() > 1;
+                    batch.too_large = self.fetch_header(uid, size)?;
+                    return Ok(batch);
                 }
                 break;
             }
@@ -768,8 +839,9 @@ impl<T: Transport> ImapClient<T> {
             total = total.saturating_add(size);
             chosen.push(uid);
         }
+        batch.more |= chosen.len() < sizes.len();
         if chosen.is_empty() {
-            return Ok(Vec::new());
+            return Ok(batch);
         }
         let set = uid_set(&chosen);
         let untagged = self.run("UID FETCH", &format!("UID FETCH {set} (UID FLAGS RFC822.SIZE BODY.PEEK[])"), false)?;
@@ -797,7 +869,15 @@ impl<T: Transport> ImapClient<T> {
             }
         }
         bodies.sort_by_key(|m| m.uid);
-        Ok(bodies)
+        batch.messages = bodies;
+        Ok(batch)
+    }
+
+    /// The header section of one message (`BODY.PEEK[HEADER]`); `None` when it is gone.
+    fn fetch_header(&mut self, uid: u32, size: usize) -> Result<Option<TooLarge>, ImapError> {
+        let untagged = self.run("UID FETCH", &format!("UID FETCH {uid} (UID BODY.PEEK[HEADER])"), false)?;
+        let header = untagged.fetches.into_iter().filter(|f| f.uid == Some(uid)).find_map(|f| f.header);
+        Ok(header.map(|header| TooLarge { uid, size, header }))
     }
 
     /// Marks messages seen (`UID STORE … +FLAGS.SILENT (\Seen)`).
@@ -1014,6 +1094,11 @@ impl<T: Transport> ImapClient<T> {
                     Value::Str(bytes) => fetch.body = Some(bytes),
                     Value::Nil => fetch.body = Some(Vec::new()),
                     _ => return Err(self.protocol(command, "FETCH BODY[] is not a string".to_owned())),
+                },
+                "BODY[HEADER]" | "RFC822.HEADER" => match value {
+                    Value::Str(bytes) => fetch.header = Some(bytes),
+                    Value::Nil => fetch.header = Some(Vec::new()),
+                    _ => return Err(self.protocol(command, "FETCH BODY[HEADER] is not a string".to_owned())),
                 },
                 _ => {}
             }

@@ -1,6 +1,7 @@
-//! The e-mail channel's protocol core against real servers: Dovecot (IMAP) and an SMTP sink,
-//! started from the repository's mail fixture (`tests/mail`). A fixture that cannot start
-//! fails the test with the reason; every server is stopped when its test ends, pass or fail.
+//! The e-mail channel against real servers: Dovecot (IMAP) and an SMTP sink, started from the
+//! repository's mail fixture (`tests/mail`) — first the protocol core, then the plugin's poll
+//! and send flows as the host runs them. A fixture that cannot start fails the test with the
+//! reason; every server is stopped when its test ends, pass or fail.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,11 +11,14 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use email_channel::Transport;
-use email_channel::compose::{Address, Outgoing, compose};
-use email_channel::imap::{Cursor, ImapClient, ImapConfig, Resume};
-use email_channel::smtp::{SmtpClient, SmtpConfig, SmtpError};
+use email::compose::{Address, Outgoing, compose};
+use email::imap::{Cursor, ImapClient, ImapConfig, Resume};
+use email::settings::Settings;
+use email::smtp::{SmtpClient, SmtpConfig, SmtpError};
+use email::{Level, Transport, mailbox, outbound};
 use email_parse::{Limits, parse};
+use plugdesk_sdk::{Identity, OutboundMessage, PollOutcome, SendError};
+use serde_json::{Value, json};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -129,8 +133,12 @@ impl Fixture {
 
     fn transport(&self, port: u16) -> TcpTransport {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let mut secrets = HashMap::new();
-        secrets.insert("mail_password".to_owned(), self.password.clone());
+        // The protocol tests name the secret `mail_password`; the plugin's flows use the
+        // channel's secret names.
+        let secrets = ["mail_password", "imap_password", "smtp_password"]
+            .into_iter()
+            .map(|name| (name.to_owned(), self.password.clone()))
+            .collect::<HashMap<_, _>>();
         TcpTransport { stream, secrets }
     }
 
@@ -188,7 +196,7 @@ impl Transport for TcpTransport {
             let secret = self.secrets.get(name).ok_or_else(|| format!("no secret {name}"))?;
             match kind {
                 "secret" => out.push_str(secret),
-                "secret_base64" => out.push_str(&email_channel::base64_encode(secret.as_bytes())),
+                "secret_base64" => out.push_str(&email::base64_encode(secret.as_bytes())),
                 "secret_quoted" => {
                     out.push('"');
                     out.push_str(&secret.replace('\\', "\\\\").replace('"', "\\\""));
@@ -261,8 +269,8 @@ fn imap_fetch_mark_seen_and_move() {
     assert_eq!(parsed[1].from[0].name.as_deref(), Some("Jürgen Müller"));
     assert!(parsed[1].text.as_deref().unwrap_or("").contains("Grüße"));
     assert_eq!(parsed[2].html.as_deref(), Some("<p>Thanks!</p>"));
-    assert_eq!(email_channel::thread::thread_keys(&parsed[2]), ["t1042.m1@plugdesk.test"]);
-    assert_eq!(email_channel::thread::ticket_tag(parsed[2].subject.as_deref().unwrap_or("")), Some(1042));
+    assert_eq!(email::thread::thread_keys(&parsed[2]), ["t1042.m1@plugdesk.test"]);
+    assert_eq!(email::thread::ticket_tag(parsed[2].subject.as_deref().unwrap_or("")), Some(1042));
     assert!(fetched.iter().all(|m| !m.flags.iter().any(|f| f == "\\Seen")), "BODY.PEEK leaves mail unseen");
 
     let uids: Vec<u32> = fetched.iter().map(|m| m.uid).collect();
@@ -410,4 +418,185 @@ fn smtp_scripted_temporary_then_permanent_failure() {
     client.quit().expect("QUIT");
     let left = std::fs::read_to_string(fx.dir.join("smtp-script.json")).expect("script left");
     assert_eq!(left.trim(), "[]");
+}
+
+/// The channel's settings for this fixture (plain connections, as the fixture's TLS certificate
+/// is one the test transport does not speak), with `extra` on top.
+fn channel_settings(fx: &Fixture, extra: &[(&str, Value)]) -> Settings {
+    let mut pairs: Vec<(String, Value)> = vec![
+        ("address".into(), json!(fx.user)),
+        ("from_name".into(), json!("Plugdesk Support")),
+        ("imap_host".into(), json!("127.0.0.1")),
+        ("imap_port".into(), json!(fx.imap)),
+        ("imap_security".into(), json!("none")),
+        ("smtp_host".into(), json!("127.0.0.1")),
+        ("smtp_port".into(), json!(fx.smtp)),
+        ("smtp_security".into(), json!("none")),
+        ("smtp_user".into(), json!(fx.user)),
+    ];
+    pairs.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    Settings::from_lookup(|key| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())).expect("settings")
+}
+
+/// One poll as the plugin runs it, with what it logged.
+fn poll(fx: &Fixture, settings: &Settings, cursor: Option<&str>) -> (PollOutcome, Vec<String>) {
+    let imap = settings.imap.as_ref().expect("imap settings");
+    let mut logged = Vec::new();
+    let connect = |tls: bool| if tls { Err("no TLS here".to_owned()) } else { Ok(fx.transport(fx.imap)) };
+    let outcome = mailbox::poll(imap, settings, cursor, connect, &mut |level: Level, line: &str| {
+        logged.push(format!("{level:?}: {line}"))
+    })
+    .unwrap_or_else(|e| panic!("poll failed: {e}"));
+    (outcome, logged)
+}
+
+/// The UIDs and whether each is seen, in `mailbox`.
+fn seen_flags(fx: &Fixture, mailbox: &str) -> Vec<(u32, bool)> {
+    let mut client = fx.imap();
+    client.examine(mailbox).expect("EXAMINE");
+    let all = client.fetch_batch(1, 10_000, 1 << 30).expect("fetch");
+    client.logout().expect("LOGOUT");
+    all.iter().map(|m| (m.uid, m.flags.iter().any(|f| f == "\\Seen"))).collect()
+}
+
+#[test]
+fn plugin_poll_takes_mail_in_batches_and_marks_it_seen_at_the_next_poll() {
+    let fx = Fixture::start("plugin-poll", &[]);
+    let mut messages = three_messages();
+    messages.push(
+        b"From: support@plugdesk.test\r\nTo: anna@example.com\r\nMessage-ID: <plugdesk.7.42@plugdesk.test>\r\n\
+          Subject: [#7] Copy of our reply\r\n\r\nSent by the channel.\r\n"
+            .to_vec(),
+    );
+    fx.deliver(&messages.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let settings = channel_settings(&fx, &[("batch_messages", json!(2))]);
+
+    let (first, _) = poll(&fx, &settings, None);
+    let ids: Vec<&str> = first.messages.iter().map(|m| m.external_id.as_str()).collect();
+    assert_eq!(ids, ["a-1@example.com", "de-1@example.de"]);
+    assert!(first.more, "two of four: the batch was cut");
+    let german = &first.messages[1];
+    assert_eq!(german.subject.as_deref(), Some("Grüße aus Köln"));
+    assert_eq!(german.text, "Sehr geehrte Damen und Herren,\nmein Drucker druckt nicht. Grüße");
+    assert_eq!(german.raw.as_deref(), Some(messages[1].as_slice()));
+    assert!(seen_flags(&fx, "INBOX").iter().all(|(_, seen)| !seen), "nothing is marked before the host stored it");
+
+    let (second, logged) = poll(&fx, &settings, first.cursor.as_deref());
+    assert_eq!(second.messages.len(), 1, "our own copy is skipped: {logged:?}");
+    let bob = &second.messages[0];
+    assert_eq!((bob.external_id.as_str(), bob.ticket_number), ("b-2@example.org", Some(1042)));
+    assert_eq!(bob.replies_to, ["t1042.m1@plugdesk.test"]);
+    assert!(logged.iter().any(|l| l.starts_with("Info: skipped message plugdesk.7.42@plugdesk.test")), "{logged:?}");
+    assert!(!second.more);
+    let flags = seen_flags(&fx, "INBOX");
+    assert_eq!(flags.iter().map(|(_, seen)| *seen).collect::<Vec<_>>(), [true, true, false, false]);
+
+    let (third, _) = poll(&fx, &settings, second.cursor.as_deref());
+    assert!(third.messages.is_empty() && !third.more);
+    assert_eq!(third.cursor, second.cursor, "past the skipped message, nothing new");
+    assert!(seen_flags(&fx, "INBOX").iter().all(|(_, seen)| *seen));
+}
+
+#[test]
+fn plugin_poll_moves_mail_into_a_mailbox_it_creates() {
+    let fx = Fixture::start("plugin-move", &[]);
+    let messages = three_messages();
+    fx.deliver(&messages.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let settings = channel_settings(&fx, &[("imap_after", json!("move")), ("imap_move_to", json!("Erledigt/2026"))]);
+    let (first, _) = poll(&fx, &settings, None);
+    assert_eq!(first.messages.len(), 3);
+    let (second, _) = poll(&fx, &settings, first.cursor.as_deref());
+    assert!(second.messages.is_empty());
+    assert!(seen_flags(&fx, "INBOX").is_empty(), "moved out of the inbox");
+    assert_eq!(seen_flags(&fx, "Erledigt/2026").len(), 3);
+    // New mail after the move is found after the cursor as before.
+    fx.deliver(&[b"From: carla@example.net\r\nMessage-ID: <c-1@example.net>\r\nSubject: Neu\r\n\r\nHallo\r\n"]);
+    let (third, _) = poll(&fx, &settings, second.cursor.as_deref());
+    assert_eq!(third.messages.iter().map(|m| m.external_id.as_str()).collect::<Vec<_>>(), ["c-1@example.net"]);
+}
+
+#[test]
+fn plugin_polls_2000_messages_in_batches() {
+    let fx = Fixture::start("plugin-batch", &[]);
+    let filled = fx.mailserver(&["fill", "--count", "2000"]);
+    assert!(filled.contains("\"filled\": 2000"), "{filled}");
+    let settings = channel_settings(&fx, &[("imap_after", json!("keep"))]);
+    let started = Instant::now();
+    let (mut cursor, mut count, mut polls, mut bytes) = (None, 0usize, 0, 0usize);
+    loop {
+        let (outcome, logged) = poll(&fx, &settings, cursor.as_deref());
+        assert!(logged.iter().all(|l| !l.starts_with("Warn")), "{logged:?}");
+        assert!(outcome.messages.len() <= 200);
+        count += outcome.messages.len();
+        bytes += outcome.messages.iter().map(|m| m.raw.as_ref().map_or(0, Vec::len)).sum::<usize>();
+        polls += 1;
+        cursor = outcome.cursor;
+        if !outcome.more {
+            break;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(count, 2000);
+    assert_eq!(polls, 10);
+    println!(
+        "polled and converted {count} messages ({:.1} MB) in {polls} polls in {elapsed:.2} s: {:.0} msg/s",
+        bytes as f64 / 1e6,
+        count as f64 / elapsed
+    );
+}
+
+fn reply(automatic: bool) -> OutboundMessage {
+    OutboundMessage {
+        id: "77".into(),
+        ticket_number: 1042,
+        recipients: vec![Identity { kind: "email".into(), address: "juergen@example.de".into() }],
+        recipient_name: Some("Jürgen Müller".into()),
+        conversation: Some("de-1@example.de".into()),
+        subject: Some("Grüße aus Köln".into()),
+        text: "Hallo Herr Müller,\n.\nIhr Support".into(),
+        html: None,
+        attachments: vec![],
+        in_reply_to: Some("de-1@example.de".into()),
+        references: vec!["de-1@example.de".into()],
+        automatic,
+    }
+}
+
+/// Composes and submits `message` as the plugin's `send` does; returns the Message-ID.
+fn send(fx: &Fixture, settings: &Settings, message: &OutboundMessage) -> Result<String, SendError> {
+    let smtp = settings.smtp.as_ref().expect("smtp settings");
+    let recipient = message.recipient("email").expect("an e-mail recipient");
+    let (id, bytes) = outbound::compose_reply(message, recipient, settings, 1_771_581_845_000)?;
+    let connect = |tls: bool| if tls { Err("no TLS here".to_owned()) } else { Ok(fx.transport(fx.smtp)) };
+    outbound::submit(smtp, settings, connect, recipient, &bytes)?;
+    Ok(id)
+}
+
+#[test]
+fn plugin_send_reaches_the_server_and_sorts_its_refusals() {
+    let fx = Fixture::start("plugin-send", &["--smtp-auth-without-tls"]);
+    let settings = channel_settings(&fx, &[]);
+    let id = send(&fx, &settings, &reply(true)).expect("send");
+    assert_eq!(id, "plugdesk.1042.77@plugdesk.test");
+    let stored = std::fs::read(fx.dir.join("smtp-out/0001.eml")).expect("smtp-out/0001.eml");
+    let parsed = parse(&stored, &Limits::default());
+    assert_eq!(parsed.message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(parsed.subject.as_deref(), Some("Re: [#1042] Grüße aus Köln"));
+    assert_eq!(parsed.in_reply_to, ["de-1@example.de"]);
+    assert_eq!(parsed.header("Auto-Submitted"), Some("auto-replied"));
+    assert_eq!(parsed.text.as_deref(), Some("Hallo Herr Müller,\n.\nIhr Support"));
+    let index = std::fs::read_to_string(fx.dir.join("smtp-out/index.json")).expect("index");
+    assert!(index.contains("\"auth_user\": \"support@plugdesk.test\""), "{index}");
+    assert!(index.contains("\"mail_from\": \"support@plugdesk.test\""), "{index}");
+    assert!(index.contains("\"helo\": \"plugdesk.test\""), "{index}");
+
+    std::fs::write(fx.dir.join("smtp-script.json"), "[\"451\", \"550\"]").expect("script");
+    let later = send(&fx, &settings, &reply(false)).unwrap_err();
+    let SendError::Retryable(m) = &later else { panic!("{later:?}") };
+    assert!(m.starts_with(&format!("smtp 127.0.0.1:{}: SMTP DATA: temporary failure: 451", fx.smtp)), "{m}");
+    let refused = send(&fx, &settings, &reply(false)).unwrap_err();
+    let SendError::Permanent(m) = &refused else { panic!("{refused:?}") };
+    assert!(m.starts_with(&format!("smtp 127.0.0.1:{}: SMTP DATA: rejected: 550", fx.smtp)), "{m}");
+    // The retry of the first goes through with the same Message-ID.
+    assert_eq!(send(&fx, &settings, &reply(false)).expect("retry"), id);
 }

@@ -99,13 +99,15 @@ impl Channel for Webform {
         if request.method != "POST" {
             return Err(PluginError::Invalid(format!("the form posts with POST, not {}", request.method)));
         }
-        let thank_you: String = plugdesk_sdk::host::setting("thank_you").unwrap_or_else(|| "Thank you, we will get back to you.".into());
+        let thank_you: String =
+            plugdesk_sdk::host::setting("thank_you").unwrap_or_else(|| "Thank you, we will get back to you.".into());
         let s = Submission::from_request(&request)?;
         if !s.website.is_empty() {
             plugdesk_sdk::host::info("honeypot filled in: submission dropped");
             return Ok(WebhookOutcome { messages: vec![], reply: Some(reply(0, &thank_you)) });
         }
-        for (field, value) in [("name", &s.name), ("email", &s.email), ("subject", &s.subject), ("message", &s.message)] {
+        for (field, value) in [("name", &s.name), ("email", &s.email), ("subject", &s.subject), ("message", &s.message)]
+        {
             if value.len() > MAX_FIELD {
                 return Err(PluginError::Invalid(format!("{field} is longer than {MAX_FIELD} bytes")));
             }

@@ -398,3 +398,30 @@ fn long_search_result_within_its_own_limit() {
     let err = client.uid_search_since(1).unwrap_err();
     assert!(err.to_string().contains("longer than 8388608 bytes"), "{err}");
 }
+
+#[test]
+fn range_search_and_an_oversize_first_message() {
+    let config = ImapConfig { max_literal: 100, ..ImapConfig::default() };
+    let script = selected(6, "IMAP4rev1")
+        .client("A0003 UID SEARCH UID 1:9 UNSEEN\r\n")
+        .server("* SEARCH 4 12\r\nA0003 OK done\r\n")
+        .client("A0004 UID SEARCH UID 1:*\r\n")
+        .server("* SEARCH 5\r\nA0004 OK done\r\n")
+        .client("A0005 UID FETCH 5 (UID RFC822.SIZE)\r\n")
+        .server("* 1 FETCH (UID 5 RFC822.SIZE 5000)\r\nA0005 OK done\r\n")
+        .client("A0006 UID FETCH 5 (UID BODY.PEEK[HEADER])\r\n")
+        .server("* 1 FETCH (UID 5 BODY[HEADER] {14}\r\nSubject: x\r\n\r\n)\r\nA0006 OK done\r\n");
+    let mut client = ImapClient::connect(script, config).unwrap();
+    client.login("support@example.com", "imap_password").unwrap();
+    client.select("INBOX").unwrap();
+    // Nothing handed over yet: no command at all.
+    assert!(client.uid_search_range(1, 0, true).unwrap().is_empty());
+    // A server answering outside the range is not believed.
+    assert_eq!(client.uid_search_range(1, 9, true).unwrap(), [4]);
+    let err = client.fetch_batch(1, 10, 1000).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "IMAP UID FETCH: protocol error: message UID 5 has 5000 bytes, more than the limit of 100 bytes"
+    );
+    assert!(client.into_transport().finished());
+}

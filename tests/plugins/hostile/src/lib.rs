@@ -37,7 +37,7 @@ impl Channel for Hostile {
             }
             "/trap" => panic!("the hostile plugin panics on purpose"),
             "/big" => {
-                let text = "x".repeat(8 << 20);
+                let text = "x".repeat(30 << 20);
                 Ok(WebhookOutcome { messages: vec![InboundMessage::new("big", "email", "big@example.com", text)], reply: None })
             }
             "/secret" => match plugdesk_sdk::host::secret_equals("token", "guess") {

@@ -1,0 +1,568 @@
+//! The e-mail channel end to end, against real mail servers: a private Dovecot (IMAP, IMAPS)
+//! and an aiosmtpd submission sink started by `tests/mail/mailserver.py` on 127.0.0.1, the
+//! bundled `email` plugin in the real sandbox, the real `plugdesk` binary. The host's TLS
+//! trusts the fixture's self-signed certificate through `tls_ca_file`, so IMAPS and SMTP
+//! STARTTLS run as in production. `bash tests/mail/setup.sh` installs the servers (the test
+//! command runs it).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Scratch, Server};
+
+static MAILBOXES: AtomicU32 = AtomicU32::new(0);
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mail/mailserver.py")
+}
+
+/// A private Dovecot + SMTP sink; stopped (SIGTERM, by PID) when dropped.
+struct Mail {
+    child: Child,
+    info: Value,
+    dir: PathBuf,
+}
+
+impl Mail {
+    fn start() -> Mail {
+        let n = MAILBOXES.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("plugdesk-mail-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut child = Command::new("python3")
+            .arg(script())
+            .args(["serve", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tests/mail/mailserver.py (run bash tests/mail/setup.sh once)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the servers' line");
+        let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!("mailserver.py did not start ({e}): {line:?}; run bash tests/mail/setup.sh once")
+        });
+        Mail { child, info, dir }
+    }
+
+    fn port(&self, name: &str) -> u64 {
+        self.info[name].as_u64().expect("port")
+    }
+
+    fn cert(&self) -> String {
+        self.info["cert"].as_str().expect("cert").to_owned()
+    }
+
+    /// Puts messages into the support mailbox through Dovecot (`doveadm save`).
+    fn deliver(&self, messages: &[&[u8]]) {
+        let mut paths = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let n = MAILBOXES.fetch_add(1, Ordering::SeqCst);
+            let p = self.dir.join(format!("in-{n}-{i}.eml"));
+            std::fs::write(&p, m).expect("write message");
+            paths.push(p);
+        }
+        let out = Command::new("python3")
+            .arg(script())
+            .args(["deliver", "--dir"])
+            .arg(&self.dir)
+            .args(&paths)
+            .output()
+            .expect("run mailserver.py deliver");
+        assert!(out.status.success(), "deliver: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// What the SMTP sink accepted, oldest first: (index entry, raw message).
+    fn sent(&self) -> Vec<(Value, Vec<u8>)> {
+        let out = PathBuf::from(self.info["smtp_out"].as_str().expect("smtp_out"));
+        let index: Value = std::fs::read(out.join("index.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| json!([]));
+        let entries = index.as_array().cloned().or_else(|| index["messages"].as_array().cloned()).unwrap_or_default();
+        entries
+            .into_iter()
+            .filter(|e| e["accepted"] == true)
+            .map(|e| {
+                let raw = std::fs::read(out.join(e["file"].as_str().expect("file"))).expect("read sent message");
+                (e, raw)
+            })
+            .collect()
+    }
+
+    fn script_smtp(&self, replies: &[&str]) {
+        std::fs::write(self.info["smtp_script"].as_str().expect("script"), serde_json::to_vec(replies).expect("json"))
+            .expect("write smtp-script.json");
+    }
+
+    fn maildir(&self) -> PathBuf {
+        PathBuf::from(self.info["maildir"].as_str().expect("maildir"))
+    }
+}
+
+impl Drop for Mail {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A server whose plugins trust the mail fixture's certificate, polling fast.
+async fn server(mail: &Mail) -> Server {
+    let scratch = Scratch::new();
+    let config =
+        format!("tls_ca_file = {:?}\n[outbox]\nretry_base_ms = 100\ntick_ms = 50\npoll_tick_ms = 50\n", mail.cert());
+    std::fs::write(scratch.dir.join("plugdesk.toml"), config).expect("write plugdesk.toml");
+    let token = scratch.init("default");
+    Server::serve(scratch, token).await
+}
+
+/// Installs the e-mail channel: IMAPS in, SMTP with STARTTLS and AUTH out.
+async fn install(s: &Server, mail: &Mail, password: &str) -> i64 {
+    let (imaps, smtp) = (mail.port("imaps"), mail.port("smtp"));
+    let (status, ch) = s
+        .post(
+            "/api/v1/channels",
+            json!({
+                "plugin": "email", "name": "Support mailbox", "poll_interval_ms": 200,
+                "settings": {
+                    "address": "support@plugdesk.test", "from_name": "Plugdesk Support",
+                    "imap_host": "127.0.0.1", "imap_port": imaps, "imap_security": "tls",
+                    "smtp_host": "127.0.0.1", "smtp_port": smtp, "smtp_security": "starttls",
+                    "smtp_user": "support@plugdesk.test",
+                },
+                "secrets": { "imap_password": password, "smtp_password": "plugdesk-test-password", "inbound_token": "pipe-token" },
+                "grants": ["secrets", "kv", format!("tcp:127.0.0.1:{imaps}"), format!("tcp:127.0.0.1:{smtp}")],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ch}");
+    ch["id"].as_i64().expect("id")
+}
+
+fn crlf(text: &str) -> Vec<u8> {
+    text.replace("\r\n", "\n").replace('\n', "\r\n").into_bytes()
+}
+
+/// A header's value in a raw message (first occurrence, unfolded).
+fn header(raw: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// Decodes RFC 2047 `=?UTF-8?B?…?=` words (what the composer writes for non-ASCII subjects).
+fn decode_words(value: &str) -> String {
+    use base64::Engine as _;
+    value
+        .split_whitespace()
+        .map(|w| match w.strip_prefix("=?UTF-8?B?").and_then(|w| w.strip_suffix("?=")) {
+            Some(b64) => String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).expect("base64"))
+                .expect("utf-8"),
+            None => format!("{w} "),
+        })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+async fn tickets(s: &Server) -> Vec<Value> {
+    let (_, v) = s.get("/api/v1/tickets?channel=email").await;
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn messages(s: &Server, ticket: i64) -> Vec<Value> {
+    let (_, v) = s.get(&format!("/api/v1/tickets/{ticket}/messages")).await;
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_messages(s: &Server, ticket: i64, n: usize) -> Vec<Value> {
+    let v = s
+        .wait_for(&format!("/api/v1/tickets/{ticket}/messages"), Duration::from_secs(20), |v| {
+            v["items"].as_array().is_some_and(|m| m.len() >= n)
+        })
+        .await;
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_sent(mail: &Mail, n: usize) -> Vec<(Value, Vec<u8>)> {
+    for _ in 0..400 {
+        let sent = mail.sent();
+        if sent.len() >= n {
+            return sent;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the SMTP sink did not receive {n} messages; it has {}", mail.sent().len());
+}
+
+const FIRST: &str = "From: =?ISO-8859-1?Q?J=FCrgen_M=FCller?= <Juergen.Mueller@Kunde.example>
+To: Plugdesk Support <support@plugdesk.test>
+Subject: =?ISO-8859-1?Q?Lieferung_f=FCr_Bestellung_4711_fehlt?=
+Date: Tue, 24 Nov 2026 10:00:00 +0100
+Message-ID: <b7e4c2a1-0001@kunde.example>
+User-Agent: Mozilla Thunderbird
+MIME-Version: 1.0
+Content-Type: text/plain; charset=ISO-8859-1; format=flowed
+Content-Transfer-Encoding: quoted-printable
+
+Guten Tag,
+
+meine Bestellung 4711 ist noch nicht angekommen. K=F6nnen Sie bitte nachsehen?
+
+Gr=FC=DFe
+J=FCrgen M=FCller
+";
+
+#[tokio::test]
+async fn mail_becomes_a_ticket_replies_thread_and_loops_stop() {
+    let mail = Mail::start();
+    let s = server(&mail).await;
+    let channel = install(&s, &mail, "plugdesk-test-password").await;
+
+    // A customer writes from Thunderbird, in ISO-8859-1.
+    mail.deliver(&[&crlf(FIRST)]);
+    let v = s
+        .wait_for("/api/v1/tickets?channel=email", Duration::from_secs(20), |v| {
+            v["items"].as_array().is_some_and(|t| !t.is_empty())
+        })
+        .await;
+    let ticket = v["items"][0].clone();
+    let (id, number) = (ticket["id"].as_i64().expect("id"), ticket["number"].as_i64().expect("number"));
+    assert_eq!(ticket["subject"], "Lieferung für Bestellung 4711 fehlt", "{ticket}");
+    let (_, customer) = s.get(&format!("/api/v1/customers/{}", ticket["customer_id"])).await;
+    assert_eq!(customer["name"], "Jürgen Müller", "{customer}");
+    assert!(customer.to_string().contains("juergen.mueller@kunde.example"), "{customer}");
+    let first = &messages(&s, id).await[0];
+    assert!(first["body"].as_str().unwrap_or("").contains("Können Sie bitte nachsehen?"), "{first}");
+    assert_eq!(
+        (first["external_id"].as_str(), first["has_source"].as_bool()),
+        (Some("b7e4c2a1-0001@kunde.example"), Some(true))
+    );
+    // The source is kept byte for byte.
+    let source = reqwest::Client::new()
+        .get(format!("{}/api/v1/tickets/{id}/messages/{}/source", s.base, first["id"]))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .expect("source");
+    assert_eq!(source.headers()["content-type"], "message/rfc822");
+    assert_eq!(source.bytes().await.expect("bytes").as_ref(), crlf(FIRST).as_slice());
+
+    // The agent answers; the reply leaves by SMTP (STARTTLS, AUTH) threaded under the mail.
+    let (status, reply) = s
+        .post(
+            &format!("/api/v1/tickets/{id}/reply"),
+            json!({ "body": "Hallo Herr Müller,\n\ndas Paket ist unterwegs: Sendungsnummer 00340434." }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let sent = wait_sent(&mail, 1).await;
+    let (entry, raw) = &sent[0];
+    assert_eq!(
+        (entry["tls"].as_bool(), entry["auth_user"].as_str()),
+        (Some(true), Some("support@plugdesk.test")),
+        "{entry}"
+    );
+    assert_eq!(entry["rcpt_tos"], json!(["juergen.mueller@kunde.example"]), "{entry}");
+    assert_eq!(header(raw, "In-Reply-To").as_deref(), Some("<b7e4c2a1-0001@kunde.example>"));
+    assert!(header(raw, "References").is_some_and(|r| r.contains("<b7e4c2a1-0001@kunde.example>")));
+    let our_id = header(raw, "Message-ID").expect("Message-ID");
+    assert!(our_id.ends_with("@plugdesk.test>"), "{our_id}");
+    let subject = decode_words(&header(raw, "Subject").expect("Subject"));
+    assert_eq!(subject, format!("Re: [#{number}] Lieferung für Bestellung 4711 fehlt"));
+    assert!(subject.contains(&format!("[#{number}]")), "{subject}");
+    assert!(header(raw, "Auto-Submitted").is_none(), "an agent's reply is not automatic");
+    let m = s
+        .wait_for(&format!("/api/v1/tickets/{id}/messages"), Duration::from_secs(10), |v| {
+            v["items"][1]["delivery_status"] == "sent"
+        })
+        .await;
+    assert_eq!(format!("<{}>", m["items"][1]["external_id"].as_str().unwrap_or("")), our_id);
+
+    // The customer answers from Gmail: threaded by In-Reply-To alone (no tag in the subject),
+    // the quote kept apart.
+    let answer = format!(
+        "From: Juergen Mueller <juergen.mueller@kunde.example>\nTo: support@plugdesk.test\nSubject: Re: Lieferung\nMessage-ID: <CAF=answer-1@mail.gmail.example>\nIn-Reply-To: {our_id}\nReferences: <b7e4c2a1-0001@kunde.example> {our_id}\nMIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\n\nDanke, die Sendungsnummer hilft mir weiter.\n\nAm Di., 24. Nov. 2026 um 10:05 Uhr schrieb Plugdesk Support <support@plugdesk.test>:\n> Hallo Herr Müller,\n> das Paket ist unterwegs.\n"
+    );
+    mail.deliver(&[&crlf(&answer)]);
+    let all = wait_messages(&s, id, 3).await;
+    assert_eq!(all[2]["direction"], "inbound");
+    assert_eq!(
+        all[2]["body"].as_str().map(str::trim),
+        Some("Danke, die Sendungsnummer hilft mir weiter."),
+        "{}",
+        all[2]
+    );
+    assert!(all[2]["body_quoted"].as_str().is_some_and(|q| q.contains("schrieb")), "{}", all[2]);
+    assert_eq!(tickets(&s).await.len(), 1);
+
+    // A subject tag threads a message without headers, but only from the ticket's customer.
+    let tagged = |from: &str, mid: &str| {
+        crlf(&format!(
+            "From: {from}\nTo: support@plugdesk.test\nSubject: Nachtrag [#{number}]\nMessage-ID: <{mid}>\n\nNoch eine Frage.\n"
+        ))
+    };
+    mail.deliver(&[
+        &tagged("juergen.mueller@kunde.example", "tag-1@kunde.example"),
+        &tagged("mallory@evil.example", "tag-2@evil.example"),
+    ]);
+    s.wait_for("/api/v1/tickets?channel=email", Duration::from_secs(20), |v| {
+        v["items"].as_array().is_some_and(|t| t.len() == 2)
+    })
+    .await;
+    let all = wait_messages(&s, id, 4).await;
+    assert_eq!(all[3]["external_id"], "tag-1@kunde.example");
+
+    // Our own message coming back into the mailbox (a copy, a forward loop) is not imported;
+    // a marker mail after it shows the poll went past it.
+    let own = sent[0].1.clone();
+    let marker = crlf(
+        "From: marker@kunde.example\nTo: support@plugdesk.test\nSubject: Marker\nMessage-ID: <marker@kunde.example>\n\nmarker\n",
+    );
+    mail.deliver(&[&own, &marker]);
+    s.wait_for("/api/v1/tickets?channel=email", Duration::from_secs(20), |v| {
+        v["items"].as_array().is_some_and(|t| t.len() == 3)
+    })
+    .await;
+    assert_eq!(messages(&s, id).await.len(), 4, "our own mail was re-imported");
+
+    // An out-of-office answer lands on the ticket marked automatic, and a workflow that
+    // answers every message holds its reply back (RFC 3834), so no mail goes out.
+    let (status, wf) = s
+        .post(
+            "/api/v1/workflows",
+            json!({ "name": "Echo", "source": "// on: message.received\nreply(\"Danke für Ihre Nachricht.\");\n" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{wf}");
+    let ooo = format!(
+        "From: juergen.mueller@kunde.example\nTo: support@plugdesk.test\nSubject: Automatische Antwort: [#{number}] Lieferung\nMessage-ID: <ooo-1@kunde.example>\nIn-Reply-To: {our_id}\nAuto-Submitted: auto-replied\nX-Autoreply: yes\n\nIch bin bis Montag nicht im Büro.\n"
+    );
+    mail.deliver(&[&crlf(&ooo)]);
+    let all = s
+        .wait_for(&format!("/api/v1/tickets/{id}/messages"), Duration::from_secs(20), |v| {
+            v["items"].as_array().is_some_and(|m| {
+                m.iter().any(|m| m["body"].as_str().is_some_and(|b| b.starts_with("Automatic reply held back")))
+            })
+        })
+        .await;
+    let items = all["items"].as_array().expect("items");
+    let ooo_msg =
+        items.iter().find(|m| m["external_id"] == "ooo-1@kunde.example").expect("the auto-reply is on the ticket");
+    assert_eq!(ooo_msg["automatic"], true, "{ooo_msg}");
+    assert!(items.iter().all(|m| m["direction"] != "outbound" || m["author_kind"] != "automation"), "{all}");
+    assert_eq!(mail.sent().len(), 1, "nothing automatic was mailed");
+
+    // A bounce for a second reply marks that reply failed and opens no ticket.
+    let (_, second) = s.post(&format!("/api/v1/tickets/{id}/reply"), json!({ "body": "Noch ein Hinweis." })).await;
+    let sent = wait_sent(&mail, 2).await;
+    let second_id = header(&sent[1].1, "Message-ID").expect("Message-ID");
+    let dsn = format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.kunde.example>\nTo: support@plugdesk.test\nSubject: Undelivered Mail Returned to Sender\nMessage-ID: <dsn-1@mx.kunde.example>\nAuto-Submitted: auto-replied\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nYour message could not be delivered.\n\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.kunde.example\n\nFinal-Recipient: rfc822; juergen.mueller@kunde.example\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\n\n--B\nContent-Type: text/rfc822-headers\n\nMessage-ID: {second_id}\nFrom: support@plugdesk.test\nSubject: Re: [#{number}] Lieferung\n\n--B--\n"
+    );
+    mail.deliver(&[&crlf(&dsn)]);
+    let m = s
+        .wait_for(&format!("/api/v1/tickets/{id}/messages"), Duration::from_secs(20), |v| {
+            v["items"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["id"] == second["id"] && m["delivery_status"] == "failed"))
+        })
+        .await;
+    let failed =
+        m["items"].as_array().and_then(|m| m.iter().find(|m| m["id"] == second["id"]).cloned()).expect("reply");
+    assert!(
+        failed["delivery_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("5.1.1") && e.contains("juergen.mueller@kunde.example")),
+        "{failed}"
+    );
+    assert_eq!(tickets(&s).await.len(), 3, "a bounce opens no ticket");
+
+    // Handled mail is marked seen in the mailbox (at the poll after the one that handed it over).
+    let mut seen = false;
+    for _ in 0..100 {
+        let cur =
+            std::fs::read_dir(mail.maildir().join("cur")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+        seen = cur.iter().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            std::fs::read(e.path()).is_ok_and(|b| String::from_utf8_lossy(&b).contains("b7e4c2a1-0001@kunde.example"))
+                && name.rsplit_once(":2,").is_some_and(|(_, flags)| flags.contains('S'))
+        });
+        if seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the first mail is not marked \\Seen in the mailbox");
+    let (_, ch) = s.get(&format!("/api/v1/channels/{channel}")).await;
+    assert!(ch["last_error"].is_null(), "{ch}");
+    s.stop();
+}
+
+#[tokio::test]
+async fn piped_mail_bad_input_login_failures_and_smtp_errors() {
+    let mail = Mail::start();
+    let s = server(&mail).await;
+    // A wrong IMAP password: the channel says why, and nothing is imported until it is fixed.
+    let channel = install(&s, &mail, "wrong-password").await;
+    let ch = s
+        .wait_for(&format!("/api/v1/channels/{channel}"), Duration::from_secs(20), |v| v["last_error"].is_string())
+        .await;
+    let err = ch["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("imap") && err.to_lowercase().contains("login"), "{err}");
+    assert!(ch["cursor"].is_null(), "{ch}");
+
+    // `plugdesk mail-in` (an MTA's pipe) with broken messages: each becomes a ticket with what
+    // could be read.
+    let pipe = |raw: &[u8]| {
+        let mut child = s
+            .scratch
+            .command(&["mail-in", "--instance", &channel.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mail-in");
+        // A refusal may come before all of stdin is read (too large): the pipe may break.
+        let _ = child.stdin.take().expect("stdin").write_all(raw);
+        let out = child.wait_with_output().expect("mail-in");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let broken: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "truncated",
+            crlf(
+                "From: a@kunde.example\nSubject: Abgeschnitten\nMessage-ID: <t1@kunde.example>\nContent-Type: multipart/mixed; boundary=\"X\"\n\n--X\nContent-Type: text/plain\n\nDer Anfang ist lesbar.\n--X\nContent-Type: application/pdf\nContent-Transfer-Encoding: base64\n\nJVBERi0xLjQK",
+            ),
+        ),
+        (
+            "long header",
+            crlf(&format!(
+                "From: b@kunde.example\nSubject: Lange Zeile\nMessage-ID: <t2@kunde.example>\nX-Long: {}\n\nText nach langer Kopfzeile.\n",
+                "a".repeat(100_000)
+            )),
+        ),
+        (
+            "invalid base64",
+            crlf(
+                "From: c@kunde.example\nSubject: Kaputt\nMessage-ID: <t3@kunde.example>\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\nSGFsbG8gV2VsdA=!!==@@\n",
+            ),
+        ),
+        (
+            "unknown charset",
+            crlf(
+                "From: d@kunde.example\nSubject: Zeichensatz\nMessage-ID: <t4@kunde.example>\nContent-Type: text/plain; charset=x-unknown-42\n\nLesbarer Text.\n",
+            ),
+        ),
+        ("mime bomb", {
+            let mut m = String::from("From: e@kunde.example\nSubject: Bombe\nMessage-ID: <t5@kunde.example>\n");
+            for i in 0..1000 {
+                m.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"));
+            }
+            m.push_str("Content-Type: text/plain\n\ninnen\n");
+            crlf(&m)
+        }),
+    ];
+    for (what, raw) in &broken {
+        let (code, out, err) = pipe(raw);
+        assert_eq!(code, Some(0), "{what}: {out} {err}");
+    }
+    let all = tickets(&s).await;
+    assert_eq!(all.len(), 5, "{all:?}");
+    let subjects: Vec<&str> = all.iter().filter_map(|t| t["subject"].as_str()).collect();
+    for want in ["Abgeschnitten", "Lange Zeile", "Kaputt", "Zeichensatz", "Bombe"] {
+        assert!(subjects.contains(&want), "{want} missing from {subjects:?}");
+    }
+    let truncated = all.iter().find(|t| t["subject"] == "Abgeschnitten").expect("truncated");
+    let m = &messages(&s, truncated["id"].as_i64().expect("id")).await[0];
+    assert!(m["body"].as_str().is_some_and(|b| b.contains("Der Anfang ist lesbar.")), "{m}");
+    assert_eq!(m["has_source"], true);
+    // The same message piped twice is stored once.
+    assert_eq!(pipe(&broken[0].1).0, Some(0));
+    assert_eq!(tickets(&s).await.len(), 5);
+    // Over the body limit: refused before anything is stored, with the reason.
+    let huge = [b"From: f@kunde.example\r\nSubject: Riesig\r\n\r\n".as_slice(), &vec![b'A'; 17 << 20]].concat();
+    let (code, _, err) = pipe(&huge);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("max_body_bytes"), "{err}");
+    // An unknown channel is a configuration error.
+    let (code, _, err) = s
+        .scratch
+        .command(&["mail-in", "--instance", "999"])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| (o.status.code(), (), String::from_utf8_lossy(&o.stderr).into_owned()))
+        .expect("mail-in");
+    assert_eq!(code, Some(78), "{err}");
+
+    // The right password: the mailbox is imported from the start.
+    mail.deliver(&[&crlf(FIRST)]);
+    let (status, ch) = s.patch(&format!("/api/v1/channels/{channel}"), json!({ "secrets": { "imap_password": "plugdesk-test-password", "smtp_password": "plugdesk-test-password", "inbound_token": "pipe-token" } })).await;
+    assert_eq!(status, StatusCode::OK, "{ch}");
+    let v = s
+        .wait_for("/api/v1/tickets?channel=email", Duration::from_secs(20), |v| {
+            v["items"].as_array().is_some_and(|t| t.len() == 6)
+        })
+        .await;
+    let ticket = v["items"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["subject"] == "Lieferung für Bestellung 4711 fehlt").cloned())
+        .expect("imported");
+    let (id, number) = (ticket["id"].as_i64().expect("id"), ticket["number"].as_i64().expect("number"));
+
+    // SMTP answers 451, then 550: the reply is retried, then failed with the server's words.
+    mail.script_smtp(&["451", "550"]);
+    let (_, reply) = s.post(&format!("/api/v1/tickets/{id}/reply"), json!({ "body": "Wir kümmern uns." })).await;
+    let m = s
+        .wait_for(&format!("/api/v1/tickets/{id}/messages"), Duration::from_secs(20), |v| {
+            v["items"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["id"] == reply["id"] && m["delivery_status"] == "failed"))
+        })
+        .await;
+    let failed = m["items"].as_array().and_then(|m| m.iter().find(|m| m["id"] == reply["id"]).cloned()).expect("reply");
+    assert!(failed["delivery_error"].as_str().is_some_and(|e| e.contains("550")), "{failed}");
+    assert!(mail.sent().is_empty());
+
+    // A reply to a closed ticket opens a follow-up when the workspace says so.
+    let (status, ws) = s.patch("/api/v1/workspace", json!({ "closed_ticket_reply": "follow_up" })).await;
+    assert_eq!((status, ws["closed_ticket_reply"].as_str()), (StatusCode::OK, Some("follow_up")), "{ws}");
+    support::assert_error(
+        &s.patch("/api/v1/workspace", json!({ "closed_ticket_reply": "maybe" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "reopen",
+    );
+    let (status, t) = s.patch(&format!("/api/v1/tickets/{id}"), json!({ "status": "closed" })).await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    mail.deliver(&[&crlf(&format!("From: juergen.mueller@kunde.example\nTo: support@plugdesk.test\nSubject: Re: [#{number}] Lieferung\nMessage-ID: <late-1@kunde.example>\nIn-Reply-To: <b7e4c2a1-0001@kunde.example>\n\nEs ist doch nicht angekommen.\n"))]);
+    let v = s
+        .wait_for("/api/v1/tickets?channel=email", Duration::from_secs(20), |v| {
+            v["items"].as_array().is_some_and(|t| t.len() == 7)
+        })
+        .await;
+    let follow = v["items"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["attributes"]["follow_up_of"] == number).cloned())
+        .expect("follow-up ticket");
+    assert!(follow["tags"].as_array().is_some_and(|t| t.contains(&json!("follow-up"))), "{follow}");
+    let (_, closed) = s.get(&format!("/api/v1/tickets/{id}")).await;
+    assert_eq!(closed["status"], "closed");
+    s.stop();
+}
