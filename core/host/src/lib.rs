@@ -480,8 +480,10 @@ pub trait Connection: Send {
 }
 
 /// Replaces `{{secret:NAME}}` by the secret, `{{secret_base64:NAME}}` by its base64 form (HTTP
-/// Basic, SMTP AUTH LOGIN) and `{{secret_quoted:NAME}}` by it as a quoted string with `"` and
-/// `\` escaped (IMAP LOGIN). `secret` looks a secret up by name.
+/// Basic, SMTP AUTH LOGIN), `{{secret_quoted:NAME}}` by it as a quoted string with `"` and
+/// `\` escaped (IMAP LOGIN), and `{{secret_sasl_plain:NAME:USER}}` by the base64 of
+/// `NUL USER NUL secret` (SASL PLAIN, RFC 4616: SMTP AUTH PLAIN). `secret` looks a secret up by
+/// name.
 ///
 /// # Errors
 /// An unclosed or unknown placeholder, or a secret that is not set — naming it.
@@ -494,10 +496,18 @@ pub fn substitute_secrets(text: &str, secret: impl Fn(&str) -> Option<String>) -
         let tail = &rest[start + 2..];
         let end = tail.find("}}").ok_or("a {{secret:NAME}} placeholder is not closed")?;
         let (form, name) = tail[..end].split_once(':').unwrap_or((&tail[..end], ""));
+        let (name, user) = match form {
+            "secret_sasl_plain" => name.split_once(':').unwrap_or((name, "")),
+            _ => (name, ""),
+        };
         let value = || secret(name).ok_or_else(|| format!("secret {name:?} is not set on this channel"));
         match form {
             "secret" => out.push_str(&value()?),
             "secret_base64" => out.push_str(&base64::engine::general_purpose::STANDARD.encode(value()?)),
+            "secret_sasl_plain" if !user.is_empty() => {
+                let plain = format!("\0{user}\0{}", value()?);
+                out.push_str(&base64::engine::general_purpose::STANDARD.encode(plain));
+            }
             "secret_quoted" => {
                 out.push('"');
                 for c in value()?.chars() {
@@ -510,7 +520,7 @@ pub fn substitute_secrets(text: &str, secret: impl Fn(&str) -> Option<String>) -
             }
             _ => {
                 return Err(format!(
-                    "unknown placeholder {{{{{}}}}}; use secret:NAME, secret_base64:NAME or secret_quoted:NAME",
+                    "unknown placeholder {{{{{}}}}}; use secret:NAME, secret_base64:NAME, secret_quoted:NAME or secret_sasl_plain:NAME:USER",
                     &tail[..end]
                 ));
             }
@@ -1220,6 +1230,11 @@ mod tests {
             Ok("a1 LOGIN u \"p\\\"a\\\\ss\"")
         );
         assert_eq!(substitute_secrets("no placeholder {{x}}", secret).as_deref(), Ok("no placeholder {{x}}"));
+        // RFC 4616: base64 of NUL user NUL password.
+        assert_eq!(
+            substitute_secrets("AUTH PLAIN {{secret_sasl_plain:pw:anna@example.com}}", secret).as_deref(),
+            Ok("AUTH PLAIN AGFubmFAZXhhbXBsZS5jb20AcCJhXHNz")
+        );
     }
 
     #[test]
@@ -1227,6 +1242,7 @@ mod tests {
         let err = |t: &str| substitute_secrets(t, secret).expect_err(t);
         assert!(err("{{secret:pw").contains("not closed"));
         assert!(err("{{secret_hex:pw}}").contains("unknown placeholder {{secret_hex:pw}}"));
+        assert!(err("{{secret_sasl_plain:pw}}").contains("unknown placeholder {{secret_sasl_plain:pw}}"));
         assert!(err("{{secret:other}}").contains("secret \"other\" is not set"));
     }
 }

@@ -171,8 +171,7 @@ fn build(parsed: Parsed, source: Source, settings: &Settings, log: &mut dyn FnMu
         let filename = a.filename.clone().filter(|f| !f.trim().is_empty()).unwrap_or_else(|| fallback_name(i, &a));
         if a.data.len() > settings.max_attachment_bytes {
             notes.push(format!(
-                "[Attachment \"{filename}\" ({}) was larger than the limit of {} and was not imported; the original \
-                 message is kept.]",
+                "[Attachment \"{filename}\" ({}) was larger than the limit of {} and was not imported.]",
                 size_text(a.data.len()),
                 size_text(settings.max_attachment_bytes)
             ));
@@ -252,8 +251,7 @@ pub fn fit(m: &mut InboundMessage, budget: usize) {
         let Some((i, _)) = m.attachments.iter().enumerate().max_by_key(|(_, a)| a.data.len()) else { break };
         let a = m.attachments.remove(i);
         notes.push(format!(
-            "[Attachment \"{}\" ({}) did not fit into the limit of {} for one message and was not imported; the \
-             original message is kept.]",
+            "[Attachment \"{}\" ({}) did not fit into the limit of {} for one message and was not imported.]",
             a.filename,
             size_text(a.data.len()),
             size_text(budget)

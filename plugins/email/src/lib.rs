@@ -29,7 +29,7 @@
 //!   `Processed`, created when missing), `batch_messages` (default 200), `batch_bytes` (raw
 //!   bytes per poll, default 6 MiB). Without `imap_host` the channel does not poll.
 //! - `smtp_host`, `smtp_port` (465 for `tls`, 587 for `starttls`, 25 for `none`),
-//!   `smtp_security` (default `starttls`), `smtp_user` (AUTH LOGIN only when set). Without
+//!   `smtp_security` (default `starttls`), `smtp_user` (AUTH PLAIN or LOGIN only when set). Without
 //!   `smtp_host` the channel does not send.
 //! - `automatic_per_recipient_per_hour` (default 10): loop protection for automatic mail.
 //! - `max_attachment_bytes` (default 10 MiB): larger attachments are left out with a note.
@@ -55,7 +55,7 @@
 //!
 //! - [`imap`]: an IMAP4rev1 client that fetches new mail incrementally, resumable from a
 //!   [`imap::Cursor`], marks it seen and moves it.
-//! - [`smtp`]: a submission client (EHLO, STARTTLS, AUTH LOGIN, MAIL/RCPT/DATA) whose every
+//! - [`smtp`]: a submission client (EHLO, STARTTLS, AUTH PLAIN or LOGIN, MAIL/RCPT/DATA) whose every
 //!   failure says whether it is worth retrying.
 //! - [`compose`]: builds outbound RFC 5322 / MIME messages.
 //! - [`thread`]: the keys the core threads incoming mail into tickets with.

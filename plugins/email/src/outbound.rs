@@ -198,7 +198,7 @@ pub fn submit<T: Transport>(
         client.starttls().map_err(fail)?;
     }
     if let Some(user) = &smtp.user {
-        client.auth_login(user, "smtp_password").map_err(fail)?;
+        client.authenticate(user, "smtp_password").map_err(fail)?;
     }
     client.send(&settings.address, &[recipient.to_owned()], message).map_err(fail)?;
     // The message is accepted: a failing QUIT must not make the host send it again.

@@ -1,7 +1,7 @@
 //! An SMTP submission client (RFC 5321, RFC 6409) over a [`Transport`].
 //!
 //! The flow: [`SmtpClient::connect`] (greeting), [`SmtpClient::ehlo`], [`SmtpClient::starttls`]
-//! when the connection is not TLS yet (it says EHLO again), [`SmtpClient::auth_login`],
+//! when the connection is not TLS yet (it says EHLO again), [`SmtpClient::authenticate`] (AUTH PLAIN or LOGIN),
 //! [`SmtpClient::send`] for each message, [`SmtpClient::quit`].
 //!
 //! Every failure is an [`SmtpError`] that says whether trying again later may help: a 4xx
@@ -287,21 +287,45 @@ impl<T: Transport> SmtpClient<T> {
         self.ehlo(&name)
     }
 
-    /// Logs in with AUTH LOGIN: the user name in base64, then the password, which the plugin
-    /// never holds, written through [`Transport::write_secret`] as `{{secret_base64:NAME}}`.
-    ///
-    /// AUTH PLAIN would need the user name and password base64-encoded together, which the
-    /// host's placeholders cannot express; a server without LOGIN is an
-    /// [`SmtpError::Unsupported`] error saying so.
-    pub fn auth_login(&mut self, user: &str, secret_name: &str) -> Result<(), SmtpError> {
-        let command = "AUTH LOGIN";
-        if !self.extensions.auth.iter().any(|m| m == "LOGIN") {
+    /// Logs in with the mechanism the server offers: AUTH PLAIN when it does, else AUTH LOGIN;
+    /// a server with neither is an [`SmtpError::Unsupported`] error naming what it offers
+    /// (other mechanisms would need the password inside the plugin).
+    pub fn authenticate(&mut self, user: &str, secret_name: &str) -> Result<(), SmtpError> {
+        if self.extensions.auth.iter().any(|m| m == "PLAIN") {
+            return self.auth_plain(user, secret_name);
+        }
+        self.auth_login(user, secret_name)
+    }
+
+    /// Logs in with AUTH PLAIN (RFC 4616): `NUL user NUL password` in base64, which the host
+    /// builds from `{{secret_sasl_plain:NAME:USER}}` through [`Transport::write_secret`], so the
+    /// plugin never holds the password.
+    pub fn auth_plain(&mut self, user: &str, secret_name: &str) -> Result<(), SmtpError> {
+        let command = "AUTH PLAIN";
+        self.auth_check(command, "PLAIN", secret_name)?;
+        if user.is_empty() || user.contains(['\0', '\r', '\n', '}', ':']) {
+            return Err(SmtpError::InvalidArgument {
+                command: command.to_owned(),
+                detail: format!("user name {user:?} cannot be sent with AUTH PLAIN"),
+            });
+        }
+        self.transport
+            .write_secret(&format!("AUTH PLAIN {{{{secret_sasl_plain:{secret_name}:{user}}}}}\r\n"))
+            .map_err(|text| SmtpError::Retryable { command: command.to_owned(), code: 0, text })?;
+        self.expect(command, 235)?;
+        Ok(())
+    }
+
+    /// Refuses a mechanism the server does not offer, and a secret name that cannot stand in
+    /// a placeholder.
+    fn auth_check(&self, command: &str, mechanism: &str, secret_name: &str) -> Result<(), SmtpError> {
+        if !self.extensions.auth.iter().any(|m| m == mechanism) {
             let offered =
                 if self.extensions.auth.is_empty() { "none".to_owned() } else { self.extensions.auth.join(" ") };
             return Err(SmtpError::Unsupported {
                 command: command.to_owned(),
                 detail: format!(
-                    "the server does not offer AUTH LOGIN (offered: {offered}); other mechanisms would need the password inside the plugin"
+                    "the server does not offer {command} (offered: {offered}); other mechanisms would need the password inside the plugin"
                 ),
             });
         }
@@ -311,6 +335,14 @@ impl<T: Transport> SmtpClient<T> {
                 detail: format!("secret name {secret_name:?} must be letters, digits, '_', '-' or '.'"),
             });
         }
+        Ok(())
+    }
+
+    /// Logs in with AUTH LOGIN: the user name in base64, then the password, which the plugin
+    /// never holds, written through [`Transport::write_secret`] as `{{secret_base64:NAME}}`.
+    pub fn auth_login(&mut self, user: &str, secret_name: &str) -> Result<(), SmtpError> {
+        let command = "AUTH LOGIN";
+        self.auth_check(command, "LOGIN", secret_name)?;
         self.command(command, "AUTH LOGIN\r\n", 334)?;
         self.command(command, &format!("{}\r\n", base64_encode(user.as_bytes())), 334)?;
         self.transport

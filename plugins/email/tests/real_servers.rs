@@ -193,10 +193,14 @@ impl Transport for TcpTransport {
             out.push_str(&rest[..start]);
             let end = rest[start..].find("}}").ok_or("unclosed placeholder")? + start;
             let (kind, name) = rest[start + 2..end].split_once(':').ok_or("malformed placeholder")?;
+            // As the host does it: `secret_sasl_plain:NAME:USER` is base64 of NUL USER NUL secret.
+            let (name, user) =
+                if kind == "secret_sasl_plain" { name.split_once(':').unwrap_or((name, "")) } else { (name, "") };
             let secret = self.secrets.get(name).ok_or_else(|| format!("no secret {name}"))?;
             match kind {
                 "secret" => out.push_str(secret),
                 "secret_base64" => out.push_str(&email::base64_encode(secret.as_bytes())),
+                "secret_sasl_plain" => out.push_str(&email::base64_encode(format!("\0{user}\0{secret}").as_bytes())),
                 "secret_quoted" => {
                     out.push('"');
                     out.push_str(&secret.replace('\\', "\\\\").replace('"', "\\\""));

@@ -240,7 +240,7 @@ fn oversize_attachment_is_left_out_with_a_note_and_no_source() {
         m.text,
         format!(
             "Anbei die Logs.\n\n[Attachment \"logs.zip\" (2.5 MB) was larger than the limit of 1 MB and was not \
-             imported; the original message is kept.]\n[The message source ({source}) was too large to keep.]"
+             imported.]\n[The message source ({source}) was too large to keep.]"
         )
     );
     assert_eq!(m.raw, None);
@@ -373,7 +373,7 @@ fn fit_drops_the_source_then_the_largest_attachments() {
     assert!(
         m.text.ends_with(
             "\n\n[Attachment \"logs.zip\" (3 KB) did not fit into the limit of 1 KB for one message and was not \
-             imported; the original message is kept.]"
+             imported.]"
         ),
         "{}",
         m.text

@@ -79,6 +79,35 @@ fn starttls_then_ehlo_again() {
 }
 
 #[test]
+fn authenticate_prefers_plain_with_the_password_filled_in_by_the_host() {
+    let script = Scripted::new(5)
+        .server("220 ready\r\n")
+        .client("EHLO c.example\r\n")
+        .server("250-hi\r\n250 AUTH LOGIN PLAIN\r\n")
+        .secret("AUTH PLAIN {{secret_sasl_plain:smtp_password:support@example.com}}\r\n")
+        .server("235 2.7.0 Authentication successful\r\n");
+    let mut client = SmtpClient::connect(script, SmtpConfig::default()).unwrap();
+    client.ehlo("c.example").unwrap();
+    client.authenticate("support@example.com", "smtp_password").unwrap();
+}
+
+#[test]
+fn authenticate_falls_back_to_login_and_names_what_is_offered() {
+    let script =
+        Scripted::new(5).server("220 ready\r\n").client("EHLO c.example\r\n").server("250-hi\r\n250 AUTH CRAM-MD5\r\n");
+    let mut client = SmtpClient::connect(script, SmtpConfig::default()).unwrap();
+    client.ehlo("c.example").unwrap();
+    let err = client.authenticate("u", "pw").unwrap_err();
+    assert!(err.to_string().contains("does not offer AUTH LOGIN (offered: CRAM-MD5)"), "{err}");
+    let script =
+        Scripted::new(5).server("220 ready\r\n").client("EHLO c.example\r\n").server("250-hi\r\n250 AUTH PLAIN\r\n");
+    let mut client = SmtpClient::connect(script, SmtpConfig::default()).unwrap();
+    client.ehlo("c.example").unwrap();
+    let err = client.auth_plain("user:with:colons", "pw").unwrap_err();
+    assert!(matches!(err, SmtpError::InvalidArgument { .. }), "{err}");
+}
+
+#[test]
 fn auth_without_login_is_a_clear_error() {
     let script =
         Scripted::new(5).server("220 ready\r\n").client("EHLO c.example\r\n").server("250-hi\r\n250 AUTH PLAIN\r\n");
