@@ -566,3 +566,99 @@ async fn piped_mail_bad_input_login_failures_and_smtp_errors() {
     assert_eq!(closed["status"], "closed");
     s.stop();
 }
+
+/// A TCP relay to the IMAP server that cuts its first connection after `cut` bytes from the
+/// server: a mailbox dropping the connection in the middle of a fetch.
+fn cutting_relay(target: u16, cut: usize) -> u16 {
+    use std::io::Read;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { return };
+            let budget = if n == 0 { cut } else { usize::MAX };
+            let (mut c_in, mut s_out) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut s_out);
+                let _ = s_out.shutdown(Shutdown::Write);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let n = n.min(budget - sent);
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                    if sent >= budget {
+                        break;
+                    }
+                }
+                let _ = c_out.shutdown(Shutdown::Both);
+                let _ = s_in.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_fetch_loses_and_repeats_nothing() {
+    let mail = Mail::start();
+    let s = server(&mail).await;
+    let messages: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            crlf(&format!(
+                "From: kunde{i}@kunde.example\nTo: support@plugdesk.test\nSubject: Anfrage {i}\nMessage-ID: <drop-{i}@kunde.example>\n\n{}\n",
+                format!("Zeile {i} der Anfrage mit etwas Text. ").repeat(40)
+            ))
+        })
+        .collect();
+    mail.deliver(&messages.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    // The first connection breaks after 20 KB of the server's answers: inside the fetch.
+    let relay = cutting_relay(mail.port("imap") as u16, 20_000);
+    let (status, ch) = s
+        .post(
+            "/api/v1/channels",
+            json!({
+                "plugin": "email", "poll_interval_ms": 300,
+                "settings": { "address": "support@plugdesk.test", "imap_host": "127.0.0.1", "imap_port": relay, "imap_security": "none", "batch_messages": 25 },
+                "secrets": { "imap_password": "plugdesk-test-password" },
+                "grants": ["secrets", "kv", format!("tcp:127.0.0.1:{relay}")],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ch}");
+    let channel = ch["id"].as_i64().expect("id");
+    // The failed poll is reported on the channel and moves nothing; later polls import all 40,
+    // each once, in batches of 25.
+    let v = s
+        .wait_for("/api/v1/tickets?channel=email&limit=100", Duration::from_secs(30), |v| {
+            v["items"].as_array().is_some_and(|t| t.len() == 40)
+        })
+        .await;
+    let mut subjects: Vec<String> =
+        v["items"].as_array().expect("items").iter().filter_map(|t| t["subject"].as_str().map(str::to_owned)).collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 40);
+    let (_, payloads) = s.get(&format!("/api/v1/channels/{channel}/payloads")).await;
+    let polls = payloads["items"].as_array().expect("payloads");
+    assert_eq!(polls.len(), 2, "two batches stored: {payloads}");
+    assert!(polls.iter().all(|p| p["status"] == "processed"), "{payloads}");
+    let (_, ch) = s.get(&format!("/api/v1/channels/{channel}")).await;
+    assert!(ch["cursor"].as_str().is_some_and(|c| c.ends_with(":40")), "{ch}");
+    assert!(ch["stats"]["errors"].as_u64().is_some_and(|n| n >= 1), "{ch}");
+    let error = ch["stats"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains(&format!("imap 127.0.0.1:{relay}")), "{ch}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(tickets(&s).await.len(), 40, "nothing imported twice");
+    s.stop();
+}
