@@ -46,6 +46,10 @@ pub struct Options {
     /// The mail fixture's script.
     #[arg(long, default_value = "tests/mail/mailserver.py")]
     pub mail_fixture: PathBuf,
+    /// Grow each imported mail by a quoted history of about N KB (the generated mails are
+    /// about 1 KB without it).
+    #[arg(long, default_value_t = 0)]
+    pub mail_quote_kb: u64,
 }
 
 struct Stats {
@@ -426,7 +430,7 @@ async fn mail_import(
         .arg(&opts.mail_fixture)
         .args(["fill", "--dir"])
         .arg(&mail_dir)
-        .args(["--count", &opts.mail_import.to_string()])
+        .args(["--count", &opts.mail_import.to_string(), "--quote-kb", &opts.mail_quote_kb.to_string()])
         .output()?;
     if !filled.status.success() {
         return Err(Error::Internal(format!("fill failed: {}", String::from_utf8_lossy(&filled.stderr))));
@@ -456,20 +460,22 @@ async fn mail_import(
     let secs = started.elapsed().as_secs_f64();
     let row = crate::db::query_one(
         &db,
-        "SELECT COUNT(*) AS tickets, (SELECT COUNT(*) FROM inbound_payloads WHERE channel_id = ?) AS polls, (SELECT last_error FROM channels WHERE id = ?) AS error FROM tickets WHERE channel = 'email'",
+        "SELECT COUNT(*) AS tickets, (SELECT COUNT(*) FROM inbound_payloads WHERE channel_id = ?) AS polls, (SELECT last_error FROM channels WHERE id = ?) AS error, (SELECT CAST(AVG(LENGTH(data)) AS BIGINT) FROM message_sources) AS size FROM tickets WHERE channel = 'email'",
         vec![channel_id.into(), channel_id.into()],
     )
     .await?
     .ok_or_else(|| Error::Internal("no answer".into()))?;
     let (tickets, polls): (i64, i64) = (crate::db::col(&row, "tickets")?, crate::db::col(&row, "polls")?);
     let error: Option<String> = crate::db::col(&row, "error")?;
+    let size: Option<i64> = crate::db::col(&row, "size")?;
     db.close().await?;
     drop(fixture);
     let _ = std::fs::remove_dir_all(&mail_dir);
     println!(
-        "e-mail import from IMAP (Dovecot, plain IMAP)     {:>9.0} msg/s   ({stored} of {} messages into {tickets} tickets in {polls} polls, {secs:.1} s)",
+        "e-mail import from IMAP (Dovecot, plain IMAP)     {:>9.0} msg/s   ({stored} of {} messages of {:.1} KB on average into {tickets} tickets in {polls} polls, {secs:.1} s)",
         stored as f64 / secs,
-        opts.mail_import
+        opts.mail_import,
+        size.unwrap_or(0) as f64 / 1024.0
     );
     if let Some(e) = error {
         println!("  the channel reports: {e}");

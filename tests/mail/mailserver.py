@@ -699,8 +699,9 @@ def encoded_word(text):
     return text if text.isascii() else Header(text, "utf-8").encode()
 
 
-def gen_message(i, rnd, user, when):
-    """One realistic customer e-mail (bytes with LF line endings, as maildir stores them)."""
+def gen_message(i, rnd, user, when, quote_kb=0):
+    """One realistic customer e-mail (bytes with LF line endings, as maildir stores them); with
+    `quote_kb`, the text ends in a quoted history of about that many KB, as replies do."""
     first, last = rnd.choice(FIRST), rnd.choice(LAST)
     name = f"{first} {last}"
     local = "".join(c for c in first.lower() if c.isascii()) or "customer"
@@ -708,6 +709,10 @@ def gen_message(i, rnd, user, when):
     n = 100000 + i
     subject = rnd.choice(TOPICS).format(n=n)
     body = rnd.choice(BODIES).format(n=n, name=name)
+    if quote_kb > 0:
+        line = f"> Vielen Dank für Ihre Nachricht zur Bestellung {n}. Wir haben Ihr Anliegen aufgenommen.\n"
+        quote = line * max(1, quote_kb * 1024 // len(line.encode("utf-8")))
+        body += f"\n\nAm {format_datetime(when)} schrieb Plugdesk Support <{user}>:\n{quote}"
     msgid = f"<fill-{i}-{rnd.getrandbits(48):012x}@{addr.split('@')[1]}>"
     enc_name, enc_subj = encoded_word(name), encoded_word(subject)
     date = format_datetime(when)
@@ -775,7 +780,7 @@ def fill(args):
         for i in range(args.count):
             ts = start_ts + i * 60
             when = datetime.fromtimestamp(ts, timezone.utc)
-            data = gen_message(i, rnd, user, when)
+            data = gen_message(i, rnd, user, when, args.quote_kb)
             vsize = len(data) + data.count(b"\n")
             name = f"{ts}.M{i % 1000000:06d}P{pid}Q{i}.fill{tag},S={len(data)},W={vsize}:2,{flags}"
             path = os.path.join(cur, name)
@@ -855,6 +860,8 @@ def main(argv):
     f.add_argument("--user")
     f.add_argument("--seen", action="store_true", help="mark them \\Seen (default: unseen)")
     f.add_argument("--seed", type=int, default=1)
+    f.add_argument("--quote-kb", type=int, default=0,
+                   help="end each text in a quoted history of about N KB (realistic reply sizes)")
 
     t = sub.add_parser("stop", help="SIGTERM the mailserver running on --dir and wait")
     t.add_argument("--dir", required=True)

@@ -91,8 +91,11 @@ pub enum Error {
 /// Budgets of one call.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Fuel units (about one per WebAssembly instruction).
+    /// Fuel units (about one per WebAssembly instruction) of a webhook call.
     pub fuel: u64,
+    /// Fuel units of a `send` or `poll` call, which handle a batch (an e-mail poll parses up to
+    /// a few MiB of mail).
+    pub network_fuel: u64,
     /// Wall-clock time of a webhook call (pure computation).
     pub timeout: Duration,
     /// Wall-clock time of a `send` or `poll` call, which waits for the network.
@@ -107,6 +110,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             fuel: 500_000_000,
+            network_fuel: 5_000_000_000,
             timeout: Duration::from_secs(2),
             network_timeout: Duration::from_secs(30),
             // An e-mail poll returns a batch of messages with their sources and attachments.
@@ -1032,7 +1036,7 @@ impl Host {
         ctx: Arc<dyn Context>,
         cursor: Option<String>,
     ) -> Result<Polled, Error> {
-        let limits = Limits { timeout: limits.network_timeout, ..limits.clone() };
+        let limits = Limits { timeout: limits.network_timeout, fuel: limits.network_fuel, ..limits.clone() };
         let pre = self.channel(plugin)?;
         let result = self.call(&limits, ctx, |store| {
             pre.instantiate(&mut *store)?.plugdesk_plugin_channel().call_poll(store, cursor.as_deref())
@@ -1062,7 +1066,7 @@ impl Host {
         ctx: Arc<dyn Context>,
         message: OutboundMessage,
     ) -> Result<Sent, Error> {
-        let limits = Limits { timeout: limits.network_timeout, ..limits.clone() };
+        let limits = Limits { timeout: limits.network_timeout, fuel: limits.network_fuel, ..limits.clone() };
         let message = wit::OutboundMessage {
             id: message.id,
             ticket_number: message.ticket_number,

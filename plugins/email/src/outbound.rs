@@ -143,22 +143,38 @@ pub fn loop_check(times: &[i64], now_ms: i64, limit: u32) -> LoopCheck {
     LoopCheck { recent, allowed }
 }
 
-/// The key-value key of a recipient's automatic send times (`auto:{address}`, lowercased; a
-/// hash for addresses too long for a key).
+/// How many key-value entries the loop protection spreads recipients over: a fixed number,
+/// so that the channel's store (at most 1,024 keys) never fills up with recipients.
+pub const LOOP_BUCKETS: u64 = 128;
+
+/// A bucket of recipients' automatic send times: address (lowercased) → times (Unix ms).
+pub type LoopBucket = std::collections::BTreeMap<String, Vec<i64>>;
+
+/// The recipient's address as the loop protection counts it (trimmed, lowercased).
+pub fn loop_address(recipient: &str) -> String {
+    recipient.trim().to_lowercase()
+}
+
+/// The key-value key of the bucket holding a recipient's automatic send times
+/// (`auto:NN`, by a hash of the address).
 pub fn loop_key(recipient: &str) -> String {
-    let address = recipient.trim().to_lowercase();
-    let key = format!("auto:{address}");
-    if key.len() <= 256 { key } else { format!("auto:#{:016x}", crate::codec::fnv1a64(address.as_bytes())) }
+    format!("auto:{:02x}", crate::codec::fnv1a64(loop_address(recipient).as_bytes()) % LOOP_BUCKETS)
 }
 
-/// Reads a stored list of send times (JSON numbers); anything unreadable counts as none.
-pub fn decode_times(stored: Option<&[u8]>) -> Vec<i64> {
-    stored.and_then(|bytes| serde_json::from_slice::<Vec<i64>>(bytes).ok()).unwrap_or_default()
+/// Reads a stored bucket; anything unreadable counts as empty.
+pub fn decode_bucket(stored: Option<&[u8]>) -> LoopBucket {
+    stored.and_then(|bytes| serde_json::from_slice(bytes).ok()).unwrap_or_default()
 }
 
-/// The list of send times to store.
-pub fn encode_times(times: &[i64]) -> Vec<u8> {
-    serde_json::to_vec(times).unwrap_or_default()
+/// The bucket to store after one more automatic mail to `recipient` at `now_ms`: every entry
+/// pruned to the last hour (recipients with none left are dropped), so a bucket stays small.
+pub fn record_send(mut bucket: LoopBucket, recipient: &str, now_ms: i64) -> Vec<u8> {
+    bucket.entry(loop_address(recipient)).or_default().push(now_ms);
+    bucket.retain(|_, times| {
+        times.retain(|&t| now_ms - t < HOUR_MS);
+        !times.is_empty()
+    });
+    serde_json::to_vec(&bucket).unwrap_or_default()
 }
 
 /// The refusal of the loop protection.

@@ -13,9 +13,37 @@ use plugdesk_sdk::{
 use serde_json::json;
 
 use crate::inbound::{Converted, convert};
-use crate::outbound::{compose_reply, decode_times, encode_times, loop_check, loop_key, loop_refusal, submit};
-use crate::settings::{self, Settings};
+use crate::outbound::{
+    compose_reply, decode_bucket, loop_address, loop_check, loop_key, loop_refusal, record_send, submit,
+};
+use crate::settings::{self, ImapSettings, Settings};
 use crate::{Level, Transport, mailbox};
+
+/// The key-value entry a poll holds while it runs: `CURSOR|MESSAGES|BYTES`.
+const POLL_MARK: &str = "poll-running";
+
+/// The entry written when a poll starts.
+fn poll_mark(cursor: Option<&str>, messages: usize, bytes: usize) -> String {
+    format!("{}|{messages}|{bytes}", cursor.unwrap_or(""))
+}
+
+/// The batch limits of this poll: the configured ones, or half of those of an unfinished poll
+/// from the same cursor (at least one message and 64 KiB).
+fn batch_after(mark: Option<&[u8]>, cursor: Option<&str>, configured: (usize, usize)) -> (usize, usize) {
+    let Some(mark) = mark.and_then(|m| std::str::from_utf8(m).ok()).filter(|m| !m.is_empty()) else {
+        return configured;
+    };
+    let mut parts = mark.rsplitn(3, '|');
+    let (Some(bytes), Some(messages), Some(at)) = (parts.next(), parts.next(), parts.next()) else {
+        return configured;
+    };
+    match (messages.parse::<usize>(), bytes.parse::<usize>()) {
+        (Ok(m), Ok(b)) if at == cursor.unwrap_or("") => {
+            ((m / 2).clamp(1, configured.0), (b / 2).clamp(64 * 1024, configured.1.max(64 * 1024)))
+        }
+        _ => configured,
+    }
+}
 
 /// The header that carries the pipe's token.
 const TOKEN_HEADER: &str = "x-plugdesk-mail-token";
@@ -123,11 +151,24 @@ impl Channel for Email {
     fn poll(cursor: Option<String>) -> Result<PollOutcome, PluginError> {
         let settings = settings().map_err(PluginError::Invalid)?;
         // A channel without IMAP sends only, or takes mail piped in by the mail server.
-        let Some(imap) = &settings.imap else {
+        let Some(configured) = &settings.imap else {
             return Ok(PollOutcome { messages: vec![], cursor: None, more: false });
         };
+        // A poll that never returned (out of fuel or time on a batch of heavy mail) left its
+        // mark in the store: this one takes half of that batch, so the mailbox cannot stall.
+        let mark = host::kv_get(POLL_MARK).ok().flatten();
+        let (messages, bytes) =
+            batch_after(mark.as_deref(), cursor.as_deref(), (configured.batch_messages, configured.batch_bytes));
+        if messages < configured.batch_messages {
+            log(Level::Warn, &format!("the last poll did not finish; fetching at most {messages} messages this time"));
+        }
+        let imap = ImapSettings { batch_messages: messages, batch_bytes: bytes, ..configured.clone() };
+        let _ = host::kv_set(POLL_MARK, poll_mark(cursor.as_deref(), messages, bytes).as_bytes());
         let connect = |tls| TcpConnection::connect(&imap.host, imap.port, tls).map(HostTcp);
-        mailbox::poll(imap, &settings, cursor.as_deref(), connect, &mut log).map_err(PluginError::Invalid)
+        let result = mailbox::poll(&imap, &settings, cursor.as_deref(), connect, &mut log);
+        // Returned, even with an error: the batch size was not the problem.
+        let _ = host::kv_set(POLL_MARK, b"");
+        result.map_err(PluginError::Invalid)
     }
 
     fn send(message: OutboundMessage) -> Result<String, SendError> {
@@ -146,11 +187,13 @@ impl Channel for Email {
             let key = loop_key(&recipient);
             let stored = host::kv_get(&key)
                 .map_err(|e| SendError::Permanent(format!("loop protection needs the kv grant: {e}")))?;
-            let check = loop_check(&decode_times(stored.as_deref()), now, settings.automatic_per_hour);
+            let bucket = decode_bucket(stored.as_deref());
+            let times = bucket.get(&loop_address(&recipient)).cloned().unwrap_or_default();
+            let check = loop_check(&times, now, settings.automatic_per_hour);
             if !check.allowed {
                 return Err(loop_refusal(check.recent.len(), &recipient, settings.automatic_per_hour));
             }
-            Some((key, check.recent))
+            Some((key, bucket))
         } else {
             None
         };
@@ -158,11 +201,10 @@ impl Channel for Email {
         let connect = |tls| TcpConnection::connect(&smtp.host, smtp.port, tls).map(HostTcp);
         submit(smtp, &settings, connect, &recipient, &bytes)?;
         // Recorded only once the mail went out: a failed attempt does not count.
-        if let Some((key, mut times)) = loop_state {
-            times.push(now);
-            if let Err(e) = host::kv_set(&key, &encode_times(&times)) {
-                host::warn(&format!("reply {}: sent, but its loop protection count was not stored: {e}", message.id));
-            }
+        if let Some((key, bucket)) = loop_state
+            && let Err(e) = host::kv_set(&key, &record_send(bucket, &recipient, now))
+        {
+            host::warn(&format!("reply {}: sent, but its loop protection count was not stored: {e}", message.id));
         }
         Ok(id)
     }
@@ -192,6 +234,25 @@ mod tests {
 
     fn check(candidate: &str) -> Result<bool, String> {
         Ok(candidate == "s3cret")
+    }
+
+    #[test]
+    fn an_unfinished_poll_halves_the_next_batch_from_the_same_cursor() {
+        let configured = (200, 6 << 20);
+        assert_eq!(batch_after(None, Some("v:1:10"), configured), configured);
+        assert_eq!(batch_after(Some(b""), Some("v:1:10"), configured), configured);
+        let mark = poll_mark(Some("v:1:10"), 200, 6 << 20);
+        assert_eq!(batch_after(Some(mark.as_bytes()), Some("v:1:10"), configured), (100, 3 << 20));
+        // Again and again: down to one message and 64 KiB, never below.
+        let mut limits = configured;
+        for _ in 0..20 {
+            let mark = poll_mark(None, limits.0, limits.1);
+            limits = batch_after(Some(mark.as_bytes()), None, configured);
+        }
+        assert_eq!(limits, (1, 64 * 1024));
+        // A mark from another cursor (that poll moved on) or a broken one changes nothing.
+        assert_eq!(batch_after(Some(mark.as_bytes()), Some("v:1:50"), configured), configured);
+        assert_eq!(batch_after(Some(b"garbage"), Some("v:1:10"), configured), configured);
     }
 
     /// The refusal's text, or `None` when the request passed.

@@ -125,13 +125,20 @@ fn loop_cap_counts_the_last_hour() {
     let check = loop_check(&[now - 10, now - 3_599_999], now, 3);
     assert_eq!(check, LoopCheck { recent: vec![now - 3_599_999, now - 10], allowed: true });
     assert!(!loop_check(&[], now, 0).allowed, "a limit of 0 sends no automatic mail");
-    let times = encode_times(&[1, 2, 3]);
-    assert_eq!(decode_times(Some(&times)), [1, 2, 3]);
-    assert_eq!(decode_times(Some(b"garbage")), Vec::<i64>::new());
-    assert_eq!(decode_times(None), Vec::<i64>::new());
-    assert_eq!(loop_key(" Anna@Example.COM"), "auto:anna@example.com");
-    let long = format!("{}@example.com", "a".repeat(250));
-    assert!(loop_key(&long).starts_with("auto:#") && loop_key(&long).len() < 256);
+    // Recipients share a fixed number of buckets; a bucket keeps only the last hour.
+    assert_eq!(loop_key(" Anna@Example.COM"), loop_key("anna@example.com"));
+    let keys: std::collections::BTreeSet<String> =
+        (0..10_000).map(|i| loop_key(&format!("c{i}@example.com"))).collect();
+    assert_eq!(keys.len() as u64, LOOP_BUCKETS);
+    let stored = record_send(LoopBucket::new(), "Anna@Example.com", now);
+    let bucket = decode_bucket(Some(&stored));
+    assert_eq!(bucket.get("anna@example.com"), Some(&vec![now]));
+    let later = now + 3_600_000;
+    let stored = record_send(bucket, "bob@example.com", later);
+    let bucket = decode_bucket(Some(&stored));
+    assert_eq!(bucket.keys().collect::<Vec<_>>(), ["bob@example.com"], "anna's hour is over: dropped");
+    assert_eq!(decode_bucket(Some(b"garbage")), LoopBucket::new());
+    assert_eq!(decode_bucket(None), LoopBucket::new());
     let refusal = loop_refusal(10, "anna@example.com", 10);
     assert!(
         matches!(&refusal, SendError::Permanent(m) if m == "loop protection: 10 automatic mails to anna@example.com in the last hour (limit 10)"),
