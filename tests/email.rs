@@ -44,7 +44,10 @@ impl Mail {
             .spawn()
             .expect("start tests/mail/mailserver.py (run bash tests/mail/setup.sh once)");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the servers' line");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        out.read_line(&mut line).expect("read the servers' line");
+        // Keep reading what it prints later, so that it never writes into a closed pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
         let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
             panic!("mailserver.py did not start ({e}): {line:?}; run bash tests/mail/setup.sh once")
         });
@@ -108,7 +111,9 @@ impl Mail {
 
 impl Drop for Mail {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).stderr(Stdio::null()).status();
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -564,6 +569,17 @@ async fn piped_mail_bad_input_login_failures_and_smtp_errors() {
     assert!(follow["tags"].as_array().is_some_and(|t| t.contains(&json!("follow-up"))), "{follow}");
     let (_, closed) = s.get(&format!("/api/v1/tickets/{id}")).await;
     assert_eq!(closed["status"], "closed");
+    // Back to `reopen`: an answer to the closed follow-up opens it again, no new ticket.
+    let (status, _) = s.patch("/api/v1/workspace", json!({ "closed_ticket_reply": "reopen" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let follow_id = follow["id"].as_i64().expect("id");
+    let (status, t) = s.patch(&format!("/api/v1/tickets/{follow_id}"), json!({ "status": "closed" })).await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    mail.deliver(&[&crlf("From: juergen.mueller@kunde.example\nTo: support@plugdesk.test\nSubject: Re: Lieferung\nMessage-ID: <late-2@kunde.example>\nIn-Reply-To: <late-1@kunde.example>\n\nImmer noch nichts.\n")]);
+    let t =
+        s.wait_for(&format!("/api/v1/tickets/{follow_id}"), Duration::from_secs(20), |t| t["status"] == "open").await;
+    assert_eq!(t["reopen_count"], 1, "{t}");
+    assert_eq!(tickets(&s).await.len(), 7);
     s.stop();
 }
 
@@ -660,5 +676,55 @@ async fn a_connection_dropped_mid_fetch_loses_and_repeats_nothing() {
     assert!(error.contains(&format!("imap 127.0.0.1:{relay}")), "{ch}");
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(tickets(&s).await.len(), 40, "nothing imported twice");
+    s.stop();
+}
+
+/// A mail of `attachment` bytes of PDF (base64 in the message), from `from`.
+fn mail_with_attachment(from: &str, subject: &str, attachment: usize) -> Vec<u8> {
+    use base64::Engine as _;
+    let data: Vec<u8> = (0..attachment).map(|i| (i * 7 % 251) as u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut body = String::with_capacity(b64.len() + b64.len() / 38 + 1024);
+    for chunk in b64.as_bytes().chunks(76) {
+        body.push_str(std::str::from_utf8(chunk).expect("ascii"));
+        body.push_str("\r\n");
+    }
+    format!(
+        "From: {from}\r\nTo: support@plugdesk.test\r\nSubject: {subject}\r\nMessage-ID: <{subject}@kunde.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nAnbei die Unterlagen.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"scan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{body}--b--\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn oversized_mail_becomes_a_ticket_with_a_note_and_the_mailbox_moves_on() {
+    let mail = Mail::start();
+    let s = server(&mail).await;
+    // 30 MB (a 22 MB attachment): over what a poll fetches whole; 14 MB (an 11 MB attachment):
+    // fetched, but the attachment is over the 10 MiB limit; then an ordinary mail.
+    mail.deliver(&[
+        &mail_with_attachment("gross@kunde.example", "riesig", 22 << 20),
+        &mail_with_attachment("mittel@kunde.example", "mittel", 11 << 20),
+        &crlf("From: klein@kunde.example\nTo: support@plugdesk.test\nSubject: klein\nMessage-ID: <klein@kunde.example>\n\nNur Text.\n"),
+    ]);
+    install(&s, &mail, "plugdesk-test-password").await;
+    let v = s
+        .wait_for("/api/v1/tickets?channel=email", Duration::from_secs(60), |v| {
+            v["items"].as_array().is_some_and(|t| t.len() == 3)
+        })
+        .await;
+    let by_subject = |subject: &str| {
+        v["items"].as_array().and_then(|t| t.iter().find(|t| t["subject"] == subject).cloned()).expect(subject)
+    };
+    let huge = &messages(&s, by_subject("riesig")["id"].as_i64().expect("id")).await[0];
+    let body = huge["body"].as_str().unwrap_or_default();
+    assert!(body.contains("was larger than the limit") && body.contains("for fetching"), "{huge}");
+    assert_eq!(huge["attachments"], json!([]), "{huge}");
+    let middle = &messages(&s, by_subject("mittel")["id"].as_i64().expect("id")).await[0];
+    let body = middle["body"].as_str().unwrap_or_default();
+    assert!(body.starts_with("Anbei die Unterlagen."), "{middle}");
+    assert!(body.contains("Attachment \"scan.pdf\" (11 MB) was larger than the limit of 10 MB"), "{middle}");
+    assert_eq!(middle["has_source"], false, "{middle}");
+    let small = &messages(&s, by_subject("klein")["id"].as_i64().expect("id")).await[0];
+    assert_eq!(small["body"].as_str().map(str::trim), Some("Nur Text."));
     s.stop();
 }

@@ -169,6 +169,10 @@ impl Server {
     }
 
     fn terminate(&mut self) {
+        // Stopped already (`stop`, then drop): its PID may belong to someone else by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -420,7 +420,10 @@ async fn mail_import(
         .map_err(|e| Error::Config(format!("cannot start {}: {e}", opts.mail_fixture.display())))?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
-        std::io::BufReader::new(out).read_line(&mut line)?;
+        let mut out = std::io::BufReader::new(out);
+        out.read_line(&mut line)?;
+        // Keep reading what it prints later, so that it never writes into a closed pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
     }
     let info: Json = serde_json::from_str(&line).map_err(|_| {
         Error::Config(format!("{} did not start (run bash tests/mail/setup.sh once)", opts.mail_fixture.display()))

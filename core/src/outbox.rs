@@ -522,11 +522,13 @@ pub async fn replay(core: &crate::Core, workspace_id: i64, id: i64) -> Result<En
         vec![QUEUED.into(), db::col::<i64>(&row, "message_id")?.into()],
     )
     .await?;
-    txn.commit().await?;
-    core.outbox().wake();
-    let r = db::query_one(core.db(), "SELECT * FROM outbox WHERE id = ?", vec![id.into()])
+    // The entry as this replay left it: read before the worker is woken, which may take it at
+    // once.
+    let r = db::query_one(&txn, "SELECT * FROM outbox WHERE id = ?", vec![id.into()])
         .await?
         .ok_or(Error::NotFound("outbox entry"))?;
+    txn.commit().await?;
+    core.outbox().wake();
     entry_view(&r)
 }
 
