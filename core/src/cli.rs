@@ -163,7 +163,8 @@ async fn mail_in(path: Option<&PathBuf>, data: &DataArgs, instance: i64) -> Exit
     use std::io::Read as _;
     let result = async {
         let cfg = config(path, data)?;
-        init_tracing(&cfg.log_format);
+        // An MTA keeps what a pipe writes to stderr: only what went wrong.
+        init_tracing(&cfg.log_format, "warn");
         let mut raw = Vec::new();
         let max = cfg.limits.max_body_bytes;
         std::io::stdin().lock().take(max as u64 + 1).read_to_end(&mut raw)?;
@@ -196,7 +197,11 @@ async fn mail_in(path: Option<&PathBuf>, data: &DataArgs, instance: i64) -> Exit
             eprintln!("error: channel {instance} did not take the message: {body}");
             ExitCode::from(code)
         }
-        Err(e @ crate::Error::Config(_)) | Err(e @ crate::Error::NotFound(_)) => {
+        Err(crate::Error::NotFound(_)) => {
+            eprintln!("error: there is no channel {instance} (GET /api/v1/channels lists them)");
+            ExitCode::from(EX_CONFIG)
+        }
+        Err(e @ crate::Error::Config(_)) => {
             eprintln!("error: {e}");
             ExitCode::from(EX_CONFIG)
         }
@@ -207,9 +212,10 @@ async fn mail_in(path: Option<&PathBuf>, data: &DataArgs, instance: i64) -> Exit
     }
 }
 
-fn init_tracing(format: &str) {
+/// Logs to stderr at `default` level unless `PLUGDESK_LOG` says otherwise.
+fn init_tracing(format: &str, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PLUGDESK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
@@ -244,12 +250,12 @@ async fn execute(cli: Cli) -> Result<()> {
             if let Some(l) = listen {
                 cfg.listen = l;
             }
-            init_tracing(&cfg.log_format);
+            init_tracing(&cfg.log_format, "info");
             crate::server::serve(cfg).await
         }
         Command::Init { data, workspace, admin_email, no_default_workflows } => {
             let cfg = config(path, &data)?;
-            init_tracing(&cfg.log_format);
+            init_tracing(&cfg.log_format, "info");
             let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
             let created = crate::workspace::create(&conn, &workspace, &admin_email, !no_default_workflows).await?;
             println!(
@@ -265,7 +271,7 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Migrate { data } => {
             let cfg = config(path, &data)?;
-            init_tracing(&cfg.log_format);
+            init_tracing(&cfg.log_format, "info");
             if cfg.database_url.is_none() {
                 std::fs::create_dir_all(&cfg.data)?;
             }
@@ -309,7 +315,7 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Import { data, workspace, kind, file } => {
             let cfg = config(path, &data)?;
-            init_tracing(&cfg.log_format);
+            init_tracing(&cfg.log_format, "info");
             crate::import::run(&cfg, &workspace, kind, &file).await
         }
         Command::Bench(opts) => crate::bench::run(opts).await,
