@@ -1316,3 +1316,40 @@ async fn a_new_workspace_handles_tickets_through_the_default_library() {
         "{events}"
     );
 }
+
+#[tokio::test]
+async fn a_messages_own_subject_and_quoted_text_are_held_to_their_limits() {
+    let s = Server::start().await;
+    let t = s.ticket("Limits", "limits@example.com").await;
+    let id = t["id"].as_i64().expect("id");
+    assert_error(
+        &s.post(&format!("/api/v1/tickets/{id}/reply"), json!({ "body": "Hallo", "subject": "x".repeat(501) })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "longer than 500 characters",
+    );
+    let quoted = "> ".repeat(600_000);
+    assert_error(
+        &s.post(&format!("/api/v1/tickets/{id}/messages"), json!({ "body": "Neu", "body_quoted": quoted })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "quoted text is larger than 1048576 bytes",
+    );
+    assert_error(
+        &s.post(
+            "/api/v1/tickets",
+            json!({ "subject": "Q", "body": "Neu", "body_quoted": quoted, "customer": { "email": "q@example.com" } }),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "quoted text is larger than 1048576 bytes",
+    );
+    // Nothing of the refused requests was written; a subject at the limit is taken.
+    let (_, m) = s.get(&format!("/api/v1/tickets/{id}/messages")).await;
+    assert_eq!(m["items"].as_array().map(Vec::len), Some(1), "{m}");
+    let (status, reply) =
+        s.post(&format!("/api/v1/tickets/{id}/reply"), json!({ "body": "Hallo", "subject": "x".repeat(500) })).await;
+    assert_eq!((status, reply["subject"].as_str().map(str::len)), (StatusCode::CREATED, Some(500)), "{reply}");
+    s.stop();
+}
