@@ -53,8 +53,11 @@ fn bundle_templates(dir: &Path) {
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files = Vec::new();
     for (folder, extension) in [("", ".hbs"), ("partials/", ".hbs"), ("helpers/", ".rhai")] {
-        println!("cargo:rerun-if-changed={}", dir.join(folder).display());
+        // A watched path that does not exist makes cargo rerun this script on every build
+        // (and recompile the crate): watch only folders that are there. `templates/` itself
+        // is watched above, so a folder created later is noticed.
         let Ok(entries) = std::fs::read_dir(dir.join(folder)) else { continue };
+        println!("cargo:rerun-if-changed={}", dir.join(folder).display());
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(extension) && !name.starts_with('.') {
