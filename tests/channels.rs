@@ -487,6 +487,114 @@ async fn polling_imports_each_message_once_and_resumes_at_its_cursor() {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("channel_disabled")));
 }
 
+/// Regression: `POST /api/v1/plugins` made any workspace's upload the installation's active
+/// version — workspace `other` replaced the bundled `webform` that every workspace runs.
+/// Uploads now belong to the uploading workspace; installation-wide plugins are the operator's.
+#[tokio::test]
+async fn a_workspace_cannot_replace_see_or_use_another_workspaces_plugins() {
+    let s = Server::start().await;
+    let other = s.scratch.init("other");
+    let impostor = {
+        static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+        WASM.get_or_init(|| build_test_plugin("relay", "impostor")).clone()
+    };
+    let (_, bundled) = s.get("/api/v1/plugins/webform").await;
+    let bundled_version = bundled["version"].as_str().expect("version").to_owned();
+    assert_eq!(bundled["scope"], "installation", "{bundled}");
+    let form = install(&s, "webform", json!([])).await;
+
+    // A workspace cannot shadow an installation-wide id, nor roll one back.
+    assert_error(
+        &s.raw_as(&other, Method::POST, "/api/v1/plugins", "application/wasm", impostor.clone()).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "belongs to an installation-wide plugin",
+    );
+    assert_error(
+        &s.call(Method::POST, "/api/v1/plugins/webform/rollback", Some(&other), Some(json!({}))).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "only the operator",
+    );
+    let (_, still) = s.get("/api/v1/plugins/webform").await;
+    assert_eq!(still["versions"].as_array().map(Vec::len), Some(1), "nothing was stored: {still}");
+    let form_post = |name: &str| format!("name={name}&email=ada%40example.com&message=Hallo+Welt");
+    let (status, answer) = hook(&s, form, "", "application/x-www-form-urlencoded", &form_post("Ada")).await;
+    assert_eq!(
+        (status, answer["accepted"].as_i64()),
+        (StatusCode::OK, Some(1)),
+        "the bundled form still answers: {answer}"
+    );
+
+    // A workspace's upload is its own: the other workspace neither sees nor installs it.
+    let (status, mine) =
+        s.raw_as(&other, Method::POST, "/api/v1/plugins", "application/wasm", relay_wasm(false).to_vec()).await;
+    assert_eq!((status, mine["scope"].as_str()), (StatusCode::CREATED, Some("workspace")), "{mine}");
+    let (_, listed) = s.get("/api/v1/plugins").await;
+    let ids: Vec<&str> = listed["items"].as_array().expect("items").iter().filter_map(|p| p["id"].as_str()).collect();
+    assert!(ids.contains(&"webform") && !ids.contains(&"relay"), "{listed}");
+    let (status, _) = s.get("/api/v1/plugins/relay").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, me) = s.call(Method::GET, "/api/v1/me", Some(&other), None).await;
+    let other_key = format!("w{}/relay", me["workspace_id"]);
+    for name in ["relay", other_key.as_str()] {
+        assert_error(
+            &s.post("/api/v1/channels", json!({ "plugin": name })).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "unknown plugin",
+        );
+    }
+    let (status, ch) = s.call(Method::POST, "/api/v1/channels", Some(&other), Some(json!({ "plugin": "relay" }))).await;
+    assert_eq!(
+        (status, ch["plugin"].as_str(), ch["plugin_scope"].as_str()),
+        (StatusCode::CREATED, Some("relay"), Some("workspace")),
+        "{ch}"
+    );
+
+    // Versions and rollbacks are per workspace.
+    let (status, ours) = s.raw(Method::POST, "/api/v1/plugins", "application/wasm", relay_wasm(false).to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED, "{ours}");
+    let (status, theirs) =
+        s.raw_as(&other, Method::POST, "/api/v1/plugins", "application/wasm", relay_wasm(true).to_vec()).await;
+    assert_eq!((status, theirs["version"].as_str()), (StatusCode::CREATED, Some("0.2.0")), "{theirs}");
+    let (_, ours) = s.get("/api/v1/plugins/relay").await;
+    assert_eq!(
+        (ours["version"].as_str(), ours["versions"].as_array().map(Vec::len)),
+        (Some("0.1.0"), Some(1)),
+        "{ours}"
+    );
+    assert_error(
+        &s.post("/api/v1/plugins/relay/rollback", json!({})).await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "no previous version",
+    );
+    let (status, back) = s.call(Method::POST, "/api/v1/plugins/relay/rollback", Some(&other), Some(json!({}))).await;
+    assert_eq!((status, back["version"].as_str()), (StatusCode::OK, Some("0.1.0")), "{back}");
+
+    // The operator installs for the whole installation on the server, and rolls back.
+    let file = s.scratch.dir.join("webform-0.9.9.wasm");
+    std::fs::write(&file, &impostor).expect("write component");
+    let out = s.scratch.command(&["plugin", "install", file.to_str().expect("path")]).output().expect("run install");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    s.wait_for("/api/v1/plugins/webform", Duration::from_secs(10), |p| p["version"] == "0.9.9").await;
+    let out = s.scratch.command(&["plugin", "list"]).output().expect("run list");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("webform") && l.contains("0.9.9") && l.contains("operator") && l.ends_with("active")),
+        "{listing}"
+    );
+    assert!(listing.lines().any(|l| l.starts_with("workspace") && l.contains("relay")), "{listing}");
+    let out = s.scratch.command(&["plugin", "rollback", "webform"]).output().expect("run rollback");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    s.wait_for("/api/v1/plugins/webform", Duration::from_secs(10), |p| p["version"] == bundled_version.as_str()).await;
+    let bad = s.scratch.command(&["plugin", "install", "/nonexistent.wasm"]).output().expect("run install");
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.wasm"));
+}
+
 #[tokio::test]
 async fn plugins_upgrade_and_roll_back_under_load_without_losing_a_message() {
     let s = Server::start().await;
@@ -506,7 +614,7 @@ async fn plugins_upgrade_and_roll_back_under_load_without_losing_a_message() {
     );
     let (status, v1) = s.raw(Method::POST, "/api/v1/plugins", "application/wasm", relay_wasm(false).to_vec()).await;
     assert_eq!((status, v1["version"].as_str()), (StatusCode::CREATED, Some("0.1.0")), "{v1}");
-    assert_eq!(v1["versions"][0]["source"], "upload");
+    assert_eq!((v1["versions"][0]["source"].as_str(), v1["scope"].as_str()), (Some("workspace"), Some("workspace")));
     let ch = install(&s, "relay", json!([])).await;
 
     // 240 webhooks from 8 clients while v2 is uploaded and then rolled back.
@@ -589,9 +697,9 @@ async fn plugins_upgrade_and_roll_back_under_load_without_losing_a_message() {
     );
     assert_error(
         &s.post("/api/v1/plugins/webform/rollback", json!({})).await,
-        StatusCode::CONFLICT,
-        "conflict",
-        "no previous version",
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "only the operator can roll it back",
     );
     let (status, _) = s.get("/api/v1/plugins/fax").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

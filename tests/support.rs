@@ -225,10 +225,22 @@ impl Server {
 
     /// Sends raw bytes with a content type.
     pub async fn raw(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        self.raw_as(&self.token, method, path, content_type, body).await
+    }
+
+    /// Sends raw bytes with a content type and another token.
+    pub async fn raw_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let resp = self
             .client
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .header("content-type", content_type)
             .body(body)
             .send()

@@ -65,6 +65,8 @@ pub struct AutomationView {
     pub id: i64,
     /// Plugin id.
     pub plugin: String,
+    /// Who owns the plugin: `installation` or `workspace` (this workspace uploaded it).
+    pub plugin_scope: &'static str,
     /// Display name.
     pub name: String,
     /// Settings.
@@ -117,7 +119,8 @@ fn view(r: Row, core: &crate::Core) -> AutomationView {
     AutomationView {
         stats: core.channels().stats("automation", r.id),
         id: r.id,
-        plugin: r.plugin_key,
+        plugin: crate::plugin::plugin_id(&r.plugin_key).to_owned(),
+        plugin_scope: crate::plugin::Scope::of_key(&r.plugin_key).0.as_str(),
         name: r.name,
         settings: Json::Object(r.settings),
         secrets,
@@ -134,7 +137,7 @@ fn view(r: Row, core: &crate::Core) -> AutomationView {
 /// [`Error::Invalid`] for an unknown plugin, a channel plugin, a grant the plugin does not ask
 /// for, or a malformed event type.
 pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewAutomation) -> Result<AutomationView> {
-    let plugin = channel::plugin_for(core, &input.plugin, Kind::Automation).await?;
+    let (key, plugin) = channel::plugin_for(core, workspace_id, &input.plugin, Kind::Automation).await?;
     if let Some(g) = input.grants.iter().find(|g| !CAPABILITIES.contains(&g.as_str()) && !g.starts_with("http:")) {
         return Err(Error::invalid("grants", format!("automations may be granted secrets and http:HOST, not {g:?}")));
     }
@@ -156,7 +159,7 @@ pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewAutomatio
         "INSERT INTO automations (workspace_id, plugin_key, name, settings, secrets, grants, events, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?) RETURNING id",
         vec![
             workspace_id.into(),
-            input.plugin.clone().into(),
+            key.into(),
             input.name.clone().unwrap_or_else(|| plugin.descriptor.name.clone()).into(),
             settings.to_string().into(),
             serde_json::to_string(&input.secrets)?.into(),

@@ -495,6 +495,8 @@ pub struct ChannelView {
     pub id: i64,
     /// Plugin id.
     pub plugin: String,
+    /// Who owns the plugin: `installation` or `workspace` (this workspace uploaded it).
+    pub plugin_scope: &'static str,
     /// Display name.
     pub name: String,
     /// Settings.
@@ -527,7 +529,8 @@ fn view(row: Row, registry: &crate::plugin::Registry) -> ChannelView {
         stats: registry.stats("channel", row.id),
         hook: format!("/hooks/{}", row.id),
         sends: registry.plugin(&row.plugin_key).is_some_and(|p| p.descriptor.sends),
-        plugin: row.plugin_key,
+        plugin: crate::plugin::plugin_id(&row.plugin_key).to_owned(),
+        plugin_scope: crate::plugin::Scope::of_key(&row.plugin_key).0.as_str(),
         name: row.name,
         settings: Json::Object(row.settings),
         secrets,
@@ -616,19 +619,23 @@ pub(crate) fn settings_object(settings: Option<&Json>) -> Result<Json> {
     }
 }
 
+/// The plugin a workspace names (a plugin id, or the registry key stored on one of its
+/// channels) with its registry key, if it is of `kind`. Another workspace's plugin is unknown.
 pub(crate) async fn plugin_for(
     core: &crate::Core,
+    workspace_id: i64,
     key: &str,
     kind: plugdesk_host::Kind,
-) -> Result<plugdesk_host::Plugin> {
+) -> Result<(String, plugdesk_host::Plugin)> {
     let registry = core.channels();
     registry.wait_loaded().await;
-    match registry.plugin(key) {
-        Some(p) if p.descriptor.kind == kind => Ok(p),
-        Some(p) => Err(Error::invalid(
+    match registry.resolve(workspace_id, key) {
+        Some((key, p)) if p.descriptor.kind == kind => Ok((key, p)),
+        Some((key, p)) => Err(Error::invalid(
             "plugin",
             format!(
-                "plugin {key} is {} {}, not {} {}; install it under /api/v1/{}s",
+                "plugin {} is {} {}, not {} {}; install it under /api/v1/{}s",
+                crate::plugin::plugin_id(&key),
                 article(p.descriptor.kind),
                 p.descriptor.kind.as_str(),
                 article(kind),
@@ -637,7 +644,7 @@ pub(crate) async fn plugin_for(
             ),
         )),
         None => {
-            let known = registry.ids();
+            let known = registry.ids(workspace_id);
             Err(Error::invalid("plugin", format!("unknown plugin {key:?}; installed plugins: {}", known.join(", "))))
         }
     }
@@ -656,7 +663,7 @@ fn article(kind: plugdesk_host::Kind) -> &'static str {
 /// [`Error::Invalid`] for an unknown plugin, a capability the plugin does not ask for, or
 /// settings that are not an object.
 pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewChannel) -> Result<ChannelView> {
-    let plugin = plugin_for(core, &input.plugin, plugdesk_host::Kind::Channel).await?;
+    let (key, plugin) = plugin_for(core, workspace_id, &input.plugin, plugdesk_host::Kind::Channel).await?;
     validate_grants(&plugin.descriptor, &input.grants)?;
     let poll = validate_poll(&plugin.descriptor, input.poll_interval_ms)?;
     let settings = settings_object(input.settings.as_ref())?;
@@ -667,7 +674,7 @@ pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewChannel) 
         "INSERT INTO channels (workspace_id, plugin_key, name, settings, secrets, grants, status, poll_interval_ms, next_poll_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?) RETURNING id",
         vec![
             workspace_id.into(),
-            input.plugin.clone().into(),
+            key.into(),
             name.into(),
             settings.to_string().into(),
             serde_json::to_string(&input.secrets)?.into(),
@@ -689,7 +696,7 @@ pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewChannel) 
 /// [`Error::NotFound`], [`Error::Invalid`] as for [`install`].
 pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, patch: &ChannelPatch) -> Result<ChannelView> {
     let row = load_row(core.db(), id, Some(workspace_id)).await?;
-    let plugin = plugin_for(core, &row.plugin_key, plugdesk_host::Kind::Channel).await?;
+    let (_, plugin) = plugin_for(core, workspace_id, &row.plugin_key, plugdesk_host::Kind::Channel).await?;
     let grants = patch.grants.clone().unwrap_or(row.grants.clone());
     validate_grants(&plugin.descriptor, &grants)?;
     let poll = match patch.poll_interval_ms {

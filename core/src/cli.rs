@@ -123,6 +123,27 @@ enum PluginAction {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Operator: install a plugin component for the whole installation (every workspace may
+    /// use it; it replaces a bundled plugin of the same id). Running servers load it within
+    /// seconds.
+    Install {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The component (`*.wasm`, e.g. from `plugdesk plugin build`).
+        file: PathBuf,
+    },
+    /// Operator: make the previous version of an installation-wide plugin active again.
+    Rollback {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Plugin id.
+        id: String,
+    },
+    /// Operator: list every stored plugin version, installation-wide and per workspace.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -332,9 +353,42 @@ async fn execute(cli: Cli) -> Result<()> {
                 .map_err(|e| Error::Internal(e.to_string()))??;
             println!("Built {} {} ({} bytes): {}", d.id, d.version, wasm.len(), path.display());
             println!(
-                "Upload: curl -X POST -H \"authorization: Bearer $TOKEN\" -H \"content-type: application/wasm\" --data-binary @{} http://127.0.0.1:8080/api/v1/plugins",
+                "Upload for your workspace: curl -X POST -H \"authorization: Bearer $TOKEN\" -H \"content-type: application/wasm\" --data-binary @{} http://127.0.0.1:8080/api/v1/plugins",
                 path.display()
             );
+            println!("Or, as the operator, for every workspace: plugdesk plugin install {}", path.display());
+            Ok(())
+        }
+        Command::Plugin { action: PluginAction::Install { data, file } } => {
+            let cfg = config(path, &data)?;
+            let wasm = std::fs::read(&file)
+                .map_err(|e| Error::invalid("file", format!("cannot read {}: {e}", file.display())))?;
+            let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
+            let registry = std::sync::Arc::new(crate::plugin::Registry::new(
+                plugdesk_host::Limits::default(),
+                Some(cfg.data.join("cache").join("plugins")),
+                cfg.tls_ca_file.as_deref(),
+            )?);
+            let (id, version) = registry.install_for_installation(&conn, wasm).await.map_err(|e| match e {
+                Error::Invalid { message, .. } => Error::invalid("file", format!("{}: {message}", file.display())),
+                other => other,
+            })?;
+            println!("Installed {id} {version} for the whole installation; running servers load it within seconds.");
+            Ok(())
+        }
+        Command::Plugin { action: PluginAction::Rollback { data, id } } => {
+            let cfg = config(path, &data)?;
+            let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
+            let version = crate::plugin::Registry::rollback_installation(&conn, &id).await?;
+            println!("{id} {version} is active again; running servers load it within seconds.");
+            Ok(())
+        }
+        Command::Plugin { action: PluginAction::List { data } } => {
+            let cfg = config(path, &data)?;
+            let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
+            for line in crate::plugin::stored_versions(&conn).await? {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Plugin { action: PluginAction::Test { dir } } => {

@@ -1,9 +1,18 @@
 //! Plugins: the WebAssembly components this installation can run, their versions, and the
 //! counters of their calls.
 //!
-//! Every plugin version lives in the `plugins` table (bundled with the binary, found in the
-//! plugins directory, or uploaded through the API), and `plugin_active` says which version of
-//! each plugin runs. Every node compiles the active versions (through the host's artifact
+//! A plugin has an owner ([`Scope`]). **Installation-wide** plugins — bundled with the binary,
+//! found in the plugins directory, or installed by the operator with `plugdesk plugin install`
+//! on the server — may be used by every workspace and are changed only by the operator.
+//! A plugin **uploaded by a workspace** through the API belongs to that workspace: only its
+//! channels and automations can use it, and its versions and rollbacks are its own. Both live
+//! in the same tables under a registry key: the plugin id for installation-wide plugins, and
+//! `w{workspace}/{id}` for a workspace's (ids never contain `/`, so the two cannot collide).
+//! A workspace can never upload an id that an installation-wide plugin has: what every
+//! workspace runs is out of any single workspace's reach.
+//!
+//! Every plugin version lives in the `plugins` table, and `plugin_active` says which version of
+//! each registry key runs. Every node compiles the active versions (through the host's artifact
 //! cache) and re-reads `plugin_active` every [`SYNC_EVERY`], so an upload or a rollback on one
 //! node reaches all of them. A swap replaces the compiled plugin in the map: calls that already
 //! hold the old one finish on it, new calls take the new one.
@@ -56,6 +65,56 @@ pub(crate) fn bundled(name: &str) -> Option<&'static [u8]> {
     bundled::BUNDLED.iter().find(|(n, _)| *n == name).map(|(_, w)| *w)
 }
 
+/// Who owns a plugin: the installation (its operator) or one workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Bundled, from the plugins directory, or installed by the operator: every workspace may
+    /// use it, only the operator changes it.
+    Installation,
+    /// Uploaded by this workspace's admin: visible and usable only there.
+    Workspace(i64),
+}
+
+impl Scope {
+    /// The registry key of plugin `id` in this scope.
+    pub fn key(self, id: &str) -> String {
+        match self {
+            Scope::Installation => id.to_owned(),
+            Scope::Workspace(ws) => format!("w{ws}/{id}"),
+        }
+    }
+
+    /// The scope and plugin id of a registry key.
+    pub fn of_key(key: &str) -> (Scope, &str) {
+        if let Some((owner, id)) = key.split_once('/')
+            && let Some(ws) = owner.strip_prefix('w').and_then(|n| n.parse().ok())
+        {
+            return (Scope::Workspace(ws), id);
+        }
+        (Scope::Installation, key)
+    }
+
+    /// `installation` or `workspace`, as the API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Installation => "installation",
+            Scope::Workspace(_) => "workspace",
+        }
+    }
+
+    fn workspace_id(self) -> Option<i64> {
+        match self {
+            Scope::Installation => None,
+            Scope::Workspace(ws) => Some(ws),
+        }
+    }
+}
+
+/// The plugin id of a registry key, as users name it.
+pub fn plugin_id(key: &str) -> &str {
+    Scope::of_key(key).1
+}
+
 /// Where a plugin version came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -63,8 +122,13 @@ enum Source {
     Bundled,
     /// A `*.wasm` file in the plugins directory.
     Directory,
-    /// Uploaded through the API.
+    /// Uploaded through the API before plugins had owners (installation-wide; a bundled plugin
+    /// replaces such a version at the next start, see [`claim_active`]).
     Upload,
+    /// Installed by the operator on the server (`plugdesk plugin install`).
+    Operator,
+    /// Uploaded through the API by a workspace's admin, for that workspace.
+    Workspace,
 }
 
 impl Source {
@@ -73,9 +137,15 @@ impl Source {
             Source::Bundled => "bundled",
             Source::Directory => "directory",
             Source::Upload => "upload",
+            Source::Operator => "operator",
+            Source::Workspace => "workspace",
         }
     }
 }
+
+/// Versions one workspace may store of all its plugins together (each up to
+/// [`MAX_UPLOAD_BYTES`]): uploads cost database space every node loads.
+pub const MAX_WORKSPACE_VERSIONS: i64 = 50;
 
 /// The compiled active plugins, the engine, and the call counters.
 pub struct Registry {
@@ -96,6 +166,10 @@ pub struct Registry {
 pub struct PluginView {
     /// Stable id.
     pub id: String,
+    /// `installation` (bundled, plugins directory or installed by the operator; every
+    /// workspace may use it, only the operator changes it) or `workspace` (uploaded by this
+    /// workspace, used only here).
+    pub scope: &'static str,
     /// Display name.
     pub name: String,
     /// The active version.
@@ -209,13 +283,13 @@ impl Registry {
                         }
                     }
                     tracing::info!(plugin = %plugin.descriptor.id, version = %plugin.descriptor.version, cached = plugin.cached, millis = started.elapsed().as_millis() as u64, "plugin compiled");
-                    if let Err(e) = store_version(&db, &plugin, &wasm, source).await {
+                    if let Err(e) = store_version(&db, Scope::Installation, &plugin, &wasm, source).await {
                         tracing::warn!(error = %e, plugin = %name, "could not record the plugin in the database");
                         continue;
                     }
                     match claim_active(&db, &plugin.descriptor).await {
                         // Active now: no need for `sync` to load it a second time.
-                        Ok(true) => self.insert(plugin),
+                        Ok(true) => self.insert(plugin.descriptor.id.clone(), plugin),
                         Ok(false) => {}
                         Err(e) => tracing::warn!(error = %e, plugin = %name, "could not activate the plugin"),
                     }
@@ -268,23 +342,64 @@ impl Registry {
         .await?
         .ok_or(Error::NotFound("plugin version"))?;
         let plugin = self.compile(db::col(&row, "wasm")?).await?;
+        if plugin.descriptor.id != plugin_id(key) {
+            return Err(Error::Internal(format!(
+                "stored plugin {key} {version} describes itself as {}",
+                plugin.descriptor.id
+            )));
+        }
         tracing::info!(plugin = %key, version = %version, "plugin version active");
-        self.insert(plugin);
+        self.insert(key.to_owned(), plugin);
         Ok(())
     }
 
-    /// Makes a compiled plugin the one new calls of its id use on this node.
-    fn insert(&self, plugin: Plugin) {
+    /// Makes a compiled plugin the one new calls of registry key `key` use on this node.
+    fn insert(&self, key: String, plugin: Plugin) {
         if let Ok(mut map) = self.active.write() {
-            map.insert(plugin.descriptor.id.clone(), plugin);
+            map.insert(key, plugin);
         }
     }
 
-    /// The ids of the active plugins, sorted.
-    pub(crate) fn ids(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.active.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    /// The registry keys a workspace may use (installation-wide and its own), sorted.
+    fn keys_for(&self, workspace_id: i64) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .active
+            .read()
+            .map(|m| {
+                m.keys()
+                    .filter(|k| match Scope::of_key(k).0 {
+                        Scope::Installation => true,
+                        Scope::Workspace(ws) => ws == workspace_id,
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         keys.sort();
         keys
+    }
+
+    /// The ids of the plugins a workspace may use, sorted (for messages).
+    pub(crate) fn ids(&self, workspace_id: i64) -> Vec<String> {
+        let mut ids: Vec<String> = self.keys_for(workspace_id).iter().map(|k| plugin_id(k).to_owned()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The registry key and compiled plugin that `name` means in a workspace: a registry key
+    /// stored on one of its channels, or a plugin id — the workspace's own plugin of that id
+    /// if it has one (uploaded before an installation-wide plugin took the id), else the
+    /// installation-wide one. Another workspace's plugin is never found.
+    pub(crate) fn resolve(&self, workspace_id: i64, name: &str) -> Option<(String, Plugin)> {
+        let (scope, id) = Scope::of_key(name);
+        let candidates = match scope {
+            Scope::Workspace(ws) if ws != workspace_id => return None,
+            Scope::Workspace(_) => vec![name.to_owned()],
+            Scope::Installation if name.contains('/') => return None,
+            Scope::Installation => vec![Scope::Workspace(workspace_id).key(id), id.to_owned()],
+        };
+        candidates.into_iter().find_map(|k| self.plugin(&k).map(|p| (k, p)))
     }
 
     pub(crate) async fn wait_loaded(&self) {
@@ -302,25 +417,101 @@ impl Registry {
         self.plugin(key).map(|p| p.descriptor.channel_kind).unwrap_or_else(|| key.to_owned())
     }
 
-    /// Stores an uploaded plugin version and makes it active everywhere. Uploading the same
-    /// bytes again changes nothing; other bytes under a stored version number are refused.
+    /// Stores a plugin version uploaded by a workspace's admin and makes it that workspace's
+    /// active version on every node. Uploading the same bytes again changes nothing; other
+    /// bytes under a stored version number are refused.
     ///
     /// # Errors
     /// [`Error::Invalid`] for bytes that are not a plugin of this contract version,
-    /// [`Error::Conflict`] for a version number that is taken.
-    pub async fn upload(self: &Arc<Self>, db: &DatabaseConnection, wasm: Vec<u8>) -> Result<PluginView> {
+    /// [`Error::Forbidden`] for the id of an installation-wide plugin (bundled, from the
+    /// plugins directory or installed by the operator: a workspace cannot replace what every
+    /// workspace runs), [`Error::Conflict`] for a version number that is taken or when the
+    /// workspace stores [`MAX_WORKSPACE_VERSIONS`] versions already.
+    pub async fn upload(
+        self: &Arc<Self>,
+        db: &DatabaseConnection,
+        workspace_id: i64,
+        wasm: Vec<u8>,
+    ) -> Result<PluginView> {
+        self.wait_loaded().await;
+        let plugin = self.check_upload(&wasm).await?;
+        let id = plugin.descriptor.id.clone();
+        let installation = bundled(&id).is_some()
+            || self.plugin(&id).is_some()
+            || db::query_one(db, "SELECT 1 AS one FROM plugins WHERE key = ?", vec![id.clone().into()])
+                .await?
+                .is_some();
+        if installation {
+            return Err(Error::Forbidden(format!(
+                "plugin id {id} belongs to an installation-wide plugin, which only the operator can change; give your plugin an id of its own"
+            )));
+        }
+        let stored =
+            db::query_one(db, "SELECT COUNT(*) AS n FROM plugins WHERE workspace_id = ?", vec![workspace_id.into()])
+                .await?
+                .map(|r| db::col::<i64>(&r, "n").or_else(|_| db::col::<i32>(&r, "n").map(i64::from)))
+                .transpose()?
+                .unwrap_or(0);
+        let key = Scope::Workspace(workspace_id).key(&id);
+        let known = db::query_one(
+            db,
+            "SELECT 1 AS one FROM plugins WHERE key = ? AND version = ?",
+            vec![key.clone().into(), plugin.descriptor.version.clone().into()],
+        )
+        .await?;
+        if known.is_none() && stored >= MAX_WORKSPACE_VERSIONS {
+            return Err(Error::Conflict(format!(
+                "this workspace stores {MAX_WORKSPACE_VERSIONS} plugin versions already; an operator can remove old ones"
+            )));
+        }
+        self.store_active(db, Scope::Workspace(workspace_id), &plugin, &wasm, Source::Workspace).await?;
+        self.insert(key.clone(), plugin);
+        self.view(db, &key).await
+    }
+
+    /// Installs a plugin version for the whole installation, as the operator does on the
+    /// server (`plugdesk plugin install`): it replaces a bundled plugin of the same id too.
+    /// Running nodes load it within [`SYNC_EVERY`].
+    ///
+    /// # Errors
+    /// As [`Registry::upload`], less the ownership checks.
+    pub async fn install_for_installation(
+        self: &Arc<Self>,
+        db: &DatabaseConnection,
+        wasm: Vec<u8>,
+    ) -> Result<(String, String)> {
+        let plugin = self.check_upload(&wasm).await?;
+        self.store_active(db, Scope::Installation, &plugin, &wasm, Source::Operator).await?;
+        Ok((plugin.descriptor.id.clone(), plugin.descriptor.version.clone()))
+    }
+
+    /// Compiles and checks an uploaded component.
+    async fn check_upload(self: &Arc<Self>, wasm: &[u8]) -> Result<Plugin> {
         if wasm.len() > MAX_UPLOAD_BYTES {
             return Err(Error::invalid("plugin", format!("a plugin may be at most {MAX_UPLOAD_BYTES} bytes")));
         }
-        self.wait_loaded().await;
-        let plugin = self.compile(wasm.clone()).await?;
+        let plugin = self.compile(wasm.to_vec()).await?;
+        validate_descriptor(&plugin.descriptor)?;
+        Ok(plugin)
+    }
+
+    /// Stores a version under its scope's key (refusing other bytes under a stored version
+    /// number) and makes it the active one.
+    async fn store_active(
+        self: &Arc<Self>,
+        db: &DatabaseConnection,
+        scope: Scope,
+        plugin: &Plugin,
+        wasm: &[u8],
+        source: Source,
+    ) -> Result<()> {
         let d = &plugin.descriptor;
-        validate_descriptor(d)?;
-        let sha = hex::encode(Sha256::digest(&wasm));
+        let key = scope.key(&d.id);
+        let sha = hex::encode(Sha256::digest(wasm));
         let known = db::query_one(
             db,
             "SELECT sha256 FROM plugins WHERE key = ? AND version = ?",
-            vec![d.id.clone().into(), d.version.clone().into()],
+            vec![key.clone().into(), d.version.clone().into()],
         )
         .await?;
         match known {
@@ -331,39 +522,59 @@ impl Registry {
                 )));
             }
             Some(_) => {}
-            None => store_version(db, &plugin, &wasm, Source::Upload).await?,
+            None => store_version(db, scope, plugin, wasm, source).await?,
         }
-        switch_active(db, &d.id, &d.version).await?;
-        self.insert(plugin.clone());
-        tracing::info!(plugin = %d.id, version = %d.version, "plugin uploaded and active");
-        self.view(db, &d.id).await
+        switch_active(db, &key, &d.version).await?;
+        tracing::info!(plugin = %d.id, scope = scope.as_str(), version = %d.version, "plugin version stored and active");
+        Ok(())
     }
 
-    /// Makes the previous version of a plugin active again (everywhere).
+    /// Makes the previous version of a workspace's own plugin active again (on every node).
     ///
     /// # Errors
-    /// [`Error::NotFound`] for an unknown plugin, [`Error::Conflict`] when there is no
-    /// previous version.
-    pub async fn rollback(self: &Arc<Self>, db: &DatabaseConnection, key: &str) -> Result<PluginView> {
+    /// [`Error::Forbidden`] for an installation-wide plugin (the operator rolls those back
+    /// with `plugdesk plugin rollback`), [`Error::NotFound`] for an unknown plugin,
+    /// [`Error::Conflict`] when there is no previous version.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        db: &DatabaseConnection,
+        workspace_id: i64,
+        id: &str,
+    ) -> Result<PluginView> {
         self.wait_loaded().await;
-        let row = db::query_one(db, "SELECT version, previous FROM plugin_active WHERE key = ?", vec![key.into()])
-            .await?
-            .ok_or(Error::NotFound("plugin"))?;
-        let Some(previous) = db::col::<Option<String>>(&row, "previous")? else {
-            return Err(Error::Conflict(format!("plugin {key} has no previous version to roll back to")));
-        };
-        switch_active(db, key, &previous).await?;
-        self.activate_local(db, key, &previous).await?;
-        self.view(db, key).await
+        match self.resolve(workspace_id, id) {
+            Some((key, _)) if Scope::of_key(&key).0 == Scope::Installation => Err(Error::Forbidden(format!(
+                "plugin {id} is installation-wide; only the operator can roll it back (plugdesk plugin rollback {id} on the server)"
+            ))),
+            Some((key, _)) => {
+                let version = roll_back(db, &key).await?;
+                self.activate_local(db, &key, &version).await?;
+                self.view(db, &key).await
+            }
+            None => Err(Error::NotFound("plugin")),
+        }
     }
 
-    /// Every active plugin with its versions, by id.
+    /// Rolls an installation-wide plugin back, as the operator does on the server; running
+    /// nodes follow within [`SYNC_EVERY`]. Returns the version now active.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Conflict`] when there is no previous version.
+    pub async fn rollback_installation(db: &DatabaseConnection, id: &str) -> Result<String> {
+        if id.contains('/') {
+            return Err(Error::NotFound("plugin"));
+        }
+        roll_back(db, id).await
+    }
+
+    /// Every plugin a workspace may use, with its versions: the installation-wide ones and its
+    /// own, by id.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn list(self: &Arc<Self>, db: &DatabaseConnection) -> Result<Vec<PluginView>> {
+    pub async fn list(self: &Arc<Self>, db: &DatabaseConnection, workspace_id: i64) -> Result<Vec<PluginView>> {
         self.wait_loaded().await;
-        let keys = self.ids();
+        let keys = self.keys_for(workspace_id);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             out.push(self.view(db, &key).await?);
@@ -371,11 +582,21 @@ impl Registry {
         Ok(out)
     }
 
-    /// One plugin with its versions.
+    /// The plugin `id` as a workspace sees it (see [`Registry::resolve`]).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], also for another workspace's plugin.
+    pub async fn view_for(&self, db: &DatabaseConnection, workspace_id: i64, id: &str) -> Result<PluginView> {
+        self.wait_loaded().await;
+        let (key, _) = self.resolve(workspace_id, id).ok_or(Error::NotFound("plugin"))?;
+        self.view(db, &key).await
+    }
+
+    /// One plugin, by registry key, with its versions.
     ///
     /// # Errors
     /// [`Error::NotFound`].
-    pub async fn view(&self, db: &DatabaseConnection, key: &str) -> Result<PluginView> {
+    async fn view(&self, db: &DatabaseConnection, key: &str) -> Result<PluginView> {
         self.wait_loaded().await;
         let plugin = self.plugin(key).ok_or(Error::NotFound("plugin"))?;
         let d = plugin.descriptor.clone();
@@ -404,6 +625,7 @@ impl Registry {
             .collect::<Result<Vec<_>>>()?;
         Ok(PluginView {
             settings_schema: serde_json::from_str(&d.settings_schema).unwrap_or(Json::Null),
+            scope: Scope::of_key(key).0.as_str(),
             id: d.id,
             name: d.name,
             version: d.version,
@@ -463,6 +685,40 @@ impl Registry {
     }
 }
 
+/// Every stored plugin version, one line each, for the operator: scope, id, version, source,
+/// whether it is active.
+///
+/// # Errors
+/// Database errors.
+pub async fn stored_versions(db: &DatabaseConnection) -> Result<Vec<String>> {
+    let rows = db::query_all(
+        db,
+        "SELECT p.key, p.version, p.source, p.sha256, a.version AS active FROM plugins p \
+         LEFT JOIN plugin_active a ON a.key = p.key ORDER BY p.key, p.id",
+        vec![],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let key: String = db::col(r, "key")?;
+            let version: String = db::col(r, "version")?;
+            let active: Option<String> = db::col(r, "active")?;
+            let sha: String = db::col(r, "sha256")?;
+            let owner = match Scope::of_key(&key).0 {
+                Scope::Installation => "installation".to_owned(),
+                Scope::Workspace(ws) => format!("workspace {ws}"),
+            };
+            Ok(format!(
+                "{owner:<16} {:<20} {version:<12} {:<10} {}{}",
+                plugin_id(&key),
+                db::col::<String>(r, "source")?,
+                &sha[..sha.len().min(12)],
+                if active.as_deref() == Some(version.as_str()) { "  active" } else { "" }
+            ))
+        })
+        .collect()
+}
+
 fn read_dir(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -511,21 +767,28 @@ fn validate_descriptor(d: &plugdesk_host::Descriptor) -> Result<()> {
     Ok(())
 }
 
-async fn store_version(db: &DatabaseConnection, plugin: &Plugin, wasm: &[u8], source: Source) -> Result<()> {
+async fn store_version(
+    db: &DatabaseConnection,
+    scope: Scope,
+    plugin: &Plugin,
+    wasm: &[u8],
+    source: Source,
+) -> Result<()> {
     let d = &plugin.descriptor;
     let descriptor = json!({ "id": d.id, "kind": d.kind.as_str(), "name": d.name, "version": d.version, "channel_kind": d.channel_kind, "capabilities": d.capabilities, "events": d.events, "sends": d.sends, "polls": d.polls });
     db::exec(
         db,
-        "INSERT INTO plugins (key, version, wit_version, sha256, wasm, descriptor, bundled, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO plugins (key, workspace_id, version, wit_version, sha256, wasm, descriptor, bundled, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (key, version) DO NOTHING",
         vec![
-            d.id.clone().into(),
+            scope.key(&d.id).into(),
+            scope.workspace_id().into(),
             d.version.clone().into(),
             plugdesk_host::WIT_VERSION.into(),
             hex::encode(Sha256::digest(wasm)).into(),
             wasm.to_vec().into(),
             descriptor.to_string().into(),
-            (source != Source::Upload).into(),
+            matches!(source, Source::Bundled | Source::Directory).into(),
             source.as_str().into(),
             crate::now_ms().into(),
         ],
@@ -534,8 +797,11 @@ async fn store_version(db: &DatabaseConnection, plugin: &Plugin, wasm: &[u8], so
     Ok(())
 }
 
-/// At start: a plugin that ships with the server becomes active unless an admin uploaded the
-/// active version (an upload is never undone by a restart). Returns whether it is active.
+/// At start: a plugin that ships with the server (bundled or in the plugins directory) becomes
+/// active unless the operator installed the active version (`plugdesk plugin install` is never
+/// undone by a restart). A version uploaded through the API before plugins had owners is not
+/// kept over a shipped one: any workspace's admin could have uploaded it. Returns whether the
+/// shipped version is active.
 async fn claim_active(db: &DatabaseConnection, d: &plugdesk_host::Descriptor) -> Result<bool> {
     let current = db::query_one(
         db,
@@ -559,13 +825,28 @@ async fn claim_active(db: &DatabaseConnection, d: &plugdesk_host::Descriptor) ->
             if version == d.version {
                 return Ok(true);
             }
-            if source.as_deref() == Some(Source::Upload.as_str()) {
+            if source.as_deref() == Some(Source::Operator.as_str()) {
                 return Ok(false);
+            }
+            if source.as_deref() == Some(Source::Upload.as_str()) {
+                tracing::warn!(plugin = %d.id, replaced = %version, version = %d.version, "an API upload replaced a shipped plugin before plugins had owners; the shipped version is active again (an operator can reinstall the upload with plugdesk plugin install)");
             }
             switch_active(db, &d.id, &d.version).await?;
             Ok(true)
         }
     }
+}
+
+/// Makes the previous version of registry key `key` active again; returns it.
+async fn roll_back(db: &DatabaseConnection, key: &str) -> Result<String> {
+    let row = db::query_one(db, "SELECT version, previous FROM plugin_active WHERE key = ?", vec![key.into()])
+        .await?
+        .ok_or(Error::NotFound("plugin"))?;
+    let Some(previous) = db::col::<Option<String>>(&row, "previous")? else {
+        return Err(Error::Conflict(format!("plugin {} has no previous version to roll back to", plugin_id(key))));
+    };
+    switch_active(db, key, &previous).await?;
+    Ok(previous)
 }
 
 /// Records `version` as active, remembering the version it replaces for a rollback.

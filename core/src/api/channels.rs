@@ -14,19 +14,21 @@ use super::extract::{Auth, Json, Path, Query};
 use crate::Core;
 use crate::channel::{self, ChannelPatch, HookRequest, HookResponse, NewChannel};
 
-pub(super) async fn plugins(State(core): State<Core>, Auth(_): Auth) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(json!({ "items": core.channels().list(core.db()).await? })))
+/// `GET /api/v1/plugins`: the installation-wide plugins and the workspace's own.
+pub(super) async fn plugins(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(json!({ "items": core.channels().list(core.db(), p.workspace_id).await? })))
 }
 
 pub(super) async fn plugin(
     State(core): State<Core>,
-    Auth(_): Auth,
-    Path(key): Path<String>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(core.channels().view(core.db(), &key).await?))
+    Ok(axum::Json(core.channels().view_for(core.db(), p.workspace_id, &id).await?))
 }
 
-/// `POST /api/v1/plugins`: the body is the component itself.
+/// `POST /api/v1/plugins`: the body is the component itself. The plugin belongs to the
+/// caller's workspace (see `plugin::Scope`).
 pub(super) async fn upload(
     State(core): State<Core>,
     Auth(p): Auth,
@@ -42,17 +44,17 @@ pub(super) async fn upload(
             "send the plugin component as the body with Content-Type: application/wasm",
         ));
     }
-    let view = core.channels().upload(core.db(), body.to_vec()).await?;
+    let view = core.channels().upload(core.db(), p.workspace_id, body.to_vec()).await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
 pub(super) async fn rollback(
     State(core): State<Core>,
     Auth(p): Auth,
-    Path(key): Path<String>,
+    Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     p.require_admin("rolling plugins back")?;
-    Ok(axum::Json(core.channels().rollback(core.db(), &key).await?))
+    Ok(axum::Json(core.channels().rollback(core.db(), p.workspace_id, &id).await?))
 }
 
 pub(super) async fn update(

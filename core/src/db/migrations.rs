@@ -510,4 +510,16 @@ ALTER TABLE workspaces ADD COLUMN closed_ticket_reply TEXT NOT NULL DEFAULT 'reo
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 6,
+        name: "plugins owned by a workspace",
+        // NULL: installation-wide (bundled, plugins directory, the operator's CLI). Keys of a
+        // workspace's plugins are `w{workspace}/{id}` (see plugin::Scope).
+        common: r#"
+ALTER TABLE plugins ADD COLUMN workspace_id BIGINT REFERENCES workspaces(id);
+CREATE INDEX plugins_workspace ON plugins (workspace_id)
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];

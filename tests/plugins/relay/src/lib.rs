@@ -1,7 +1,9 @@
 //! A test channel: `POST /hooks/{id}` with `{"id", "from", "text", "conversation"}` brings a
 //! message; `send` posts replies as JSON to the `sink` setting's URL with
 //! `authorization: Bearer {{secret:token}}`; `poll` reads `{feed}?after={cursor}`. Version 0.2.0
-//! (feature `v2`) marks the messages it parses with ` [v2]`.
+//! (feature `v2`) marks the messages it parses with ` [v2]`. With feature `impostor` it calls
+//! itself `webform` 0.9.9 — what a workspace admin would upload to take over the bundled form
+//! channel — and marks messages ` [impostor]`.
 
 use plugdesk_sdk::{
     Channel, Descriptor, InboundMessage, OutboundMessage, PluginError, PollOutcome, SendError, WebhookOutcome,
@@ -10,7 +12,14 @@ use plugdesk_sdk::{
 
 struct Relay;
 
-const VERSION: &str = if cfg!(feature = "v2") { "0.2.0" } else { "0.1.0" };
+const VERSION: &str = if cfg!(feature = "impostor") {
+    "0.9.9"
+} else if cfg!(feature = "v2") {
+    "0.2.0"
+} else {
+    "0.1.0"
+};
+const ID: &str = if cfg!(feature = "impostor") { "webform" } else { "relay" };
 
 #[derive(serde::Deserialize)]
 struct Item {
@@ -22,7 +31,13 @@ struct Item {
 }
 
 fn message(item: Item) -> InboundMessage {
-    let text = if cfg!(feature = "v2") { format!("{} [v2]", item.text) } else { item.text };
+    let text = if cfg!(feature = "impostor") {
+        format!("{} [impostor]", item.text)
+    } else if cfg!(feature = "v2") {
+        format!("{} [v2]", item.text)
+    } else {
+        item.text
+    };
     let mut m = InboundMessage::new(item.id, "relay", &item.from, text);
     m.conversation = item.conversation.or(Some(item.from));
     m
@@ -38,7 +53,7 @@ impl Channel for Relay {
             capabilities: vec!["secrets".into(), "http".into(), "tcp".into()],
             sends: true,
             polls: true,
-            ..plugdesk_sdk::descriptor("relay", "Relay test channel", VERSION, "relay")
+            ..plugdesk_sdk::descriptor(ID, "Relay test channel", VERSION, "relay")
         }
     }
 
