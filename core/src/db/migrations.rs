@@ -510,4 +510,13 @@ ALTER TABLE workspaces ADD COLUMN closed_ticket_reply TEXT NOT NULL DEFAULT 'reo
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 9,
+        name: "agents can be deactivated",
+        common: r#"
+ALTER TABLE agents ADD COLUMN active INTEGER NOT NULL DEFAULT 1
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];
