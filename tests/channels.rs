@@ -354,7 +354,10 @@ async fn channel_secrets_are_encrypted_at_rest_and_still_reach_the_plugin() {
     assert!(!view.to_string().contains("s3cret") && !view.to_string().contains("enc:v1"), "{view}");
     assert_eq!(reply_auth(&s, &remote, ch, 1).await, "Bearer s3cret");
     let (status, hook_view) = s
-        .post("/api/v1/webhooks", json!({ "name": "crm", "url": format!("{}/crm", remote.base), "secret": "wh-s3cret" }))
+        .post(
+            "/api/v1/webhooks",
+            json!({ "name": "crm", "url": format!("{}/crm", remote.base), "secret": "wh-s3cret" }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{hook_view}");
     let raw = s.scratch.sql("SELECT secret FROM webhooks");

@@ -52,8 +52,7 @@ async fn a_demoted_admins_token_loses_admin_rights_at_once() {
     s.put(&format!("/api/v1/agents/{boss}"), agent_spec("boss@example.com", "admin", true)).await;
     let (_, me) = s.call(Method::GET, "/api/v1/me", Some(&token), None).await;
     assert_eq!(me["role"], "admin", "{me}");
-    let (_, narrow) =
-        s.post("/api/v1/tokens", json!({ "agent_id": boss, "name": "read-only", "role": "agent" })).await;
+    let (_, narrow) = s.post("/api/v1/tokens", json!({ "agent_id": boss, "name": "read-only", "role": "agent" })).await;
     let narrow = narrow["token"].as_str().expect("token");
     let (_, me) = s.call(Method::GET, "/api/v1/me", Some(narrow), None).await;
     assert_eq!(me["role"], "agent", "{me}");

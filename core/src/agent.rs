@@ -314,15 +314,12 @@ async fn list_models<C: ConnectionTrait>(db: &C, workspace_id: i64, rows: Vec<ag
         vec![workspace_id.into()],
     )
     .await?;
-    let inactive = db::query_all(
-        db,
-        "SELECT id FROM agents WHERE workspace_id = ? AND active = 0",
-        vec![workspace_id.into()],
-    )
-    .await?
-    .iter()
-    .map(|r| db::col::<i64>(r, "id"))
-    .collect::<Result<std::collections::HashSet<i64>>>()?;
+    let inactive =
+        db::query_all(db, "SELECT id FROM agents WHERE workspace_id = ? AND active = 0", vec![workspace_id.into()])
+            .await?
+            .iter()
+            .map(|r| db::col::<i64>(r, "id"))
+            .collect::<Result<std::collections::HashSet<i64>>>()?;
     let load = db::query_all(
         db,
         "SELECT assignee_id, COUNT(*) AS n FROM tickets WHERE workspace_id = ? AND assignee_id IS NOT NULL AND status IN ('new', 'open', 'pending') GROUP BY assignee_id",

@@ -303,7 +303,9 @@ async fn execute(cli: Cli) -> Result<()> {
             let cfg = config(path, &data)?;
             let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
             let (id, n) = crate::secret::rotate(&conn, &cfg.data).await?;
-            println!("Re-encrypted {n} secret(s) with the new key {id}; the old key is kept as a secret.key.*.bak file.");
+            println!(
+                "Re-encrypted {n} secret(s) with the new key {id}; the old key is kept as a secret.key.*.bak file."
+            );
             println!("Copy secret.key to every node and restart them.");
             Ok(())
         }
@@ -329,7 +331,10 @@ async fn execute(cli: Cli) -> Result<()> {
                 })?,
             };
             if !agent.active {
-                return Err(Error::invalid("agent", format!("{} is deactivated; its tokens would be refused", agent.email)));
+                return Err(Error::invalid(
+                    "agent",
+                    format!("{} is deactivated; its tokens would be refused", agent.email),
+                ));
             }
             if role == Role::Admin && agent.role != Role::Admin {
                 return Err(Error::invalid("role", format!("{} is not an admin; use --role agent", agent.email)));

@@ -92,9 +92,10 @@ impl Keyring {
     /// [`Error::Config`] when the key is malformed or the file cannot be read or created.
     pub fn load(dir: &Path) -> Result<Self> {
         let current = match std::env::var(KEY_ENV).ok().filter(|v| !v.trim().is_empty()) {
-            Some(v) => Key::new(&parse_key(&v).ok_or_else(|| {
-                Error::Config(format!("{KEY_ENV} must be 32 bytes as base64 or 64 hex digits"))
-            })?)?,
+            Some(v) => Key::new(
+                &parse_key(&v)
+                    .ok_or_else(|| Error::Config(format!("{KEY_ENV} must be 32 bytes as base64 or 64 hex digits")))?,
+            )?,
             None => Key::new(&read_or_create(&dir.join(KEY_FILE))?)?,
         };
         let mut older = Vec::new();
@@ -264,7 +265,9 @@ pub async fn seal_plaintext<C: ConnectionTrait>(db: &C) -> Result<u64> {
     for (table, column) in COLUMNS {
         let rows = db::query_all(
             db,
-            &format!("SELECT id, {column} AS v FROM {table} WHERE {column} IS NOT NULL AND {column} NOT LIKE 'enc:v1:%'"),
+            &format!(
+                "SELECT id, {column} AS v FROM {table} WHERE {column} IS NOT NULL AND {column} NOT LIKE 'enc:v1:%'"
+            ),
             vec![],
         )
         .await?;
@@ -307,12 +310,9 @@ pub async fn rotate(db: &sea_orm::DatabaseConnection, dir: &Path) -> Result<(Str
     let txn = db.begin().await?;
     let mut n = 0;
     for (table, column) in COLUMNS {
-        let rows = db::query_all(
-            &txn,
-            &format!("SELECT id, {column} AS v FROM {table} WHERE {column} IS NOT NULL"),
-            vec![],
-        )
-        .await?;
+        let rows =
+            db::query_all(&txn, &format!("SELECT id, {column} AS v FROM {table} WHERE {column} IS NOT NULL"), vec![])
+                .await?;
         for r in rows {
             let (id, v): (i64, String) = (db::col(&r, "id")?, db::col(&r, "v")?);
             let plain = old.open(&v)?;
@@ -328,9 +328,13 @@ pub async fn rotate(db: &sea_orm::DatabaseConnection, dir: &Path) -> Result<(Str
     txn.commit().await?;
     let current = dir.join(KEY_FILE);
     let backup = dir.join(format!("{KEY_FILE}.{}.bak", old.current.id));
-    std::fs::rename(&current, &backup)
-        .and_then(|()| std::fs::rename(&staged, &current))
-        .map_err(|e| Error::Config(format!("secrets are re-sealed but the key files could not be renamed: {e}; rename {} to {}", staged.display(), current.display())))?;
+    std::fs::rename(&current, &backup).and_then(|()| std::fs::rename(&staged, &current)).map_err(|e| {
+        Error::Config(format!(
+            "secrets are re-sealed but the key files could not be renamed: {e}; rename {} to {}",
+            staged.display(),
+            current.display()
+        ))
+    })?;
     install(dir)?;
     Ok((new.id, n))
 }
