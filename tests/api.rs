@@ -875,7 +875,7 @@ async fn sla_warning_and_breach_fire_exactly_once() {
         .iter()
         .any(|e| e["type"] == "sla.breached" && e["ticket_id"] == id2 && e["changes"]["clock"] == "first_response");
     assert!(!breached_first_response_2);
-    let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
+    let (_, metrics) = s.call(Method::GET, "/metrics", Some(support::METRICS_TOKEN), None).await;
     assert!(metrics.as_str().unwrap_or_default().contains("plugdesk_sla_events_total{type=\"sla.breached\"}"));
 }
 
@@ -1088,7 +1088,7 @@ async fn metrics_count_requests_by_route() {
     let s = Server::start().await;
     s.ticket("m", "m@example.com").await;
     s.get("/api/v1/tickets/424242").await;
-    let (_, text) = s.call(Method::GET, "/metrics", None, None).await;
+    let (_, text) = s.call(Method::GET, "/metrics", Some(support::METRICS_TOKEN), None).await;
     let text = text.as_str().unwrap_or_default().to_owned();
     assert!(
         text.contains("plugdesk_http_requests_total{method=\"POST\",route=\"/api/v1/tickets\",status=\"201\"} 1"),
@@ -1187,7 +1187,7 @@ async fn workflows_are_checked_on_save_dry_run_and_act_on_the_next_event() {
         })
         .await;
     assert!(lw["stats"]["last_error"].as_str().unwrap_or("").contains("operations"), "{lw}");
-    let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
+    let (_, metrics) = s.call(Method::GET, "/metrics", Some(support::METRICS_TOKEN), None).await;
     assert!(
         metrics
             .as_str()

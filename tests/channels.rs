@@ -284,7 +284,7 @@ async fn hostile_plugins_are_stopped_reported_and_the_server_goes_on() {
     assert_eq!((status, ch["status"].as_str()), (StatusCode::OK, Some("active")));
     let (status, fine) = hook(&s, b, "/fine", "text/plain", "x").await;
     assert_eq!((status, fine.as_str()), (StatusCode::OK, Some("fine: /fine")));
-    let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
+    let (_, metrics) = s.call(Method::GET, "/metrics", Some(support::METRICS_TOKEN), None).await;
     let text = metrics.as_str().unwrap_or_default();
     assert!(text.contains(&format!("plugdesk_channel_errors_total{{channel=\"{b}\"}} 8")), "{text}");
 }
@@ -326,6 +326,66 @@ async fn delivery(s: &Server, ticket: i64, message: i64, want: &str) -> Value {
         })
         .await;
     v["items"].as_array().and_then(|m| m.iter().find(|m| m["id"] == message).cloned()).expect("message")
+}
+
+/// Sends a reply on a new ticket of channel `ch` and returns the `Authorization` the remote got.
+async fn reply_auth(s: &Server, remote: &Remote, ch: i64, n: u32) -> String {
+    let (status, answer) =
+        hook(s, ch, "", "application/json", &format!(r#"{{"id":"sec-{n}","from":"anna","text":"Hallo"}}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let ticket = answer["tickets"][0].as_i64().expect("ticket");
+    let (status, reply) = s.post(&format!("/api/v1/tickets/{ticket}/reply"), json!({ "body": "Antwort" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    delivery(s, ticket, reply["id"].as_i64().expect("id"), "sent").await;
+    remote.received().last().map(|(auth, _)| auth.clone()).expect("the remote got the reply")
+}
+
+/// Channel, automation and webhook secrets were stored in plaintext (#13): the raw rows now
+/// hold only `enc:v1:…`, rows from before encryption are sealed at start, `secrets rotate`
+/// re-seals them under a new key, and the plugin gets the secret throughout.
+#[tokio::test]
+async fn channel_secrets_are_encrypted_at_rest_and_still_reach_the_plugin() {
+    let remote = Remote::start().await;
+    let s = relay_server(3).await;
+    let ch = install_relay(&s, &remote, json!(["secrets", format!("http:{}", remote.authority())])).await;
+    let raw = s.scratch.sql(&format!("SELECT secrets FROM channels WHERE id = {ch}"));
+    assert!(raw.starts_with("enc:v1:") && !raw.contains("s3cret"), "{raw}");
+    let (_, view) = s.get(&format!("/api/v1/channels/{ch}")).await;
+    assert!(!view.to_string().contains("s3cret") && !view.to_string().contains("enc:v1"), "{view}");
+    assert_eq!(reply_auth(&s, &remote, ch, 1).await, "Bearer s3cret");
+    let (status, hook_view) = s
+        .post(
+            "/api/v1/webhooks",
+            json!({ "name": "crm", "url": format!("{}/crm", remote.base), "secret": "wh-s3cret" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook_view}");
+    let raw = s.scratch.sql("SELECT secret FROM webhooks");
+    assert!(raw.starts_with("enc:v1:") && !raw.contains("wh-s3cret"), "{raw}");
+
+    // A row from before encryption is sealed when the server starts.
+    let (scratch, token) = s.stop();
+    scratch.sql(&format!("UPDATE channels SET secrets = '{{\"token\":\"s3cret\"}}' WHERE id = {ch}"));
+    let s = Server::serve(scratch, token).await;
+    let sealed = s.scratch.sql(&format!("SELECT secrets FROM channels WHERE id = {ch}"));
+    assert!(sealed.starts_with("enc:v1:") && !sealed.contains("s3cret"), "{sealed}");
+    assert_eq!(reply_auth(&s, &remote, ch, 2).await, "Bearer s3cret");
+
+    // Rotation: a new key id on every secret, the old key kept as a backup file.
+    let (scratch, token) = s.stop();
+    let out = scratch.command(&["secrets", "rotate"]).output().expect("run secrets rotate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rotated = scratch.sql(&format!("SELECT secrets FROM channels WHERE id = {ch}"));
+    let key_id = |v: &str| v.split(':').nth(2).unwrap_or_default().to_owned();
+    assert!(rotated.starts_with("enc:v1:") && key_id(&rotated) != key_id(&sealed), "{rotated} after {sealed}");
+    let backups = std::fs::read_dir(&scratch.dir)
+        .expect("data dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bak"))
+        .count();
+    assert_eq!(backups, 1);
+    let s = Server::serve(scratch, token).await;
+    assert_eq!(reply_auth(&s, &remote, ch, 3).await, "Bearer s3cret");
 }
 
 #[tokio::test]
@@ -960,7 +1020,7 @@ async fn automation_plugins_act_on_events_and_bad_answers_change_nothing() {
         s.wait_for(&format!("/api/v1/automations/{id}"), Duration::from_secs(5), |a| a["last_error"].is_null()).await;
     assert_eq!(a["stats"]["calls"], 5, "one call per new ticket: {a}");
     assert_eq!(a["stats"]["errors"], 2, "{a}");
-    let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
+    let (_, metrics) = s.call(Method::GET, "/metrics", Some(support::METRICS_TOKEN), None).await;
     assert!(
         metrics.as_str().unwrap_or("").contains(&format!("plugdesk_automation_errors_total{{automation=\"{id}\"}} 2"))
     );

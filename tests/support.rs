@@ -17,6 +17,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_plugdesk");
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The `/metrics` bearer token every test server is started with.
+pub const METRICS_TOKEN: &str = "test-metrics-token";
+
 /// A scratch place for one test: a directory and, on PostgreSQL, a database of its own.
 pub struct Scratch {
     pub dir: PathBuf,
@@ -24,6 +27,8 @@ pub struct Scratch {
     admin_url: Option<String>,
     db_name: Option<String>,
     owned: bool,
+    /// Environment set on every `plugdesk` command, after the harness's defaults.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Scratch {
@@ -44,9 +49,10 @@ impl Scratch {
                     admin_url: Some(admin),
                     db_name: Some(name),
                     owned: true,
+                    env: Vec::new(),
                 }
             }
-            None => Scratch { dir, database_url: None, admin_url: None, db_name: None, owned: true },
+            None => Scratch { dir, database_url: None, admin_url: None, db_name: None, owned: true, env: Vec::new() },
         }
     }
 
@@ -58,6 +64,7 @@ impl Scratch {
             admin_url: None,
             db_name: None,
             owned: false,
+            env: self.env.clone(),
         }
     }
 
@@ -68,12 +75,29 @@ impl Scratch {
         c.env("PLUGDESK_DATA", &self.dir);
         c.env_remove("PLUGDESK_LISTEN");
         c.env("PLUGDESK_LOG", "warn");
+        c.env("PLUGDESK_METRICS_TOKEN", METRICS_TOKEN);
+        c.env_remove("PLUGDESK_SECRET_KEY");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         match &self.database_url {
             Some(url) => c.env("DATABASE_URL", url),
             None => c.env_remove("DATABASE_URL"),
         };
         c.current_dir(&self.dir);
         c
+    }
+
+    /// Runs one SQL query on the scratch's database with the command-line client (`sqlite3`
+    /// or `psql`) and returns its output, trimmed: for looking at raw rows.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = match &self.database_url {
+            Some(url) => Command::new("psql").arg(url).args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql]).output(),
+            None => Command::new("sqlite3").arg(self.dir.join("plugdesk.db")).arg(sql).output(),
+        }
+        .expect("run the database client");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// Runs `plugdesk init` (without the default workflow library, so tests see only what they
@@ -163,7 +187,14 @@ impl Server {
         let token = self.token.clone();
         let scratch = std::mem::replace(
             &mut self.scratch,
-            Scratch { dir: PathBuf::new(), database_url: None, admin_url: None, db_name: None, owned: false },
+            Scratch {
+                dir: PathBuf::new(),
+                database_url: None,
+                admin_url: None,
+                db_name: None,
+                owned: false,
+                env: Vec::new(),
+            },
         );
         (scratch, token)
     }

@@ -65,6 +65,13 @@ pub struct AgentSpec {
     /// Teams the agent belongs to.
     #[serde(default)]
     pub teams: Vec<i64>,
+    /// `false` deactivates the agent: every token of theirs is revoked, on every node.
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_role() -> Role {
@@ -103,6 +110,8 @@ pub struct Agent {
     pub teams: Vec<i64>,
     /// Open tickets assigned now.
     pub open_tickets: i64,
+    /// Whether the agent may act (a deactivated agent's tokens are revoked).
+    pub active: bool,
 }
 
 /// A team as the API shows and accepts it.
@@ -175,6 +184,9 @@ pub async fn create<C: ConnectionTrait>(db: &C, workspace_id: i64, spec: &AgentS
         }
     })?;
     set_teams(db, workspace_id, row.id, &spec.teams).await?;
+    if !spec.active {
+        db::exec(db, "UPDATE agents SET active = 0 WHERE id = ?", vec![row.id.into()]).await?;
+    }
     get(db, workspace_id, row.id).await
 }
 
@@ -201,7 +213,44 @@ pub async fn update<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64, spec
         }
     })?;
     set_teams(db, workspace_id, id, &spec.teams).await?;
+    db::exec(
+        db,
+        "UPDATE agents SET active = ? WHERE id = ? AND workspace_id = ?",
+        vec![i32::from(spec.active).into(), id.into(), workspace_id.into()],
+    )
+    .await?;
+    // Demoting or deactivating the last active admin would lock the workspace out of its own
+    // configuration (only the operator's CLI could get it back).
+    let admins = db::query_one(
+        db,
+        "SELECT COUNT(*) AS n FROM agents WHERE workspace_id = ? AND role = 'admin' AND active = 1",
+        vec![workspace_id.into()],
+    )
+    .await?
+    .map(|r| db::col::<i64>(&r, "n"))
+    .transpose()?
+    .unwrap_or(0);
+    if admins == 0 {
+        return Err(Error::Conflict(
+            "this is the workspace's last active admin; make another agent an admin first".into(),
+        ));
+    }
     get(db, workspace_id, id).await
+}
+
+/// Whether an agent of the workspace is active.
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn is_active<C: ConnectionTrait>(db: &C, workspace_id: i64, id: i64) -> Result<bool> {
+    let row = db::query_one(
+        db,
+        "SELECT active FROM agents WHERE id = ? AND workspace_id = ?",
+        vec![id.into(), workspace_id.into()],
+    )
+    .await?
+    .ok_or(Error::NotFound("agent"))?;
+    Ok(db::col::<i32>(&row, "active")? != 0)
 }
 
 async fn set_teams<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64, teams: &[i64]) -> Result<()> {
@@ -265,6 +314,12 @@ async fn list_models<C: ConnectionTrait>(db: &C, workspace_id: i64, rows: Vec<ag
         vec![workspace_id.into()],
     )
     .await?;
+    let inactive =
+        db::query_all(db, "SELECT id FROM agents WHERE workspace_id = ? AND active = 0", vec![workspace_id.into()])
+            .await?
+            .iter()
+            .map(|r| db::col::<i64>(r, "id"))
+            .collect::<Result<std::collections::HashSet<i64>>>()?;
     let load = db::query_all(
         db,
         "SELECT assignee_id, COUNT(*) AS n FROM tickets WHERE workspace_id = ? AND assignee_id IS NOT NULL AND status IN ('new', 'open', 'pending') GROUP BY assignee_id",
@@ -294,6 +349,7 @@ async fn list_models<C: ConnectionTrait>(db: &C, workspace_id: i64, rows: Vec<ag
                 skills: serde_json::from_str(&m.skills)?,
                 capacity: m.capacity,
                 presence: Presence::parse(&m.presence),
+                active: !inactive.contains(&m.id),
                 teams,
                 open_tickets,
             })

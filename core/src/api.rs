@@ -50,7 +50,7 @@ pub fn app(core: Core) -> Router {
         .route("/agents/{id}", get(settings::get_agent).put(settings::update_agent))
         .route("/teams", post(settings::create_team).get(settings::list_teams))
         .route("/teams/{id}", get(settings::get_team).put(settings::update_team))
-        .route("/tokens", post(settings::create_token))
+        .route("/tokens", post(settings::create_token).get(settings::list_tokens))
         .route("/tokens/{id}", axum::routing::delete(settings::revoke_token))
         .route("/search", get(system::search))
         .route("/events", get(system::events))

@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Manage the key that encrypts stored secrets (channel, automation and webhook secrets).
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Import customers or tickets from a CSV file (header row required).
     Import {
         #[command(flatten)]
@@ -164,6 +169,16 @@ enum TokenAction {
         /// A label for the token.
         #[arg(long, default_value = "cli")]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsAction {
+    /// Make a new key, re-encrypt every stored secret with it in one transaction, and keep the
+    /// old key as secret.key.<id>.bak. Restart the server (every node) afterwards.
+    Rotate {
+        #[command(flatten)]
+        data: DataArgs,
     },
 }
 
@@ -305,6 +320,16 @@ async fn execute(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Secrets { action: SecretsAction::Rotate { data } } => {
+            let cfg = config(path, &data)?;
+            let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
+            let (id, n) = crate::secret::rotate(&conn, &cfg.data).await?;
+            println!(
+                "Re-encrypted {n} secret(s) with the new key {id}; the old key is kept as a secret.key.*.bak file."
+            );
+            println!("Copy secret.key to every node and restart them.");
+            Ok(())
+        }
         Command::Token { action: TokenAction::Create { data, workspace, agent, role, name } } => {
             let cfg = config(path, &data)?;
             let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
@@ -322,11 +347,16 @@ async fn execute(cli: Cli) -> Result<()> {
                 Some(email) => agents.iter().find(|a| &a.email == email).ok_or_else(|| {
                     Error::invalid("agent", format!("no agent with e-mail {email} in workspace {workspace}"))
                 })?,
-                None => agents
-                    .iter()
-                    .find(|a| a.role == Role::Admin)
-                    .ok_or_else(|| Error::invalid("agent", "the workspace has no admin; name an agent with --agent"))?,
+                None => agents.iter().find(|a| a.role == Role::Admin && a.active).ok_or_else(|| {
+                    Error::invalid("agent", "the workspace has no active admin; name an agent with --agent")
+                })?,
             };
+            if !agent.active {
+                return Err(Error::invalid(
+                    "agent",
+                    format!("{} is deactivated; its tokens would be refused", agent.email),
+                ));
+            }
             if role == Role::Admin && agent.role != Role::Admin {
                 return Err(Error::invalid("role", format!("{} is not an admin; use --role agent", agent.email)));
             }

@@ -39,6 +39,33 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Workflow actions: automatic-reply cap, follow-ups, schedules, outgoing webhooks.
     pub workflows: Workflows,
+    /// Bearer token Prometheus sends to scrape `/metrics`; without it `/metrics` answers 404
+    /// (the counters name every workspace's channels and workflows: operator data).
+    pub metrics_token: Option<String>,
+    /// API tokens: how long a node trusts its cached lookup, and the per-token rate limit.
+    pub auth: Auth,
+}
+
+/// API token checks and the per-token request budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// How long a node reuses a token lookup (token, agent role, agent active) before asking
+    /// the database again, in milliseconds. On PostgreSQL changes reach every node at once by
+    /// `LISTEN/NOTIFY`; this bounds staleness when a notification is lost (or on several
+    /// nodes sharing one SQLite file).
+    pub token_cache_ms: u64,
+    /// Requests per second one API token may make on one node (token bucket); 0 turns the
+    /// limit off.
+    pub rate_per_second: u32,
+    /// Requests a token may burst above the steady rate.
+    pub rate_burst: u32,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth { token_cache_ms: 5000, rate_per_second: 50, rate_burst: 200 }
+    }
 }
 
 /// Limits and timing of what workflows do.
@@ -131,13 +158,16 @@ impl Default for Config {
             outbox: Outbox::default(),
             public_url: None,
             workflows: Workflows::default(),
+            metrics_token: None,
+            auth: Auth::default(),
         }
     }
 }
 
 impl Config {
     /// Reads `path` if given, else `./plugdesk.toml` if present, else defaults; then applies
-    /// `PLUGDESK_DATA`, `PLUGDESK_LISTEN`, `DATABASE_URL`, `PLUGDESK_LOG_FORMAT`.
+    /// `PLUGDESK_DATA`, `PLUGDESK_LISTEN`, `DATABASE_URL`, `PLUGDESK_LOG_FORMAT`,
+    /// `PLUGDESK_METRICS_TOKEN`.
     ///
     /// # Errors
     /// [`Error::Config`] naming the file and what is wrong in it.
@@ -159,6 +189,9 @@ impl Config {
         }
         if let Ok(v) = std::env::var("PLUGDESK_LOG_FORMAT") {
             cfg.log_format = v;
+        }
+        if let Ok(v) = std::env::var("PLUGDESK_METRICS_TOKEN") {
+            cfg.metrics_token = Some(v).filter(|s| !s.is_empty());
         }
         Ok(cfg)
     }

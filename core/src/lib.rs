@@ -27,6 +27,7 @@ pub mod outbox;
 pub mod plugin;
 pub mod schedule;
 pub mod search;
+pub mod secret;
 pub mod server;
 pub mod sla;
 pub mod survey;
@@ -54,6 +55,8 @@ struct CoreInner {
     db: DatabaseConnection,
     bus: event::Bus,
     tokens: auth::TokenCache,
+    limiter: auth::RateLimiter,
+    metrics_token: Option<String>,
     writer: ticket::Writer,
     metrics: metrics::Metrics,
     limits: config::Limits,
@@ -87,7 +90,9 @@ impl Core {
             inner: Arc::new(CoreInner {
                 db,
                 bus,
-                tokens: auth::TokenCache::default(),
+                tokens: auth::TokenCache::new(&cfg.auth),
+                limiter: auth::RateLimiter::new(&cfg.auth),
+                metrics_token: cfg.metrics_token.clone().filter(|t| !t.is_empty()),
                 writer,
                 metrics: metrics::Metrics::default(),
                 limits,
@@ -155,6 +160,16 @@ impl Core {
     /// API token lookups, cached.
     pub fn tokens(&self) -> &auth::TokenCache {
         &self.inner.tokens
+    }
+
+    /// The per-token request budget.
+    pub fn limiter(&self) -> &auth::RateLimiter {
+        &self.inner.limiter
+    }
+
+    /// The bearer token `/metrics` asks for; `None` hides `/metrics`.
+    pub fn metrics_token(&self) -> Option<&str> {
+        self.inner.metrics_token.as_deref()
     }
 
     /// The group-commit writer that creates tickets.

@@ -27,8 +27,13 @@ pub struct Metrics {
 
 impl Metrics {
     /// Records one HTTP request: method, matched route (not the raw path, which would explode
-    /// the label set), status, duration.
+    /// the label set), status, duration. Any client can send any method name, so methods
+    /// outside the standard set count as `other`: the label set stays bounded.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let method = match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => method,
+            _ => "other",
+        };
         if let Ok(mut map) = self.requests.lock() {
             let r = map.entry((method.to_owned(), route.to_owned(), status)).or_default();
             r.count += 1;
@@ -133,6 +138,19 @@ mod tests {
             text.contains(
                 "plugdesk_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/tickets/{id}\"} 2"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let m = Metrics::default();
+        m.observe_request("FOOBAR", "unmatched", 405, 0.001);
+        m.observe_request("BAZ", "unmatched", 405, 0.001);
+        let text = m.render();
+        assert!(!text.contains("FOOBAR") && !text.contains("BAZ"), "{text}");
+        assert!(
+            text.contains("plugdesk_http_requests_total{method=\"other\",route=\"unmatched\",status=\"405\"} 2"),
             "{text}"
         );
     }

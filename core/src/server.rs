@@ -18,10 +18,15 @@ pub async fn open(cfg: &Config, usage: db::Usage) -> Result<sea_orm::DatabaseCon
         std::fs::create_dir_all(&cfg.data)
             .map_err(|e| Error::Config(format!("cannot create data directory {}: {e}", cfg.data.display())))?;
     }
+    crate::secret::install(&cfg.data)?;
     let conn = db::connect(&cfg.database_url(), usage).await?;
     let applied = db::migrate(&conn).await?;
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "database migrated");
+    }
+    let sealed = crate::secret::seal_plaintext(&conn).await?;
+    if sealed > 0 {
+        tracing::info!(secrets = sealed, "encrypted secrets stored before encryption");
     }
     Ok(conn)
 }
@@ -58,6 +63,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     tokio::spawn(db::maintenance_loop(core.db().clone()));
     tokio::spawn(crate::webhook::run(core.clone()));
     tokio::spawn(crate::schedule::run(core.clone()));
+    tokio::spawn(crate::auth::follow_changes(core.clone()));
     println!(
         "Plugdesk {} listening on http://{local} (database: {})",
         env!("CARGO_PKG_VERSION"),

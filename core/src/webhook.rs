@@ -89,7 +89,7 @@ pub async fn save(core: &crate::Core, workspace_id: i64, input: &WebhookInput) -
         vec![workspace_id.into(), name.into()],
     )
     .await?;
-    let secret = input.secret.clone().filter(|s| !s.is_empty());
+    let secret = input.secret.as_deref().filter(|s| !s.is_empty()).map(crate::secret::seal).transpose()?;
     match existing {
         Some(r) => {
             db::exec(
@@ -290,7 +290,7 @@ async fn pass(core: &crate::Core, client: &reqwest::Client) -> Result<usize> {
             .post(db::col::<String>(d, "url")?)
             .header("content-type", "application/json")
             .header("x-plugdesk-delivery", id.to_string());
-        if let Some(secret) = db::col::<Option<String>>(d, "secret")? {
+        if let Some(secret) = db::col::<Option<String>>(d, "secret")?.map(|s| crate::secret::open(&s)).transpose()? {
             req = req.header("x-plugdesk-signature", format!("sha256={}", sign(&secret, body.as_bytes())));
         }
         let (outcome, status) = match req.body(body).send().await {

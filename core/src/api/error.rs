@@ -17,12 +17,20 @@ pub struct ApiError {
     field: Option<String>,
     /// Line and column of a script error.
     at: Option<(usize, usize)>,
+    /// Seconds to send as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None, at: None }
+        ApiError { status, code, message: message.into(), field: None, at: None, retry_after: None }
+    }
+
+    /// Adds a `Retry-After` header (whole seconds, at least 1).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 }
 
@@ -53,7 +61,7 @@ impl From<Error> for ApiError {
             Error::Script { line, column, .. } => Some((*line, *column)),
             _ => None,
         };
-        ApiError { status, code, message: e.to_string(), field, at }
+        ApiError { status, code, message: e.to_string(), field, at, retry_after: None }
     }
 }
 
@@ -73,7 +81,11 @@ impl IntoResponse for ApiError {
             body["error"]["line"] = json!(line);
             body["error"]["column"] = json!(column);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        response
     }
 }
 

@@ -112,6 +112,15 @@ impl FromRequestParts<Core> for Auth {
         let token = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()).ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization header must be Bearer <token>")
         })?;
-        Ok(Auth(core.tokens().authenticate(core.db(), token).await?))
+        let principal = core.tokens().authenticate(core.db(), token).await?;
+        if let Err(wait) = core.limiter().check(principal.token_id) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests with this API token; slow down and retry after the Retry-After seconds",
+            )
+            .retry_after(wait.as_secs_f64().ceil() as u64));
+        }
+        Ok(Auth(principal))
     }
 }

@@ -44,7 +44,7 @@ const fn q(route: Route, query: &'static [&'static str]) -> Route {
 pub static ROUTES: &[Route] = &[
     r("GET", "/healthz", "Liveness: the process answers", None, 200),
     r("GET", "/readyz", "Readiness: the database answers", None, 200),
-    r("GET", "/metrics", "Prometheus metrics", None, 200),
+    r("GET", "/metrics", "Prometheus metrics (bearer metrics_token from plugdesk.toml; 404 without one)", None, 200),
     r("GET", "/api/v1/openapi.json", "This document", None, 200),
     r(
         "POST",
@@ -127,6 +127,10 @@ pub static ROUTES: &[Route] = &[
     r("GET", "/api/v1/teams/{id}", "A team", None, 200),
     admin(r("PUT", "/api/v1/teams/{id}", "Rename a team or change its lead", Some("Team"), 200)),
     admin(r("POST", "/api/v1/tokens", "Create an API token for an agent (shown once)", Some("NewToken"), 201)),
+    admin(q(
+        r("GET", "/api/v1/tokens", "The workspace's API tokens (never their secrets), newest first", None, 200),
+        &["agent_id"],
+    )),
     admin(r("DELETE", "/api/v1/tokens/{id}", "Revoke an API token", None, 204)),
     q(r("GET", "/api/v1/search", "Full-text search over tickets, messages and customers", None, 200), &["q", "limit"]),
     q(
@@ -351,7 +355,7 @@ fn schemas() -> Value {
             ("warning_minutes", n()), ("calendar", any_obj()), ("default_priority", s()), ("team_id", i()), ("channels", arr(s())),
             ("automation_level", json!({ "type": "string", "enum": ["automated_first", "assisted", "personal"] })), ("agent_minutes_budget", i()),
         ], &["key", "name", "first_response_minutes", "next_response_minutes", "resolution_minutes", "warning_minutes", "calendar", "default_priority", "channels", "automation_level", "agent_minutes_budget"]),
-        "Agent": obj(&[("name", s()), ("email", s()), ("role", s()), ("level", i()), ("skills", arr(s())), ("capacity", i()), ("presence", s()), ("teams", arr(i()))], &["name", "email"]),
+        "Agent": obj(&[("name", s()), ("email", s()), ("role", s()), ("level", i()), ("skills", arr(s())), ("capacity", i()), ("presence", s()), ("teams", arr(i())), ("active", json!({ "type": "boolean" }))], &["name", "email"]),
         "Team": obj(&[("name", s()), ("lead_agent_id", i())], &["name"]),
         "NewToken": obj(&[("agent_id", i()), ("name", s()), ("role", s())], &["agent_id", "name"]),
         "NewChannel": obj(&[("plugin", s()), ("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("poll_interval_ms", i())], &["plugin"]),

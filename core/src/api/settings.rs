@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiResult;
-use super::extract::{Auth, Json, Path};
+use super::extract::{Auth, Json, Path, Query};
 use crate::Core;
 use crate::agent::{self, AgentSpec, TeamSpec};
 use crate::auth::{self, Role};
@@ -102,7 +102,12 @@ pub(super) async fn update_agent(
     p.require_admin("managing agents")?;
     let txn = crate::db::begin_write(core.db()).await?;
     let a = agent::update(&txn, p.workspace_id, id, &spec).await?;
+    if !spec.active {
+        auth::revoke_agent_tokens(&txn, p.workspace_id, id).await?;
+    }
     txn.commit().await?;
+    // The role or active state may have changed: every node looks the agent's tokens up again.
+    auth::announce(&core, auth::Change::Agent(id)).await;
     Ok(axum::Json(a))
 }
 
@@ -173,7 +178,8 @@ pub(super) struct NewToken {
     agent_id: i64,
     /// A label, e.g. "zapier integration".
     name: String,
-    /// `admin` or `agent`; at most the agent's own role.
+    /// `admin` or `agent`; at most the agent's own role. The token acts with the lower of this
+    /// and its agent's role at each request.
     role: Option<Role>,
 }
 
@@ -186,6 +192,13 @@ pub(super) async fn create_token(
     let a = agent::find(core.db(), p.workspace_id, input.agent_id)
         .await
         .map_err(|_| crate::Error::invalid("agent_id", format!("agent {} does not exist", input.agent_id)))?;
+    if !agent::is_active(core.db(), p.workspace_id, a.id).await? {
+        return Err(crate::Error::invalid(
+            "agent_id",
+            format!("agent {} is deactivated; reactivate it (PUT /api/v1/agents/{}) first", a.id, a.id),
+        )
+        .into());
+    }
     let agent_role = Role::parse(&a.role)?;
     let role = input.role.unwrap_or(agent_role);
     if role == Role::Admin && agent_role != Role::Admin {
@@ -204,6 +217,21 @@ pub(super) async fn revoke_token(
     Path(id): Path<i64>,
 ) -> ApiResult<impl IntoResponse> {
     p.require_admin("revoking API tokens")?;
-    auth::revoke_token(core.db(), core.tokens(), p.workspace_id, id).await?;
+    auth::revoke_token(&core, p.workspace_id, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenFilter {
+    agent_id: Option<i64>,
+}
+
+pub(super) async fn list_tokens(
+    State(core): State<Core>,
+    Auth(p): Auth,
+    Query(f): Query<TokenFilter>,
+) -> ApiResult<impl IntoResponse> {
+    p.require_admin("listing API tokens")?;
+    Ok(axum::Json(json!({ "items": auth::list_tokens(core.db(), p.workspace_id, f.agent_id).await? })))
 }

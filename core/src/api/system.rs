@@ -2,7 +2,7 @@
 //! document.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
@@ -25,11 +25,33 @@ pub(super) async fn readyz(State(core): State<Core>) -> impl IntoResponse {
     }
 }
 
-pub(super) async fn metrics(State(core): State<Core>) -> impl IntoResponse {
+/// The counters name every workspace's channels and workflows: operator data. Without a
+/// `metrics_token` in the configuration `/metrics` does not exist; with one, Prometheus sends
+/// it as a bearer token.
+pub(super) async fn metrics(State(core): State<Core>, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+    let Some(expected) = core.metrics_token() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "/metrics is off; set metrics_token in plugdesk.toml to let Prometheus scrape it",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    if !given.is_some_and(|g| crate::auth::same_secret(g, expected)) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics needs Authorization: Bearer <metrics_token from plugdesk.toml>",
+        ));
+    }
     let mut text = core.metrics().render();
     text.push_str(&core.channels().render_metrics());
     text.push_str(&core.workflows().render_metrics());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
 #[derive(Deserialize)]

@@ -522,4 +522,13 @@ CREATE INDEX plugins_workspace ON plugins (workspace_id)
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 7,
+        name: "agents can be deactivated",
+        common: r#"
+ALTER TABLE agents ADD COLUMN active INTEGER NOT NULL DEFAULT 1
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];
