@@ -93,6 +93,26 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// Runs one SQL statement on this scratch's database with the database's own client
+    /// (`sqlite3` or `psql`) and returns what it prints, one row a line, columns joined by `|`.
+    /// For tests that must see or set what no endpoint shows (a stopped server's rows).
+    pub fn sql(&self, statement: &str) -> String {
+        let out = match &self.database_url {
+            Some(url) => Command::new("psql")
+                .arg(url)
+                .args(["-v", "ON_ERROR_STOP=1", "-q", "-t", "-A", "-c", statement])
+                .output()
+                .expect("run psql"),
+            None => {
+                Command::new("sqlite3").arg(self.dir.join("plugdesk.db")).arg(statement).output().expect("run sqlite3")
+            }
+        };
+        assert!(out.status.success(), "{statement}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         if !self.owned {
