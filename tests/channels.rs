@@ -1338,3 +1338,66 @@ async fn a_batch_left_received_by_a_dead_node_is_delivered_after_restart() {
     assert_eq!((broken["status"].as_str(), broken["attempts"].as_i64()), (Some("failed"), Some(2)), "{payloads}");
     assert!(broken["error"].as_str().unwrap_or("").contains("delivery attempt 2"), "{payloads}");
 }
+
+/// Regression (#3): every stored request was kept for ever (16 MB posts added ≈130 MB that
+/// nothing cleaned). Now processed and rejected payloads expire, and a channel over its storage
+/// budget loses its oldest rejected, then processed ones — never those still to be processed.
+#[tokio::test]
+async fn stored_payloads_expire_and_a_channel_keeps_within_its_storage_budget() {
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.dir.join("plugdesk.toml"),
+        "[channels]\nmax_stored_bytes_per_channel = 1000\ncleanup_interval_ms = 100\n",
+    )
+    .expect("write config");
+    let token = scratch.init("default");
+    let s = Server::serve(scratch, token).await;
+    let form = install(&s, "webform", json!([])).await;
+
+    let (status, _) = hook(&s, form, "", "text/plain", &"x".repeat(70_000)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = hook(&s, form, "", "application/json", "{\"email\": \"nope\", \"message\": \"x\"}").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    for n in 0..6 {
+        let body = json!({ "email": format!("c{n}@example.com"), "message": format!("{n}{}", "m".repeat(200)) });
+        let (status, answer) = hook(&s, form, "", "application/json", &body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let path = format!("/api/v1/channels/{form}/payloads");
+    let total = |v: &Value| v["items"].as_array().map(|p| p.iter().filter_map(|p| p["size"].as_i64()).sum::<i64>());
+    let v = s
+        .wait_for(&path, Duration::from_secs(20), |v| {
+            total(v).is_some_and(|t| t <= 1000)
+                && v["items"].as_array().is_some_and(|p| p.iter().all(|p| p["status"] != "rejected"))
+        })
+        .await;
+    let items = v["items"].as_array().expect("items").clone();
+    let processed = items.iter().filter(|p| p["status"] == "processed").count();
+    assert!((1..6).contains(&processed), "the oldest processed went, the newest stayed: {v}");
+    assert!(items.iter().any(|p| p["status"] == "failed"), "a failed request waits for its admin: {v}");
+    let (_, tickets) = s.get("/api/v1/tickets?channel=webform").await;
+    assert_eq!(tickets["items"].as_array().map(Vec::len), Some(6), "tickets keep their messages");
+
+    // Age: a processed payload older than 30 days and a rejected one older than 7 go; a failed
+    // one stays, however old.
+    let (scratch, token) = s.stop();
+    let ws = scratch.sql(&format!("SELECT workspace_id FROM channels WHERE id = {form}"));
+    let day: i64 = 24 * 60 * 60 * 1000;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    for (status, age) in [("processed", 31 * day), ("rejected", 8 * day), ("failed", 100 * day)] {
+        scratch.sql(&format!(
+            "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, size, status, attempts) VALUES ({ws}, {form}, {}, 'POST', '/old', '', '[]', {}, 1, '{status}', 1)",
+            now - age,
+            blob(&scratch, b"x"),
+        ));
+    }
+    let s = Server::serve(scratch, token).await;
+    s.wait_for(&path, Duration::from_secs(20), |v| {
+        v["items"].as_array().is_some_and(|p| {
+            let old: Vec<&str> = p.iter().filter(|p| p["size"] == 1).filter_map(|p| p["status"].as_str()).collect();
+            old == ["failed"]
+        })
+    })
+    .await;
+}
