@@ -203,8 +203,10 @@ mod tests {
     #[test]
     fn forwarded_for_counts_only_behind_a_trusted_proxy() {
         let cfg = config::Channels { trusted_proxies: vec!["10.0.0.0/8".into(), "::1".into()], ..Default::default() };
-        let t = Throttles::new(&cfg).map_err(|e| e.to_string());
-        let Ok(t) = t else { panic!("{t:?}") };
+        let t = match Throttles::new(&cfg) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
         let peer = |s: &str| s.parse::<SocketAddr>().ok();
         let ip = |s: &str| s.parse::<IpAddr>().ok();
         // A client may write anything on the left; the proxy appends the real peer.
