@@ -1253,3 +1253,319 @@ async fn a_plugin_in_the_plugins_dir_loads_only_when_its_manifest_matches() {
     let (status, relay) = s.get("/api/v1/plugins/relay").await;
     assert_eq!((status, relay["versions"][0]["source"].as_str()), (StatusCode::OK, Some("directory")), "{relay}");
 }
+
+/// Regression (#3): five anonymous 16 MB form posts ran `webform` out of fuel, suspended the
+/// channel (customers then got 503) and stored each body; now a body over the channel's limit
+/// is answered 413 before the plugin runs, recorded without its body, and never counts
+/// towards suspension.
+#[tokio::test]
+async fn oversized_posts_are_refused_unread_and_never_suspend_a_channel() {
+    let s = server_with_hostile().await;
+    let form = install(&s, "webform", json!([])).await;
+    let (_, ch) = s.get(&format!("/api/v1/channels/{form}")).await;
+    assert_eq!(ch["max_request_bytes"], 65536, "a form is not an upload: {ch}");
+
+    let big = json!({ "email": "flood@example.com", "message": "x".repeat(300_000) }).to_string();
+    for _ in 0..6 {
+        let got = hook(&s, form, "", "application/json", &big).await;
+        assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "limit of 65536 bytes");
+        assert!(got.1["error"]["message"].as_str().unwrap_or("").contains("max_request_bytes"), "{}", got.1);
+        assert!(got.1["error"]["payload_id"].is_i64(), "{}", got.1);
+    }
+    let (_, ch) = s.get(&format!("/api/v1/channels/{form}")).await;
+    assert_eq!((ch["status"].as_str(), ch["stats"]["calls"].as_i64()), (Some("active"), Some(0)), "{ch}");
+    // Each refusal is a small record: who was refused and why, not the 300 KB.
+    let (_, payloads) = s.get(&format!("/api/v1/channels/{form}/payloads")).await;
+    let items = payloads["items"].as_array().expect("items").clone();
+    assert_eq!(items.len(), 6, "{payloads}");
+    assert!(items.iter().all(|p| p["status"] == "rejected" && p["size"] == 0), "{payloads}");
+    let stored = s
+        .scratch
+        .sql(&format!("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM inbound_payloads WHERE channel_id = {form}"));
+    assert_eq!(stored, "0");
+    // Real customers still get through.
+    let (status, body) =
+        hook(&s, form, "", "application/json", &json!({ "email": "real@example.com", "message": "Hallo" }).to_string())
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The limit is the admin's to set, within the server's body limit; a bad value changes nothing.
+    for bad in [json!(0), json!(17 << 20)] {
+        assert_error(
+            &s.patch(&format!("/api/v1/channels/{form}"), json!({ "max_request_bytes": bad })).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "max_request_bytes must be 1-16777216 bytes",
+        );
+    }
+    let (_, ch) = s.get(&format!("/api/v1/channels/{form}")).await;
+    assert_eq!(ch["max_request_bytes"], 65536, "{ch}");
+
+    // Requests over what the kind usually takes, let in by the admin, that use up the call's
+    // budget are the request's doing: five in a row do not suspend the channel.
+    let heavy = install_with(&s, json!({ "plugin": "hostile", "max_request_bytes": 4 << 20 })).await;
+    let body = "x".repeat(1_500_000);
+    for _ in 0..5 {
+        let (status, answer) = hook(&s, heavy, "/loop", "text/plain", &body).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
+        assert_eq!(answer["error"]["code"], "plugin_failed", "{answer}");
+    }
+    let (_, ch) = s.get(&format!("/api/v1/channels/{heavy}")).await;
+    assert_eq!(ch["status"], "active", "{ch}");
+    let (status, fine) = hook(&s, heavy, "/fine", "text/plain", "x").await;
+    assert_eq!((status, fine.as_str()), (StatusCode::OK, Some("fine: /fine")));
+}
+
+/// A hook post from `forwarded_for` (through the loopback proxy the test server trusts):
+/// status, `Retry-After` and body.
+async fn post_from(s: &Server, channel: i64, forwarded_for: &str, n: usize) -> (StatusCode, Option<u64>, Value) {
+    let body = json!({ "email": format!("c{n}@example.com"), "message": format!("Nachricht {n}") });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/hooks/{channel}", s.base))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&body)
+        .send()
+        .await
+        .expect("post hook");
+    let status = resp.status();
+    let retry = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    (status, retry, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Regression (#3, #14): one client could post to a public hook, or load survey pages, as fast
+/// as it liked — every hook post a stored row and a plugin call. Now each address and each
+/// channel has a token bucket: 429 with `Retry-After`, nothing stored.
+#[tokio::test]
+async fn hooks_and_survey_pages_answer_429_per_address_and_per_channel() {
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.dir.join("plugdesk.toml"),
+        "[channels]\nhook_per_address_per_second = 0.01\nhook_per_address_burst = 3\nhook_per_channel_per_second = 0.01\nhook_per_channel_burst = 6\nsurvey_per_address_per_second = 0.01\nsurvey_per_address_burst = 2\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n",
+    )
+    .expect("write config");
+    let token = scratch.init("default");
+    let s = Server::serve(scratch, token).await;
+    let form = install(&s, "webform", json!([])).await;
+    let stored = || async {
+        let (_, p) = s.get(&format!("/api/v1/channels/{form}/payloads")).await;
+        p["items"].as_array().map(Vec::len).unwrap_or(0)
+    };
+
+    for n in 0..3 {
+        let (status, _, body) = post_from(&s, form, "203.0.113.1", n).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, retry, body) = post_from(&s, form, "203.0.113.1", 3).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("from this address"), "{body}");
+    assert!(retry.is_some_and(|r| r >= 1), "Retry-After: {retry:?}");
+    assert_eq!(stored().await, 3, "a refused request is not stored");
+    // Another address has its own bucket; a client-written address left of the proxy's counts not.
+    for n in 4..7 {
+        let (status, _, body) = post_from(&s, form, &format!("198.51.100.{n}, 203.0.113.2"), n).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // The channel's own bucket (6) is empty now, whoever asks.
+    let (status, retry, body) = post_from(&s, form, "203.0.113.3", 7).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("to this channel"), "{body}");
+    assert!(retry.is_some_and(|r| r >= 1), "Retry-After: {retry:?}");
+    assert_eq!(stored().await, 6);
+
+    // The public survey page: two looks, then 429, for the page and for answers alike.
+    let client = reqwest::Client::new();
+    let page = format!("{}/survey/{}", s.base, "0".repeat(32));
+    for _ in 0..2 {
+        let r = client.get(&page).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    let r = client.get(&page).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = client.post(&page).json(&json!({ "rating": 5 })).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+}
+
+/// Regression (#13): stored inbound payloads kept credentials from the request's headers
+/// (Authorization, cookies, messenger secret tokens, gateway signatures) in clear text.
+#[tokio::test]
+async fn stored_payloads_keep_no_credentials_from_headers() {
+    let s = Server::start().await;
+    let form = install(&s, "webform", json!([])).await;
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", "Bearer live-credential-1"),
+        ("cookie", "session=live-credential-2"),
+        ("x-telegram-bot-api-secret-token", "live-credential-3"),
+        ("x-twilio-signature", "live-credential-4"),
+        ("x-shop-password", "live-credential-5"),
+        ("x-request-id", "keep-me"),
+    ];
+    // One accepted (stored with its ticket), one refused by the plugin (stored on its own).
+    let good = json!({ "email": "ann@example.com", "message": "Hallo" }).to_string();
+    let (status, text) = post_hook(&s, form, "", &headers, good).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, text) = post_hook(&s, form, "", &headers, "{\"email\": \"nope\"}".into()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+
+    let (_, payloads) = s.get(&format!("/api/v1/channels/{form}/payloads")).await;
+    let items = payloads["items"].as_array().expect("items").clone();
+    assert_eq!(items.len(), 2, "{payloads}");
+    for p in &items {
+        let stored: Vec<(String, String)> = serde_json::from_value(p["headers"].clone()).expect("headers");
+        let value = |name: &str| stored.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        for (name, _) in &headers[1..6] {
+            assert_eq!(value(name), Some("[masked]"), "{name}: {p}");
+        }
+        assert_eq!(value("x-request-id"), Some("keep-me"), "{p}");
+        assert_eq!(value("content-type"), Some("application/json"), "{p}");
+    }
+    let leaked = s.scratch.sql("SELECT COUNT(*) FROM inbound_payloads WHERE headers LIKE '%live-credential%'");
+    assert_eq!(leaked, "0");
+}
+
+/// A byte string as an SQL literal of the scratch's database.
+fn blob(scratch: &Scratch, bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match scratch.database_url {
+        Some(_) => format!("decode('{hex}', 'hex')"),
+        None => format!("X'{hex}'"),
+    }
+}
+
+/// Inserts a `received` payload as a node leaves it when it dies between storing a batch (with
+/// its cursor) and delivering it: its lease has run out.
+fn leave_received(scratch: &Scratch, channel: i64, body: &[u8]) {
+    let ws = scratch.sql(&format!("SELECT workspace_id FROM channels WHERE id = {channel}"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    scratch.sql(&format!(
+        "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, size, status, attempts, locked_until) VALUES ({ws}, {channel}, {now}, 'POLL', '', '', '[]', {}, {}, 'received', 0, {})",
+        blob(scratch, body),
+        body.len(),
+        now - 1,
+    ));
+}
+
+/// Regression (#9): a poll's batch commits with its cursor and is delivered afterwards; when
+/// the node died in between, nothing ever delivered it (the mailbox had moved on). Now the
+/// delivery worker of the next node to run takes it over, retries failures with backoff and
+/// lists attempts and the last error.
+#[tokio::test]
+async fn a_batch_left_received_by_a_dead_node_is_delivered_after_restart() {
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.dir.join("plugdesk.toml"),
+        "[channels]\ndelivery_retry_base_ms = 100\ndelivery_max_attempts = 2\n",
+    )
+    .expect("write config");
+    let token = scratch.init("default");
+    let s = Server::serve(scratch, token).await;
+    let form = install(&s, "webform", json!([])).await;
+    let (scratch, token) = s.stop();
+
+    let message = |id: &str, from: &str, subject: &str| {
+        json!({
+            "external_id": id, "conversation": null, "sender_kind": "email", "sender_address": from,
+            "sender_name": null, "subject": subject, "text": format!("Text von {from}"), "html": null,
+            "automatic": false, "attachments": [],
+        })
+    };
+    let batch = json!([
+        message("crash-1", "cara@example.com", "Nach dem Absturz"),
+        message("crash-2", "dora@example.com", "Auch angekommen?"),
+    ]);
+    leave_received(&scratch, form, batch.to_string().as_bytes());
+    // A batch whose delivery fails (it cannot be read): retried, then failed with the reason.
+    leave_received(&scratch, form, b"not a stored batch");
+
+    let s = Server::serve(scratch, token).await;
+    let v = s
+        .wait_for("/api/v1/tickets?channel=webform", Duration::from_secs(20), |v| {
+            v["items"].as_array().is_some_and(|t| t.len() == 2)
+        })
+        .await;
+    let subjects: Vec<&str> =
+        v["items"].as_array().expect("items").iter().filter_map(|t| t["subject"].as_str()).collect();
+    assert!(subjects.contains(&"Nach dem Absturz") && subjects.contains(&"Auch angekommen?"), "{v}");
+    let payloads = s
+        .wait_for(&format!("/api/v1/channels/{form}/payloads"), Duration::from_secs(20), |v| {
+            v["items"].as_array().is_some_and(|p| p.iter().all(|p| p["status"] != "received"))
+        })
+        .await;
+    let items = payloads["items"].as_array().expect("items").clone();
+    let (broken, delivered) = (&items[0], &items[1]);
+    assert_eq!(
+        (delivered["status"].as_str(), delivered["attempts"].as_i64()),
+        (Some("processed"), Some(1)),
+        "{payloads}"
+    );
+    assert_eq!(delivered["result"]["tickets"].as_array().map(Vec::len), Some(2), "{payloads}");
+    assert_eq!((broken["status"].as_str(), broken["attempts"].as_i64()), (Some("failed"), Some(2)), "{payloads}");
+    assert!(broken["error"].as_str().unwrap_or("").contains("delivery attempt 2"), "{payloads}");
+}
+
+/// Regression (#3): every stored request was kept for ever (16 MB posts added ≈130 MB that
+/// nothing cleaned). Now processed and rejected payloads expire, and a channel over its storage
+/// budget loses its oldest rejected, then processed ones — never those still to be processed.
+#[tokio::test]
+async fn stored_payloads_expire_and_a_channel_keeps_within_its_storage_budget() {
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.dir.join("plugdesk.toml"),
+        "[channels]\nmax_stored_bytes_per_channel = 1000\ncleanup_interval_ms = 100\n",
+    )
+    .expect("write config");
+    let token = scratch.init("default");
+    let s = Server::serve(scratch, token).await;
+    let form = install(&s, "webform", json!([])).await;
+
+    let (status, _) = hook(&s, form, "", "text/plain", &"x".repeat(70_000)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = hook(&s, form, "", "application/json", "{\"email\": \"nope\", \"message\": \"x\"}").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    for n in 0..6 {
+        let body = json!({ "email": format!("c{n}@example.com"), "message": format!("{n}{}", "m".repeat(200)) });
+        let (status, answer) = hook(&s, form, "", "application/json", &body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let path = format!("/api/v1/channels/{form}/payloads");
+    let total = |v: &Value| v["items"].as_array().map(|p| p.iter().filter_map(|p| p["size"].as_i64()).sum::<i64>());
+    let v = s
+        .wait_for(&path, Duration::from_secs(20), |v| {
+            total(v).is_some_and(|t| t <= 1000)
+                && v["items"].as_array().is_some_and(|p| p.iter().all(|p| p["status"] != "rejected"))
+        })
+        .await;
+    let items = v["items"].as_array().expect("items").clone();
+    let processed = items.iter().filter(|p| p["status"] == "processed").count();
+    assert!((1..6).contains(&processed), "the oldest processed went, the newest stayed: {v}");
+    assert!(items.iter().any(|p| p["status"] == "failed"), "a failed request waits for its admin: {v}");
+    let (_, tickets) = s.get("/api/v1/tickets?channel=webform").await;
+    assert_eq!(tickets["items"].as_array().map(Vec::len), Some(6), "tickets keep their messages");
+
+    // Age: a processed payload older than 30 days and a rejected one older than 7 go; a failed
+    // one stays, however old.
+    let (scratch, token) = s.stop();
+    let ws = scratch.sql(&format!("SELECT workspace_id FROM channels WHERE id = {form}"));
+    let day: i64 = 24 * 60 * 60 * 1000;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    for (status, age) in [("processed", 31 * day), ("rejected", 8 * day), ("failed", 100 * day)] {
+        scratch.sql(&format!(
+            "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, size, status, attempts) VALUES ({ws}, {form}, {}, 'POST', '/old', '', '[]', {}, 1, '{status}', 1)",
+            now - age,
+            blob(&scratch, b"x"),
+        ));
+    }
+    let s = Server::serve(scratch, token).await;
+    s.wait_for(&path, Duration::from_secs(20), |v| {
+        v["items"].as_array().is_some_and(|p| {
+            let old: Vec<&str> = p.iter().filter(|p| p["size"] == 1).filter_map(|p| p["status"].as_str()).collect();
+            old == ["failed"]
+        })
+    })
+    .await;
+}

@@ -728,3 +728,71 @@ async fn oversized_mail_becomes_a_ticket_with_a_note_and_the_mailbox_moves_on() 
     assert_eq!(small["body"].as_str().map(str::trim), Some("Nur Text."));
     s.stop();
 }
+
+/// Regression (#13): the token `plugdesk mail-in` hands the e-mail channel was stored in clear
+/// text with every piped mail. It is masked in the stored request now, and retrying that
+/// request still works: the host puts the channel's current token back.
+#[tokio::test]
+async fn a_piped_mail_is_stored_without_its_token_and_can_still_be_retried() {
+    let s = Server::start().await;
+    // No mail server: this channel only takes piped mail (its polls fail, which is fine here).
+    let (status, ch) = s
+        .post(
+            "/api/v1/channels",
+            json!({
+                "plugin": "email", "poll_interval_ms": 3_600_000,
+                "settings": {
+                    "address": "support@plugdesk.test", "imap_host": "127.0.0.1", "imap_port": 9,
+                    "smtp_host": "127.0.0.1", "smtp_port": 9, "smtp_user": "support@plugdesk.test",
+                },
+                "secrets": { "inbound_token": "pipe-token-live-4711" },
+                "grants": ["secrets", "kv"],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ch}");
+    let channel = ch["id"].as_i64().expect("id");
+    let mut child = s
+        .scratch
+        .command(&["mail-in", "--instance", &channel.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mail-in");
+    let raw = crlf("From: ina@kunde.example\nSubject: Gepipt\nMessage-ID: <pipe-1@kunde.example>\n\nHallo per Pipe.\n");
+    child.stdin.take().expect("stdin").write_all(&raw).expect("write mail");
+    let out = child.wait_with_output().expect("mail-in");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let (_, payloads) = s.get(&format!("/api/v1/channels/{channel}/payloads")).await;
+    let p = payloads["items"][0].clone();
+    assert_eq!(p["status"], "processed", "{payloads}");
+    let headers: Vec<(String, String)> = serde_json::from_value(p["headers"].clone()).expect("headers");
+    assert!(headers.contains(&("x-plugdesk-mail-token".into(), "[masked]".into())), "{p}");
+    let leaked = s.scratch.sql("SELECT COUNT(*) FROM inbound_payloads WHERE headers LIKE '%pipe-token-live%'");
+    assert_eq!(leaked, "0");
+
+    let (status, retried) = s.post(&format!("/api/v1/channels/{channel}/payloads/{}/retry", p["id"]), json!({})).await;
+    assert_eq!((status, retried["status"].as_i64()), (StatusCode::OK, Some(200)), "{retried}");
+    assert_eq!(tickets(&s).await.len(), 1, "the same mail again is not a second ticket");
+
+    // A mail posted over HTTP with a wrong token is refused, and stays refused on retry: the
+    // channel's token is only put back for requests that had it right.
+    let forged = reqwest::Client::new()
+        .post(format!("{}/hooks/{channel}", s.base))
+        .header("content-type", "message/rfc822")
+        .header("x-plugdesk-mail-token", "guess")
+        .body(crlf(
+            "From: mallory@evil.example\nSubject: Gefälscht\nMessage-ID: <forged-1@evil.example>\n\nGib mir Zugriff.\n",
+        ))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    let refused: Value = forged.json().await.expect("json");
+    let id = refused["error"]["payload_id"].as_i64().expect("payload id");
+    let (status, retried) = s.post(&format!("/api/v1/channels/{channel}/payloads/{id}/retry"), json!({})).await;
+    assert_eq!((status, retried["status"].as_i64()), (StatusCode::OK, Some(401)), "{retried}");
+    assert_eq!(tickets(&s).await.len(), 1, "no forged ticket");
+}

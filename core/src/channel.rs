@@ -60,6 +60,8 @@ pub(crate) struct Row {
     poll_interval_ms: Option<i64>,
     cursor: Option<String>,
     last_error: Option<String>,
+    /// The admin's request size limit; `None` takes the default of the plugin's kind.
+    max_request_bytes: Option<i64>,
 }
 
 impl Row {
@@ -88,6 +90,7 @@ impl Row {
             poll_interval_ms: None,
             cursor: None,
             last_error: None,
+            max_request_bytes: None,
         }
     }
 
@@ -150,7 +153,53 @@ pub(crate) async fn load_row<C: ConnectionTrait>(db: &C, id: i64, workspace_id: 
         poll_interval_ms: db::col(&r, "poll_interval_ms")?,
         cursor: db::col(&r, "cursor")?,
         last_error: db::col(&r, "last_error")?,
+        max_request_bytes: db::col(&r, "max_request_bytes")?,
     })
+}
+
+/// The largest request a channel of this kind takes when its admin set no limit. A form or a
+/// chat message is text someone typed; a messenger's update may carry a media reference; a
+/// mail may carry attachments up to the server's body limit. A body over the limit is refused
+/// before the plugin sees it: parsing 16 MB of form in the sandbox only burns its budget.
+fn default_request_bytes(kind: &str, limits: &crate::config::Limits) -> usize {
+    let bytes = match kind {
+        "webform" | "webchat" => 64 << 10,
+        "email" => limits.max_body_bytes,
+        _ => 1 << 20,
+    };
+    bytes.min(limits.max_body_bytes)
+}
+
+impl Row {
+    /// The largest request body this channel takes, in bytes.
+    fn request_limit(&self, core: &crate::Core) -> usize {
+        let max = core.limits().max_body_bytes;
+        match self.max_request_bytes.and_then(|b| usize::try_from(b).ok()) {
+            Some(b) => b.min(max),
+            None => default_request_bytes(&core.channels().kind(&self.plugin_key), core.limits()),
+        }
+    }
+}
+
+/// The largest request body the hook of a channel takes (an unknown channel is not found), so
+/// the HTTP layer reads no more than that.
+///
+/// # Errors
+/// [`Error::NotFound`]; database errors.
+pub async fn request_limit(core: &crate::Core, channel_id: i64) -> Result<usize> {
+    Ok(core.channel_rows().get(core, channel_id).await?.request_limit(core))
+}
+
+fn validate_request_bytes(core: &crate::Core, bytes: Option<u64>) -> Result<Option<i64>> {
+    let max = core.limits().max_body_bytes;
+    match bytes {
+        None => Ok(None),
+        Some(b) if b == 0 || b > max as u64 => Err(Error::invalid(
+            "max_request_bytes",
+            format!("max_request_bytes must be 1-{max} bytes (the server's limits.max_body_bytes)"),
+        )),
+        Some(b) => Ok(i64::try_from(b).ok()),
+    }
 }
 
 /// What a call of one channel instance may reach.
@@ -462,6 +511,10 @@ pub struct NewChannel {
     /// How often to poll, for plugins that poll (default one minute, at least 100 ms).
     #[serde(default)]
     pub poll_interval_ms: Option<i64>,
+    /// Largest request body the hook takes, in bytes (default by kind: 64 KiB for forms and
+    /// chat, the server's body limit for e-mail, 1 MiB for others).
+    #[serde(default)]
+    pub max_request_bytes: Option<u64>,
 }
 
 /// Changes to a channel; absent fields stay as they are.
@@ -483,6 +536,9 @@ pub struct ChannelPatch {
     /// Poll interval.
     #[serde(default)]
     pub poll_interval_ms: Option<i64>,
+    /// Largest request body the hook takes, in bytes.
+    #[serde(default)]
+    pub max_request_bytes: Option<u64>,
     /// `false` disables the channel (its hook answers 503, it is not polled); `true` enables it.
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -517,14 +573,18 @@ pub struct ChannelView {
     pub cursor: Option<String>,
     /// The last poll or send failure, cleared by the next success.
     pub last_error: Option<String>,
+    /// Largest request body the hook takes; larger ones are answered 413 and not stored.
+    pub max_request_bytes: usize,
     /// Call counters since the server started.
     pub stats: crate::plugin::Stats,
 }
 
-fn view(row: Row, registry: &crate::plugin::Registry) -> ChannelView {
+fn view(row: Row, core: &crate::Core) -> ChannelView {
+    let registry = core.channels();
     let mut secrets: Vec<String> = row.secrets.keys().cloned().collect();
     secrets.sort();
     ChannelView {
+        max_request_bytes: row.request_limit(core),
         id: row.id,
         stats: registry.stats("channel", row.id),
         hook: format!("/hooks/{}", row.id),
@@ -666,12 +726,13 @@ pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewChannel) 
     let (key, plugin) = plugin_for(core, workspace_id, &input.plugin, plugdesk_host::Kind::Channel).await?;
     validate_grants(&plugin.descriptor, &input.grants)?;
     let poll = validate_poll(&plugin.descriptor, input.poll_interval_ms)?;
+    let max_request_bytes = validate_request_bytes(core, input.max_request_bytes)?;
     let settings = settings_object(input.settings.as_ref())?;
     let name = input.name.clone().unwrap_or_else(|| plugin.descriptor.name.clone());
     let now = crate::now_ms();
     let row = db::query_one(
         core.db(),
-        "INSERT INTO channels (workspace_id, plugin_key, name, settings, secrets, grants, status, poll_interval_ms, next_poll_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO channels (workspace_id, plugin_key, name, settings, secrets, grants, status, poll_interval_ms, next_poll_at, max_request_bytes, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?) RETURNING id",
         vec![
             workspace_id.into(),
             key.into(),
@@ -681,6 +742,7 @@ pub async fn install(core: &crate::Core, workspace_id: i64, input: &NewChannel) 
             serde_json::to_string(&input.grants)?.into(),
             poll.into(),
             poll.map(|_| now).into(),
+            max_request_bytes.into(),
             now.into(),
             now.into(),
         ],
@@ -702,6 +764,10 @@ pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, patch: &Chan
     let poll = match patch.poll_interval_ms {
         Some(ms) => validate_poll(&plugin.descriptor, Some(ms))?,
         None => row.poll_interval_ms,
+    };
+    let max_request_bytes = match patch.max_request_bytes {
+        Some(b) => validate_request_bytes(core, Some(b))?,
+        None => row.max_request_bytes,
     };
     let settings = match &patch.settings {
         Some(s) => settings_object(Some(s))?,
@@ -728,13 +794,14 @@ pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, patch: &Chan
     };
     db::exec(
         core.db(),
-        "UPDATE channels SET name = ?, settings = ?, secrets = ?, grants = ?, poll_interval_ms = ?, status = ?, consecutive_failures = CASE WHEN ? = 'active' THEN 0 ELSE consecutive_failures END, updated_at = ? WHERE id = ?",
+        "UPDATE channels SET name = ?, settings = ?, secrets = ?, grants = ?, poll_interval_ms = ?, max_request_bytes = ?, status = ?, consecutive_failures = CASE WHEN ? = 'active' THEN 0 ELSE consecutive_failures END, updated_at = ? WHERE id = ?",
         vec![
             name.into(),
             settings.to_string().into(),
             crate::secret::seal(&serde_json::to_string(&secrets)?)?.into(),
             serde_json::to_string(&grants)?.into(),
             poll.into(),
+            max_request_bytes.into(),
             status.into(),
             status.into(),
             crate::now_ms().into(),
@@ -751,7 +818,7 @@ pub async fn update(core: &crate::Core, workspace_id: i64, id: i64, patch: &Chan
 /// # Errors
 /// [`Error::NotFound`].
 pub async fn get(core: &crate::Core, workspace_id: i64, id: i64) -> Result<ChannelView> {
-    Ok(view(load_row(core.db(), id, Some(workspace_id)).await?, core.channels()))
+    Ok(view(load_row(core.db(), id, Some(workspace_id)).await?, core))
 }
 
 /// Every channel of the workspace.
@@ -803,9 +870,26 @@ pub struct Receipt {
     body: Vec<u8>,
 }
 
+/// What a masked header value is stored as.
+const MASKED: &str = "[masked]";
+
+/// Headers whose values are credentials: a stored payload is read by admins, listed, kept for
+/// weeks and backed up, so it keeps that such a header was sent but not its value. The plugin
+/// still gets the value for the call it makes.
+fn secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["token", "secret", "signature", "password", "auth", "cookie", "key", "session"].iter().any(|w| name.contains(w))
+}
+
+/// The request's headers as stored: secret-bearing values masked.
+fn stored_headers(headers: &[(String, String)]) -> String {
+    let masked: Vec<Json> =
+        headers.iter().map(|(k, v)| if secret_header(k) { json!([k, MASKED]) } else { json!([k, v]) }).collect();
+    Json::Array(masked).to_string()
+}
+
 impl Receipt {
     fn of(row: &Row, request: &HookRequest) -> Receipt {
-        let headers: Vec<Json> = request.headers.iter().map(|(k, v)| json!([k, v])).collect();
         Receipt {
             workspace_id: row.workspace_id,
             channel_id: row.id,
@@ -813,7 +897,7 @@ impl Receipt {
             method: request.method.clone(),
             path: request.path.clone(),
             query: request.query.clone(),
-            headers: Json::Array(headers).to_string(),
+            headers: stored_headers(&request.headers),
             body: request.body.clone(),
         }
     }
@@ -821,8 +905,11 @@ impl Receipt {
     /// The insert of this request with its outcome (`ticket`: the ticket it reached).
     pub(crate) fn insert(&self, status: &str, error: Option<&str>, ticket: Option<i64>) -> db::Sql {
         let processed = (status != "received").then(crate::now_ms);
+        // A request still to be delivered is leased to this node, which delivers it next; if
+        // the node dies first, the delivery worker of any node takes it when the lease ends.
+        let lease = (status == "received").then(|| crate::now_ms() + DELIVERY_LEASE_MS);
         (
-            "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, status, error, attempts, processed_at, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id".into(),
+            "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, size, status, error, attempts, processed_at, result, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id".into(),
             vec![
                 self.workspace_id.into(),
                 self.channel_id.into(),
@@ -832,11 +919,13 @@ impl Receipt {
                 self.query.clone().into(),
                 self.headers.clone().into(),
                 self.body.clone().into(),
+                (self.body.len() as i64).into(),
                 status.into(),
                 error.map(str::to_owned).into(),
                 i32::from(processed.is_some()).into(),
                 processed.into(),
                 ticket.map(|t| json!({ "tickets": [t] }).to_string()).into(),
+                lease.into(),
             ],
         )
     }
@@ -890,6 +979,11 @@ pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) 
             return Ok(error_reply(503, "channel_disabled", "this channel is disabled; an admin can enable it", None));
         }
         _ => {}
+    }
+    let limit = row.request_limit(core);
+    if request.body.len() > limit {
+        let size = request.body.len();
+        return too_large(core, &row, HookRequest { body: Vec::new(), ..request }, Some(size), limit).await;
     }
     if request.method == "GET" || request.method == "HEAD" {
         let method = request.method.clone();
@@ -954,10 +1048,76 @@ pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) 
         }
         Ok(Outcome::Accepted { messages, reply }) => {
             let id = receipt.store(core, "received", None).await?;
-            accept(core, &row, id, messages, reply).await
+            deliver_or_retry_later(core, &row, id, accept(core, &row, id, messages, reply).await).await
         }
     }
 }
+
+/// Passes on the outcome of delivering a stored payload; when it failed for a reason of our
+/// own (the database, a crash of a task), the payload stays `received` and the delivery worker
+/// tries again later, so it is not stranded.
+async fn deliver_or_retry_later(
+    core: &crate::Core,
+    row: &Row,
+    payload_id: i64,
+    outcome: Result<HookResponse>,
+) -> Result<HookResponse> {
+    if let Err(e) = &outcome {
+        tracing::warn!(channel = row.id, payload = payload_id, error = %e, "delivery failed; retrying later");
+        if let Err(e2) = retry_later(core, payload_id, &e.to_string()).await {
+            tracing::error!(payload = payload_id, error = %e2, "could not schedule a delivery retry; the lease ends and the worker takes it");
+        }
+    }
+    outcome
+}
+
+/// Refuses a request whose body is over the channel's limit, before the plugin sees it: 413,
+/// and a small record of it (`rejected`, without the body) so the admin sees what was refused.
+/// `request` comes without its body (it was not read, or is dropped); `size` is its length
+/// when known.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown channel; database errors.
+pub async fn refuse_too_large(
+    core: &crate::Core,
+    channel_id: i64,
+    request: HookRequest,
+    size: Option<usize>,
+) -> Result<HookResponse> {
+    let row = core.channel_rows().get(core, channel_id).await?;
+    let limit = row.request_limit(core);
+    too_large(core, &row, request, size, limit).await
+}
+
+async fn too_large(
+    core: &crate::Core,
+    row: &Row,
+    request: HookRequest,
+    size: Option<usize>,
+    limit: usize,
+) -> Result<HookResponse> {
+    let msg = match size {
+        Some(n) => format!(
+            "the request body of {n} bytes is larger than this channel's limit of {limit} bytes; an admin can raise max_request_bytes"
+        ),
+        None => format!(
+            "the request body is larger than this channel's limit of {limit} bytes; an admin can raise max_request_bytes"
+        ),
+    };
+    if request.method == "GET" || request.method == "HEAD" {
+        return Ok(error_reply(413, "payload_too_large", &msg, None));
+    }
+    let receipt = Receipt::of(row, &HookRequest { body: Vec::new(), ..request });
+    let id = receipt.store(core, "rejected", Some(&msg)).await?;
+    Ok(error_reply(413, "payload_too_large", &msg, Some(id)))
+}
+
+/// The path and the token header of a mail handed over by `plugdesk mail-in`.
+const MAIL_IN_PATH: &str = "/mail-in";
+const MAIL_TOKEN_HEADER: &str = "x-plugdesk-mail-token";
+/// A header only the host sets (HTTP header names cannot hold a colon): this request came
+/// through `plugdesk mail-in` on the server, not over the network.
+const PIPE_MARK: &str = ":plugdesk-pipe";
 
 /// Hands one e-mail, as an MTA pipes it, to an e-mail channel (`plugdesk mail-in`): it goes
 /// through the channel's webhook like a message posted to `/hooks/{id}` with the instance's
@@ -976,9 +1136,13 @@ pub async fn mail_in(core: &crate::Core, channel_id: i64, raw: Vec<u8>) -> Resul
     })?;
     let request = HookRequest {
         method: "POST".into(),
-        path: "/mail-in".into(),
+        path: MAIL_IN_PATH.into(),
         query: String::new(),
-        headers: vec![("content-type".into(), "message/rfc822".into()), ("x-plugdesk-mail-token".into(), token)],
+        headers: vec![
+            ("content-type".into(), "message/rfc822".into()),
+            (MAIL_TOKEN_HEADER.into(), token),
+            (PIPE_MARK.into(), "mail-in".into()),
+        ],
         body: raw,
     };
     receive(core, channel_id, request).await
@@ -1000,6 +1164,11 @@ fn reply_error(reply: &HookResponse) -> (String, String) {
 /// [`Error::NotFound`] for an unknown channel or payload.
 pub async fn retry(core: &crate::Core, workspace_id: i64, channel_id: i64, payload_id: i64) -> Result<HookResponse> {
     let row = load_row(core.db(), channel_id, Some(workspace_id)).await?;
+    reprocess(core, &row, payload_id).await
+}
+
+async fn reprocess(core: &crate::Core, row: &Row, payload_id: i64) -> Result<HookResponse> {
+    let channel_id = row.id;
     let p = db::query_one(
         core.db(),
         "SELECT * FROM inbound_payloads WHERE id = ? AND channel_id = ?",
@@ -1011,12 +1180,27 @@ pub async fn retry(core: &crate::Core, workspace_id: i64, channel_id: i64, paylo
     let body: Vec<u8> = db::col(&p, "body")?;
     if method == POLL_METHOD {
         let messages = messages_from_json(&body)?;
-        return accept(core, &row, payload_id, messages, None).await;
+        return accept(core, row, payload_id, messages, None).await;
     }
-    let headers: Vec<(String, String)> =
+    let mut headers: Vec<(String, String)> =
         serde_json::from_str::<Vec<(String, String)>>(&db::col::<String>(&p, "headers")?)?;
+    // Stored headers keep no secrets. The mail token is the channel's own `inbound_token`:
+    // a mail the host itself took from `plugdesk mail-in` (marked by a header name HTTP cannot
+    // carry), or one whose token the plugin accepted on arrival (processed, or still to be
+    // delivered), gets the current token back in place of the mask. Any other request gets
+    // nothing back — else a forged mail would pass on an admin's retry. Other masked
+    // credentials are gone; a plugin that checks them refuses the stored request again.
+    let status: String = db::col(&p, "status")?;
+    let vouched = headers.iter().any(|(k, _)| k == PIPE_MARK) || status == "processed" || status == "received";
+    if vouched && let Some(token) = row.secrets.get("inbound_token") {
+        for (name, value) in &mut headers {
+            if name.eq_ignore_ascii_case(MAIL_TOKEN_HEADER) && value == MASKED {
+                value.clone_from(token);
+            }
+        }
+    }
     let request = HookRequest { method, path: db::col(&p, "path")?, query: db::col(&p, "query")?, headers, body };
-    process(core, &row, payload_id, request).await
+    process(core, row, payload_id, request).await
 }
 
 async fn set_payload(
@@ -1028,7 +1212,7 @@ async fn set_payload(
 ) -> Result<()> {
     db::exec(
         core.db(),
-        "UPDATE inbound_payloads SET status = ?, error = ?, result = ?, attempts = attempts + 1, processed_at = ? WHERE id = ?",
+        "UPDATE inbound_payloads SET status = ?, error = ?, result = ?, attempts = attempts + 1, processed_at = ?, locked_until = NULL, next_attempt_at = NULL WHERE id = ?",
         vec![status.into(), error.map(str::to_owned).into(), result.map(|r| r.to_string()).into(), crate::now_ms().into(), payload_id.into()],
     )
     .await?;
@@ -1043,9 +1227,36 @@ pub(crate) async fn plugin_failed(
     elapsed: Duration,
     error: &plugdesk_host::Error,
 ) -> Result<String> {
+    record_failure(core, row, elapsed, error, true).await
+}
+
+/// Whether a failed webhook call is the request's doing, not the plugin's: a request larger
+/// than what its kind takes by default (the admin raised the limit) that used up the call's
+/// fuel, time or memory. Only failures on ordinary traffic say the plugin is broken; were
+/// these counted, anyone could suspend a channel — and turn its customers away — with a few
+/// heavy posts.
+fn caused_by_request(error: &plugdesk_host::Error, size: usize, usual: usize) -> bool {
+    use plugdesk_host::Error as E;
+    matches!(error, E::OutOfFuel(_) | E::Timeout(_) | E::Memory(_)) && size > usual
+}
+
+/// Records a failed plugin call in the counters and on the channel; `counts` says whether it
+/// counts towards suspension.
+async fn record_failure(
+    core: &crate::Core,
+    row: &Row,
+    elapsed: Duration,
+    error: &plugdesk_host::Error,
+    counts: bool,
+) -> Result<String> {
     let msg = format!("plugin {} of channel {}: {error}", row.plugin_key, row.id);
-    tracing::warn!(channel = row.id, plugin = %row.plugin_key, %error, "plugin call failed");
+    tracing::warn!(channel = row.id, plugin = %row.plugin_key, %error, counts, "plugin call failed");
     core.channels().record("channel", row.id, elapsed, Some(msg.clone()));
+    if !counts {
+        db::exec(core.db(), "UPDATE channels SET last_error = ? WHERE id = ?", vec![msg.clone().into(), row.id.into()])
+            .await?;
+        return Ok(msg);
+    }
     let failures = db::query_one(
         core.db(),
         "UPDATE channels SET consecutive_failures = consecutive_failures + 1, last_error = ? WHERE id = ? RETURNING consecutive_failures",
@@ -1094,6 +1305,7 @@ async fn call_webhook(
     let ctx = ChannelContext::new(core, row.clone());
     let started = Instant::now();
     let reg = registry.clone();
+    let (size, usual) = (request.body.len(), default_request_bytes(&registry.kind(&row.plugin_key), core.limits()));
     let called = tokio::task::spawn_blocking(move || reg.host.handle_webhook(&plugin, &reg.limits, ctx, request))
         .await
         .map_err(|e| Error::Internal(format!("plugin task failed: {e}")))?;
@@ -1104,7 +1316,7 @@ async fn call_webhook(
             Ok(Ok(outcome))
         }
         Err(e) => {
-            let msg = plugin_failed(core, row, elapsed, &e).await?;
+            let msg = record_failure(core, row, elapsed, &e, !caused_by_request(&e, size, usual)).await?;
             Ok(Err(error_reply(502, "plugin_failed", &msg, None)))
         }
     }
@@ -1449,6 +1661,16 @@ async fn bounced(
 
 /// The `method` of a stored poll result.
 const POLL_METHOD: &str = "POLL";
+/// How long a node holds a stored payload it is delivering before the delivery worker of any
+/// node may take it over (the node died, or lost its database connection). Long enough for a
+/// poll batch of hundreds of mails; delivery is idempotent by external id, so a takeover
+/// while the first node is still at work stores nothing twice.
+const DELIVERY_LEASE_MS: i64 = 2 * 60 * 1000;
+/// How often the delivery worker looks for payloads left `received`.
+const DELIVERY_TICK: Duration = Duration::from_secs(1);
+/// Longest wait between two delivery attempts of one payload.
+const DELIVERY_MAX_BACKOFF_MS: u64 = 60 * 60 * 1000;
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// How long a node holds a claimed poll before another node may take it over.
 const POLL_LEASE_MS: i64 = 10 * 60 * 1000;
 
@@ -1631,7 +1853,8 @@ async fn poll_rounds(core: &crate::Core, registry: &Arc<crate::plugin::Registry>
         row.cursor = new_cursor;
         row.last_error = None;
         if let Some(payload_id) = payload_id {
-            accept(core, row, payload_id, messages, None).await?;
+            let outcome = accept(core, row, payload_id, messages, None).await;
+            deliver_or_retry_later(core, row, payload_id, outcome).await?;
         }
         if !more {
             break;
@@ -1652,10 +1875,19 @@ async fn store_poll(
     let mut payload = None;
     if !messages.is_empty() {
         let body = Json::Array(messages.iter().map(message_json).collect()).to_string();
+        let size = body.len() as i64;
         let stored = db::query_one(
             &txn,
-            "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, status) VALUES (?, ?, ?, ?, '', '', '[]', ?, 'received') RETURNING id",
-            vec![row.workspace_id.into(), row.id.into(), crate::now_ms().into(), POLL_METHOD.into(), body.into_bytes().into()],
+            "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, size, status, locked_until) VALUES (?, ?, ?, ?, '', '', '[]', ?, ?, 'received', ?) RETURNING id",
+            vec![
+                row.workspace_id.into(),
+                row.id.into(),
+                crate::now_ms().into(),
+                POLL_METHOD.into(),
+                body.into_bytes().into(),
+                size.into(),
+                (crate::now_ms() + DELIVERY_LEASE_MS).into(),
+            ],
         )
         .await?
         .ok_or_else(|| Error::Internal("insert returned no id".into()))?;
@@ -1669,6 +1901,158 @@ async fn store_poll(
     .await?;
     txn.commit().await?;
     Ok(payload)
+}
+
+/// Gives up this node's lease on a payload whose delivery failed for a reason of our own and
+/// schedules the next attempt (backoff `delivery_retry_base_ms`·2ⁿ, ≤ 1 h); after
+/// `delivery_max_attempts` it is `failed`, listed with the reason and retryable by hand.
+async fn retry_later(core: &crate::Core, payload_id: i64, error: &str) -> Result<()> {
+    let cfg = core.inbound();
+    let attempts =
+        db::query_one(core.db(), "SELECT attempts FROM inbound_payloads WHERE id = ?", vec![payload_id.into()])
+            .await?
+            .map(|r| db::col::<i32>(&r, "attempts"))
+            .transpose()?
+            .unwrap_or(0)
+            + 1;
+    let backoff = cfg
+        .delivery_retry_base_ms
+        .saturating_mul(1u64 << attempts.clamp(1, 30).saturating_sub(1))
+        .min(DELIVERY_MAX_BACKOFF_MS);
+    let give_up = u32::try_from(attempts).unwrap_or(u32::MAX) >= cfg.delivery_max_attempts;
+    let status = if give_up { "failed" } else { "received" };
+    db::exec(
+        core.db(),
+        "UPDATE inbound_payloads SET status = ?, error = ?, attempts = ?, next_attempt_at = ?, locked_until = NULL, processed_at = ? WHERE id = ? AND status = 'received'",
+        vec![
+            status.into(),
+            format!("delivery attempt {attempts}: {error}").into(),
+            attempts.into(),
+            (crate::now_ms() + i64::try_from(backoff).unwrap_or(i64::MAX / 2)).into(),
+            give_up.then(crate::now_ms).into(),
+            payload_id.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Delivers stored payloads left `received` — by a node that died between storing and
+/// delivering, or by a delivery that failed — for as long as the server runs. Each is claimed
+/// with a lease (a conditional update), so with several nodes on one database each is
+/// delivered by one.
+pub async fn run_deliveries(core: crate::Core) {
+    core.channels().wait_loaded().await;
+    loop {
+        if let Err(e) = deliver_due(&core).await {
+            tracing::warn!(error = %e, "delivery pass over stored payloads failed");
+        }
+        tokio::time::sleep(DELIVERY_TICK).await;
+    }
+}
+
+async fn deliver_due(core: &crate::Core) -> Result<()> {
+    let now = crate::now_ms();
+    let due = db::query_all(
+        core.db(),
+        "SELECT id, channel_id FROM inbound_payloads WHERE status = 'received' AND COALESCE(next_attempt_at, 0) <= ? AND COALESCE(locked_until, 0) < ? ORDER BY id LIMIT 16",
+        vec![now.into(), now.into()],
+    )
+    .await?;
+    for r in due {
+        let (id, channel_id): (i64, i64) = (db::col(&r, "id")?, db::col(&r, "channel_id")?);
+        let claimed = db::exec(
+            core.db(),
+            "UPDATE inbound_payloads SET locked_until = ? WHERE id = ? AND status = 'received' AND COALESCE(locked_until, 0) < ?",
+            vec![(now + DELIVERY_LEASE_MS).into(), id.into(), now.into()],
+        )
+        .await?;
+        if claimed != 1 {
+            continue;
+        }
+        let outcome = match load_row(core.db(), channel_id, None).await {
+            Ok(row) => reprocess(core, &row, id).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(reply) => {
+                tracing::info!(channel = channel_id, payload = id, status = reply.status, "stored payload delivered")
+            }
+            Err(e) => {
+                tracing::warn!(channel = channel_id, payload = id, error = %e, "stored payload not delivered; retrying later");
+                retry_later(core, id, &e.to_string()).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops stored payloads past their retention, and the oldest ones of a channel over its
+/// storage budget, every `cleanup_interval_ms`, for as long as the server runs.
+pub async fn run_cleanup(core: crate::Core) {
+    let every = Duration::from_millis(core.inbound().cleanup_interval_ms.max(100));
+    loop {
+        match clean_payloads(&core).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "stored payloads cleaned up"),
+            Err(e) => tracing::warn!(error = %e, "cleaning stored payloads failed"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One pass of the cleaner; returns how many payloads it dropped. Payloads still to be
+/// processed (`received`) or waiting for an admin (`failed`) are never dropped: only
+/// `processed` (its messages live in their tickets) and `rejected` ones (refused, too large).
+async fn clean_payloads(core: &crate::Core) -> Result<u64> {
+    let cfg = core.inbound();
+    let now = crate::now_ms();
+    let mut removed = 0;
+    for (status, days) in [("processed", cfg.processed_retention_days), ("rejected", cfg.rejected_retention_days)] {
+        removed += db::exec(
+            core.db(),
+            "DELETE FROM inbound_payloads WHERE status = ? AND received_at < ?",
+            vec![status.into(), (now - i64::from(days) * DAY_MS).into()],
+        )
+        .await?;
+    }
+    let budget = i64::try_from(cfg.max_stored_bytes_per_channel).unwrap_or(i64::MAX);
+    let over = db::query_all(
+        core.db(),
+        "SELECT channel_id, CAST(SUM(size) AS BIGINT) AS bytes FROM inbound_payloads GROUP BY channel_id HAVING SUM(size) > ?",
+        vec![budget.into()],
+    )
+    .await?;
+    for r in over {
+        let channel_id: i64 = db::col(&r, "channel_id")?;
+        let mut excess = db::col::<i64>(&r, "bytes")? - budget;
+        // Rejected requests go first: they never brought a message.
+        for status in ["rejected", "processed"] {
+            while excess > 0 {
+                let oldest = db::query_all(
+                    core.db(),
+                    "SELECT id, size FROM inbound_payloads WHERE channel_id = ? AND status = ? ORDER BY id LIMIT 500",
+                    vec![channel_id.into(), status.into()],
+                )
+                .await?;
+                if oldest.is_empty() {
+                    break;
+                }
+                let mut ids = Vec::new();
+                for p in &oldest {
+                    if excess <= 0 {
+                        break;
+                    }
+                    excess -= db::col::<i64>(p, "size")?.max(1);
+                    ids.push(sea_orm::Value::from(db::col::<i64>(p, "id")?));
+                }
+                let marks = vec!["?"; ids.len()].join(", ");
+                removed +=
+                    db::exec(core.db(), &format!("DELETE FROM inbound_payloads WHERE id IN ({marks})"), ids).await?;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 pub(crate) async fn set_channel_error(core: &crate::Core, id: i64, message: &str) -> Result<()> {
@@ -1691,10 +2075,14 @@ pub struct PayloadView {
     pub error: Option<String>,
     /// Processing attempts.
     pub attempts: i32,
+    /// When delivery is tried again (a `received` payload whose delivery failed).
+    pub next_attempt_at: Option<String>,
     /// Tickets it reached.
     pub result: Option<Json>,
-    /// Body size.
-    pub size: usize,
+    /// Body size as stored (a request refused as too large is stored without its body).
+    pub size: i64,
+    /// The request's headers; values of credentials (tokens, signatures, cookies, …) masked.
+    pub headers: Vec<(String, String)>,
 }
 
 /// The channel's stored payloads, newest first.
@@ -1715,7 +2103,7 @@ pub async fn payloads(
     values.push(200i64.into());
     let rows = db::query_all(
         core.db(),
-        &format!("SELECT * FROM inbound_payloads WHERE channel_id = ?{filter} ORDER BY id DESC LIMIT ?"),
+        &format!("SELECT id, received_at, method, status, error, attempts, next_attempt_at, result, size, headers FROM inbound_payloads WHERE channel_id = ?{filter} ORDER BY id DESC LIMIT ?"),
         values,
     )
     .await?;
@@ -1728,8 +2116,10 @@ pub async fn payloads(
                 status: db::col(r, "status")?,
                 error: db::col(r, "error")?,
                 attempts: db::col(r, "attempts")?,
+                next_attempt_at: db::col::<Option<i64>>(r, "next_attempt_at")?.map(crate::rfc3339),
                 result: db::col::<Option<String>>(r, "result")?.and_then(|s| serde_json::from_str(&s).ok()),
-                size: db::col::<Vec<u8>>(r, "body")?.len(),
+                size: db::col(r, "size")?,
+                headers: serde_json::from_str(&db::col::<String>(r, "headers")?).unwrap_or_default(),
             })
         })
         .collect()

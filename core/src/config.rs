@@ -44,6 +44,65 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// API tokens: how long a node trusts its cached lookup, and the per-token rate limit.
     pub auth: Auth,
+    /// The public inbound path: rate limits of hooks and survey pages, where client addresses
+    /// come from, retention of stored payloads, retries of their delivery.
+    pub channels: Channels,
+}
+
+/// Limits of the public inbound path (`/hooks/…`, `/survey/…`) and of what it stores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Channels {
+    /// Hook requests one client address may make per second, sustained (0: no limit).
+    pub hook_per_address_per_second: f64,
+    /// Hook requests one client address may make at once before the per-second rate applies.
+    pub hook_per_address_burst: f64,
+    /// Hook requests one channel takes per second, sustained, from all addresses (0: no limit).
+    pub hook_per_channel_per_second: f64,
+    /// Hook requests one channel takes at once before its per-second rate applies.
+    pub hook_per_channel_burst: f64,
+    /// Survey page loads and answers one client address may make per second (0: no limit).
+    pub survey_per_address_per_second: f64,
+    /// Survey requests one client address may make at once.
+    pub survey_per_address_burst: f64,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client;
+    /// a request from any other peer is limited by the peer's own address. Default: none.
+    pub trusted_proxies: Vec<String>,
+    /// Days a processed payload is kept (its message lives on in the ticket).
+    pub processed_retention_days: u32,
+    /// Days a rejected payload (refused by the plugin, too large) is kept.
+    pub rejected_retention_days: u32,
+    /// Bytes of stored payloads one channel keeps at most; beyond it the oldest rejected, then
+    /// the oldest processed payloads are dropped (never those still to be processed).
+    pub max_stored_bytes_per_channel: u64,
+    /// How often the payload cleaner runs, in milliseconds.
+    pub cleanup_interval_ms: u64,
+    /// Delay before a stored payload's delivery is retried, in milliseconds (doubling, ≤ 1 h).
+    pub delivery_retry_base_ms: u64,
+    /// Delivery attempts before a stored payload is marked `failed`.
+    pub delivery_max_attempts: u32,
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        // Generous: one busy site behind a NAT, or a messenger's webhook fan-out, stays far
+        // below these, while one client can no longer fill a channel's disk or CPU alone.
+        Channels {
+            hook_per_address_per_second: 200.0,
+            hook_per_address_burst: 400.0,
+            hook_per_channel_per_second: 5000.0,
+            hook_per_channel_burst: 5000.0,
+            survey_per_address_per_second: 1.0,
+            survey_per_address_burst: 20.0,
+            trusted_proxies: Vec::new(),
+            processed_retention_days: 30,
+            rejected_retention_days: 7,
+            max_stored_bytes_per_channel: 1 << 30,
+            cleanup_interval_ms: 10 * 60 * 1000,
+            delivery_retry_base_ms: 2000,
+            delivery_max_attempts: 8,
+        }
+    }
 }
 
 /// API token checks and the per-token request budget.
@@ -160,6 +219,7 @@ impl Default for Config {
             workflows: Workflows::default(),
             metrics_token: None,
             auth: Auth::default(),
+            channels: Channels::default(),
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod server;
 pub mod sla;
 pub mod survey;
 pub mod template;
+pub mod throttle;
 pub mod ticket;
 pub mod tier;
 pub mod webhook;
@@ -67,6 +68,8 @@ struct CoreInner {
     templates: template::Templates,
     public_url: String,
     rules: config::Workflows,
+    inbound: config::Channels,
+    throttles: throttle::Throttles,
 }
 
 impl Core {
@@ -86,6 +89,7 @@ impl Core {
         )?);
         let limits = cfg.limits.clone();
         let outbox = outbox::Settings::new(&cfg.outbox);
+        let throttles = throttle::Throttles::new(&cfg.channels)?;
         Ok(Core {
             inner: Arc::new(CoreInner {
                 db,
@@ -103,6 +107,8 @@ impl Core {
                 templates: template::Templates::default(),
                 public_url: cfg.public_url(),
                 rules: cfg.workflows.clone(),
+                inbound: cfg.channels.clone(),
+                throttles,
             }),
         })
     }
@@ -130,6 +136,16 @@ impl Core {
     /// Limits and timing of workflow actions.
     pub fn rules(&self) -> &config::Workflows {
         &self.inner.rules
+    }
+
+    /// Limits, retention and retries of the inbound path.
+    pub fn inbound(&self) -> &config::Channels {
+        &self.inner.inbound
+    }
+
+    /// The rate limiters of the public endpoints.
+    pub fn throttles(&self) -> &throttle::Throttles {
+        &self.inner.throttles
     }
 
     /// The webhook path's copies of channel rows.

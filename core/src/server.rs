@@ -59,6 +59,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     tokio::spawn(outbox::run(core.clone()));
     tokio::spawn(automation::run(core.clone()));
     tokio::spawn(channel::run_polls(core.clone(), Duration::from_millis(cfg.outbox.poll_tick_ms.max(10))));
+    tokio::spawn(channel::run_deliveries(core.clone()));
+    tokio::spawn(channel::run_cleanup(core.clone()));
     tokio::spawn(sla::run(core.clone(), Duration::from_millis(cfg.sla_tick_ms.max(10))));
     tokio::spawn(db::maintenance_loop(core.db().clone()));
     tokio::spawn(crate::webhook::run(core.clone()));
@@ -70,7 +72,10 @@ pub async fn serve(cfg: Config) -> Result<()> {
         db::redact(&cfg.database_url())
     );
     tracing::info!(%local, "listening");
-    axum::serve(listener, api::app(core)).with_graceful_shutdown(shutdown()).await?;
+    // The peer's address reaches handlers (rate limits of the public endpoints).
+    axum::serve(listener, api::app(core).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,8 +1,13 @@
 //! `/api/v1/plugins`, `/api/v1/channels`, `/api/v1/outbox` and the public webhook endpoint
 //! `/hooks/{channel}`.
 
-use axum::body::Bytes;
-use axum::extract::State;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -257,15 +262,64 @@ fn preflight() -> Response {
         .into_response()
 }
 
+/// The client of a public request: the peer's address, or the one a trusted proxy forwarded
+/// (`channels.trusted_proxies`). `None` when the router runs without a socket (in-process
+/// tests): such requests are not limited by address.
+pub(super) struct Client(pub(super) Option<IpAddr>);
+
+impl FromRequestParts<Core> for Client {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, core: &Core) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        Ok(Client(core.throttles().client(peer, forwarded)))
+    }
+}
+
+/// The answer to a client over its rate: 429 with `Retry-After` (whole seconds, at least 1).
+pub(super) fn too_many(wait: Duration, what: &str) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    let body = json!({ "error": { "code": "rate_limited", "message": format!("too many requests {what}; retry after {seconds} s") } });
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, seconds.to_string()), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".into())],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// Reads a body up to `limit` bytes; `None` when it is longer (the rest is not read).
+async fn read_body(mut body: Body, limit: usize) -> ApiResult<Option<Vec<u8>>> {
+    use axum::body::HttpBody;
+    let mut out = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("the request body could not be read: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Ok(None);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(out))
+}
+
 /// `/hooks/{id}` and `/hooks/{id}/{*rest}`: public; the plugin checks authenticity. CORS
-/// preflights are answered here and never reach the plugin.
+/// preflights are answered here and never reach the plugin. Before anything is read or
+/// stored, the client's and the channel's rates are checked (in memory), then the body's
+/// size against the channel's limit.
 pub(super) async fn hook(
     State(core): State<Core>,
+    Client(client): Client,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     Path(params): Path<Vec<(String, String)>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let id: i64 = params
         .iter()
@@ -275,8 +329,16 @@ pub(super) async fn hook(
     if method == Method::OPTIONS {
         return Ok(preflight());
     }
+    if let Err(wait) = core.throttles().hook_address(client) {
+        return Ok(too_many(wait, "from this address"));
+    }
+    // Known channels only get a bucket (an unknown id is a 404 from the row cache).
+    let limit = channel::request_limit(&core, id).await?;
+    if let Err(wait) = core.throttles().hook_channel(id) {
+        return Ok(too_many(wait, "to this channel"));
+    }
     let rest = params.iter().find(|(k, _)| k == "rest").map(|(_, v)| format!("/{v}")).unwrap_or_default();
-    let request = HookRequest {
+    let mut request = HookRequest {
         method: method.as_str().to_owned(),
         path: rest,
         query: uri.query().unwrap_or("").to_owned(),
@@ -284,7 +346,15 @@ pub(super) async fn hook(
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
-        body: body.to_vec(),
+        body: Vec::new(),
     };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n: usize| n > limit) {
+        return Ok(to_response(channel::refuse_too_large(&core, id, request, declared).await?));
+    }
+    match read_body(body, limit).await? {
+        Some(bytes) => request.body = bytes,
+        None => return Ok(to_response(channel::refuse_too_large(&core, id, request, declared).await?)),
+    }
     Ok(to_response(channel::receive(&core, id, request).await?))
 }

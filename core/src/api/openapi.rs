@@ -291,7 +291,7 @@ pub static ROUTES: &[Route] = &[
     r(
         "POST",
         "/hooks/{id}",
-        "A channel's webhook (public; the plugin checks authenticity); stored before it is processed",
+        "A channel's webhook (public; the plugin checks authenticity); stored before it is processed; 429 over the address's or channel's rate, 413 over max_request_bytes",
         None,
         200,
     ),
@@ -358,7 +358,7 @@ fn schemas() -> Value {
         "Agent": obj(&[("name", s()), ("email", s()), ("role", s()), ("level", i()), ("skills", arr(s())), ("capacity", i()), ("presence", s()), ("teams", arr(i())), ("active", json!({ "type": "boolean" }))], &["name", "email"]),
         "Team": obj(&[("name", s()), ("lead_agent_id", i())], &["name"]),
         "NewToken": obj(&[("agent_id", i()), ("name", s()), ("role", s())], &["agent_id", "name"]),
-        "NewChannel": obj(&[("plugin", s()), ("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("poll_interval_ms", i())], &["plugin"]),
+        "NewChannel": obj(&[("plugin", s()), ("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("poll_interval_ms", i()), ("max_request_bytes", i())], &["plugin"]),
         "Workflow": obj(&[("name", s()), ("source", s()), ("enabled", json!({ "type": "boolean" }))], &["name", "source"]),
         "Replay": obj(&[("source", s()), ("workflow_id", i()), ("days", i()), ("limit", i())], &[]),
         "Template": obj(&[("subject", s()), ("text", s()), ("html", s())], &["text"]),
@@ -369,7 +369,7 @@ fn schemas() -> Value {
         "DryRun": obj(&[("ticket_id", i()), ("event", s()), ("changes", any_obj()), ("source", s())], &["ticket_id"]),
         "NewAutomation": obj(&[("plugin", s()), ("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("events", arr(s()))], &["plugin"]),
         "AutomationPatch": obj(&[("enabled", json!({ "type": "boolean" }))], &["enabled"]),
-        "ChannelPatch": obj(&[("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("poll_interval_ms", i()), ("enabled", json!({ "type": "boolean" }))], &[]),
+        "ChannelPatch": obj(&[("name", s()), ("settings", any_obj()), ("secrets", any_obj()), ("grants", arr(s())), ("poll_interval_ms", i()), ("max_request_bytes", i()), ("enabled", json!({ "type": "boolean" }))], &[]),
     })
 }
 

@@ -7,6 +7,7 @@ use axum::response::{Html, IntoResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::channels::{Client, too_many};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, Json, Path, Query};
 use crate::Core;
@@ -156,18 +157,30 @@ pub(super) async fn read_notification(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /survey/{token}`: the public survey page.
-pub(super) async fn survey_page(State(core): State<Core>, Path(token): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(Html(crate::survey::page(&core, &token, None).await?))
+/// `GET /survey/{token}`: the public survey page. Limited per client address: the tokens are
+/// long, but a page load costs a database read, and guessing should not be cheap.
+pub(super) async fn survey_page(
+    State(core): State<Core>,
+    Client(client): Client,
+    Path(token): Path<String>,
+) -> ApiResult<axum::response::Response> {
+    if let Err(wait) = core.throttles().survey(client) {
+        return Ok(too_many(wait, "from this address"));
+    }
+    Ok(Html(crate::survey::page(&core, &token, None).await?).into_response())
 }
 
 /// `POST /survey/{token}`: an answer, from the page's form (`rating=4&comment=…`) or as JSON.
 pub(super) async fn survey_answer(
     State(core): State<Core>,
+    Client(client): Client,
     Path(token): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::response::Response> {
+    if let Err(wait) = core.throttles().survey(client) {
+        return Ok(too_many(wait, "from this address"));
+    }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", m);
     let (answer, form) = if content_type.starts_with("application/json") {

@@ -531,4 +531,19 @@ ALTER TABLE agents ADD COLUMN active INTEGER NOT NULL DEFAULT 1
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 8,
+        name: "inbound payloads: delivery lease and retries, stored size; per-channel request size limit",
+        common: r#"
+ALTER TABLE inbound_payloads ADD COLUMN locked_until BIGINT;
+ALTER TABLE inbound_payloads ADD COLUMN next_attempt_at BIGINT;
+ALTER TABLE inbound_payloads ADD COLUMN size BIGINT NOT NULL DEFAULT 0;
+UPDATE inbound_payloads SET size = LENGTH(body);
+CREATE INDEX inbound_payloads_received ON inbound_payloads (next_attempt_at) WHERE status = 'received';
+CREATE INDEX inbound_payloads_age ON inbound_payloads (status, received_at);
+ALTER TABLE channels ADD COLUMN max_request_bytes BIGINT
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];
