@@ -39,6 +39,28 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Workflow actions: automatic-reply cap, follow-ups, schedules, outgoing webhooks.
     pub workflows: Workflows,
+    /// The worker pool of template renders, previews, dry runs and replays.
+    pub compute: Compute,
+}
+
+/// The worker pool CPU-heavy work runs on (see `compute`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compute {
+    /// Renders, previews, dry runs and replay steps running at once (default: the cores).
+    pub workers: Option<usize>,
+    /// How long a preview, dry run or replay waits for a free worker before it is answered
+    /// 503, in milliseconds.
+    pub queue_ms: u64,
+    /// Wall-clock time one workflow replay may take, in milliseconds; it stops there and says
+    /// so in its answer.
+    pub replay_ms: u64,
+}
+
+impl Default for Compute {
+    fn default() -> Self {
+        Compute { workers: None, queue_ms: 5000, replay_ms: 10_000 }
+    }
 }
 
 /// Limits and timing of what workflows do.
@@ -131,6 +153,7 @@ impl Default for Config {
             outbox: Outbox::default(),
             public_url: None,
             workflows: Workflows::default(),
+            compute: Compute::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod calendar;
 pub mod channel;
 pub mod cli;
+pub mod compute;
 pub mod config;
 pub mod customer;
 pub mod db;
@@ -62,6 +63,7 @@ struct CoreInner {
     channel_rows: channel::RowCache,
     workflows: workflow::Workflows,
     templates: template::Templates,
+    compute: compute::Compute,
     public_url: String,
     rules: config::Workflows,
 }
@@ -96,6 +98,7 @@ impl Core {
                 channel_rows: channel::RowCache::default(),
                 workflows: workflow::Workflows::default(),
                 templates: template::Templates::default(),
+                compute: compute::Compute::new(&cfg.compute),
                 public_url: cfg.public_url(),
                 rules: cfg.workflows.clone(),
             }),
@@ -115,6 +118,11 @@ impl Core {
     /// The workspaces' compiled response templates.
     pub fn templates(&self) -> &template::Templates {
         &self.inner.templates
+    }
+
+    /// The bounded worker pool of renders, previews, dry runs and replays.
+    pub fn compute(&self) -> &compute::Compute {
+        &self.inner.compute
     }
 
     /// The address links in templates start with.
