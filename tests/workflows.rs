@@ -501,3 +501,120 @@ async fn the_new_endpoints_refuse_bad_input_with_precise_errors() {
     let (_, d) = s.get("/api/v1/webhook-deliveries").await;
     assert_eq!(d["items"].as_array().map(Vec::len), Some(0), "nothing queued: {d}");
 }
+
+/// An agent's token (role `agent`) in the server's workspace.
+async fn agent_token(s: &Server, email: &str) -> String {
+    let (status, agent) = s.post("/api/v1/agents", json!({ "name": "Agent", "email": email })).await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    let (status, tok) = s.post("/api/v1/tokens", json!({ "agent_id": agent["id"], "name": "agent" })).await;
+    assert_eq!((status, tok["role"].as_str()), (StatusCode::CREATED, Some("agent")), "{tok}");
+    tok["token"].as_str().expect("token").to_owned()
+}
+
+/// Issue #11: a self-including inline partial passed the template check and overflowed the
+/// stack when rendered; an agent's preview aborted the whole server.
+#[tokio::test]
+async fn a_self_including_inline_partial_is_refused_and_the_server_lives_on() {
+    let s = Server::start().await;
+    let t = customer_ticket(&s, "Hallo", "inline@example.com", "en").await;
+    let agent = agent_token(&s, "agent-inline@example.com").await;
+    let bomb = "{{#*inline \"a\"}}{{> a}}{{/inline}}{{> a}}";
+    let preview = json!({ "ticket_id": t["id"], "purpose": "acknowledgement", "draft": { "text": bomb } });
+    let got = s.call(Method::POST, "/api/v1/templates/preview", Some(&agent), Some(preview)).await;
+    assert_error(
+        &got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "script_error",
+        "partials would include each other in a cycle (inline a → inline a)",
+    );
+    assert_eq!((got.1["error"]["line"].as_u64(), got.1["error"]["column"].as_u64()), (Some(1), Some(21)), "{}", got.1);
+
+    // Mutual inline partials over lines, saved by an admin: refused, nothing written.
+    let mutual = "Hello\n{{#*inline \"a\"}}{{> b}}{{/inline}}\n{{#*inline \"b\"}}{{> a}}{{/inline}}{{> a}}";
+    let got = s.put("/api/v1/templates/acknowledgement/chat/en", json!({ "text": mutual })).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "script_error", "(inline a → inline b → inline a)");
+    assert_eq!((got.1["error"]["line"].as_u64(), got.1["error"]["column"].as_u64()), (Some(3), Some(21)), "{}", got.1);
+    // A partial whose inline partial includes the partial itself.
+    let got = s
+        .put("/api/v1/template-partials/loop/en", json!({ "text": "{{#*inline \"a\"}}{{> loop}}{{/inline}}{{> a}}" }))
+        .await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "script_error", "(loop/en → loop/en)");
+    assert_eq!((got.1["error"]["line"].as_u64(), got.1["error"]["column"].as_u64()), (Some(1), Some(21)), "{}", got.1);
+    let (_, all) = s.get("/api/v1/templates").await;
+    assert!(all["partials"].as_array().is_some_and(|p| p.iter().all(|p| p["name"] != "loop")), "{all}");
+    assert!(
+        all["templates"]
+            .as_array()
+            .is_some_and(|t| t.iter().filter(|t| t["purpose"] == "acknowledgement").all(|t| t["origin"] == "bundled")),
+        "{all}"
+    );
+
+    // The server is alive and renders as before.
+    let (status, _) = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, p) = s
+        .call(
+            Method::POST,
+            "/api/v1/templates/preview",
+            Some(&agent),
+            Some(json!({ "ticket_id": t["id"], "purpose": "acknowledgement" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+}
+
+/// Issue #11: nested `{{#each}}` in an agent's preview (eight ticket fields per level, nine
+/// levels: 134 million loop bodies) froze the server for 80 s per request.
+#[tokio::test]
+async fn a_nested_each_bomb_in_previews_is_a_422_and_the_server_keeps_answering() {
+    // Four bombs share the pool's workers; none should give up waiting for one.
+    let s = server_with("[compute]\nqueue_ms = 120000\n").await;
+    let t = customer_ticket(&s, "Hallo", "each@example.com", "en").await;
+    let agent = agent_token(&s, "agent-each@example.com").await;
+    let bomb = format!("{}{}", "{{#each @root.ticket}}".repeat(9), "{{/each}}".repeat(9));
+    let body = json!({ "ticket_id": t["id"], "purpose": "acknowledgement", "draft": { "text": bomb } });
+    // A deadline for a server that hangs, not a measure of speed.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
+    let bombs: Vec<_> = (0..4)
+        .map(|_| {
+            let request = client.post(format!("{}/api/v1/templates/preview", s.base)).bearer_auth(&agent).json(&body);
+            tokio::spawn(async move {
+                let response = request.send().await.expect("the preview is answered");
+                let status = response.status();
+                (status, response.json::<Value>().await.expect("a JSON answer"))
+            })
+        })
+        .collect();
+    let health = client.get(format!("{}/healthz", s.base)).send().await.expect("healthz is answered");
+    assert_eq!(health.status(), StatusCode::OK);
+    for bomb in bombs {
+        let got = bomb.await.expect("the preview task");
+        assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "script_error", "rendering takes");
+        assert_eq!(got.1["error"]["line"].as_u64(), Some(1), "{}", got.1);
+    }
+    let (status, _) = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Issue #11: any agent could replay workflows, 5,000 runs of up to 100 ms each per request.
+/// Replays are an admin's now, and stop after `compute.replay_ms` with what they found.
+#[tokio::test]
+async fn replays_are_for_admins_and_stop_at_their_time_budget() {
+    let s = server_with("[compute]\nreplay_ms = 1000\n").await;
+    for i in 0..30 {
+        s.ticket(&format!("Ticket {i}"), &format!("replay{i}@example.com")).await;
+    }
+    // Each run rewrites a 32 KiB string until the engine stops it at its 100 ms.
+    let slow = "// on: ticket.created\nlet s = \"x\";\nfor i in 0..15 { s += s; }\nloop { s.replace(\"x\", \"y\"); s.replace(\"y\", \"x\"); }\n";
+    let agent = agent_token(&s, "agent-replay@example.com").await;
+    let got = s.call(Method::POST, "/api/v1/workflows/replay", Some(&agent), Some(json!({ "source": slow }))).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "forbidden", "replaying workflows needs an admin token");
+
+    let (status, r) = s.post("/api/v1/workflows/replay", json!({ "source": slow })).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!((r["stopped"].as_str(), r["truncated"].as_bool()), (Some("time"), Some(true)), "{r}");
+    assert_eq!(r["time_budget_ms"], 1000, "{r}");
+    let examined = r["events_examined"].as_u64().unwrap_or(0);
+    assert!((1..30).contains(&examined), "stopped before the 30 events: {r}");
+    assert_eq!(r["errors"], r["events_fired"], "every run was stopped by the engine: {r}");
+}

@@ -47,6 +47,28 @@ pub struct Config {
     /// The public inbound path: rate limits of hooks and survey pages, where client addresses
     /// come from, retention of stored payloads, retries of their delivery.
     pub channels: Channels,
+    /// The worker pool of template renders, previews, dry runs and replays.
+    pub compute: Compute,
+}
+
+/// The worker pool CPU-heavy work runs on (see `compute`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compute {
+    /// Renders, previews, dry runs and replay steps running at once (default: the cores).
+    pub workers: Option<usize>,
+    /// How long a preview, dry run or replay waits for a free worker before it is answered
+    /// 503, in milliseconds.
+    pub queue_ms: u64,
+    /// Wall-clock time one workflow replay may take, in milliseconds; it stops there and says
+    /// so in its answer.
+    pub replay_ms: u64,
+}
+
+impl Default for Compute {
+    fn default() -> Self {
+        Compute { workers: None, queue_ms: 5000, replay_ms: 10_000 }
+    }
 }
 
 /// Limits of the public inbound path (`/hooks/…`, `/survey/…`) and of what it stores.
@@ -220,6 +242,7 @@ impl Default for Config {
             metrics_token: None,
             auth: Auth::default(),
             channels: Channels::default(),
+            compute: Compute::default(),
         }
     }
 }

@@ -46,6 +46,9 @@ pub enum Error {
     /// No valid credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// The server is too busy for this request now (its worker pool is full); retry later.
+    #[error("{0}")]
+    Busy(String),
     /// Configuration could not be read or is inconsistent.
     #[error("configuration: {0}")]
     Config(String),

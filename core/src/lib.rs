@@ -13,6 +13,7 @@ pub mod bench;
 pub mod calendar;
 pub mod channel;
 pub mod cli;
+pub mod compute;
 pub mod config;
 pub mod customer;
 pub mod db;
@@ -66,6 +67,7 @@ struct CoreInner {
     channel_rows: channel::RowCache,
     workflows: workflow::Workflows,
     templates: template::Templates,
+    compute: compute::Compute,
     public_url: String,
     rules: config::Workflows,
     inbound: config::Channels,
@@ -105,6 +107,7 @@ impl Core {
                 channel_rows: channel::RowCache::default(),
                 workflows: workflow::Workflows::default(),
                 templates: template::Templates::default(),
+                compute: compute::Compute::new(&cfg.compute),
                 public_url: cfg.public_url(),
                 rules: cfg.workflows.clone(),
                 inbound: cfg.channels.clone(),
@@ -126,6 +129,11 @@ impl Core {
     /// The workspaces' compiled response templates.
     pub fn templates(&self) -> &template::Templates {
         &self.inner.templates
+    }
+
+    /// The bounded worker pool of renders, previews, dry runs and replays.
+    pub fn compute(&self) -> &compute::Compute {
+        &self.inner.compute
     }
 
     /// The address links in templates start with.

@@ -125,15 +125,12 @@ pub async fn set(core: &crate::Core, workspace_id: i64) -> Result<Arc<TemplateSe
         return Ok(set);
     }
     let rows = rows(core.db(), workspace_id).await?;
-    let set = tokio::task::spawn_blocking(move || build(&rows))
-        .await
-        .map_err(internal)?
+    let set = core
+        .compute()
+        .run_queued(move || build(&rows))
+        .await?
         .map_err(|e| Error::Internal(format!("the templates of workspace {workspace_id} do not compile: {e}")))?;
     Ok(core.templates().keep(workspace_id, rev, set))
-}
-
-fn internal(e: impl std::fmt::Display) -> Error {
-    Error::Internal(e.to_string())
 }
 
 /// A template variant as the API shows it.
@@ -272,23 +269,42 @@ impl Target<'_> {
     }
 }
 
-/// Compiles `rows` on top of the bundled set off the executor; a set that does not compile is
-/// a 422 with line and column.
-async fn compile(rows: Vec<Row>) -> Result<TemplateSet> {
-    tokio::task::spawn_blocking(move || build(&rows)).await.map_err(internal)?.map_err(|e| refused(&e))
+/// Compiles `rows` on top of the bundled set on the worker pool; a set that does not compile
+/// is a 422 with line and column.
+async fn compile(core: &crate::Core, rows: Vec<Row>) -> Result<TemplateSet> {
+    core.compute().run(move || build(&rows)).await?.map_err(|e| refused(&e))
+}
+
+/// The workspace's rows as of revision `rev`, read outside any transaction: the set is
+/// compiled (on the worker pool, which may have to wait) before the write transaction opens,
+/// so a busy pool never holds the database's write lock. [`unchanged`] checks inside the
+/// transaction that nobody changed the templates meanwhile.
+async fn snapshot(core: &crate::Core, workspace_id: i64) -> Result<(i64, Vec<Row>)> {
+    let rev = revision(core.db(), workspace_id).await?;
+    Ok((rev, rows(core.db(), workspace_id).await?))
+}
+
+async fn unchanged<C: ConnectionTrait>(txn: &C, workspace_id: i64, rev: i64) -> Result<()> {
+    if revision(txn, workspace_id).await? == rev {
+        Ok(())
+    } else {
+        Err(Error::Conflict("the templates changed while this change was being checked; send it again".into()))
+    }
 }
 
 /// Saves a template, partial or helper of the workspace after compiling the whole set with it.
 ///
 /// # Errors
-/// [`Error::Script`] (422) with line and column when the set would not compile.
+/// [`Error::Script`] (422) with line and column when the set would not compile;
+/// [`Error::Conflict`] when another change came in meanwhile; [`Error::Busy`].
 pub async fn save(core: &crate::Core, workspace_id: i64, target: Target<'_>, input: &TemplateInput) -> Result<Json> {
-    let txn = db::begin_write(core.db()).await?;
-    let mut all = rows(&txn, workspace_id).await?;
+    let (rev, mut all) = snapshot(core, workspace_id).await?;
     target.take_from(&mut all);
     let saved = target.row(input);
     all.push(saved.clone());
-    let set = compile(all).await?;
+    let set = compile(core, all).await?;
+    let txn = db::begin_write(core.db()).await?;
+    unchanged(&txn, workspace_id, rev).await?;
     target.delete(&txn, workspace_id).await?;
     db::exec(
         &txn,
@@ -317,14 +333,16 @@ pub async fn save(core: &crate::Core, workspace_id: i64, target: Target<'_>, inp
 /// the helper or includes the partial).
 ///
 /// # Errors
-/// [`Error::NotFound`] when the workspace has none of that name; [`Error::Script`].
+/// [`Error::NotFound`] when the workspace has none of that name; [`Error::Script`],
+/// [`Error::Conflict`], [`Error::Busy`] as [`save`].
 pub async fn remove(core: &crate::Core, workspace_id: i64, target: Target<'_>) -> Result<()> {
-    let txn = db::begin_write(core.db()).await?;
-    let mut all = rows(&txn, workspace_id).await?;
+    let (rev, mut all) = snapshot(core, workspace_id).await?;
     if !target.take_from(&mut all) {
         return Err(Error::NotFound("template"));
     }
-    let set = compile(all).await?;
+    let set = compile(core, all).await?;
+    let txn = db::begin_write(core.db()).await?;
+    unchanged(&txn, workspace_id, rev).await?;
     target.delete(&txn, workspace_id).await?;
     let rev = bump(&txn, workspace_id).await?;
     txn.commit().await?;
@@ -433,7 +451,12 @@ pub(crate) async fn render_for(
     let set = set(core, workspace_id).await?;
     let channel = channel_kind(data["ticket"]["channel"].as_str().unwrap_or_default());
     let language = data["customer"]["language"].as_str().unwrap_or("en").to_owned();
-    set.render(purpose, channel, &language, &data).map_err(|e| Error::invalid("template", e.to_string()))
+    let purpose = purpose.to_owned();
+    // Off the executor, within the set's render budget; the dispatcher waits for a worker.
+    core.compute()
+        .run_queued(move || set.render(&purpose, channel, &language, &data))
+        .await?
+        .map_err(|e| Error::invalid("template", e.to_string()))
 }
 
 /// What `POST /api/v1/templates/preview` takes.
@@ -456,10 +479,13 @@ pub struct PreviewInput {
 }
 
 /// Renders a saved template or a draft against a stored ticket; an SMS longer than one message
-/// is an error here, not cut.
+/// is an error here, not cut. The draft's compile and the render run on the worker pool, the
+/// render within the set's budget (steps, depth, time, output), so no template can stall or
+/// abort the server.
 ///
 /// # Errors
-/// [`Error::Script`] (422) with line and column, [`Error::NotFound`].
+/// [`Error::Script`] (422) with line and column, also for a render that breaks a limit;
+/// [`Error::NotFound`]; [`Error::Busy`] (503) when the pool stays full.
 pub async fn preview(core: &crate::Core, workspace_id: i64, input: &PreviewInput) -> Result<Json> {
     let link = format!("{}/survey/…", core.public_url());
     let data = data_for(core, workspace_id, input.ticket_id, Some(&link)).await?;
@@ -474,13 +500,15 @@ pub async fn preview(core: &crate::Core, workspace_id: i64, input: &PreviewInput
             let target = Target::Template(&input.purpose, &channel, &language);
             target.take_from(&mut all);
             all.push(target.row(draft));
-            Arc::new(compile(all).await?)
+            Arc::new(compile(core, all).await?)
         }
     };
-    let rendered = set.preview(&input.purpose, &channel, &language, &data).map_err(|e| match e {
-        plugdesk_template::Error::NotFound { .. } => Error::invalid("purpose", e.to_string()),
-        other => refused(&other),
-    })?;
+    let purpose = input.purpose.clone();
+    let rendered =
+        core.compute().run(move || set.preview(&purpose, &channel, &language, &data)).await?.map_err(|e| match e {
+            plugdesk_template::Error::NotFound { .. } => Error::invalid("purpose", e.to_string()),
+            other => refused(&other),
+        })?;
     Ok(serde_json::to_value(rendered)?)
 }
 

@@ -309,31 +309,41 @@ pub struct DryRun {
 }
 
 /// Runs a workflow against one ticket without applying anything; returns the actions and
-/// whether its triggers fire for the event.
+/// whether its triggers fire for the event. Compile and run happen on the worker pool, the run
+/// within the engine's limits.
 ///
 /// # Errors
-/// [`Error::NotFound`], [`Error::Script`] (compile or run), [`Error::Invalid`].
+/// [`Error::NotFound`], [`Error::Script`] (compile or run), [`Error::Invalid`],
+/// [`Error::Busy`] (503) when the pool stays full.
 pub async fn dry_run(core: &crate::Core, workspace_id: i64, id: Option<i64>, input: &DryRun) -> Result<Json> {
     let source = match (&input.source, id) {
         (Some(s), _) => s.clone(),
         (None, Some(id)) => get(core, workspace_id, id).await?.source,
         (None, None) => return Err(Error::invalid("source", "give the draft's source")),
     };
-    let script = core.workflows().compile(&source)?;
+    let script = compile_pooled(core, source).await?;
     let kind = input.event.clone().unwrap_or_else(|| script.triggers[0].event.clone());
     let changes = input.changes.clone().unwrap_or_else(|| json!({}));
     let fires = script.fires(&kind, &changes);
     let view = view_of(core, workspace_id, &kind, &changes, input.ticket_id).await?;
-    let engine = core.clone();
-    let actions = tokio::task::spawn_blocking(move || engine.workflows().engine.run(&script, &view))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+    let c = core.clone();
+    let actions = core
+        .compute()
+        .run(move || c.workflows().engine.run(&script, &view))
+        .await?
         .map_err(|e| Error::Script { line: e.line, column: e.column, message: e.message })?;
     Ok(json!({
         "event": kind,
         "fires": fires,
         "actions": actions.iter().map(|a| json!({ "name": a.name, "args": a.args })).collect::<Vec<_>>(),
     }))
+}
+
+/// Compiles a draft or saved source on the worker pool (a 64 KiB script takes milliseconds to
+/// parse: not the executor's work).
+async fn compile_pooled(core: &crate::Core, source: String) -> Result<Script> {
+    let c = core.clone();
+    core.compute().run(move || c.workflows().compile(&source)).await?
 }
 
 /// The JSON view a script gets: the event, the ticket, its customer (with open and total
@@ -649,9 +659,14 @@ pub struct Replay {
 /// ticket as it is now (the history keeps events, not old copies of tickets), without applying
 /// anything; reports per ticket what it would have done.
 ///
+/// Bounded: at most 5,000 events, each run within the engine's limits on the worker pool (one
+/// worker at a time, queued fairly behind other work), and `compute.replay_ms` of wall time
+/// in all; past that the answer says `"stopped": "time"` with what was done so far.
+///
 /// # Errors
-/// [`Error::Script`] for a draft that does not compile, [`Error::Invalid`].
+/// [`Error::Script`] for a draft that does not compile, [`Error::Invalid`], [`Error::Busy`].
 pub async fn replay(core: &crate::Core, workspace_id: i64, input: &Replay) -> Result<Json> {
+    let deadline = Instant::now() + core.compute().replay_budget();
     let source = match (&input.source, input.workflow_id) {
         (Some(s), _) => s.clone(),
         (None, Some(id)) => get(core, workspace_id, id).await?.source,
@@ -662,7 +677,7 @@ pub async fn replay(core: &crate::Core, workspace_id: i64, input: &Replay) -> Re
         return Err(Error::invalid("days", "days must be between 1 and 90"));
     }
     let limit = input.limit.unwrap_or(5000).clamp(1, 5000);
-    let script = Arc::new(core.workflows().compile(&source)?);
+    let script = Arc::new(compile_pooled(core, source).await?);
     let since = crate::now_ms() - days * 86_400_000;
     let events = db::query_all(
         core.db(),
@@ -671,8 +686,13 @@ pub async fn replay(core: &crate::Core, workspace_id: i64, input: &Replay) -> Re
     )
     .await?;
     let (mut looked, mut fired, mut errors) = (0, 0, 0);
+    let mut stopped = None;
     let mut tickets: Vec<Json> = Vec::new();
     for e in &events {
+        if Instant::now() >= deadline {
+            stopped = Some("time");
+            break;
+        }
         looked += 1;
         let kind: String = db::col(e, "type")?;
         let changes: Json = serde_json::from_str(&db::col::<String>(e, "changes")?).unwrap_or(Json::Null);
@@ -687,9 +707,7 @@ pub async fn replay(core: &crate::Core, workspace_id: i64, input: &Replay) -> Re
             Err(e) => return Err(e),
         };
         let (c, s) = (core.clone(), script.clone());
-        let result = tokio::task::spawn_blocking(move || c.workflows().engine.run(&s, &view))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let result = core.compute().run(move || c.workflows().engine.run(&s, &view)).await?;
         let entry = match result {
             Ok(actions) if actions.is_empty() => continue,
             Ok(actions) => json!({
@@ -718,7 +736,9 @@ pub async fn replay(core: &crate::Core, workspace_id: i64, input: &Replay) -> Re
         "events_fired": fired,
         "errors": errors,
         "tickets_changed": tickets.len(),
-        "truncated": events.len() as i64 == limit,
+        "truncated": stopped.is_some() || events.len() as i64 == limit,
+        "stopped": stopped,
+        "time_budget_ms": core.compute().replay_budget().as_millis() as u64,
         "tickets": tickets,
     }))
 }

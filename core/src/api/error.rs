@@ -44,6 +44,7 @@ impl From<Error> for ApiError {
             Error::Transition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Error::Config(_) | Error::Db(_) | Error::Io(_) | Error::Internal(_) => {
                 tracing::error!(error = %e, "request failed");
                 return ApiError::new(

@@ -223,13 +223,14 @@ pub static ROUTES: &[Route] = &[
         Some("DryRun"),
         200,
     ),
-    r(
+    admin(r(
         "POST",
         "/api/v1/workflows/replay",
-        "Run a draft or saved workflow over the last N days of events; reports per ticket what it would have done",
+        "Run a draft or saved workflow over the last N days of events (at most 5,000, compute.replay_ms of time); \
+         reports per ticket what it would have done",
         Some("Replay"),
         200,
-    ),
+    )),
     r(
         "GET",
         "/api/v1/templates",

@@ -98,6 +98,8 @@ pub(super) async fn replay(
     Auth(p): Auth,
     Json(input): Json<crate::workflow::Replay>,
 ) -> ApiResult<impl IntoResponse> {
+    // Thousands of script runs over the workspace's history: an admin's tool, not an agent's.
+    p.require_admin("replaying workflows")?;
     Ok(axum::Json(crate::workflow::replay(&core, p.workspace_id, &input).await?))
 }
 

@@ -10,12 +10,12 @@
 //! registers for every language, pointing at the German partial or, if there is none, at the
 //! default language's.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use handlebars::template::{DecoratorTemplate, HelperTemplate, Parameter, Template, TemplateElement};
 use handlebars::{TemplateError, TemplateErrorReason};
 
-use crate::Error;
+use crate::{Error, budget};
 
 /// The partial that stands for the block a partial was called with.
 const PARTIAL_BLOCK: &str = "@partial-block";
@@ -27,11 +27,29 @@ const PARTIAL_BLOCK: &str = "@partial-block";
 /// (the default templates have under 30 in 2–3 KiB).
 const TAG_BUDGET: usize = 16 * 1024 * 1024;
 
+/// Deepest nesting of blocks (`{{#…}}`) and of subexpressions (`(…)` in one tag). Handlebars'
+/// parser descends once per level on the thread's stack, so ten thousand `(upper (upper …`
+/// in one 64 KiB tag would overflow it and abort the process; real templates nest four or
+/// five levels.
+const MAX_NESTING: usize = 32;
+
 /// A compiled template and the partials it includes.
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled {
+    /// The template, every body wrapped in [`budget::STEP`] (see [`wrap`]).
     pub(crate) template: Template,
+    /// The file partials it includes, also from inside its inline partials.
     pub(crate) includes: Vec<Include>,
+}
+
+/// A `{{> name}}` of an inline partial (`{{#*inline "name"}}`) of the same source, from
+/// inside the inline partial `from` (`None`: from the template's own body).
+#[derive(Debug, Clone)]
+struct InlineCall {
+    from: Option<String>,
+    to: String,
+    line: usize,
+    column: usize,
 }
 
 /// A `{{> name}}` in a template, where it is written.
@@ -69,12 +87,212 @@ pub(crate) fn compile(
             limit: TAG_BUDGET / source.len(),
         });
     }
+    if let Some((at, what)) = too_deep(source) {
+        let (line, column) = position(source, at);
+        return Err(Error::Unsupported {
+            template: label.to_owned(),
+            line,
+            column,
+            message: format!(
+                "{what} nest deeper than {MAX_NESTING} levels here; move the inner part into a partial or a variable"
+            ),
+        });
+    }
     let mut template = Template::compile_with_name(source, label.to_owned()).map_err(|e| syntax(label, source, &e))?;
     let mut inline = HashSet::new();
     inline_partials(&template, &mut inline);
-    let mut walker = Walker { label, source, language, is_helper, inline, includes: Vec::new() };
+    let mut walker = Walker {
+        label,
+        source,
+        language,
+        is_helper,
+        inline,
+        scope: None,
+        includes: Vec::new(),
+        inline_calls: Vec::new(),
+    };
     walker.template(&mut template, (1, 1))?;
+    if let Some(e) = inline_cycle(label, &walker.inline_calls) {
+        return Err(e);
+    }
+    let step = step_helper(label)?;
+    wrap_bodies(&mut template, &step);
+    let template = wrap(template, &step, None);
     Ok(Compiled { template, includes: walker.includes })
+}
+
+/// Where blocks or subexpressions first nest deeper than [`MAX_NESTING`], and which. A guide
+/// that knows tags, comments, escapes and quoted strings, which is all nesting depends on.
+fn too_deep(source: &str) -> Option<(usize, &'static str)> {
+    let mut blocks = 0usize;
+    let mut cursor = 0;
+    while let Some(found) = source[cursor..].find("{{") {
+        let start = cursor + found;
+        if source[..start].ends_with('\\') {
+            cursor = start + 2;
+            continue;
+        }
+        let inner = start + source[start..].find(|c| c != '{').unwrap_or(source.len() - start);
+        let rest = &source[inner..];
+        if rest.starts_with('!') {
+            let close = if rest.starts_with("!--") { "--}}" } else { "}}" };
+            cursor = rest.find(close).map_or(source.len(), |end| inner + end + close.len());
+            continue;
+        }
+        let body = rest.trim_start_matches(['~', ' ', '\n', '\r', '\t']);
+        // `{{^}}` alone is an `{{else}}`; `{{^name}}` opens an inverse block.
+        let inverse = body.strip_prefix('^').is_some_and(|b| !b.trim_start_matches(['~', ' ']).starts_with('}'));
+        if body.starts_with('#') || inverse {
+            blocks += 1;
+            if blocks > MAX_NESTING {
+                return Some((start, "blocks"));
+            }
+        } else if body.starts_with('/') {
+            blocks = blocks.saturating_sub(1);
+        }
+        // Parentheses of this tag, outside quoted strings.
+        let mut parens = 0usize;
+        let mut quote = None;
+        let mut end = source.len();
+        for (i, c) in rest.char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '(') => {
+                    parens += 1;
+                    if parens > MAX_NESTING {
+                        return Some((inner + i, "subexpressions"));
+                    }
+                }
+                (None, ')') => parens = parens.saturating_sub(1),
+                (None, '}') if rest[i..].starts_with("}}") => {
+                    end = inner + i + 2;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        cursor = end;
+    }
+    None
+}
+
+/// The first cycle among the inline partials of one source (`a` includes `b` includes `a`):
+/// Handlebars would recurse until the stack overflows. Points at the include that closes it.
+fn inline_cycle(label: &str, calls: &[InlineCall]) -> Option<Error> {
+    let mut edges: BTreeMap<&str, Vec<&InlineCall>> = BTreeMap::new();
+    for call in calls {
+        if let Some(from) = &call.from {
+            edges.entry(from.as_str()).or_default().push(call);
+        }
+    }
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Open,
+        Done,
+    }
+    fn visit<'a>(
+        node: &'a str,
+        edges: &BTreeMap<&'a str, Vec<&'a InlineCall>>,
+        marks: &mut BTreeMap<&'a str, Mark>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<(&'a InlineCall, String)> {
+        marks.insert(node, Mark::Open);
+        path.push(node);
+        for call in edges.get(node).into_iter().flatten() {
+            match marks.get(call.to.as_str()) {
+                Some(Mark::Done) => {}
+                Some(Mark::Open) => {
+                    let start = path.iter().position(|n| *n == call.to).unwrap_or(0);
+                    let cycle: Vec<String> =
+                        path[start..].iter().chain([&call.to.as_str()]).map(|n| format!("inline {n}")).collect();
+                    return Some((call, cycle.join(" → ")));
+                }
+                None => {
+                    if let Some(found) = visit(call.to.as_str(), edges, marks, path) {
+                        return Some(found);
+                    }
+                }
+            }
+        }
+        path.pop();
+        marks.insert(node, Mark::Done);
+        None
+    }
+    let mut marks = BTreeMap::new();
+    for &node in edges.keys() {
+        if marks.contains_key(node) {
+            continue;
+        }
+        if let Some((call, cycle)) = visit(node, &edges, &mut marks, &mut Vec::new()) {
+            return Some(Error::PartialCycle {
+                template: label.to_owned(),
+                line: call.line,
+                column: call.column,
+                cycle,
+            });
+        }
+    }
+    None
+}
+
+/// The hidden block helper [`wrap`] puts around bodies, taken from a parsed template because
+/// Handlebars' element types cannot be built outside its crate. The `~` makes it a tag that
+/// never indents what it writes (Handlebars indents after standalone block tags only).
+fn step_helper(label: &str) -> Result<HelperTemplate, Error> {
+    let source = format!("{{{{~#{0}}}}}{{{{/{0}}}}}", budget::STEP);
+    let parsed = Template::compile(&source).ok();
+    match parsed.as_ref().and_then(|t| t.elements.first()) {
+        Some(TemplateElement::HelperBlock(h)) => Ok((**h).clone()),
+        _ => Err(Error::Render {
+            template: label.to_owned(),
+            line: None,
+            column: None,
+            message: "the render budget could not be set up; report this as a bug".to_owned(),
+        }),
+    }
+}
+
+/// Wraps every block body, `{{else}}` branch, inline partial and partial block of `template`
+/// in the step helper, so each loop iteration and each entry into a partial is counted and
+/// nested against the render's budget (see [`crate::budget`]).
+fn wrap_bodies(template: &mut Template, step: &HelperTemplate) {
+    let Template { elements, mapping, .. } = template;
+    for (i, element) in elements.iter_mut().enumerate() {
+        let at = mapping.get(i);
+        let bodies: Vec<&mut Option<Template>> = match element {
+            TemplateElement::HelperBlock(h) => {
+                let h = &mut **h;
+                vec![&mut h.template, &mut h.inverse]
+            }
+            TemplateElement::DecoratorBlock(d) | TemplateElement::PartialBlock(d) => vec![&mut d.template],
+            _ => Vec::new(),
+        };
+        for body in bodies {
+            if let Some(mut t) = body.take() {
+                wrap_bodies(&mut t, step);
+                *body = Some(wrap(t, step, at));
+            }
+        }
+    }
+}
+
+/// `body` inside one step helper; the wrapper takes the body's name (errors and Handlebars'
+/// own self-include check use it) and `at` as its position (else the body's first one).
+fn wrap(body: Template, step: &HelperTemplate, at: Option<&handlebars::template::TemplateMapping>) -> Template {
+    if body.elements.is_empty() {
+        return body;
+    }
+    let mut outer = Template::new();
+    outer.name = body.name.clone();
+    if let Some(at) = at.or(body.mapping.first()) {
+        outer.mapping.push(at.clone());
+    }
+    let mut h = step.clone();
+    h.template = Some(body);
+    outer.elements.push(TemplateElement::HelperBlock(Box::new(h)));
+    outer
 }
 
 fn syntax(label: &str, source: &str, e: &TemplateError) -> Error {
@@ -175,7 +393,10 @@ struct Walker<'a> {
     language: &'a str,
     is_helper: &'a dyn Fn(&str) -> bool,
     inline: HashSet<String>,
+    /// The inline partial whose body is being walked (the innermost one).
+    scope: Option<String>,
     includes: Vec<Include>,
+    inline_calls: Vec<InlineCall>,
 }
 
 impl Walker<'_> {
@@ -216,7 +437,11 @@ impl Walker<'_> {
                         format!("decorator `{name}` is not available; only `{{{{#*inline \"name\"}}}}` is"),
                     ));
                 }
-                self.decorator(d, at)
+                let name = self.inline_name(d, at)?;
+                let outer = self.scope.replace(name);
+                let result = self.decorator(d, at);
+                self.scope = outer;
+                result
             }
             TemplateElement::PartialExpression(d) | TemplateElement::PartialBlock(d) => {
                 self.partial(d, at)?;
@@ -289,10 +514,14 @@ impl Walker<'_> {
                 ));
             }
         };
-        if name == PARTIAL_BLOCK || self.inline.contains(&name) {
+        if name == PARTIAL_BLOCK {
             return Ok(());
         }
         let (line, column) = self.locate(at, &name);
+        if self.inline.contains(&name) {
+            self.inline_calls.push(InlineCall { from: self.scope.clone(), to: name, line, column });
+            return Ok(());
+        }
         if crate::set::check_name(&name, "partial").is_err() {
             return Err(Error::Unsupported {
                 template: self.label.to_owned(),
@@ -304,6 +533,31 @@ impl Walker<'_> {
         d.name = Parameter::Name(partial_alias(&name, self.language));
         self.includes.push(Include { partial: name, line, column });
         Ok(())
+    }
+
+    /// The name of `{{#*inline "name"}}`: written in quotes (a name computed at render time
+    /// could be anything, the alias of another language's partial included) and a partial
+    /// name, so it can never stand for a partial of the set.
+    fn inline_name(&self, d: &DecoratorTemplate, at: (usize, usize)) -> Result<String, Error> {
+        match d.params.first() {
+            Some(Parameter::Literal(serde_json::Value::String(name)))
+                if crate::set::check_name(name, "partial").is_ok() =>
+            {
+                Ok(name.clone())
+            }
+            Some(Parameter::Literal(serde_json::Value::String(name))) => Err(self.unsupported(
+                at,
+                "inline",
+                format!(
+                    "`{name}` is not an inline partial name; names use a-z, 0-9, `_` and `-`, starting with a letter"
+                ),
+            )),
+            _ => Err(self.unsupported(
+                at,
+                "inline",
+                "an inline partial needs its name in quotes: {{#*inline \"name\"}}".to_owned(),
+            )),
+        }
     }
 
     fn unsupported(&self, at: (usize, usize), near: &str, message: String) -> Error {

@@ -72,10 +72,19 @@ pub enum Error {
         /// The language it was looked up in.
         language: String,
     },
-    /// Adding this partial would let partials include each other without end.
-    #[error("partials would include each other in a cycle ({cycle}); remove one of the includes")]
+    /// Partials, or a template's inline partials, would include each other without end.
+    #[error(
+        "{template}: line {line}, column {column}: partials would include each other in a cycle ({cycle}); \
+         remove one of the includes"
+    )]
     PartialCycle {
-        /// The cycle, e.g. `greeting/de → signature/de → greeting/de`.
+        /// The template, part or file with the include that closes the cycle.
+        template: String,
+        /// 1-based line of that include.
+        line: usize,
+        /// 1-based column of that include.
+        column: usize,
+        /// The cycle, e.g. `greeting/de → signature/de → greeting/de` or `inline a → inline a`.
         cycle: String,
     },
     /// A script helper does not compile.
@@ -119,6 +128,56 @@ pub enum Error {
         column: Option<usize>,
         /// What went wrong and what to do.
         message: String,
+    },
+    /// Rendering entered more blocks than [`crate::Limits::max_steps`]: every loop iteration,
+    /// block and partial is a step. Rendering stopped there.
+    #[error(
+        "{template}: {}rendering takes more than {limit} steps (each loop iteration, block and partial is one); \
+         loop over shorter lists or nest fewer loops",
+        at(*.line, *.column)
+    )]
+    TooManySteps {
+        /// The template part or partial being rendered.
+        template: String,
+        /// 1-based line of the block being entered, if known.
+        line: Option<usize>,
+        /// 1-based column of that block, if known.
+        column: Option<usize>,
+        /// The limit.
+        limit: u64,
+    },
+    /// Blocks and partials nested deeper than [`crate::Limits::max_depth`] while rendering;
+    /// rendering stopped there instead of overflowing the stack.
+    #[error(
+        "{template}: {}blocks and partials nest deeper than {limit} levels while rendering; does a partial \
+         include itself? flatten the template",
+        at(*.line, *.column)
+    )]
+    TooDeep {
+        /// The template part or partial being rendered.
+        template: String,
+        /// 1-based line of the block or partial being entered, if known.
+        line: Option<usize>,
+        /// 1-based column of it, if known.
+        column: Option<usize>,
+        /// The limit.
+        limit: usize,
+    },
+    /// Rendering took longer than [`crate::Limits::max_render_ms`]; it stopped there.
+    #[error(
+        "{template}: {}rendering takes longer than {limit_ms} ms; loop over shorter lists or make the script \
+         helpers cheaper",
+        at(*.line, *.column)
+    )]
+    TooSlow {
+        /// The template part or partial being rendered.
+        template: String,
+        /// 1-based line of the tag being rendered when time ran out, if known.
+        line: Option<usize>,
+        /// 1-based column of that tag, if known.
+        column: Option<usize>,
+        /// The limit in milliseconds.
+        limit_ms: u64,
     },
     /// A template, partial or script is larger than the set's limit.
     #[error("{what} is {size} bytes, more than the limit of {limit} bytes; shorten it")]
@@ -265,8 +324,12 @@ impl Error {
             | Error::UnknownHelper { line, column, .. }
             | Error::Unsupported { line, column, .. }
             | Error::UnknownPartial { line, column, .. }
+            | Error::PartialCycle { line, column, .. }
             | Error::ScriptSyntax { line, column, .. } => Some((*line, *column)),
             Error::ScriptFailed { line: Some(line), column: Some(column), .. }
+            | Error::TooManySteps { line: Some(line), column: Some(column), .. }
+            | Error::TooDeep { line: Some(line), column: Some(column), .. }
+            | Error::TooSlow { line: Some(line), column: Some(column), .. }
             | Error::Render { line: Some(line), column: Some(column), .. } => Some((*line, *column)),
             _ => None,
         }

@@ -34,6 +34,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod budget;
 mod compile;
 mod directory;
 mod error;

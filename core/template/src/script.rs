@@ -47,6 +47,11 @@ pub(crate) fn engine(operations: u64) -> rhai::Engine {
         .set_max_variables(VARIABLES)
         .set_max_functions(FUNCTIONS);
     engine.disable_symbol("eval");
+    // The render's deadline holds inside scripts too; a clock read every few thousand
+    // operations costs nothing measurable.
+    engine.on_progress(|operations| {
+        (operations % 4096 == 0 && crate::budget::late()).then(|| rhai::Dynamic::from("the render ran out of time"))
+    });
     engine.on_print(|_| {});
     engine.on_debug(|_, _, _| {});
     engine

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use handlebars::{Context, Handlebars, Output, RenderContext, RenderError, RenderErrorReason, Renderable};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{self, Budget, Exceeded};
 use crate::compile::{self, Compiled};
 use crate::locale::Locale;
 use crate::{Error, helper, script, sms};
@@ -33,6 +34,17 @@ pub struct Limits {
     pub max_script_helpers: usize,
     /// Rhai operations one script helper call may take (50,000 is about a millisecond).
     pub script_operations: u64,
+    /// Steps one render may take: every block entered, every loop iteration and every partial
+    /// included is one. A reply that loops over a ticket's messages takes a few hundred.
+    pub max_steps: u64,
+    /// How deeply blocks and partials may nest while rendering. Sources nest blocks 32 deep
+    /// at most; partials add to that. Each level costs a few KiB of stack (see the test
+    /// `the_deepest_render_fits_a_small_stack`), so this stays far from the 2 MiB of a tokio
+    /// blocking thread.
+    pub max_depth: usize,
+    /// Wall-clock milliseconds one render (all parts of a variant) may take, script helpers
+    /// included.
+    pub max_render_ms: u64,
 }
 
 impl Default for Limits {
@@ -43,6 +55,9 @@ impl Default for Limits {
             max_templates: 1000,
             max_script_helpers: 64,
             script_operations: 50_000,
+            max_steps: 100_000,
+            max_depth: 64,
+            max_render_ms: 1000,
         }
     }
 }
@@ -378,7 +393,7 @@ impl TemplateSet {
             if languages.is_empty() {
                 self.partials.remove(name);
             }
-            return Err(Error::PartialCycle { cycle });
+            return Err(cycle);
         }
         self.register_partials();
         Ok(())
@@ -519,6 +534,12 @@ impl TemplateSet {
         })?;
         let locale = Locale::of(&variant.language);
         let ctx = Context::from(data.clone());
+        // One budget for every part of the variant; ends when this function returns.
+        let _budget = budget::start(Budget {
+            steps: self.limits.max_steps,
+            depth: self.limits.max_depth,
+            time: std::time::Duration::from_millis(self.limits.max_render_ms),
+        });
         // A fallback variant may have a subject or HTML body; an SMS carries neither.
         let sms = channel.eq_ignore_ascii_case(SMS_CHANNEL);
         let subject = match &variant.subject {
@@ -580,6 +601,16 @@ impl TemplateSet {
         }
         let template = e.template_name.clone().unwrap_or_else(|| label.to_owned());
         let (line, column) = (e.line_no, e.column_no);
+        match budget::exceeded() {
+            Some(Exceeded::Steps) => {
+                return Error::TooManySteps { template, line, column, limit: self.limits.max_steps };
+            }
+            Some(Exceeded::Depth) => return Error::TooDeep { template, line, column, limit: self.limits.max_depth },
+            Some(Exceeded::Time) => {
+                return Error::TooSlow { template, line, column, limit_ms: self.limits.max_render_ms };
+            }
+            None => {}
+        }
         let message = match e.reason() {
             RenderErrorReason::ScriptValueError(failure) => {
                 let helper = match (line, column) {
@@ -734,38 +765,46 @@ impl TemplateSet {
         self.aliases = aliases.into_iter().collect();
     }
 
-    /// A cycle of partials including each other, as `a/de → b/de → a/de`, if there is one.
-    fn partial_cycle(&self) -> Option<String> {
+    /// A cycle of partials including each other, as `a/de → b/de → a/de`, if there is one,
+    /// pointing at the include that closes it.
+    fn partial_cycle(&self) -> Option<Error> {
         #[derive(Clone, Copy, PartialEq)]
         enum Mark {
             Open,
             Done,
         }
+        type Node<'a> = (&'a str, &'a str);
         fn visit<'a>(
             set: &'a TemplateSet,
-            node: (&'a str, &'a str),
-            marks: &mut HashMap<(&'a str, &'a str), Mark>,
-            path: &mut Vec<(&'a str, &'a str)>,
-        ) -> Option<String> {
-            match marks.get(&node) {
-                Some(Mark::Done) => return None,
-                Some(Mark::Open) => {
-                    let start = path.iter().position(|n| *n == node).unwrap_or(0);
-                    let cycle: Vec<String> =
-                        path[start..].iter().chain([&node]).map(|(n, l)| format!("{n}/{l}")).collect();
-                    return Some(cycle.join(" → "));
-                }
-                None => {}
-            }
+            node: Node<'a>,
+            marks: &mut HashMap<Node<'a>, Mark>,
+            path: &mut Vec<Node<'a>>,
+        ) -> Option<Error> {
             let partial = set.partials.get(node.0).and_then(|l| l.get(node.1))?;
             marks.insert(node, Mark::Open);
             path.push(node);
             for (part, _) in partial.parts() {
                 for include in &part.compiled.includes {
-                    if let Some((language, _)) = set.resolve_partial(&include.partial, node.1) {
-                        let name = set.partials.get_key_value(&include.partial).map_or("", |(k, _)| k.as_str());
-                        if let Some(cycle) = visit(set, (name, language), marks, path) {
-                            return Some(cycle);
+                    let Some((language, _)) = set.resolve_partial(&include.partial, node.1) else { continue };
+                    let name = set.partials.get_key_value(&include.partial).map_or("", |(k, _)| k.as_str());
+                    let next = (name, language);
+                    match marks.get(&next) {
+                        Some(Mark::Done) => {}
+                        Some(Mark::Open) => {
+                            let start = path.iter().position(|n| *n == next).unwrap_or(0);
+                            let cycle: Vec<String> =
+                                path[start..].iter().chain([&next]).map(|(n, l)| format!("{n}/{l}")).collect();
+                            return Some(Error::PartialCycle {
+                                template: part.label.clone(),
+                                line: include.line,
+                                column: include.column,
+                                cycle: cycle.join(" → "),
+                            });
+                        }
+                        None => {
+                            if let Some(e) = visit(set, next, marks, path) {
+                                return Some(e);
+                            }
                         }
                     }
                 }
@@ -777,8 +816,11 @@ impl TemplateSet {
         let mut marks = HashMap::new();
         for (name, languages) in &self.partials {
             for language in languages.keys() {
-                if let Some(cycle) = visit(self, (name, language), &mut marks, &mut Vec::new()) {
-                    return Some(cycle);
+                if marks.contains_key(&(name.as_str(), language.as_str())) {
+                    continue;
+                }
+                if let Some(e) = visit(self, (name, language), &mut marks, &mut Vec::new()) {
+                    return Some(e);
                 }
             }
         }
@@ -799,6 +841,7 @@ fn registry(escape: bool, limits: &Limits) -> Handlebars<'static> {
         registry.register_escape_fn(handlebars::no_escape);
     }
     helper::register(&mut registry);
+    registry.register_helper(budget::STEP, Box::new(budget::Step));
     registry
 }
 
@@ -1091,7 +1134,8 @@ mod tests {
         let e = set.add_partial("c", "en", PartialSource::text("{{> a}}")).expect_err("a cycle");
         assert_eq!(
             e.to_string(),
-            "partials would include each other in a cycle (a/en → b/en → c/en → a/en); remove one of the includes"
+            "partial c/en: line 1, column 5: partials would include each other in a cycle (a/en → b/en → c/en → a/en); \
+             remove one of the includes"
         );
         // The German partials include the German ones: no cycle until `b` includes `c`.
         set.add_partial("c", "de", PartialSource::text("{{> a}}")).unwrap_or_else(|e| panic!("{e}"));
@@ -1220,6 +1264,238 @@ mod tests {
              partials, each is compiled on its own"
         );
         add(&mut set(), "t", "chat", "en", &("x".repeat(60_000) + "{{a}}".repeat(250).as_str()));
+    }
+
+    /// Issue #11: a self-including inline partial passed the cycle check (inline partials were
+    /// left out of it) and overflowed the stack when rendered, aborting the process.
+    #[test]
+    fn inline_partial_cycles_are_refused_with_line_and_column() {
+        let cases = [
+            // A self-including inline partial (the report's template).
+            ("{{#*inline \"a\"}}{{> a}}{{/inline}}{{> a}}", (1, 21), "inline a → inline a"),
+            // Mutual, over lines.
+            (
+                "{{#*inline \"a\"}}{{> b}}{{/inline}}\n{{#*inline \"b\"}}\n  {{> a}}{{/inline}}{{> a}}",
+                (3, 7),
+                "inline a → inline b → inline a",
+            ),
+            // Defined inside another inline partial.
+            (
+                "{{#*inline \"a\"}}{{#*inline \"b\"}}{{> a}}{{/inline}}{{> b}}{{/inline}}{{> a}}",
+                (1, 37),
+                "inline a → inline b → inline a",
+            ),
+            // Inside blocks, behind a condition.
+            (
+                "{{#each items}}\n{{#*inline \"row\"}}{{#if this}}{{> row}}{{/if}}{{/inline}}{{> row}}\n{{/each}}",
+                (2, 35),
+                "inline row → inline row",
+            ),
+            // Through three.
+            (
+                "{{#*inline \"a\"}}{{> b}}{{/inline}}{{#*inline \"b\"}}{{> c}}{{/inline}}{{#*inline \"c\"}}{{> a}}{{/inline}}",
+                (1, 89),
+                "inline a → inline b → inline c → inline a",
+            ),
+        ];
+        for (source, (line, column), cycle) in cases {
+            match add_err(&mut set(), source) {
+                Error::PartialCycle { template, line: l, column: c, cycle: found } => {
+                    assert_eq!(
+                        (template.as_str(), l, c, found.as_str()),
+                        ("t/chat/en", line, column, cycle),
+                        "{source:?}"
+                    )
+                }
+                other => panic!("{source:?}: {other}"),
+            }
+        }
+        let e = add_err(&mut set(), "{{#*inline \"a\"}}{{> a}}{{/inline}}{{> a}}");
+        assert_eq!(
+            e.to_string(),
+            "t/chat/en: line 1, column 21: partials would include each other in a cycle (inline a → inline a); \
+             remove one of the includes"
+        );
+        assert_eq!(e.position(), Some((1, 21)));
+
+        // Inline partials that include each other without a cycle still work.
+        let mut ok = set();
+        add(
+            &mut ok,
+            "t",
+            "chat",
+            "en",
+            "{{#*inline \"a\"}}x{{/inline}}{{#*inline \"b\"}}{{> a}}{{> a}}{{/inline}}{{> b}}{{> a}}",
+        );
+        assert_eq!(render(&ok, "t", "chat", "en", &json!({})).text, "xxx");
+
+        // An inline partial of a partial that includes that partial is a cycle of partials.
+        let mut set = set();
+        let e = set
+            .add_partial("p", "en", PartialSource::text("{{#*inline \"a\"}}{{> p}}{{/inline}}{{> a}}"))
+            .expect_err("p includes itself through its inline partial");
+        assert_eq!(
+            (e.to_string().as_str(), e.position()),
+            (
+                "partial p/en: line 1, column 21: partials would include each other in a cycle (p/en → p/en); \
+                 remove one of the includes",
+                Some((1, 21))
+            )
+        );
+        // ... also through another partial, added later (inline ↔ file partials).
+        set.add_partial("p", "en", PartialSource::text("{{#*inline \"a\"}}{{> q}}{{/inline}}{{> a}}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = set.add_partial("q", "en", PartialSource::text("q {{> p}}")).expect_err("p → q → p");
+        match e {
+            Error::PartialCycle { template, line, column, cycle } => {
+                assert_eq!(
+                    (template.as_str(), line, column, cycle.as_str()),
+                    ("partial q/en", 1, 7, "p/en → q/en → p/en")
+                )
+            }
+            other => panic!("{other}"),
+        }
+
+        // Inline names are partial names written in quotes: a name like `q@en` or one computed
+        // from the data could stand for another partial at render time.
+        for (source, needle) in [
+            ("{{#*inline \"q@en\"}}x{{/inline}}{{> q}}", "`q@en` is not an inline partial name"),
+            ("{{#*inline customer.name}}x{{/inline}}", "needs its name in quotes"),
+        ] {
+            let e = add_err(&mut set, source);
+            assert!(matches!(e, Error::Unsupported { line: 1, column: 5, .. }), "{source}: {e:?}");
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+    }
+
+    /// Issue #11: blocks or subexpressions nested thousands deep overflowed the parser's stack.
+    #[test]
+    fn sources_nesting_too_deep_are_refused_before_parsing() {
+        let deep_blocks = format!("x\n{}y{}", "{{#if a}}".repeat(33), "{{/if}}".repeat(33));
+        match add_err(&mut set(), &deep_blocks) {
+            Error::Unsupported { line, column, message, .. } => {
+                assert_eq!((line, column), (2, 32 * 9 + 1));
+                assert!(message.starts_with("blocks nest deeper than 32 levels"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+        let deep_parens = format!("{{{{upper {}x{}}}}}", "(upper ".repeat(33), ")".repeat(33));
+        match add_err(&mut set(), &deep_parens) {
+            Error::Unsupported { line, column, message, .. } => {
+                assert_eq!((line, column), (1, 9 + 32 * 7));
+                assert!(message.starts_with("subexpressions nest deeper than 32 levels"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+        // Thousands of levels are refused the same way, without touching the parser.
+        let bomb = format!("{{{{upper {}x}}}}", "(upper ".repeat(9000));
+        assert!(matches!(add_err(&mut set(), &bomb), Error::Unsupported { .. }));
+        // 32 levels, parentheses in strings and comments do not count.
+        let mut set = set();
+        let fine = format!(
+            "{{{{!-- {{{{#if}}}} ( --}}}}{}{{{{upper \"((((\"}}}}{}",
+            "{{#if a}}".repeat(32),
+            "{{/if}}".repeat(32)
+        );
+        add(&mut set, "t", "chat", "en", &fine);
+        add(&mut set, "u", "chat", "en", &format!("{{{{upper {}\"x\"{}}}}}", "(upper ".repeat(32), ")".repeat(32)));
+        assert_eq!(render(&set, "u", "chat", "en", &json!({})).text, "X");
+    }
+
+    /// The nested-each bomb of issue #11: eight items, nine levels, 134 million loop bodies
+    /// froze the server for 80 s. Every render now has a budget of steps, depth and time.
+    #[test]
+    fn renders_stop_at_their_step_depth_and_time_limits() {
+        let bomb = format!("{}{}", "{{#each @root.a}}".repeat(9), "{{/each}}".repeat(9));
+        let data = json!({ "a": [1, 2, 3, 4, 5, 6, 7, 8] });
+        let mut set = set();
+        add(&mut set, "bomb", "chat", "en", &bomb);
+        match set.render("bomb", "chat", "en", &data) {
+            Err(Error::TooManySteps { template, line, column, limit }) => {
+                assert_eq!((template.as_str(), limit), ("bomb/chat/en", 100_000));
+                assert_eq!(line, Some(1), "the block being entered");
+                assert!(column.is_some_and(|c| c > 1), "{column:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = set.preview("bomb", "chat", "en", &data).expect_err("the same in a preview");
+        assert!(
+            e.to_string()
+                .contains("rendering takes more than 100000 steps (each loop iteration, block and partial is one)"),
+            "{e}"
+        );
+
+        // The time limit, in loops and in script helpers that would run on.
+        let limits =
+            Limits { max_steps: u64::MAX, max_render_ms: 50, script_operations: u64::MAX, ..Limits::default() };
+        let mut slow = TemplateSet::with_limits("en", limits).unwrap_or_else(|e| panic!("{e}"));
+        slow.register_script_helper("spin", "let n = 0; loop { n += 1; }").unwrap_or_else(|e| panic!("{e}"));
+        add(&mut slow, "bomb", "chat", "en", &bomb);
+        add(&mut slow, "spin", "chat", "en", "a\n{{spin}}");
+        let e = slow.render("bomb", "chat", "en", &data).expect_err("too slow");
+        assert!(matches!(e, Error::TooSlow { limit_ms: 50, .. }), "{e:?}");
+        match slow.render("spin", "chat", "en", &data) {
+            Err(Error::TooSlow { template, line, column, limit_ms }) => {
+                assert_eq!((template.as_str(), line, column, limit_ms), ("spin/chat/en", Some(2), Some(1), 50))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            slow.render("spin", "chat", "en", &data).map_err(|e| e.to_string()).err().as_deref(),
+            Some(
+                "spin/chat/en: line 2, column 1: rendering takes longer than 50 ms; loop over shorter lists or make \
+                 the script helpers cheaper"
+            )
+        );
+
+        // Depth: blocks and partials entered while rendering.
+        let limits = Limits { max_depth: 5, ..Limits::default() };
+        let mut shallow = TemplateSet::with_limits("en", limits).unwrap_or_else(|e| panic!("{e}"));
+        shallow
+            .add_partial("p", "en", PartialSource::text("{{#if @root.x}}{{#if @root.x}}deep{{/if}}{{/if}}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        add(&mut shallow, "ok", "chat", "en", "{{#if x}}{{> p}}{{/if}}");
+        add(&mut shallow, "deep", "chat", "en", "{{#each items}}{{#if @root.x}}{{> p}}{{/if}}{{/each}}");
+        let data = json!({ "x": true, "items": [1] });
+        assert_eq!(render(&shallow, "ok", "chat", "en", &data).text, "deep");
+        match shallow.render("deep", "chat", "en", &data) {
+            Err(Error::TooDeep { template, line, column, limit }) => {
+                assert_eq!((template.as_str(), line, column, limit), ("partial p/en", Some(1), Some(16), 5))
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A budget ends with its render: the next render starts afresh.
+        let mut set = set;
+        add(&mut set, "small", "chat", "en", "{{#each @root.a}}{{this}}{{/each}}");
+        assert_eq!(render(&set, "small", "chat", "en", &data).text, "");
+        assert_eq!(render(&set, "small", "chat", "en", &json!({ "a": [1, 2] })).text, "12");
+    }
+
+    /// The depth limit must stop a render long before the stack ends: a render as deep as the
+    /// limit allows, through partials, loops and conditions, fits into 1 MiB of stack (tokio's
+    /// blocking threads have 2 MiB). If it did not, this test would abort rather than fail.
+    #[test]
+    fn the_deepest_render_fits_a_small_stack() {
+        let mut set = set();
+        for i in 0..40 {
+            let body = format!(
+                "{{{{#each @root.one}}}}{{{{#with @root.obj}}}}{{{{#if @root.x}}}}{{{{> p{}}}}}{{{{/if}}}}{{{{/with}}}}{{{{/each}}}}",
+                i + 1
+            );
+            set.add_partial(&format!("p{i}"), "en", PartialSource::text(&body)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        set.add_partial("p40", "en", PartialSource::text("bottom")).unwrap_or_else(|e| panic!("{e}"));
+        add(&mut set, "t", "chat", "en", "{{> p0}}");
+        let data = json!({ "one": [1], "obj": { "k": 1 }, "x": true });
+        let thread = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || set.render("t", "chat", "en", &data).map(|r| r.text))
+            .unwrap_or_else(|e| panic!("{e}"));
+        match thread.join() {
+            Ok(Err(Error::TooDeep { limit: 64, .. })) => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
