@@ -352,15 +352,7 @@ async fn library_inbound(
     let db = crate::db::connect(&crate::db::database_url(dir, None), crate::db::Usage::Command).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let r = crate::db::query_one(
-            &db,
-            "SELECT (SELECT MAX(id) FROM events) AS last, (SELECT last_event_id FROM automation_cursor WHERE id = 1) AS done",
-            vec![],
-        )
-        .await?
-        .ok_or_else(|| Error::Internal("no answer".into()))?;
-        let (last, done): (i64, i64) = (crate::db::col(&r, "last")?, crate::db::col(&r, "done")?);
-        if done >= last || Instant::now() > deadline {
+        if crate::dispatch::backlog(&db).await?.is_empty() || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
