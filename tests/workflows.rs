@@ -538,9 +538,8 @@ async fn an_event_that_kills_the_server_every_time_is_set_aside_and_later_events
         let (scratch, token) = s.kill();
         s = Server::serve(scratch, token).await;
     }
-    let poisoned = s
-        .wait_for("/api/v1/events/poisoned", Duration::from_secs(60), |p| p["items"][0]["event_id"] == event)
-        .await;
+    let poisoned =
+        s.wait_for("/api/v1/events/poisoned", Duration::from_secs(60), |p| p["items"][0]["event_id"] == event).await;
     let item = &poisoned["items"][0];
     assert_eq!(
         (item["ticket_id"].clone(), item["type"].clone(), item["attempts"].clone()),
@@ -555,7 +554,9 @@ async fn an_event_that_kills_the_server_every_time_is_set_aside_and_later_events
     let (_, t) = s.get(&format!("/api/v1/tickets/{}", burned["id"])).await;
     assert!(!has_tag(&t, "seen"), "the set-aside event ran nothing: {t}");
     let w = s
-        .wait_for(&format!("/api/v1/workflows/{}", broken["id"]), Duration::from_secs(10), |w| w["stats"]["errors"] == 1)
+        .wait_for(&format!("/api/v1/workflows/{}", broken["id"]), Duration::from_secs(10), |w| {
+            w["stats"]["errors"] == 1
+        })
         .await;
     assert!(w["stats"]["last_error"].as_str().unwrap_or("").contains("broken"), "{w}");
     let (_, d) = s.get("/api/v1/events/dispatcher").await;
@@ -595,7 +596,8 @@ async fn a_slow_workspace_does_not_hold_up_another_workspaces_events_or_webhooks
     });
     let remote = remote::Remote::start().await;
 
-    let (status, _) = s.post("/api/v1/webhooks", json!({ "name": "slow", "url": format!("http://{stall_addr}/hook") })).await;
+    let (status, _) =
+        s.post("/api/v1/webhooks", json!({ "name": "slow", "url": format!("http://{stall_addr}/hook") })).await;
     assert_eq!(status, StatusCode::CREATED);
     workflow(&s, "Call", "// on: ticket.created\nwebhook(\"slow\", #{ n: ticket.number });\n").await;
     for i in 0..5 {

@@ -231,12 +231,20 @@ impl Row {
 
 /// Records what became of an automation's run on an event: the error, or a success that
 /// clears the last one.
-pub(crate) async fn record_outcome(core: &crate::Core, a: &Row, outcome: std::result::Result<(), &Error>) -> Result<()> {
+pub(crate) async fn record_outcome(
+    core: &crate::Core,
+    a: &Row,
+    outcome: std::result::Result<(), &Error>,
+) -> Result<()> {
     match outcome {
         Err(err) => {
             tracing::warn!(automation = a.id, error = %err, "automation failed");
-            db::exec(core.db(), "UPDATE automations SET last_error = ? WHERE id = ?", vec![err.to_string().into(), a.id.into()])
-                .await?;
+            db::exec(
+                core.db(),
+                "UPDATE automations SET last_error = ? WHERE id = ?",
+                vec![err.to_string().into(), a.id.into()],
+            )
+            .await?;
         }
         Ok(()) if a.last_error.is_some() => {
             db::exec(core.db(), "UPDATE automations SET last_error = NULL WHERE id = ?", vec![a.id.into()]).await?;
@@ -252,7 +260,13 @@ pub(crate) async fn record_outcome(core: &crate::Core, a: &Row, outcome: std::re
 ///
 /// # Errors
 /// The plugin is not loaded, failed, refused the event or answered with a bad action.
-pub(crate) async fn plan_one(core: &crate::Core, a: &Row, kind: &str, changes: &str, ticket_id: i64) -> Result<RuleRun> {
+pub(crate) async fn plan_one(
+    core: &crate::Core,
+    a: &Row,
+    kind: &str,
+    changes: &str,
+    ticket_id: i64,
+) -> Result<RuleRun> {
     let registry = core.channels().clone();
     let plugin = registry
         .plugin(&a.plugin_key)

@@ -136,15 +136,9 @@ pub async fn cron(core: &crate::Core) -> Result<usize> {
         let changes = json!({ "minute": crate::rfc3339(minute * 60_000) });
         for t in &tickets {
             let ticket_id: i64 = db::col(t, "id")?;
-            if let Err(e) = crate::workflow::run_for_event(
-                core,
-                workspace_id,
-                "schedule",
-                &changes,
-                ticket_id,
-                Some(workflow_id),
-            )
-            .await
+            if let Err(e) =
+                crate::workflow::run_for_event(core, workspace_id, "schedule", &changes, ticket_id, Some(workflow_id))
+                    .await
             {
                 tracing::warn!(workflow = workflow_id, ticket = ticket_id, error = %e, "scheduled workflow failed");
             }

@@ -303,12 +303,7 @@ struct Due {
 
 /// Claims up to `free` due deliveries, taking them round-robin across workspaces (the oldest
 /// of each first) and at most `per_workspace` in flight for one workspace.
-async fn pass(
-    core: &crate::Core,
-    free: usize,
-    per_workspace: usize,
-    busy: &HashMap<i64, usize>,
-) -> Result<Vec<Due>> {
+async fn pass(core: &crate::Core, free: usize, per_workspace: usize, busy: &HashMap<i64, usize>) -> Result<Vec<Due>> {
     let now = crate::now_ms();
     let due = db::query_all(
         core.db(),
