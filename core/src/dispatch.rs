@@ -49,7 +49,6 @@ const LISTED: i64 = 100;
 
 /// Dispatches events for as long as the server runs.
 pub async fn run(core: crate::Core) {
-    core.channels().wait_loaded().await;
     // Never 0, the owner of a cursor nobody holds.
     let node = i64::from(rand::random::<u32>()) + 1;
     let mut bus = core.bus().subscribe();
@@ -223,10 +222,18 @@ async fn pass(core: &crate::Core, node: i64, workspace_id: i64) -> Result<usize>
             continue;
         }
         let event = Event { id, workspace_id, ticket_id, kind: &kind, changes: &changes, changes_text: &changes_text };
+        if !wanting.is_empty() {
+            // Automations need their plugins compiled (at start-up that takes seconds);
+            // workflows do not wait for it.
+            core.channels().wait_loaded().await;
+        }
         match handle(core, &event, firing, &wanting).await {
             Ok(()) => last = id,
             // Another node handled it (this node's lease ran out): leave the rest to it.
-            Err(Error::Conflict(_)) => return Ok(events.len()),
+            Err(Error::Conflict(msg)) => {
+                tracing::warn!(workspace = workspace_id, event = id, %msg, "leaving the workspace to another node");
+                return Ok(events.len());
+            }
             Err(err) => {
                 // The cursor stays before the event and the attempt stays counted: the next
                 // pass tries again, and the reason is kept for when the event is set aside.
