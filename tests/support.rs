@@ -184,6 +184,18 @@ impl Server {
     /// Stops the server (SIGTERM, then waits) and returns its scratch for a restart.
     pub fn stop(mut self) -> (Scratch, String) {
         self.terminate();
+        self.take()
+    }
+
+    /// Kills the server at once (SIGKILL to its PID: no shutdown code runs, as in a crash) and
+    /// returns its scratch for a restart.
+    pub fn kill(mut self) -> (Scratch, String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.take()
+    }
+
+    fn take(&mut self) -> (Scratch, String) {
         let token = self.token.clone();
         let scratch = std::mem::replace(
             &mut self.scratch,

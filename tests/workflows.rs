@@ -618,3 +618,164 @@ async fn replays_are_for_admins_and_stop_at_their_time_budget() {
     assert!((1..30).contains(&examined), "stopped before the 30 events: {r}");
     assert_eq!(r["errors"], r["events_fired"], "every run was stopped by the engine: {r}");
 }
+
+fn has_tag(t: &Value, tag: &str) -> bool {
+    t["tags"].as_array().is_some_and(|tags| tags.contains(&json!(tag)))
+}
+
+/// Regression (#11, finding 2): an event whose handling killed the server was handled again
+/// after every restart, so the server died again and again; now it is set aside after three
+/// attempts (listed with its reason) and the events after it are handled.
+#[tokio::test]
+async fn an_event_that_kills_the_server_every_time_is_set_aside_and_later_events_run() {
+    let mut s = Server::start().await;
+    // Forty workflows that burn their whole budget on one ticket: seconds of work on its
+    // event, time for the test to kill the server while it is at it.
+    for i in 0..40 {
+        let burn = "// on: ticket.created\nif ticket.subject == \"burn\" { let n = 0; loop { n += 1; } }\n";
+        workflow(&s, &format!("Burn {i}"), burn).await;
+    }
+    // A rule that fails the ordinary way is recorded and holds nothing up.
+    let broken = workflow(&s, "Broken", "// on: ticket.created\nthrow \"this workflow is broken\";\n").await;
+    workflow(&s, "Seen", "// on: ticket.created\nadd_tag(\"seen\");\n").await;
+
+    let burned = s.ticket("burn", "bert@example.com").await;
+    let (_, events) = s.get(&format!("/api/v1/tickets/{}/events", burned["id"])).await;
+    let event = events["items"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["type"] == "ticket.created"))
+        .and_then(|e| e["id"].as_i64())
+        .expect("ticket.created event");
+    for attempt in 1..=3 {
+        // The pass is counted before it handles the event: kill the server while it does.
+        s.wait_for("/api/v1/events/dispatcher", Duration::from_secs(60), |d| {
+            d["attempts"] == attempt && d["last_event_id"].as_i64().is_some_and(|c| c < event)
+        })
+        .await;
+        let (scratch, token) = s.kill();
+        s = Server::serve(scratch, token).await;
+    }
+    let poisoned =
+        s.wait_for("/api/v1/events/poisoned", Duration::from_secs(60), |p| p["items"][0]["event_id"] == event).await;
+    let item = &poisoned["items"][0];
+    assert_eq!(
+        (item["ticket_id"].clone(), item["type"].clone(), item["attempts"].clone()),
+        (burned["id"].clone(), json!("ticket.created"), json!(3)),
+        "{poisoned}"
+    );
+    assert!(item["reason"].as_str().unwrap_or("").contains("stopped 3 times"), "{poisoned}");
+
+    // The server stays up and handles what comes next.
+    let next = s.ticket("hello", "nina@example.com").await;
+    s.wait_for(&format!("/api/v1/tickets/{}", next["id"]), Duration::from_secs(30), |t| has_tag(t, "seen")).await;
+    let (_, t) = s.get(&format!("/api/v1/tickets/{}", burned["id"])).await;
+    assert!(!has_tag(&t, "seen"), "the set-aside event ran nothing: {t}");
+    let w = s
+        .wait_for(&format!("/api/v1/workflows/{}", broken["id"]), Duration::from_secs(10), |w| {
+            w["stats"]["errors"] == 1
+        })
+        .await;
+    assert!(w["stats"]["last_error"].as_str().unwrap_or("").contains("broken"), "{w}");
+    let (_, d) = s.get("/api/v1/events/dispatcher").await;
+    assert_eq!(d["attempts"], 0, "{d}");
+
+    // Admins only.
+    let (_, agent) =
+        s.post("/api/v1/agents", json!({ "name": "Ida", "email": "ida@example.com", "presence": "online" })).await;
+    let (_, tok) = s.post("/api/v1/tokens", json!({ "agent_id": agent["id"], "name": "ida" })).await;
+    let agent_token = tok["token"].as_str().expect("token").to_owned();
+    assert_error(
+        &s.call(Method::GET, "/api/v1/events/poisoned", Some(&agent_token), None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "admin",
+    );
+}
+
+/// Regression (#11, finding 10): one cursor for all workspaces, one event after the other and
+/// one webhook request at a time, so a workspace with slow workflows and a webhook endpoint
+/// that never answers held up every other workspace; now B's event and B's webhook get
+/// through while A's backlog and A's requests are still pending.
+#[tokio::test]
+async fn a_slow_workspace_does_not_hold_up_another_workspaces_events_or_webhooks() {
+    let scratch = Scratch::new();
+    let token_a = scratch.init("default");
+    let token_b = scratch.init("other");
+    // Requests to A's endpoint hang for the whole test.
+    std::fs::write(scratch.dir.join("plugdesk.toml"), "[workflows]\nwebhook_timeout_ms = 120000\n").expect("config");
+    let s = Server::serve(scratch, token_a).await;
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let stall_addr = stall.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        // Accepts and never answers.
+        let held: Vec<_> = stall.incoming().collect();
+        drop(held);
+    });
+    let remote = remote::Remote::start().await;
+
+    let (status, _) =
+        s.post("/api/v1/webhooks", json!({ "name": "slow", "url": format!("http://{stall_addr}/hook") })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    workflow(&s, "Call", "// on: ticket.created\nwebhook(\"slow\", #{ n: ticket.number });\n").await;
+    for i in 0..5 {
+        workflow(&s, &format!("Slow {i}"), "// on: ticket.created\nlet i = 0;\nwhile i < 30000 { i += 1; }\n").await;
+    }
+    let b = |method: Method, path: &'static str, body: Option<Value>| {
+        let (s, t) = (&s, token_b.clone());
+        async move { s.call(method, path, Some(&t), body).await }
+    };
+    let (status, _) =
+        b(Method::POST, "/api/v1/webhooks", Some(json!({ "name": "fast", "url": format!("{}/sink", remote.base) })))
+            .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let source = "// on: ticket.created\nadd_tag(\"b-done\");\nwebhook(\"fast\", #{ n: ticket.number });\n";
+    let (status, _) = b(Method::POST, "/api/v1/workflows", Some(json!({ "name": "B", "source": source }))).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    for i in 0..60 {
+        s.ticket(&format!("A {i}"), &format!("a{i}@example.com")).await;
+    }
+    // A's first requests hang at the endpoint.
+    s.wait_for("/api/v1/webhook-deliveries", Duration::from_secs(60), |d| {
+        d["items"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    let (status, t) = b(
+        Method::POST,
+        "/api/v1/tickets",
+        Some(json!({ "subject": "B", "body": "Hello", "customer": { "email": "b@example.com" } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let path = format!("/api/v1/tickets/{}", t["id"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, t) = s.call(Method::GET, &path, Some(&token_b), None).await;
+        if has_tag(&t, "b-done") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B's workflow never ran: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Each of A's handled events queued one call: not all 60 are handled yet.
+    let (_, d) = s.get("/api/v1/webhook-deliveries").await;
+    assert!(d["items"].as_array().is_some_and(|i| i.len() < 60), "A's backlog was still waiting: {d}");
+    let (_, a) = s.get("/api/v1/events/dispatcher").await;
+    assert!(a["pending"].as_i64().is_some_and(|n| n > 0), "{a}");
+
+    // B's call is delivered while A's first call still hangs, never attempted to its end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, d) = b(Method::GET, "/api/v1/webhook-deliveries", None).await;
+        if d["items"][0]["status"] == "delivered" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B's webhook was never delivered: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, d) = s.get("/api/v1/webhook-deliveries").await;
+    let items = d["items"].as_array().cloned().unwrap_or_default();
+    let first = items.last().expect("A's deliveries");
+    assert_eq!((first["status"].clone(), first["attempts"].clone()), (json!("queued"), json!(0)), "{d}");
+    assert_eq!(remote.raw_received().len(), 1);
+}

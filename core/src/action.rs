@@ -50,21 +50,24 @@ pub(crate) fn text_message(body: String) -> MessageInput {
 }
 
 /// Applies the runs of one event in one transaction, each run in a savepoint; returns each
-/// run's outcome in order, and whether the dispatcher's cursor was moved to `cursor` in the
-/// same transaction (so the event's actions and its being handled commit together). Events
-/// are published and workers woken after the commit.
+/// run's outcome in order. With `cursor` (the dispatcher's event id) the workspace's dispatch
+/// cursor moves to it in the same transaction, so the event's actions and its being handled
+/// commit together, and only if the cursor was still before it: a node that lost its lease
+/// while it worked cannot apply an event a second time. When no run has actions nothing is
+/// written (the cursor included). Events are published and workers woken after the commit.
 ///
 /// # Errors
-/// Only when the transaction itself fails; a run's own failure is in its outcome.
+/// [`Error::Conflict`] when another node handled the event first (nothing was written);
+/// otherwise only when the transaction itself fails; a run's own failure is in its outcome.
 pub(crate) async fn apply(
     core: &crate::Core,
     workspace_id: i64,
     ticket_id: i64,
     runs: Vec<RuleRun>,
     cursor: Option<i64>,
-) -> Result<(Vec<Result<()>>, bool)> {
+) -> Result<Vec<Result<()>>> {
     if runs.iter().all(|r| r.actions.is_empty()) {
-        return Ok((runs.iter().map(|_| Ok(())).collect(), false));
+        return Ok(runs.iter().map(|_| Ok(())).collect());
     }
     let txn = db::begin_write(core.db()).await?;
     let customer_id = crate::ticket::find(&txn, workspace_id, ticket_id).await?.customer_id;
@@ -94,8 +97,11 @@ pub(crate) async fn apply(
             }
         }
     }
-    if let Some(id) = cursor {
-        db::exec(&txn, "UPDATE automation_cursor SET last_event_id = ? WHERE id = 1", vec![id.into()]).await?;
+    if let Some(id) = cursor
+        && crate::dispatch::advance(&txn, workspace_id, id).await? != 1
+    {
+        // Dropping the transaction rolls every run back.
+        return Err(Error::Conflict(format!("event {id} was handled by another node")));
     }
     txn.commit().await?;
     core.bus().publish(publish);
@@ -105,7 +111,7 @@ pub(crate) async fn apply(
     if wake.webhooks {
         crate::webhook::wake();
     }
-    Ok((outcomes, cursor.is_some()))
+    Ok(outcomes)
 }
 
 #[derive(Default)]

@@ -54,6 +54,8 @@ pub fn app(core: Core) -> Router {
         .route("/tokens/{id}", axum::routing::delete(settings::revoke_token))
         .route("/search", get(system::search))
         .route("/events", get(system::events))
+        .route("/events/poisoned", get(system::poisoned_events))
+        .route("/events/dispatcher", get(system::dispatcher))
         .route("/attachments/{id}", get(system::attachment))
         .route("/me", get(system::me))
         .route(

@@ -1,18 +1,17 @@
 //! Automations: a workspace's installed automation plugins (the WIT `automation-plugin`
-//! world), and the dispatcher that hands them events.
+//! world), and what the event dispatcher (`dispatch`) asks of them.
 //!
-//! The dispatcher reads the event log after a stored cursor (`automation_cursor`), so an event
-//! committed before a crash is still handled after it; one node at a time holds the dispatch
-//! lease. For each event of a ticket, every active automation of its workspace that wants the
+//! For each event of a ticket, every active automation of its workspace that wants the
 //! event's type gets a read-only view (event, ticket, customer, latest messages) and answers
-//! with actions, which are checked as a whole and then applied with the automation as actor.
+//! with actions, which are checked as a whole; the dispatcher applies them with the automation
+//! as actor in the event's one transaction, which also moves its cursor, so a crash can
+//! neither lose an answer's actions nor apply them twice.
 //!
 //! Loops: events caused by an automation (actor `automation:N`) are not handed to automations,
-//! so an action never triggers a cascade; each automation sees each event once (the cursor
-//! moves past it after all automations ran, so a crash in between may run it again).
+//! so an action never triggers a cascade.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use plugdesk_host::{Action, AutomationEvent, CustomerView, Kind, TicketView};
 use serde::{Deserialize, Serialize};
@@ -24,14 +23,8 @@ use crate::db;
 use crate::error::{Error, Result};
 use crate::ticket::{MessageInput, MessageKind, TicketPatch};
 
-/// How long a node holds the dispatch lease without renewing it.
-const LEASE_MS: i64 = 30_000;
-/// Events read per pass.
-const BATCH: i64 = 200;
 /// Most actions one answer may carry.
 const MAX_ACTIONS: usize = 20;
-/// How long the dispatcher lets events gather after a wake-up.
-const GATHER: Duration = Duration::from_millis(20);
 /// Capabilities an automation may be granted (no key-value store).
 const CAPABILITIES: [&str; 2] = ["secrets", "http"];
 
@@ -85,7 +78,7 @@ pub struct AutomationView {
     pub stats: crate::plugin::Stats,
 }
 
-struct Row {
+pub(crate) struct Row {
     id: i64,
     workspace_id: i64,
     plugin_key: String,
@@ -216,125 +209,67 @@ pub async fn set_enabled(core: &crate::Core, workspace_id: i64, id: i64, enabled
     get(core, workspace_id, id).await
 }
 
-/// Dispatches events to automations for as long as the server runs.
-pub async fn run(core: crate::Core) {
-    core.channels().wait_loaded().await;
-    let node: i64 = rand::random::<i32>().into();
-    let mut bus = core.bus().subscribe();
-    loop {
-        match dispatch(&core, node).await {
-            Ok(n) if n as i64 == BATCH => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "automation dispatch failed"),
-        }
-        tokio::select! {
-            _ = bus.recv() => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        // Let a burst of events gather: one pass (and one cursor write) per burst, not per event.
-        tokio::time::sleep(GATHER).await;
-    }
-}
-
-/// One pass: takes the lease, hands the events after the cursor to the automations that want
-/// them. Returns how many events it read.
-pub async fn dispatch(core: &crate::Core, node: i64) -> Result<usize> {
-    let now = crate::now_ms();
-    let state = db::query_one(
+/// The workspace's active automations (for the dispatcher).
+///
+/// # Errors
+/// Database errors, a stored row that does not parse.
+pub(crate) async fn active(core: &crate::Core, workspace_id: i64) -> Result<Vec<Row>> {
+    db::query_all(
         core.db(),
-        "SELECT last_event_id, owner, locked_until FROM automation_cursor WHERE id = 1",
-        vec![],
+        "SELECT * FROM automations WHERE workspace_id = ? AND status = 'active' ORDER BY id",
+        vec![workspace_id.into()],
     )
     .await?
-    .ok_or_else(|| Error::Internal("automation_cursor has no row".into()))?;
-    let (cursor, owner, until): (i64, i64, i64) =
-        (db::col(&state, "last_event_id")?, db::col(&state, "owner")?, db::col(&state, "locked_until")?);
-    // The lease is renewed when it is half used (a write only every LEASE_MS / 2), and taken
-    // over when its holder let it run out.
-    if owner != node || until - now < LEASE_MS / 2 {
-        let leased = db::exec(
-            core.db(),
-            "UPDATE automation_cursor SET owner = ?, locked_until = ? WHERE id = 1 AND (owner = ? OR locked_until < ?)",
-            vec![node.into(), (now + LEASE_MS).into(), node.into(), now.into()],
-        )
-        .await?;
-        if leased != 1 {
-            return Ok(0);
-        }
-    }
-    let events = db::query_all(
-        core.db(),
-        "SELECT id, workspace_id, type, actor, ticket_id, changes FROM events WHERE id > ? ORDER BY id LIMIT ?",
-        vec![cursor.into(), BATCH.into()],
-    )
-    .await?;
-    if events.is_empty() {
-        return Ok(0);
-    }
-    let automations: Vec<Row> = db::query_all(core.db(), "SELECT * FROM automations WHERE status = 'active'", vec![])
-        .await?
-        .iter()
-        .map(row)
-        .collect::<Result<_>>()?;
-    let with_workflows: Vec<i64> =
-        db::query_all(core.db(), "SELECT DISTINCT workspace_id FROM workflows WHERE enabled = ?", vec![true.into()])
-            .await?
-            .iter()
-            .map(|r| db::col(r, "workspace_id"))
-            .collect::<Result<_>>()?;
-    let mut ran = false;
-    let mut last = cursor;
-    for e in &events {
-        let id: i64 = db::col(e, "id")?;
-        let actor: String = db::col(e, "actor")?;
-        let ticket: Option<i64> = db::col(e, "ticket_id")?;
-        let workspace_id: i64 = db::col(e, "workspace_id")?;
-        let kind: String = db::col(e, "type")?;
-        let caused_by_rule = actor.starts_with("automation:") || actor.starts_with("workflow:");
-        if let Some(ticket) = ticket.filter(|_| !caused_by_rule) {
-            if with_workflows.contains(&workspace_id) {
-                let changes_json: Json = serde_json::from_str(&db::col::<String>(e, "changes")?).unwrap_or(Json::Null);
-                match crate::workflow::run_for_event(core, workspace_id, &kind, &changes_json, ticket, None, Some(id))
-                    .await
-                {
-                    // When the workflows' actions committed with the cursor, it moved already.
-                    Ok((fired, moved)) => ran |= fired && !moved,
-                    Err(err) => tracing::warn!(event = id, error = %err, "workflows failed"),
-                }
-            }
-            for a in automations.iter().filter(|a| a.workspace_id == workspace_id && a.events.contains(&kind)) {
-                let changes: String = db::col(e, "changes")?;
-                if let Err(err) = run_one(core, a, &kind, &changes, ticket).await {
-                    tracing::warn!(automation = a.id, event = id, error = %err, "automation failed");
-                    record_error(core, a.id, &err.to_string()).await?;
-                }
-                ran = true;
-            }
-        }
-        last = id;
-        // After an event that ran automations the cursor moves at once (a crash must not run
-        // them again); events nobody wants move it once per batch.
-        if ran {
-            db::exec(core.db(), "UPDATE automation_cursor SET last_event_id = ? WHERE id = 1", vec![id.into()]).await?;
-            ran = false;
-        }
-    }
-    db::exec(
-        core.db(),
-        "UPDATE automation_cursor SET last_event_id = ? WHERE id = 1 AND last_event_id < ?",
-        vec![last.into(), last.into()],
-    )
-    .await?;
-    Ok(events.len())
+    .iter()
+    .map(row)
+    .collect()
 }
 
-async fn record_error(core: &crate::Core, id: i64, message: &str) -> Result<()> {
-    db::exec(core.db(), "UPDATE automations SET last_error = ? WHERE id = ?", vec![message.into(), id.into()]).await?;
+impl Row {
+    /// Whether it wants events of this type.
+    pub(crate) fn wants(&self, kind: &str) -> bool {
+        self.events.iter().any(|e| e == kind)
+    }
+}
+
+/// Records what became of an automation's run on an event: the error, or a success that
+/// clears the last one.
+pub(crate) async fn record_outcome(
+    core: &crate::Core,
+    a: &Row,
+    outcome: std::result::Result<(), &Error>,
+) -> Result<()> {
+    match outcome {
+        Err(err) => {
+            tracing::warn!(automation = a.id, error = %err, "automation failed");
+            db::exec(
+                core.db(),
+                "UPDATE automations SET last_error = ? WHERE id = ?",
+                vec![err.to_string().into(), a.id.into()],
+            )
+            .await?;
+        }
+        Ok(()) if a.last_error.is_some() => {
+            db::exec(core.db(), "UPDATE automations SET last_error = NULL WHERE id = ?", vec![a.id.into()]).await?;
+        }
+        Ok(()) => {}
+    }
     Ok(())
 }
 
-/// Builds the event's view, calls the plugin, checks and applies its actions.
-async fn run_one(core: &crate::Core, a: &Row, kind: &str, changes: &str, ticket_id: i64) -> Result<()> {
+/// Builds the event's view, calls the plugin and checks its actions; applying them is the
+/// dispatcher's, in the event's transaction together with its cursor (so a crash can neither
+/// lose them nor apply them twice).
+///
+/// # Errors
+/// The plugin is not loaded, failed, refused the event or answered with a bad action.
+pub(crate) async fn plan_one(
+    core: &crate::Core,
+    a: &Row,
+    kind: &str,
+    changes: &str,
+    ticket_id: i64,
+) -> Result<RuleRun> {
     let registry = core.channels().clone();
     let plugin = registry
         .plugin(&a.plugin_key)
@@ -379,14 +314,7 @@ async fn run_one(core: &crate::Core, a: &Row, kind: &str, changes: &str, ticket_
         }
     };
     registry.record("automation", a.id, elapsed, None);
-    let run = RuleRun { actor: format!("automation:{}", a.id), actions: checked };
-    if let Some(Err(e)) = crate::action::apply(core, a.workspace_id, ticket_id, vec![run], None).await?.0.pop() {
-        return Err(e);
-    }
-    if a.last_error.is_some() {
-        db::exec(core.db(), "UPDATE automations SET last_error = NULL WHERE id = ?", vec![a.id.into()]).await?;
-    }
-    Ok(())
+    Ok(RuleRun { actor: format!("automation:{}", a.id), actions: checked })
 }
 
 /// Checks every action before any is applied: a bad one refuses the whole answer.

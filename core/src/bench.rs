@@ -115,7 +115,9 @@ pub async fn run(opts: Options) -> Result<()> {
     // server runs with both limits off.
     let config = dir.join("bench.toml");
     std::fs::write(&config, "[auth]\nrate_per_second = 0\n\n[channels]\nhook_per_address_per_second = 0.0\n")?;
-    println!("(rate limits off for the benchmark: [auth] rate_per_second = 0, [channels] hook_per_address_per_second = 0)");
+    println!(
+        "(rate limits off for the benchmark: [auth] rate_per_second = 0, [channels] hook_per_address_per_second = 0)"
+    );
     let started = Instant::now();
     let mut server = tokio::process::Command::new(std::env::current_exe()?)
         .arg("--config")
@@ -361,15 +363,7 @@ async fn library_inbound(
     let db = crate::db::connect(&crate::db::database_url(dir, None), crate::db::Usage::Command).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let r = crate::db::query_one(
-            &db,
-            "SELECT (SELECT MAX(id) FROM events) AS last, (SELECT last_event_id FROM automation_cursor WHERE id = 1) AS done",
-            vec![],
-        )
-        .await?
-        .ok_or_else(|| Error::Internal("no answer".into()))?;
-        let (last, done): (i64, i64) = (crate::db::col(&r, "last")?, crate::db::col(&r, "done")?);
-        if done >= last || Instant::now() > deadline {
+        if crate::dispatch::backlog(&db).await?.is_empty() || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -164,6 +164,13 @@ pub struct Workflows {
     pub webhook_max_attempts: u32,
     /// Time one webhook request may take, in milliseconds.
     pub webhook_timeout_ms: u64,
+    /// Outgoing webhook requests in flight at once on a node (one workspace gets at most half).
+    pub webhook_concurrency: usize,
+    /// Workspaces whose events one node handles at the same time.
+    pub dispatch_concurrency: usize,
+    /// Times the dispatcher tries an event whose handling failed or never finished (the
+    /// process died) before it sets the event aside as poisoned.
+    pub dispatch_attempts: u32,
 }
 
 impl Default for Workflows {
@@ -174,6 +181,9 @@ impl Default for Workflows {
             webhook_retry_base_ms: 2000,
             webhook_max_attempts: 8,
             webhook_timeout_ms: 10_000,
+            webhook_concurrency: 8,
+            dispatch_concurrency: 4,
+            dispatch_attempts: 3,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod customer;
 pub mod db;
 pub mod devkit;
+pub mod dispatch;
 pub mod entity;
 pub mod error;
 pub mod event;

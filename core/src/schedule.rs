@@ -26,15 +26,22 @@ static LOOKED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(
 /// Tickets one scheduled run looks at, at most.
 const SWEEP: i64 = 500;
 
-/// Fires due follow-ups and cron schedules for as long as the server runs.
+/// Fires due follow-ups and cron schedules for as long as the server runs, each in a loop of
+/// its own: a cron run over hundreds of tickets takes a while and must not hold follow-ups up.
 pub async fn run(core: crate::Core) {
     let tick = Duration::from_millis(core.rules().tick_ms.max(50));
+    let c = core.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = cron(&c).await {
+                tracing::warn!(error = %e, "schedule pass failed");
+            }
+            tokio::time::sleep(tick).await;
+        }
+    });
     loop {
         if let Err(e) = follow_ups(&core).await {
             tracing::warn!(error = %e, "follow-up pass failed");
-        }
-        if let Err(e) = cron(&core).await {
-            tracing::warn!(error = %e, "schedule pass failed");
         }
         tokio::time::sleep(tick).await;
     }
@@ -129,16 +136,9 @@ pub async fn cron(core: &crate::Core) -> Result<usize> {
         let changes = json!({ "minute": crate::rfc3339(minute * 60_000) });
         for t in &tickets {
             let ticket_id: i64 = db::col(t, "id")?;
-            if let Err(e) = crate::workflow::run_for_event(
-                core,
-                workspace_id,
-                "schedule",
-                &changes,
-                ticket_id,
-                Some(workflow_id),
-                None,
-            )
-            .await
+            if let Err(e) =
+                crate::workflow::run_for_event(core, workspace_id, "schedule", &changes, ticket_id, Some(workflow_id))
+                    .await
             {
                 tracing::warn!(workflow = workflow_id, ticket = ticket_id, error = %e, "scheduled workflow failed");
             }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::{Core, api, automation, channel, db, outbox, sla, workspace};
+use crate::{Core, api, channel, db, outbox, sla, workspace};
 
 /// Opens the database named by the configuration, creating the data directory for SQLite, and
 /// applies pending migrations.
@@ -57,7 +57,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let plugins_dir = cfg.plugins_dir.clone().unwrap_or_else(|| cfg.data.join("plugins"));
     tokio::spawn(core.channels().clone().run(core.db().clone(), Some(plugins_dir)));
     tokio::spawn(outbox::run(core.clone()));
-    tokio::spawn(automation::run(core.clone()));
+    tokio::spawn(crate::dispatch::run(core.clone()));
     tokio::spawn(channel::run_polls(core.clone(), Duration::from_millis(cfg.outbox.poll_tick_ms.max(10))));
     tokio::spawn(channel::run_deliveries(core.clone()));
     tokio::spawn(channel::run_cleanup(core.clone()));

@@ -15,8 +15,11 @@
 //! `webhook_retry_base_ms`, doubling up to an hour, until `webhook_max_attempts`; other 4xx
 //! answers fail it at once. Redirects are not followed. Rows are claimed with a lease, so with
 //! several nodes each call is sent by one of them (a crash mid-send may send it twice; the
-//! delivery id lets the receiver deduplicate).
+//! delivery id lets the receiver deduplicate). Up to `webhook_concurrency` requests are in
+//! flight at once, taken round-robin across workspaces with at most half for one workspace,
+//! so an endpoint that never answers holds up only its own workspace's calls.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -25,6 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use sha2::Sha256;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 use crate::db;
 use crate::error::{Error, Result};
@@ -241,29 +245,83 @@ pub async fn run(core: crate::Core) {
             return;
         }
     };
+    let limit = cfg.webhook_concurrency.max(1);
+    // One workspace may fill at most half the slots, so an endpoint that stalls (each request
+    // holds its slot until the timeout) leaves the other half to everyone else.
+    let per_workspace = (limit / 2).max(1);
+    let mut in_flight: JoinSet<i64> = JoinSet::new();
+    let mut busy: HashMap<i64, usize> = HashMap::new();
     loop {
-        match pass(&core, &client).await {
-            Ok(n) if n as i64 == BATCH => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "webhook pass failed"),
+        if in_flight.len() < limit {
+            match pass(&core, limit - in_flight.len(), per_workspace, &busy).await {
+                Ok(due) => {
+                    for d in due {
+                        *busy.entry(d.workspace_id).or_default() += 1;
+                        let (core, client) = (core.clone(), client.clone());
+                        in_flight.spawn(async move {
+                            let ws = d.workspace_id;
+                            if let Err(e) = send(&core, &client, d).await {
+                                tracing::warn!(error = %e, "webhook delivery could not be recorded");
+                            }
+                            ws
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "webhook pass failed"),
+            }
         }
         tokio::select! {
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Ok(ws) = done
+                    && let Some(n) = busy.get_mut(&ws)
+                {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        busy.remove(&ws);
+                    }
+                }
+                // A task that panicked lost its workspace id: recount from what is left.
+                if done.is_err() {
+                    busy.clear();
+                }
+            }
             () = WAKE.notified() => {}
             () = tokio::time::sleep(Duration::from_millis(cfg.tick_ms.max(10))) => {}
         }
     }
 }
 
-async fn pass(core: &crate::Core, client: &reqwest::Client) -> Result<usize> {
+/// A delivery claimed for sending.
+struct Due {
+    id: i64,
+    workspace_id: i64,
+    attempts: i32,
+    url: String,
+    secret: Option<String>,
+    body: String,
+}
+
+/// Claims up to `free` due deliveries, taking them round-robin across workspaces (the oldest
+/// of each first) and at most `per_workspace` in flight for one workspace.
+async fn pass(core: &crate::Core, free: usize, per_workspace: usize, busy: &HashMap<i64, usize>) -> Result<Vec<Due>> {
     let now = crate::now_ms();
     let due = db::query_all(
         core.db(),
-        "SELECT d.id, d.workspace_id, d.ticket_id, d.actor, d.payload, d.attempts, d.created_at, w.name, w.url, w.secret FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.status IN ('queued', 'retrying') AND d.next_attempt_at <= ? AND (d.locked_until IS NULL OR d.locked_until < ?) ORDER BY d.id LIMIT ?",
-        vec![now.into(), now.into(), BATCH.into()],
+        "SELECT * FROM (SELECT d.id, d.workspace_id, d.ticket_id, d.actor, d.payload, d.attempts, d.created_at, w.name, w.url, w.secret, ROW_NUMBER() OVER (PARTITION BY d.workspace_id ORDER BY d.id) AS turn FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.status IN ('queued', 'retrying') AND d.next_attempt_at <= ? AND (d.locked_until IS NULL OR d.locked_until < ?)) x WHERE x.turn <= ? ORDER BY x.turn, x.id LIMIT ?",
+        vec![now.into(), now.into(), (per_workspace as i64).into(), BATCH.into()],
     )
     .await?;
-    let mut sent = 0;
+    let mut taken: HashMap<i64, usize> = HashMap::new();
+    let mut out = Vec::new();
     for d in &due {
+        if out.len() >= free {
+            break;
+        }
+        let workspace_id: i64 = db::col(d, "workspace_id")?;
+        let n = taken.entry(workspace_id).or_insert_with(|| busy.get(&workspace_id).copied().unwrap_or(0));
+        if *n >= per_workspace {
+            continue;
+        }
         let id: i64 = db::col(d, "id")?;
         let claimed = db::exec(
             core.db(),
@@ -274,67 +332,79 @@ async fn pass(core: &crate::Core, client: &reqwest::Client) -> Result<usize> {
         if claimed != 1 {
             continue;
         }
-        sent += 1;
-        let attempts = db::col::<i32>(d, "attempts")? + 1;
+        *n += 1;
         let body = json!({
             "delivery_id": id,
             "webhook": db::col::<String>(d, "name")?,
-            "workspace_id": db::col::<i64>(d, "workspace_id")?,
+            "workspace_id": workspace_id,
             "ticket_id": db::col::<Option<i64>>(d, "ticket_id")?,
             "actor": db::col::<String>(d, "actor")?,
             "payload": serde_json::from_str::<Json>(&db::col::<String>(d, "payload")?)?,
             "created_at": crate::rfc3339(db::col(d, "created_at")?),
         })
         .to_string();
-        let mut req = client
-            .post(db::col::<String>(d, "url")?)
-            .header("content-type", "application/json")
-            .header("x-plugdesk-delivery", id.to_string());
-        if let Some(secret) = db::col::<Option<String>>(d, "secret")?.map(|s| crate::secret::open(&s)).transpose()? {
-            req = req.header("x-plugdesk-signature", format!("sha256={}", sign(&secret, body.as_bytes())));
-        }
-        let (outcome, status) = match req.body(body).send().await {
-            Ok(resp) => {
-                let code = resp.status().as_u16();
-                if resp.status().is_success() {
-                    (Outcome::Delivered, Some(code))
-                } else if code == 408 || code == 429 || code >= 500 {
-                    (Outcome::Retry(format!("HTTP {code}")), Some(code))
-                } else {
-                    (Outcome::Fail(format!("HTTP {code}")), Some(code))
-                }
-            }
-            Err(e) => (Outcome::Retry(format!("request failed: {e}")), None),
-        };
-        let cfg = core.rules();
-        let (state, error, next) = match outcome {
-            Outcome::Delivered => ("delivered", None, now),
-            Outcome::Fail(e) => ("failed", Some(e), now),
-            Outcome::Retry(e) if attempts as u32 >= cfg.webhook_max_attempts.max(1) => ("failed", Some(e), now),
-            Outcome::Retry(e) => {
-                let wait = crate::outbox::backoff(Duration::from_millis(cfg.webhook_retry_base_ms), attempts as u32);
-                ("retrying", Some(e), crate::now_ms() + wait.as_millis() as i64)
-            }
-        };
-        if let Some(e) = &error {
-            tracing::warn!(delivery = id, error = %e, state, "webhook delivery failed");
-        }
-        db::exec(
-            core.db(),
-            "UPDATE webhook_deliveries SET status = ?, attempts = ?, last_error = ?, response_status = ?, next_attempt_at = ?, locked_until = NULL, updated_at = ? WHERE id = ?",
-            vec![
-                state.into(),
-                attempts.into(),
-                error.into(),
-                status.map(i32::from).into(),
-                next.into(),
-                crate::now_ms().into(),
-                id.into(),
-            ],
-        )
-        .await?;
+        out.push(Due {
+            id,
+            workspace_id,
+            attempts: db::col::<i32>(d, "attempts")? + 1,
+            url: db::col(d, "url")?,
+            secret: db::col::<Option<String>>(d, "secret")?.map(|s| crate::secret::open(&s)).transpose()?,
+            body,
+        });
     }
-    Ok(sent)
+    Ok(out)
+}
+
+/// Sends one claimed delivery and records the outcome.
+async fn send(core: &crate::Core, client: &reqwest::Client, d: Due) -> Result<()> {
+    let Due { id, attempts, url, secret, body, .. } = d;
+    let mut req =
+        client.post(url).header("content-type", "application/json").header("x-plugdesk-delivery", id.to_string());
+    if let Some(secret) = secret {
+        req = req.header("x-plugdesk-signature", format!("sha256={}", sign(&secret, body.as_bytes())));
+    }
+    let (outcome, status) = match req.body(body).send().await {
+        Ok(resp) => {
+            let code = resp.status().as_u16();
+            if resp.status().is_success() {
+                (Outcome::Delivered, Some(code))
+            } else if code == 408 || code == 429 || code >= 500 {
+                (Outcome::Retry(format!("HTTP {code}")), Some(code))
+            } else {
+                (Outcome::Fail(format!("HTTP {code}")), Some(code))
+            }
+        }
+        Err(e) => (Outcome::Retry(format!("request failed: {e}")), None),
+    };
+    let cfg = core.rules();
+    let now = crate::now_ms();
+    let (state, error, next) = match outcome {
+        Outcome::Delivered => ("delivered", None, now),
+        Outcome::Fail(e) => ("failed", Some(e), now),
+        Outcome::Retry(e) if attempts as u32 >= cfg.webhook_max_attempts.max(1) => ("failed", Some(e), now),
+        Outcome::Retry(e) => {
+            let wait = crate::outbox::backoff(Duration::from_millis(cfg.webhook_retry_base_ms), attempts as u32);
+            ("retrying", Some(e), now + wait.as_millis() as i64)
+        }
+    };
+    if let Some(e) = &error {
+        tracing::warn!(delivery = id, error = %e, state, "webhook delivery failed");
+    }
+    db::exec(
+        core.db(),
+        "UPDATE webhook_deliveries SET status = ?, attempts = ?, last_error = ?, response_status = ?, next_attempt_at = ?, locked_until = NULL, updated_at = ? WHERE id = ?",
+        vec![
+            state.into(),
+            attempts.into(),
+            error.into(),
+            status.map(i32::from).into(),
+            next.into(),
+            now.into(),
+            id.into(),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 enum Outcome {

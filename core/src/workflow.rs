@@ -1,6 +1,6 @@
 //! Workflows: a workspace's Rhai scripts (`plugdesk_workflow`), stored in the database, edited
 //! through the API without a restart, dry-run before they go live, and run by the event
-//! dispatcher (`automation::dispatch`) with the same action vocabulary as automation plugins.
+//! dispatcher (`dispatch`) with the same action vocabulary as automation plugins.
 //!
 //! A script is compiled when it is saved (a syntax error is refused with its line and column)
 //! and again on each node the first time it runs after a change (compiled scripts are kept by
@@ -424,41 +424,71 @@ struct Ran {
     actions: std::result::Result<Vec<plugdesk_workflow::Action>, String>,
 }
 
-/// Runs the workspace's workflows that an event fires (or only `only`), in order, and applies
-/// all their actions in one transaction, each workflow's in a savepoint of its own (see
-/// [`crate::action`]). A workflow sees the ticket as the ones before it left it. A failing
-/// workflow is recorded and the others still run. With `cursor` (the dispatcher's event id)
-/// the dispatcher's cursor moves in the same transaction as the actions. Returns whether any
-/// workflow fired and whether the cursor moved.
-pub(crate) async fn run_for_event(
-    core: &crate::Core,
-    workspace_id: i64,
-    kind: &str,
-    changes: &Json,
-    ticket_id: i64,
-    only: Option<i64>,
-    cursor: Option<i64>,
-) -> Result<(bool, bool)> {
+/// The workspace's enabled workflows, compiled (from the cache), in their order. A script that
+/// no longer compiles is recorded against its workflow and left out.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn enabled(core: &crate::Core, workspace_id: i64) -> Result<Vec<(i64, Arc<Script>)>> {
     let rows = db::query_all(
         core.db(),
         "SELECT id, source, updated_at FROM workflows WHERE workspace_id = ? AND enabled = ? ORDER BY order_no, id",
         vec![workspace_id.into(), true.into()],
     )
     .await?;
-    let mut firing = Vec::new();
+    let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let id: i64 = db::col(&r, "id")?;
-        if only.is_some_and(|o| o != id) {
-            continue;
-        }
         match core.workflows().cached(id, db::col(&r, "updated_at")?, &db::col::<String>(&r, "source")?) {
-            Ok(s) if only.is_some() || s.fires(kind, changes) => firing.push((id, s)),
-            Ok(_) => {}
+            Ok(s) => out.push((id, s)),
             Err(e) => core.workflows().record(id, Duration::ZERO, 0, Some(e.to_string())),
         }
     }
+    Ok(out)
+}
+
+/// Of `workflows`, those an event fires (or only `only`, whatever the event).
+pub(crate) fn firing(
+    workflows: &[(i64, Arc<Script>)],
+    kind: &str,
+    changes: &Json,
+    only: Option<i64>,
+) -> Vec<(i64, Arc<Script>)> {
+    workflows
+        .iter()
+        .filter(|(id, s)| match only {
+            Some(o) => o == *id,
+            None => s.fires(kind, changes),
+        })
+        .cloned()
+        .collect()
+}
+
+/// A workflow run whose actions are handed to [`crate::action::apply`]: its id, time and how
+/// many actions it asked for, to record once the outcome is known.
+pub(crate) struct Planned {
+    id: i64,
+    took: Duration,
+    actions: usize,
+}
+
+/// Runs the `firing` workflows of an event in order (a failing one is recorded and the others
+/// still run) and prepares their actions; a workflow sees the ticket as the ones before it
+/// left it. Applying is the caller's, so that a dispatcher can put other rules' runs and its
+/// cursor in the same transaction; it then reports the outcomes with [`record_outcomes`].
+///
+/// # Errors
+/// The view cannot be built (database errors, the ticket is gone).
+pub(crate) async fn plan(
+    core: &crate::Core,
+    workspace_id: i64,
+    kind: &str,
+    changes: &Json,
+    ticket_id: i64,
+    firing: Vec<(i64, Arc<Script>)>,
+) -> Result<(Vec<RuleRun>, Vec<Planned>)> {
     if firing.is_empty() {
-        return Ok((false, false));
+        return Ok((Vec::new(), Vec::new()));
     }
     let json_view = view_of(core, workspace_id, kind, changes, ticket_id).await?;
     // All the scripts of the event in one blocking task; each sees the ticket as the ones
@@ -494,9 +524,8 @@ pub(crate) async fn run_for_event(
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))?;
-    let fired = !ran.is_empty();
     let mut runs = Vec::new();
-    let mut applied = Vec::new();
+    let mut planned = Vec::new();
     for r in ran {
         match r.actions {
             Err(msg) => {
@@ -506,24 +535,52 @@ pub(crate) async fn run_for_event(
             Ok(actions) if actions.is_empty() => core.workflows().record(r.id, r.took, 0, None),
             Ok(actions) => match prepare(core, workspace_id, &json_view, &actions).await {
                 Ok(checked) => {
-                    applied.push((r.id, r.took, checked.len()));
+                    planned.push(Planned { id: r.id, took: r.took, actions: checked.len() });
                     runs.push(RuleRun { actor: format!("workflow:{}", r.id), actions: checked });
                 }
                 Err(e) => core.workflows().record(r.id, r.took, 0, Some(format!("workflow {}: {e}", r.id))),
             },
         }
     }
-    let (outcomes, moved) = crate::action::apply(core, workspace_id, ticket_id, runs, cursor).await?;
-    for ((id, took, count), outcome) in applied.into_iter().zip(outcomes) {
+    Ok((runs, planned))
+}
+
+/// Records what became of planned workflow runs; `outcomes` starts with theirs, in order.
+pub(crate) fn record_outcomes(core: &crate::Core, ticket_id: i64, planned: Vec<Planned>, outcomes: &[Result<()>]) {
+    for (p, outcome) in planned.into_iter().zip(outcomes) {
         match outcome {
-            Ok(()) => core.workflows().record(id, took, count, None),
+            Ok(()) => core.workflows().record(p.id, p.took, p.actions, None),
             Err(e) => {
-                tracing::warn!(workflow = id, ticket = ticket_id, error = %e, "workflow actions refused");
-                core.workflows().record(id, took, 0, Some(format!("workflow {id}: {e}")));
+                tracing::warn!(workflow = p.id, ticket = ticket_id, error = %e, "workflow actions refused");
+                core.workflows().record(p.id, p.took, 0, Some(format!("workflow {}: {e}", p.id)));
             }
         }
     }
-    Ok((fired, moved))
+}
+
+/// Runs the workspace's workflows that an event fires (or only `only`), in order, and applies
+/// all their actions in one transaction, each workflow's in a savepoint of its own (see
+/// [`crate::action`]). Used by the scheduler; the dispatcher calls the parts itself. Returns
+/// whether any workflow fired.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn run_for_event(
+    core: &crate::Core,
+    workspace_id: i64,
+    kind: &str,
+    changes: &Json,
+    ticket_id: i64,
+    only: Option<i64>,
+) -> Result<bool> {
+    let firing = firing(&enabled(core, workspace_id).await?, kind, changes, only);
+    if firing.is_empty() {
+        return Ok(false);
+    }
+    let (runs, planned) = plan(core, workspace_id, kind, changes, ticket_id, firing).await?;
+    let outcomes = crate::action::apply(core, workspace_id, ticket_id, runs, None).await?;
+    record_outcomes(core, ticket_id, planned, &outcomes);
+    Ok(true)
 }
 
 /// Changes the view's ticket the way `actions` will, so the next workflow of the event reads

@@ -89,6 +89,16 @@ pub(super) async fn events(
     Ok(axum::Json(json!({ "items": items, "next_after": next })))
 }
 
+pub(super) async fn poisoned_events(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
+    p.require_admin("reading poisoned events")?;
+    Ok(axum::Json(crate::dispatch::poisoned(&core, p.workspace_id).await?))
+}
+
+pub(super) async fn dispatcher(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
+    p.require_admin("reading the dispatcher's state")?;
+    Ok(axum::Json(crate::dispatch::status(&core, p.workspace_id).await?))
+}
+
 pub(super) async fn attachment(
     State(core): State<Core>,
     Auth(p): Auth,

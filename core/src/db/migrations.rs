@@ -546,4 +546,38 @@ ALTER TABLE channels ADD COLUMN max_request_bytes BIGINT
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 9,
+        name: "event dispatch per workspace: cursors with leases and attempts, poisoned events",
+        // One cursor per workspace instead of the one global `automation_cursor` (kept, no
+        // longer read): workspaces are dispatched concurrently, each by one node at a time.
+        // `attempt_from`/`attempts` count the passes that started at the cursor without
+        // finishing; they are written before a pass handles anything, so a pass the process
+        // died in is counted too. An event that used up its attempts is set aside in
+        // `poisoned_events` with the reason, and the cursor moves past it.
+        common: r#"
+CREATE TABLE dispatch_cursors (
+    workspace_id BIGINT PRIMARY KEY REFERENCES workspaces(id),
+    last_event_id BIGINT NOT NULL,
+    owner BIGINT NOT NULL DEFAULT 0,
+    locked_until BIGINT NOT NULL DEFAULT 0,
+    attempt_from BIGINT NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+INSERT INTO dispatch_cursors (workspace_id, last_event_id) SELECT w.id, COALESCE((SELECT c.last_event_id FROM automation_cursor c WHERE c.id = 1), 0) FROM workspaces w;
+CREATE TABLE poisoned_events (
+    event_id BIGINT PRIMARY KEY,
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    ticket_id BIGINT,
+    type TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX poisoned_events_ws ON poisoned_events (workspace_id, event_id)
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];
