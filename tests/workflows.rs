@@ -525,8 +525,9 @@ async fn webhooks_to_internal_addresses_are_refused_unless_the_operator_allows_t
     std::fs::write(scratch.dir.join("plugdesk.toml"), fast).expect("write config");
     let s = Server::serve(scratch, token).await;
     s.ticket("Refused", "ben@example.com").await;
+    // The restarted node waits out the stopped one's dispatch lease (30 s) first.
     let d = s
-        .wait_for("/api/v1/webhook-deliveries", Duration::from_secs(10), |d| d["items"][0]["status"] == "failed")
+        .wait_for("/api/v1/webhook-deliveries", Duration::from_secs(60), |d| d["items"][0]["status"] == "failed")
         .await;
     assert_eq!(
         d["items"][0]["last_error"],
