@@ -148,11 +148,7 @@ async fn bad_json_is_answered_precisely() {
 #[tokio::test]
 async fn oversized_bodies_and_attachments_are_refused() {
     let scratch = Scratch::new();
-    std::fs::write(
-        scratch.dir.join("plugdesk.toml"),
-        "[limits]\nmax_body_bytes = 65536\nmax_attachment_bytes = 1000\n",
-    )
-    .expect("write config");
+    scratch.config("[limits]\nmax_body_bytes = 65536\nmax_attachment_bytes = 1000\n");
     let token = scratch.init("default");
     let s = Server::serve(scratch, token).await;
     let huge = json!({ "subject": "big", "body": "x".repeat(100_000), "customer": { "email": "a@example.com" } });
@@ -202,8 +198,7 @@ fn base64(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn subject_body_and_query_limits_are_enforced() {
     let scratch = Scratch::new();
-    std::fs::write(scratch.dir.join("plugdesk.toml"), "[limits]\nmax_subject_chars = 20\nmax_message_bytes = 100\n")
-        .expect("write config");
+    scratch.config("[limits]\nmax_subject_chars = 20\nmax_message_bytes = 100\n");
     let token = scratch.init("default");
     let s = Server::serve(scratch, token).await;
     let long_subject = json!({ "subject": "s".repeat(21), "body": "b", "customer": { "email": "l@example.com" } });
@@ -831,7 +826,7 @@ async fn sla_events(s: &Server, ticket: i64) -> (usize, usize) {
 
 async fn fast_sla_server() -> Server {
     let scratch = Scratch::new();
-    std::fs::write(scratch.dir.join("plugdesk.toml"), "sla_tick_ms = 50\n").expect("write config");
+    scratch.config("sla_tick_ms = 50\n");
     let token = scratch.init("default");
     let s = Server::serve(scratch, token).await;
     // First response due after 1.2 s, warning 0.6 s before.
@@ -1352,4 +1347,87 @@ async fn a_messages_own_subject_and_quoted_text_are_held_to_their_limits() {
         s.post(&format!("/api/v1/tickets/{id}/reply"), json!({ "body": "Hallo", "subject": "x".repeat(500) })).await;
     assert_eq!((status, reply["subject"].as_str().map(str::len)), (StatusCode::CREATED, Some(500)), "{reply}");
     s.stop();
+}
+
+/// Sends `GET path` on a raw connection (kept alive) and returns the answer's head and body.
+async fn raw_get(conn: &mut tokio::net::TcpStream, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: plugdesk\r\nAuthorization: Bearer {token}\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.expect("send request");
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await.expect("read answer");
+        assert!(n > 0, "the connection closed; got {:?}", String::from_utf8_lossy(&data));
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()))
+                .unwrap_or(0);
+            if data.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
+}
+
+/// Regression (#11): the server ran without a header-read timer, so a client that stalled in
+/// the middle of its headers held a connection (and a task) for ever.
+#[tokio::test]
+async fn a_client_stalling_mid_headers_is_disconnected_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let scratch = Scratch::new();
+    scratch.config("[server]\nheader_timeout_ms = 300\n");
+    let token = scratch.init("default");
+    let s = Server::serve(scratch, token).await;
+    let mut conn = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://")).await.expect("connect");
+    conn.write_all(b"GET /api/v1/me HTTP/1.1\r\nHost: plugdesk\r\nAuthor").await.expect("half a header");
+    // The server closes the connection: the read ends. (20 s is a bound, not the expectation.)
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "the stalled connection was still open after 20 s");
+    assert!(!String::from_utf8_lossy(&got).contains(" 200 "), "{}", String::from_utf8_lossy(&got));
+    let (status, _) = s.get("/api/v1/me").await;
+    assert_eq!(status, StatusCode::OK, "the server goes on");
+}
+
+/// Regression (#11): connections were unbounded; beyond `max_connections` a new one waits
+/// (unserved) until one closes, while the open ones keep working.
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let scratch = Scratch::new();
+    scratch.config("[server]\nmax_connections = 2\nheader_timeout_ms = 60000\n");
+    let token = scratch.init("default");
+    let s = Server::serve(scratch, token).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut a = tokio::net::TcpStream::connect(&addr).await.expect("connect a");
+    let mut b = tokio::net::TcpStream::connect(&addr).await.expect("connect b");
+    assert!(raw_get(&mut a, "/api/v1/me", &s.token).await.starts_with("HTTP/1.1 200"));
+    assert!(raw_get(&mut b, "/api/v1/me", &s.token).await.starts_with("HTTP/1.1 200"));
+    // A third connection is queued by the kernel, not served.
+    let mut c = tokio::net::TcpStream::connect(&addr).await.expect("connect c");
+    let request = format!("GET /api/v1/me HTTP/1.1\r\nHost: plugdesk\r\nAuthorization: Bearer {}\r\n\r\n", s.token);
+    c.write_all(request.as_bytes()).await.expect("send on c");
+    let mut buf = [0u8; 64];
+    assert!(tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await.is_err(), "c was served");
+    // The open connections keep working.
+    assert!(raw_get(&mut a, "/api/v1/me", &s.token).await.starts_with("HTTP/1.1 200"));
+    // One closes: the waiting one is served.
+    drop(a);
+    let mut got = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(20), async {
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = c.read(&mut buf).await.expect("read c");
+            assert!(n > 0, "c was closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "c was not served after a slot freed");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    drop(b);
 }

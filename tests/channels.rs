@@ -295,11 +295,9 @@ async fn relay_server(max_attempts: u32) -> Server {
     let dir = scratch.dir.join("plugins");
     std::fs::create_dir_all(&dir).expect("plugins dir");
     std::fs::write(dir.join("relay.wasm"), relay_wasm(false)).expect("write plugin");
-    std::fs::write(
-        scratch.dir.join("plugdesk.toml"),
-        format!("[outbox]\nretry_base_ms = 40\nmax_attempts = {max_attempts}\ntick_ms = 20\npoll_tick_ms = 20\n"),
-    )
-    .expect("write config");
+    scratch.config(&format!(
+        "[outbox]\nretry_base_ms = 40\nmax_attempts = {max_attempts}\ntick_ms = 20\npoll_tick_ms = 20\n"
+    ));
     let token = scratch.init("default");
     Server::serve(scratch, token).await
 }
@@ -1046,11 +1044,7 @@ async fn automation_plugins_act_on_events_and_bad_answers_change_nothing() {
 /// A server whose outbox and poller tick fast.
 async fn fast_server() -> Server {
     let scratch = Scratch::new();
-    std::fs::write(
-        scratch.dir.join("plugdesk.toml"),
-        "[outbox]\nretry_base_ms = 40\ntick_ms = 20\npoll_tick_ms = 20\n",
-    )
-    .expect("write config");
+    scratch.config("[outbox]\nretry_base_ms = 40\ntick_ms = 20\npoll_tick_ms = 20\n");
     let token = scratch.init("default");
     Server::serve(scratch, token).await
 }
@@ -1338,11 +1332,7 @@ async fn post_from(s: &Server, channel: i64, forwarded_for: &str, n: usize) -> (
 #[tokio::test]
 async fn hooks_and_survey_pages_answer_429_per_address_and_per_channel() {
     let scratch = Scratch::new();
-    std::fs::write(
-        scratch.dir.join("plugdesk.toml"),
-        "[channels]\nhook_per_address_per_second = 0.01\nhook_per_address_burst = 3\nhook_per_channel_per_second = 0.01\nhook_per_channel_burst = 6\nsurvey_per_address_per_second = 0.01\nsurvey_per_address_burst = 2\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n",
-    )
-    .expect("write config");
+    scratch.config("[channels]\nhook_per_address_per_second = 0.01\nhook_per_address_burst = 3\nhook_per_channel_per_second = 0.01\nhook_per_channel_burst = 6\nsurvey_per_address_per_second = 0.01\nsurvey_per_address_burst = 2\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n");
     let token = scratch.init("default");
     let s = Server::serve(scratch, token).await;
     let form = install(&s, "webform", json!([])).await;
@@ -1456,11 +1446,7 @@ fn leave_received(scratch: &Scratch, channel: i64, body: &[u8]) {
 #[tokio::test]
 async fn a_batch_left_received_by_a_dead_node_is_delivered_after_restart() {
     let scratch = Scratch::new();
-    std::fs::write(
-        scratch.dir.join("plugdesk.toml"),
-        "[channels]\ndelivery_retry_base_ms = 100\ndelivery_max_attempts = 2\n",
-    )
-    .expect("write config");
+    scratch.config("[channels]\ndelivery_retry_base_ms = 100\ndelivery_max_attempts = 2\n");
     let token = scratch.init("default");
     let s = Server::serve(scratch, token).await;
     let form = install(&s, "webform", json!([])).await;
@@ -1513,11 +1499,7 @@ async fn a_batch_left_received_by_a_dead_node_is_delivered_after_restart() {
 #[tokio::test]
 async fn stored_payloads_expire_and_a_channel_keeps_within_its_storage_budget() {
     let scratch = Scratch::new();
-    std::fs::write(
-        scratch.dir.join("plugdesk.toml"),
-        "[channels]\nmax_stored_bytes_per_channel = 1000\ncleanup_interval_ms = 100\n",
-    )
-    .expect("write config");
+    scratch.config("[channels]\nmax_stored_bytes_per_channel = 1000\ncleanup_interval_ms = 100\n");
     let token = scratch.init("default");
     let s = Server::serve(scratch, token).await;
     let form = install(&s, "webform", json!([])).await;
@@ -1568,4 +1550,110 @@ async fn stored_payloads_expire_and_a_channel_keeps_within_its_storage_budget() 
         })
     })
     .await;
+}
+
+/// A relay server whose `plugdesk.toml` is exactly `config` (no loopback allow-list unless it
+/// says so).
+async fn relay_server_with(config: &str) -> Server {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.join("plugins");
+    std::fs::create_dir_all(&dir).expect("plugins dir");
+    std::fs::write(dir.join("relay.wasm"), relay_wasm(false)).expect("write plugin");
+    std::fs::write(scratch.dir.join("plugdesk.toml"), config).expect("write config");
+    let token = scratch.init("default");
+    Server::serve(scratch, token).await
+}
+
+/// Regression (#11, SSRF): a workspace admin could grant a plugin `http:`/`tcp:` to loopback
+/// or private addresses and make the server call them; only the operator may allow that now,
+/// checked on the address actually connected to.
+#[tokio::test]
+async fn plugins_cannot_reach_internal_addresses_unless_the_operator_allows_them() {
+    let remote = Remote::start().await;
+    let listener = support::CountingListener::start(false);
+    let port = listener.port;
+    let s = relay_server_with("[outbox]\npoll_tick_ms = 20\n").await;
+
+    // TCP: refused before any connection is made.
+    let (status, ch) =
+        s.post("/api/v1/channels", json!({ "plugin": "relay", "grants": [format!("tcp:127.0.0.1:{port}")] })).await;
+    assert_eq!(status, StatusCode::CREATED, "{ch}");
+    let tcp = ch["id"].as_i64().expect("id");
+    assert_error(
+        &s.call(Method::GET, &format!("/hooks/{tcp}/tcp?port={port}"), None, None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        "outbound connections to loopback address 127.0.0.1 are not allowed; an operator may allow it with [network] allow in plugdesk.toml",
+    );
+
+    // HTTP: an IP-literal feed and a name that resolves to loopback are both refused.
+    let remote_port = remote.authority().rsplit(':').next().unwrap_or_default().to_owned();
+    let mut last_errors = Vec::new();
+    for host in ["127.0.0.1", "localhost"] {
+        let (status, ch) = s
+            .post(
+                "/api/v1/channels",
+                json!({ "plugin": "relay", "grants": [format!("http:{host}:{remote_port}")], "poll_interval_ms": 100,
+                        "settings": { "feed": format!("http://{host}:{remote_port}/feed") } }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{ch}");
+        let ch = s
+            .wait_for(&format!("/api/v1/channels/{}", ch["id"]), Duration::from_secs(10), |c| {
+                c["last_error"].is_string()
+            })
+            .await;
+        last_errors.push(ch["last_error"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(
+        last_errors[0].contains("outbound connections to loopback address 127.0.0.1 are not allowed"),
+        "{last_errors:?}"
+    );
+    assert!(
+        last_errors[1].contains("outbound connections to loopback address")
+            && last_errors[1].contains("(localhost resolves to it)"),
+        "{last_errors:?}"
+    );
+    assert!(remote.feed_calls().is_empty(), "the feed was reached: {:?}", remote.feed_calls());
+    assert_eq!(listener.accepts(), 0, "no connection reached the TCP listener");
+}
+
+/// Regression (#11): hooks ran unbounded plugin calls at once; beyond `max_plugin_calls` a hook
+/// waits `plugin_call_wait_ms`, then gets 503 with Retry-After and nothing is stored.
+#[tokio::test]
+async fn hooks_beyond_the_plugin_call_cap_get_503_with_retry_after() {
+    let listener = support::CountingListener::start(false);
+    let port = listener.port;
+    let s = relay_server_with(&format!(
+        "[server]\nmax_plugin_calls = 1\nplugin_call_wait_ms = 50\n{}",
+        support::LOOPBACK_ALLOWED
+    ))
+    .await;
+    let (status, ch) =
+        s.post("/api/v1/channels", json!({ "plugin": "relay", "grants": [format!("tcp:127.0.0.1:{port}")] })).await;
+    assert_eq!(status, StatusCode::CREATED, "{ch}");
+    let id = ch["id"].as_i64().expect("id");
+    // The first call holds the only slot: it waits on a listener that never answers.
+    let base = s.base.clone();
+    let first = tokio::spawn(async move {
+        reqwest::Client::new().get(format!("{base}/hooks/{id}/tcp?port={port}")).send().await.map(|r| r.status())
+    });
+    listener.wait_accepts(1, Duration::from_secs(10)).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/hooks/{id}", s.base))
+        .body(r#"{"id":"m-1","from":"anna","text":"Hallo"}"#)
+        .send()
+        .await
+        .expect("post hook");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "busy", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("retry"), "{body}");
+    let (_, payloads) = s.get(&format!("/api/v1/channels/{id}/payloads")).await;
+    assert_eq!(payloads["items"].as_array().map(Vec::len), Some(0), "nothing stored: {payloads}");
+    // The slot comes back when the first call ends (its read times out).
+    assert!(first.await.expect("first call").is_ok());
+    let (status, _) = hook(&s, id, "", "application/json", r#"{"id":"m-2","from":"anna","text":"Hallo"}"#).await;
+    assert_eq!(status, StatusCode::OK);
 }

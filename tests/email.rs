@@ -124,7 +124,7 @@ async fn server(mail: &Mail) -> Server {
     let scratch = Scratch::new();
     let config =
         format!("tls_ca_file = {:?}\n[outbox]\nretry_base_ms = 100\ntick_ms = 50\npoll_tick_ms = 50\n", mail.cert());
-    std::fs::write(scratch.dir.join("plugdesk.toml"), config).expect("write plugdesk.toml");
+    scratch.config(&config);
     let token = scratch.init("default");
     Server::serve(scratch, token).await
 }

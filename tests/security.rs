@@ -126,7 +126,7 @@ async fn a_token_revoked_on_one_node_is_refused_by_another() {
     let scratch = Scratch::new();
     let postgres = scratch.database_url.is_some();
     let config = if postgres { "[auth]\ntoken_cache_ms = 600000\n" } else { "[auth]\ntoken_cache_ms = 300\n" };
-    std::fs::write(scratch.dir.join("plugdesk.toml"), config).expect("write config");
+    scratch.config(config);
     let admin = scratch.init("default");
     let a = Server::serve(scratch, admin.clone()).await;
     let b = Server::serve(a.scratch.share(), admin).await;
@@ -193,8 +193,7 @@ async fn made_up_http_methods_do_not_create_metric_series() {
 #[tokio::test]
 async fn api_requests_over_a_tokens_rate_get_429_with_retry_after() {
     let scratch = Scratch::new();
-    std::fs::write(scratch.dir.join("plugdesk.toml"), "[auth]\nrate_per_second = 1\nrate_burst = 3\n")
-        .expect("write config");
+    scratch.config("[auth]\nrate_per_second = 1\nrate_burst = 3\n");
     let token = scratch.init("default");
     let s = Server::serve(scratch, token).await;
     let (_, flooder) = agent_with_token(&s, "flood@example.com", "agent").await;

@@ -19,6 +19,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The `/metrics` bearer token every test server is started with.
 pub const METRICS_TOKEN: &str = "test-metrics-token";
+/// The operator's allow-list every test server gets unless a test writes its own
+/// `plugdesk.toml`: the mock APIs, mail servers and webhook receivers of the tests listen on
+/// loopback, which the server refuses by default (`[network] allow`).
+pub const LOOPBACK_ALLOWED: &str = "[network]\nallow = [\"127.0.0.0/8\", \"::1/128\", \"localhost\"]\n";
 
 /// A scratch place for one test: a directory and, on PostgreSQL, a database of its own.
 pub struct Scratch {
@@ -37,6 +41,7 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("plugdesk-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
+        std::fs::write(dir.join("plugdesk.toml"), LOOPBACK_ALLOWED).expect("write plugdesk.toml");
         match std::env::var("DATABASE_URL").ok().filter(|u| u.starts_with("postgres")) {
             Some(admin) => {
                 let name = format!("plugdesk_test_{}_{n}", std::process::id());
@@ -66,6 +71,12 @@ impl Scratch {
             owned: false,
             env: self.env.clone(),
         }
+    }
+
+    /// Writes `plugdesk.toml`: `text` and the loopback allow-list of the tests.
+    pub fn config(&self, text: &str) {
+        std::fs::write(self.dir.join("plugdesk.toml"), format!("{text}\n{LOOPBACK_ALLOWED}"))
+            .expect("write plugdesk.toml");
     }
 
     /// A `plugdesk` command with this scratch's data directory and database.
@@ -332,4 +343,72 @@ pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str, n
     assert_eq!(body["error"]["code"], code, "{body}");
     let msg = body["error"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains(needle), "message {msg:?} should contain {needle:?}");
+}
+
+/// A TCP listener on 127.0.0.1 that counts the connections it accepts: proof that a refused
+/// outbound connection never reached it. `http` answers each request with 200; otherwise
+/// connections are held open and never answered.
+pub struct CountingListener {
+    pub port: u16,
+    accepts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingListener {
+    pub fn start(http: bool) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind counting listener");
+        let port = listener.local_addr().expect("addr").port();
+        let accepts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepts.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                counter.fetch_add(1, Ordering::SeqCst);
+                if !http {
+                    held.push(stream);
+                    continue;
+                }
+                std::thread::spawn(move || {
+                    // Read the head and the body it announces, then answer and close.
+                    let mut data = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(n) = stream.read(&mut buf) else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        data.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&data).to_ascii_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if data.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                });
+            }
+        });
+        CountingListener { port, accepts }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+
+    /// Waits (polling, with a deadline) until at least `n` connections were accepted.
+    pub async fn wait_accepts(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.accepts() < n {
+            assert!(Instant::now() < deadline, "the listener accepted {} connections, waited for {n}", self.accepts());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

@@ -17,7 +17,7 @@ use support::{Scratch, Server, assert_error};
 async fn server_with(config: &str) -> Server {
     let scratch = Scratch::new();
     let token = scratch.init("default");
-    std::fs::write(scratch.dir.join("plugdesk.toml"), config).expect("write config");
+    scratch.config(config);
     Server::serve(scratch, token).await
 }
 
@@ -702,7 +702,7 @@ async fn a_slow_workspace_does_not_hold_up_another_workspaces_events_or_webhooks
     let token_a = scratch.init("default");
     let token_b = scratch.init("other");
     // Requests to A's endpoint hang for the whole test.
-    std::fs::write(scratch.dir.join("plugdesk.toml"), "[workflows]\nwebhook_timeout_ms = 120000\n").expect("config");
+    scratch.config("[workflows]\nwebhook_timeout_ms = 120000\n");
     let s = Server::serve(scratch, token_a).await;
     let stall = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let stall_addr = stall.local_addr().expect("addr");
@@ -778,4 +778,66 @@ async fn a_slow_workspace_does_not_hold_up_another_workspaces_events_or_webhooks
     let first = items.last().expect("A's deliveries");
     assert_eq!((first["status"].clone(), first["attempts"].clone()), (json!("queued"), json!(0)), "{d}");
     assert_eq!(remote.raw_received().len(), 1);
+}
+
+/// Regression (#11, SSRF): a workspace admin could point a webhook at loopback or private
+/// addresses, and the delivery list turned the server into a port scanner. Now only the
+/// operator's `[network] allow` opens them, checked on the address connected to.
+#[tokio::test]
+async fn webhooks_to_internal_addresses_are_refused_unless_the_operator_allows_them() {
+    let listener = support::CountingListener::start(true);
+    let port = listener.port;
+    let fast = "[workflows]\ntick_ms = 50\nwebhook_retry_base_ms = 50\n";
+    // The operator allows loopback: saved and delivered.
+    let s = server_with(fast).await;
+    let (status, hook) =
+        s.post("/api/v1/webhooks", json!({ "name": "crm", "url": format!("http://127.0.0.1:{port}/in") })).await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    workflow(&s, "Out", "// on: ticket.created\nwebhook(\"crm\", #{ n: 1 });\n").await;
+    s.ticket("Allowed", "anna@example.com").await;
+    s.wait_for("/api/v1/webhook-deliveries", Duration::from_secs(10), |d| d["items"][0]["status"] == "delivered").await;
+    assert_eq!(listener.accepts(), 1);
+
+    // Without it (the default), the stored webhook is refused when it would connect, at once.
+    let (scratch, token) = s.stop();
+    std::fs::write(scratch.dir.join("plugdesk.toml"), fast).expect("write config");
+    let s = Server::serve(scratch, token).await;
+    s.ticket("Refused", "ben@example.com").await;
+    // The restarted node waits out the stopped one's dispatch lease (30 s) first.
+    let d = s
+        .wait_for("/api/v1/webhook-deliveries", Duration::from_secs(60), |d| d["items"][0]["status"] == "failed")
+        .await;
+    assert_eq!(
+        d["items"][0]["last_error"],
+        "outbound connections to loopback address 127.0.0.1 are not allowed; an operator may allow it with [network] allow in plugdesk.toml",
+        "{d}"
+    );
+    assert_eq!(d["items"][0]["attempts"], 1, "a refusal is not retried: {d}");
+
+    // A name that resolves to loopback is refused the same way.
+    let (status, hook) =
+        s.post("/api/v1/webhooks", json!({ "name": "crm", "url": format!("http://localhost:{port}/in") })).await;
+    assert!(status.is_success(), "{hook}");
+    s.ticket("Named", "cleo@example.com").await;
+    let d = s
+        .wait_for("/api/v1/webhook-deliveries", Duration::from_secs(10), |d| {
+            d["items"].as_array().is_some_and(|i| i.len() == 3) && d["items"][0]["status"] == "failed"
+        })
+        .await;
+    let error = d["items"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("outbound connections to loopback address") && error.contains("(localhost resolves to it)"),
+        "{d}"
+    );
+
+    // An internal literal is refused when saved: 422, nothing written.
+    assert_error(
+        &s.post("/api/v1/webhooks", json!({ "name": "meta", "url": "http://169.254.169.254/latest/meta-data" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "outbound connections to link-local address 169.254.169.254 are not allowed",
+    );
+    let (_, hooks) = s.get("/api/v1/webhooks").await;
+    assert!(!hooks.to_string().contains("meta"), "{hooks}");
+    assert_eq!(listener.accepts(), 1, "no refused delivery reached the listener");
 }

@@ -112,9 +112,13 @@ pub async fn run(opts: Options) -> Result<()> {
     // The load comes from one admin token and one address (loopback) at thousands of requests
     // a second: far over the per-token API limit meant for a runaway client and the
     // per-address limit that protects a real hook. The benchmark measures the server, so its
-    // server runs with both limits off.
+    // server runs with both limits off. Its mailbox (`--mail-import`) is the local test
+    // Dovecot, an internal address the operator must allow.
     let config = dir.join("bench.toml");
-    std::fs::write(&config, "[auth]\nrate_per_second = 0\n\n[channels]\nhook_per_address_per_second = 0.0\n")?;
+    std::fs::write(
+        &config,
+        "[auth]\nrate_per_second = 0\n\n[channels]\nhook_per_address_per_second = 0.0\n\n[network]\nallow = [\"127.0.0.1/32\"]\n",
+    )?;
     println!(
         "(rate limits off for the benchmark: [auth] rate_per_second = 0, [channels] hook_per_address_per_second = 0)"
     );

@@ -209,6 +209,7 @@ pub(crate) struct ChannelContext {
     runtime: tokio::runtime::Handle,
     http: reqwest::Client,
     tls: Arc<rustls::ClientConfig>,
+    egress: Arc<crate::egress::Policy>,
 }
 
 impl ChannelContext {
@@ -220,6 +221,7 @@ impl ChannelContext {
             runtime: tokio::runtime::Handle::current(),
             http: core.channels().http.clone(),
             tls: core.channels().tls.clone(),
+            egress: core.channels().egress.clone(),
         })
     }
 
@@ -348,7 +350,6 @@ impl Context for ChannelContext {
         tls: bool,
         timeout: Duration,
     ) -> std::result::Result<Box<dyn plugdesk_host::Connection>, String> {
-        use std::net::ToSocketAddrs;
         let host = host.trim().to_ascii_lowercase();
         let grant = format!("tcp:{host}:{port}");
         if !self.row.grants.contains(&grant) {
@@ -356,24 +357,15 @@ impl Context for ChannelContext {
                 self.refuse(format!("{host}:{port} is not granted to this channel; an admin can grant {grant}"))
             );
         }
-        let addrs: Vec<_> =
-            (host.as_str(), port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
-        let mut last = format!("{host} has no address");
-        for addr in addrs {
-            match std::net::TcpStream::connect_timeout(&addr, TCP_TIMEOUT.min(timeout)) {
-                Ok(tcp) => {
-                    let _ = tcp.set_nodelay(true);
-                    let stream = if tls {
-                        Stream::Tls(Box::new(tls_handshake(self.tls.clone(), &host, tcp)?))
-                    } else {
-                        Stream::Plain(tcp)
-                    };
-                    return Ok(Box::new(TcpConnection { host, stream, tls: self.tls.clone() }));
-                }
-                Err(e) => last = format!("cannot connect to {host}:{port}: {e}"),
-            }
-        }
-        Err(last)
+        // Resolved, checked and connected in one step: the address checked is the one used.
+        let tcp = self
+            .egress
+            .connect_tcp(&host, port, TCP_TIMEOUT.min(timeout))
+            .map_err(|m| if crate::egress::is_refused(&m) { self.refuse(m) } else { m })?;
+        let _ = tcp.set_nodelay(true);
+        let stream =
+            if tls { Stream::Tls(Box::new(tls_handshake(self.tls.clone(), &host, tcp)?)) } else { Stream::Plain(tcp) };
+        Ok(Box::new(TcpConnection { host, stream, tls: self.tls.clone() }))
     }
 
     fn log(&self, level: Level, message: &str) {
@@ -458,6 +450,8 @@ impl Context for ChannelContext {
                 self.refuse("a secret placeholder may stand in the path, query or headers, not in the host".into())
             );
         }
+        // An IP-literal host never reaches the client's filtering resolver: checked here.
+        self.egress.check_url(&url).map_err(|m| self.refuse(m))?;
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| format!("{:?} is not an HTTP method", request.method))?;
         let mut builder = self.http.request(method, url);
@@ -467,8 +461,10 @@ impl Context for ChannelContext {
         let builder = builder.body(request.body).timeout(request.timeout);
         // Error texts drop the URL: it may hold a secret.
         self.runtime.block_on(async {
-            let mut response =
-                builder.send().await.map_err(|e| format!("request to {target} failed: {}", e.without_url()))?;
+            let mut response = builder.send().await.map_err(|e| match crate::egress::refusal(&e) {
+                Some(why) => self.refuse(why),
+                None => format!("request to {target} failed: {}", e.without_url()),
+            })?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()

@@ -398,6 +398,8 @@ async fn execute(cli: Cli) -> Result<()> {
                 plugdesk_host::Limits::default(),
                 Some(cfg.data.join("cache").join("plugins")),
                 cfg.tls_ca_file.as_deref(),
+                std::sync::Arc::new(crate::egress::Policy::new(&cfg.network.allow)?),
+                &cfg.server,
             )?);
             let (id, version) = registry.install_for_installation(&conn, wasm).await.map_err(|e| match e {
                 Error::Invalid { message, .. } => Error::invalid("file", format!("{}: {message}", file.display())),

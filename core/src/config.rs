@@ -49,6 +49,56 @@ pub struct Config {
     pub channels: Channels,
     /// The worker pool of template renders, previews, dry runs and replays.
     pub compute: Compute,
+    /// Outbound connections: the internal addresses webhooks and plugins may reach.
+    pub network: Network,
+    /// HTTP server: timeouts for slow clients and caps on connections and plugin calls.
+    pub server: Server,
+}
+
+/// Where webhooks and plugins may connect. Loopback, private, link-local, shared (CGNAT),
+/// multicast and unspecified addresses are refused unless listed here; only the operator
+/// (this file), never a workspace, widens it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// CIDRs (`10.1.2.0/24`), addresses, or `host[:port]` that may be reached although
+    /// internal.
+    pub allow: Vec<String>,
+}
+
+/// Limits of the HTTP server against slow or greedy clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Time a client has to send a request's headers, in milliseconds; also how long a
+    /// kept-alive connection may wait for its next request.
+    pub header_timeout_ms: u64,
+    /// Time a request may take from its headers to the answer (reading the body included),
+    /// in milliseconds; beyond it the client gets 408.
+    pub request_timeout_ms: u64,
+    /// A connection on which no byte moves either way for this long is closed, in
+    /// milliseconds (a client that stopped reading the answer or sending the body).
+    pub idle_timeout_ms: u64,
+    /// Open connections at most; further ones wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// Plugin calls that HTTP requests (channel hooks) run at once; a request beyond waits up
+    /// to `plugin_call_wait_ms`, then gets 503 with `Retry-After`.
+    pub max_plugin_calls: usize,
+    /// How long a hook request waits for a free plugin call, in milliseconds.
+    pub plugin_call_wait_ms: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+            max_plugin_calls: 32,
+            plugin_call_wait_ms: 2_000,
+        }
+    }
 }
 
 /// The worker pool CPU-heavy work runs on (see `compute`).
@@ -253,6 +303,8 @@ impl Default for Config {
             auth: Auth::default(),
             channels: Channels::default(),
             compute: Compute::default(),
+            network: Network::default(),
+            server: Server::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod customer;
 pub mod db;
 pub mod devkit;
 pub mod dispatch;
+pub mod egress;
 pub mod entity;
 pub mod error;
 pub mod event;
@@ -89,6 +90,8 @@ impl Core {
             plugdesk_host::Limits::default(),
             Some(cfg.data.join("cache").join("plugins")),
             cfg.tls_ca_file.as_deref(),
+            Arc::new(egress::Policy::new(&cfg.network.allow)?),
+            &cfg.server,
         )?);
         let limits = cfg.limits.clone();
         let outbox = outbox::Settings::new(&cfg.outbox);

@@ -155,6 +155,12 @@ pub struct Registry {
     pub(crate) http: reqwest::Client,
     /// TLS for plugins' TCP connections: the web PKI and `tls_ca_file`.
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// Where plugins and webhooks may connect (`[network]`).
+    pub(crate) egress: Arc<crate::egress::Policy>,
+    /// Plugin calls that HTTP requests may run at once (`[server] max_plugin_calls`), and how
+    /// long a request waits for one.
+    pub(crate) calls: Arc<tokio::sync::Semaphore>,
+    pub(crate) call_wait: std::time::Duration,
     active: RwLock<HashMap<String, Plugin>>,
     loaded: watch::Sender<bool>,
     /// Counters by (`channel` or `automation`, instance id).
@@ -219,12 +225,20 @@ impl Registry {
     ///
     /// # Errors
     /// When the Wasm engine cannot start.
-    pub fn new(limits: Limits, cache: Option<PathBuf>, tls_ca_file: Option<&std::path::Path>) -> Result<Self> {
+    pub fn new(
+        limits: Limits,
+        cache: Option<PathBuf>,
+        tls_ca_file: Option<&std::path::Path>,
+        egress: Arc<crate::egress::Policy>,
+        server: &crate::config::Server,
+    ) -> Result<Self> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject as _;
         let host = Host::new(cache).map_err(|e| Error::Internal(e.to_string()))?;
         let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let mut http = reqwest::Client::builder();
+        // Plugins name their own hosts (telegram's and sms's `api_base` too): only addresses the
+        // egress policy allows are connected to.
+        let mut http = crate::egress::client_builder(&egress);
         if let Some(path) = tls_ca_file {
             let bad = |e: &dyn std::fmt::Display| Error::Config(format!("tls_ca_file {}: {e}", path.display()));
             let certs = CertificateDer::pem_file_iter(path)
@@ -251,10 +265,21 @@ impl Registry {
             limits,
             http,
             tls,
+            egress,
+            calls: Arc::new(tokio::sync::Semaphore::new(
+                server.max_plugin_calls.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            call_wait: std::time::Duration::from_millis(server.plugin_call_wait_ms),
             active: RwLock::new(HashMap::new()),
             loaded: watch::channel(false).0,
             stats: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A slot for one plugin call on behalf of an HTTP request, waiting at most
+    /// `[server] plugin_call_wait_ms`; `None` when every slot stayed busy.
+    pub async fn call_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(self.call_wait, self.calls.clone().acquire_owned()).await.ok()?.ok()
     }
 
     /// Records the bundled plugins and every `*.wasm` in `dir` in the database, makes each the

@@ -85,6 +85,14 @@ pub async fn save(core: &crate::Core, workspace_id: i64, input: &WebhookInput) -
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(Error::invalid("url", "the address must be http:// or https:// with a host"));
     }
+    // An internal address written as a literal is refused now; names are checked when the
+    // delivery connects (they may resolve differently by then).
+    if url
+        .host_str()
+        .is_some_and(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok())
+    {
+        core.channels().egress.check_url(url.as_str()).map_err(|why| Error::invalid("url", why))?;
+    }
     let now = crate::now_ms();
     let txn = db::begin_write(core.db()).await?;
     let existing = db::query_one(
@@ -233,7 +241,8 @@ pub(crate) async fn enqueue<C: ConnectionTrait>(
 /// Sends due deliveries for as long as the server runs.
 pub async fn run(core: crate::Core) {
     let cfg = core.rules().clone();
-    let client = match reqwest::Client::builder()
+    // The workspace admin chooses the URL: only addresses the egress policy allows are reached.
+    let client = match crate::egress::client_builder(&core.channels().egress)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_millis(cfg.webhook_timeout_ms.max(100)))
         .user_agent(concat!("plugdesk/", env!("CARGO_PKG_VERSION")))
@@ -358,12 +367,23 @@ async fn pass(core: &crate::Core, free: usize, per_workspace: usize, busy: &Hash
 /// Sends one claimed delivery and records the outcome.
 async fn send(core: &crate::Core, client: &reqwest::Client, d: Due) -> Result<()> {
     let Due { id, attempts, url, secret, body, .. } = d;
+    let refused = core.channels().egress.check_url(&url).err();
     let mut req =
         client.post(url).header("content-type", "application/json").header("x-plugdesk-delivery", id.to_string());
     if let Some(secret) = secret {
         req = req.header("x-plugdesk-signature", format!("sha256={}", sign(&secret, body.as_bytes())));
     }
-    let (outcome, status) = match req.body(body).send().await {
+    let sent = match refused {
+        // Not sent: the operator has not allowed this internal address (an IP literal, which
+        // never reaches the resolver's check).
+        Some(why) => Err(why),
+        None => req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| crate::egress::refusal(&e).unwrap_or_else(|| format!("request failed: {e}"))),
+    };
+    let (outcome, status) = match sent {
         Ok(resp) => {
             let code = resp.status().as_u16();
             if resp.status().is_success() {
@@ -374,7 +394,9 @@ async fn send(core: &crate::Core, client: &reqwest::Client, d: Due) -> Result<()
                 (Outcome::Fail(format!("HTTP {code}")), Some(code))
             }
         }
-        Err(e) => (Outcome::Retry(format!("request failed: {e}")), None),
+        // A refused address stays refused until the operator changes the configuration.
+        Err(e) if crate::egress::is_refused(&e) => (Outcome::Fail(e), None),
+        Err(e) => (Outcome::Retry(e), None),
     };
     let cfg = core.rules();
     let now = crate::now_ms();

@@ -572,25 +572,59 @@ impl State {
     }
 }
 
-/// Caps linear memory and remembers a refusal, so that the guest's abort that follows (its
-/// allocator failing) is reported as what it is.
+/// Caps the store's memory as a whole and remembers a refusal, so that the guest's abort that
+/// follows (its allocator failing) is reported as what it is.
+///
+/// A component may hold several core instances (up to 16), each with its own linear memories
+/// and tables: a cap per memory would let it take 16 times the limit. So every memory's and
+/// table's growth is added to one total that `max` bounds.
 struct MemoryCap {
     max: usize,
+    /// Bytes granted so far to all memories and tables of the store.
+    used: usize,
     denied: bool,
     inner: StoreLimits,
 }
 
+/// What one table element is counted as: a function reference in wasmtime is a pointer plus
+/// its lazy-initialisation bit, rounded up; generous rather than exact.
+const TABLE_ELEMENT_BYTES: usize = 16;
+
+impl MemoryCap {
+    fn new(max: usize) -> Self {
+        MemoryCap { max, used: 0, denied: false, inner: StoreLimitsBuilder::new().instances(16).build() }
+    }
+
+    /// Adds `current → desired` to the total, or refuses when the total would pass `max`.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.used.saturating_add(desired.saturating_sub(current));
+        if total > self.max {
+            self.denied = true;
+            return false;
+        }
+        self.used = total;
+        true
+    }
+}
+
 impl wasmtime::ResourceLimiter for MemoryCap {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.denied = true;
+        if !self.inner.memory_growing(current, desired, maximum)? {
             return Ok(false);
         }
-        self.inner.memory_growing(current, desired, maximum)
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
+        if !self.inner.table_growing(current, desired, maximum)? {
+            return Ok(false);
+        }
+        Ok(self.grow(current.saturating_mul(TABLE_ELEMENT_BYTES), desired.saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    fn memory_grow_failed(&mut self, _: wasmtime::Error) -> wasmtime::Result<()> {
+        // Counted as granted already; the store is dropped after this call anyway.
+        Ok(())
     }
 
     fn instances(&self) -> usize {
@@ -1106,11 +1140,7 @@ impl Host {
         ctx: Arc<dyn Context>,
         f: impl FnOnce(&mut Store<State>) -> wasmtime::Result<T>,
     ) -> Result<T, Error> {
-        let memory = MemoryCap {
-            max: limits.memory_bytes,
-            denied: false,
-            inner: StoreLimitsBuilder::new().instances(16).build(),
-        };
+        let memory = MemoryCap::new(limits.memory_bytes);
         let state = State {
             memory,
             ctx,
@@ -1219,7 +1249,44 @@ fn write_artifact(dir: &Path, path: &Path, component: &Component) -> std::io::Re
 
 #[cfg(test)]
 mod tests {
-    use super::substitute_secrets;
+    use super::{MemoryCap, substitute_secrets};
+
+    /// A core module with two linear memories of two pages (128 KiB) each, written out byte by
+    /// byte (the crate has no WAT parser): magic, version, then the memory section (id 5).
+    const TWO_MEMORIES: &[u8] =
+        &[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x05, 0x05, 0x02, 0x00, 0x02, 0x00, 0x02];
+
+    fn instantiate(cap: usize) -> (bool, bool) {
+        let mut config = wasmtime::Config::new();
+        config.wasm_multi_memory(true);
+        let engine = wasmtime::Engine::new(&config).expect("engine");
+        let module = wasmtime::Module::new(&engine, TWO_MEMORIES).expect("module");
+        let mut store = wasmtime::Store::new(&engine, MemoryCap::new(cap));
+        store.limiter(|s| s);
+        let ok = wasmtime::Instance::new(&mut store, &module, &[]).is_ok();
+        (ok, store.data().denied)
+    }
+
+    /// Regression: the cap applied to each memory alone, so several memories (or instances)
+    /// together could take many times the plugin's memory limit.
+    #[test]
+    fn memory_cap_counts_every_memory_of_the_store_together() {
+        // Each memory (128 KiB) fits under 192 KiB; both together (256 KiB) do not.
+        assert_eq!(instantiate(192 << 10), (false, true));
+        assert_eq!(instantiate(256 << 10), (true, false));
+    }
+
+    #[test]
+    fn memory_cap_counts_tables_and_growth_from_the_current_size() {
+        use wasmtime::ResourceLimiter as _;
+        let mut cap = MemoryCap::new(1000);
+        assert!(cap.memory_growing(0, 600, None).unwrap_or(false));
+        assert!(cap.memory_growing(600, 900, None).unwrap_or(false));
+        // 900 used: a table of 7 elements (112 bytes) passes the total.
+        assert!(!cap.table_growing(0, 7, None).unwrap_or(true));
+        assert!(cap.denied);
+        assert!(cap.table_growing(0, 6, None).unwrap_or(false));
+    }
 
     fn secret(name: &str) -> Option<String> {
         (name == "pw").then(|| "p\"a\\ss".to_owned())

@@ -356,5 +356,17 @@ pub(super) async fn hook(
         Some(bytes) => request.body = bytes,
         None => return Ok(to_response(channel::refuse_too_large(&core, id, request, declared).await?)),
     }
+    // Hooks are public: a flood of them must not queue unbounded plugin calls. Refused before
+    // anything is stored, so the sender retries (Retry-After) and nothing is lost.
+    let Some(_slot) = core.channels().call_slot().await else {
+        let mut busy = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the server is running as many plugin calls as it may; retry in a second",
+        )
+        .into_response();
+        busy.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        return Ok(busy);
+    };
     Ok(to_response(channel::receive(&core, id, request).await?))
 }
