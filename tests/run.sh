@@ -59,7 +59,18 @@ ensure_browser_tools() {
     fi
 }
 
+ensure_sqlite_client() {
+    # Some end-to-end tests look at raw rows (encrypted secrets, stored payloads) with the
+    # database's own client.
+    if ! command -v sqlite3 >/dev/null; then
+        step "installing the SQLite client"
+        as_root apt-get update -qq
+        as_root apt-get install -y -qq sqlite3 >/dev/null
+    fi
+}
+
 ensure_toolchain
+ensure_sqlite_client
 # The e-mail tests (tests/email.rs in the suites below, and plugins/email) talk to real Dovecot
 # and aiosmtpd; installs them once, quietly.
 bash tests/mail/setup.sh
@@ -69,6 +80,13 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "a build with no change compiles nothing"
+cargo build --workspace --quiet
+if cargo build --workspace 2>&1 | grep -E '^\s*(Compiling|Running `.*build-script)'; then
+    echo "a second build with no change compiled again: a build script watches something that changes (rerun-if-changed)" >&2
+    exit 1
+fi
 
 step "tests on SQLite"
 env -u DATABASE_URL cargo test --workspace
@@ -100,6 +118,6 @@ cargo test --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/
 if [ -z "${PLUGDESK_SKIP_PG:-}" ]; then
     ensure_postgres
     step "end-to-end tests on PostgreSQL ($PG_URL)"
-    DATABASE_URL="$PG_URL" cargo test --workspace --test api --test channels --test workflows --test email
+    DATABASE_URL="$PG_URL" cargo test --workspace --test api --test channels --test workflows --test email --test security
 fi
 step "all tests passed"

@@ -271,9 +271,9 @@ pub(crate) async fn plan_one(
     ticket_id: i64,
 ) -> Result<RuleRun> {
     let registry = core.channels().clone();
-    let plugin = registry
-        .plugin(&a.plugin_key)
-        .ok_or_else(|| Error::Internal(format!("plugin {} is not loaded on this server", a.plugin_key)))?;
+    let plugin = registry.plugin(&a.plugin_key).ok_or_else(|| {
+        Error::Internal(format!("plugin {} is not loaded on this server", crate::plugin::plugin_id(&a.plugin_key)))
+    })?;
     let event = event_view(core, a.workspace_id, kind, changes, ticket_id).await?;
     let ctx = ChannelContext::new(
         core,
@@ -296,12 +296,12 @@ pub(crate) async fn plan_one(
     let actions = match called {
         Ok(Ok(actions)) => actions,
         Ok(Err(refusal)) => {
-            let msg = format!("plugin {} refused the event: {refusal}", a.plugin_key);
+            let msg = format!("plugin {} refused the event: {refusal}", crate::plugin::plugin_id(&a.plugin_key));
             registry.record("automation", a.id, elapsed, Some(msg.clone()));
             return Err(Error::Invalid { field: None, message: msg });
         }
         Err(e) => {
-            let msg = format!("plugin {} of automation {}: {e}", a.plugin_key, a.id);
+            let msg = format!("plugin {} of automation {}: {e}", crate::plugin::plugin_id(&a.plugin_key), a.id);
             registry.record("automation", a.id, elapsed, Some(msg.clone()));
             return Err(Error::Invalid { field: None, message: msg });
         }

@@ -1245,7 +1245,7 @@ async fn record_failure(
     error: &plugdesk_host::Error,
     counts: bool,
 ) -> Result<String> {
-    let msg = format!("plugin {} of channel {}: {error}", row.plugin_key, row.id);
+    let msg = format!("plugin {} of channel {}: {error}", crate::plugin::plugin_id(&row.plugin_key), row.id);
     tracing::warn!(channel = row.id, plugin = %row.plugin_key, %error, counts, "plugin call failed");
     core.channels().record("channel", row.id, elapsed, Some(msg.clone()));
     if !counts {
@@ -1295,7 +1295,7 @@ async fn call_webhook(
     let registry = core.channels().clone();
     registry.wait_loaded().await;
     let Some(plugin) = registry.plugin(&row.plugin_key) else {
-        let msg = format!("plugin {} is not loaded on this server", row.plugin_key);
+        let msg = format!("plugin {} is not loaded on this server", crate::plugin::plugin_id(&row.plugin_key));
         return Ok(Err(error_reply(503, "plugin_unavailable", &msg, None)));
     };
     let ctx = ChannelContext::new(core, row.clone());
@@ -1822,8 +1822,12 @@ async fn poll_channel(core: &crate::Core, id: i64) -> Result<()> {
 async fn poll_rounds(core: &crate::Core, registry: &Arc<crate::plugin::Registry>, row: &mut Row) -> Result<()> {
     for _ in 0..POLL_MAX_ROUNDS {
         let Some(plugin) = registry.plugin(&row.plugin_key) else {
-            return set_channel_error(core, row.id, &format!("plugin {} is not loaded on this server", row.plugin_key))
-                .await;
+            return set_channel_error(
+                core,
+                row.id,
+                &format!("plugin {} is not loaded on this server", crate::plugin::plugin_id(&row.plugin_key)),
+            )
+            .await;
         };
         let ctx = ChannelContext::new(core, row.clone());
         let (reg, cursor) = (registry.clone(), row.cursor.clone());

@@ -214,7 +214,12 @@ async fn deliver(core: &crate::Core, id: i64) -> Result<()> {
     }
     let registry = core.channels().clone();
     let Some(plugin) = registry.plugin(&row.plugin_key) else {
-        return hold(core, id, &format!("plugin {} is not loaded on this server", row.plugin_key)).await;
+        return hold(
+            core,
+            id,
+            &format!("plugin {} is not loaded on this server", crate::plugin::plugin_id(&row.plugin_key)),
+        )
+        .await;
     };
     let message = outbound_message(core, db::col(&o, "ticket_id")?, db::col(&o, "message_id")?).await?;
     let ctx = ChannelContext::new(core, row.clone());
