@@ -1181,7 +1181,10 @@ async fn workflows_are_checked_on_save_dry_run_and_act_on_the_next_event() {
             w["stats"]["errors"] == 1
         })
         .await;
-    assert!(lw["stats"]["last_error"].as_str().unwrap_or("").contains("operations"), "{lw}");
+    // Stopped by whichever budget runs out first: the operation count, or the time limit on a
+    // machine too busy to reach it in 100 ms.
+    let stopped = lw["stats"]["last_error"].as_str().unwrap_or("");
+    assert!(stopped.contains("operations") || stopped.contains("ran longer than"), "{lw}");
     let (_, metrics) = s.call(Method::GET, "/metrics", Some(support::METRICS_TOKEN), None).await;
     assert!(
         metrics
