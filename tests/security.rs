@@ -230,3 +230,25 @@ async fn api_requests_over_a_tokens_rate_get_429_with_retry_after() {
     let created = tickets["items"].as_array().map_or(0, |t| t.iter().filter(|t| t["subject"] == "flood").count());
     assert_eq!(created, accepted, "{tickets}");
 }
+
+/// Regression: a deactivated agent was still in the agents a workflow sees, so routing could
+/// hand tickets to someone who can no longer sign in. Rules see active agents only.
+#[tokio::test]
+async fn rules_never_see_deactivated_agents() {
+    let s = Server::start().await;
+    let (anna, _) = agent_with_token(&s, "anna@example.com", "agent").await;
+    let (bert, _) = agent_with_token(&s, "bert@example.com", "agent").await;
+    let (status, _) = s.put(&format!("/api/v1/agents/{anna}"), agent_spec("anna@example.com", "agent", false)).await;
+    assert_eq!(status, StatusCode::OK);
+    let source = "// on: ticket.created\nfor a in agents { add_tag(\"agent-\" + a.id); }\n";
+    let (status, w) = s.post("/api/v1/workflows", json!({ "name": "Who is there", "source": source })).await;
+    assert_eq!(status, StatusCode::CREATED, "{w}");
+    let t = s.ticket("Routing", "carla@example.com").await;
+    let seen = s
+        .wait_for(&format!("/api/v1/tickets/{}", t["id"]), Duration::from_secs(20), |t| {
+            t["tags"].as_array().is_some_and(|tags| tags.contains(&json!(format!("agent-{bert}"))))
+        })
+        .await;
+    let tags = seen["tags"].as_array().expect("tags");
+    assert!(!tags.contains(&json!(format!("agent-{anna}"))), "{seen}");
+}

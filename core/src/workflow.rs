@@ -351,7 +351,9 @@ async fn compile_pooled(core: &crate::Core, source: String) -> Result<Script> {
 /// messages, the workspace's agents and teams.
 async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Json, ticket_id: i64) -> Result<Json> {
     let subject = crate::automation::load_subject(core, workspace_id, ticket_id).await?;
-    let agents = crate::agent::list(core.db(), workspace_id).await?;
+    let mut agents = crate::agent::list(core.db(), workspace_id).await?;
+    // A deactivated agent is nobody a rule may route to or name as a contact.
+    agents.retain(|a| a.active);
     let teams = crate::agent::list_teams(core.db(), workspace_id).await?;
     let recent = db::query_all(
         core.db(),
