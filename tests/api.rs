@@ -33,6 +33,19 @@ async fn init_prints_the_token_last_and_adds_workspaces_beside_the_first() {
     assert_eq!(me["role"], "admin");
 }
 
+/// Regression: log lines written to a pipe or a file carried ANSI colour codes, which an MTA
+/// keeps in its logs and bounces (`mail-in`); colour is for a terminal only.
+#[tokio::test]
+async fn logs_to_a_pipe_are_plain_text() {
+    let scratch = Scratch::new();
+    let out =
+        scratch.command(&["init", "--workspace", "plain"]).env("PLUGDESK_LOG", "info").output().expect("run init");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("database migrated"), "{log}");
+    assert!(!log.contains('\x1b'), "no escape codes: {log:?}");
+}
+
 #[tokio::test]
 async fn serve_on_a_fresh_data_dir_creates_a_workspace_and_prints_its_token() {
     let scratch = Scratch::new();
