@@ -796,3 +796,400 @@ async fn a_piped_mail_is_stored_without_its_token_and_can_still_be_retried() {
     assert_eq!((status, retried["status"].as_i64()), (StatusCode::OK, Some(401)), "{retried}");
     assert_eq!(tickets(&s).await.len(), 1, "no forged ticket");
 }
+
+/// A server whose workspace runs the default workflow library (acknowledgements…).
+async fn library_server() -> Server {
+    let scratch = Scratch::new();
+    let token = scratch.init_with("default", &[]);
+    Server::serve(scratch, token).await
+}
+
+/// Installs an e-mail channel that only takes piped mail (no mail server: its polls fail and
+/// its replies stay queued, which is fine for what these tests look at).
+async fn pipe_channel(s: &Server) -> i64 {
+    let (status, ch) = s
+        .post(
+            "/api/v1/channels",
+            json!({
+                "plugin": "email", "poll_interval_ms": 3_600_000,
+                "settings": {
+                    "address": "support@plugdesk.test", "imap_host": "127.0.0.1", "imap_port": 9,
+                    "smtp_host": "127.0.0.1", "smtp_port": 9, "smtp_user": "support@plugdesk.test",
+                },
+                "secrets": { "inbound_token": "pipe-token-live-4711" },
+                "grants": ["secrets", "kv"],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ch}");
+    ch["id"].as_i64().expect("id")
+}
+
+/// Runs `plugdesk mail-in` with `raw` on standard input: (exit code, stdout, stderr).
+fn mail_in(s: &Server, channel: i64, raw: &[u8], extra: &[&str]) -> (Option<i32>, String, String) {
+    let instance = channel.to_string();
+    let mut args = vec!["mail-in", "--instance", instance.as_str()];
+    args.extend_from_slice(extra);
+    let mut child = s
+        .scratch
+        .command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mail-in");
+    // A refusal may come before all of stdin is read (too large): the pipe may break.
+    let _ = child.stdin.take().expect("stdin").write_all(raw);
+    let out = child.wait_with_output().expect("mail-in");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The one ticket `mail-in`'s answer names, with its messages.
+async fn piped_ticket(s: &Server, answer: &str) -> (Value, Vec<Value>) {
+    let answer: Value = serde_json::from_str(answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    let id = answer["tickets"][0].as_i64().unwrap_or_else(|| panic!("no ticket in {answer}"));
+    let (status, ticket) = s.get(&format!("/api/v1/tickets/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{ticket}");
+    (ticket, messages(s, id).await)
+}
+
+/// Waits until the rules have answered ticket `id` (a reply or a held-back note), and returns
+/// its messages.
+async fn answered(s: &Server, id: i64) -> Vec<Value> {
+    let v = s
+        .wait_for(&format!("/api/v1/tickets/{id}/messages"), Duration::from_secs(20), |v| {
+            v["items"].as_array().is_some_and(|m| m.iter().any(|m| m["direction"] != "inbound"))
+        })
+        .await;
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn mail_without_a_sender_a_foreign_bounce_or_a_broken_header_is_stored_never_dropped() {
+    let s = library_server().await;
+    let channel = pipe_channel(&s).await;
+
+    // No address anywhere: a ticket from the "Unknown sender", flagged, never answered.
+    let raw = crlf(
+        "From: Support Team\nSubject: Rechnung fehlt\nMessage-ID: <nosender-1@kunde.example>\n\nWo ist meine Rechnung?\n",
+    );
+    let (code, out, err) = mail_in(&s, channel, &raw, &[]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (ticket, msgs) = piped_ticket(&s, &out).await;
+    assert_eq!(ticket["subject"], "Rechnung fehlt");
+    assert!(ticket["tags"].as_array().is_some_and(|t| t.contains(&json!("unknown-sender"))), "{ticket}");
+    let (_, customer) = s.get(&format!("/api/v1/customers/{}", ticket["customer_id"])).await;
+    assert_eq!(customer["name"], "Unknown sender", "{customer}");
+    let body = msgs[0]["body"].as_str().unwrap_or_default();
+    assert!(body.contains("Wo ist meine Rechnung?") && body.contains("No sender address could be found"), "{body}");
+    let after = answered(&s, ticket["id"].as_i64().expect("id")).await;
+    assert!(after.iter().all(|m| m["direction"] != "outbound"), "an unknown sender is never answered: {after:?}");
+    let held = after.iter().find(|m| m["direction"] == "internal").expect("a held-back note");
+    assert!(held["body"].as_str().is_some_and(|b| b.contains("the sender of this message is unknown")), "{held}");
+
+    // A name without an address, and a Reply-To: the Reply-To's address with From's name.
+    let raw = crlf(
+        "From: Anna Schmidt\nReply-To: <anna@kunde.example>\nSubject: Frage\nMessage-ID: <nosender-2@kunde.example>\n\nEine Frage.\n",
+    );
+    let (code, out, err) = mail_in(&s, channel, &raw, &[]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (ticket, _) = piped_ticket(&s, &out).await;
+    let (_, customer) = s.get(&format!("/api/v1/customers/{}", ticket["customer_id"])).await;
+    assert_eq!(
+        (customer["name"].as_str(), customer["identities"][0]["address"].as_str()),
+        (Some("Anna Schmidt"), Some("anna@kunde.example")),
+        "{customer}"
+    );
+
+    // Nothing in the headers, the envelope sender from the MTA's pipe (`--sender`).
+    let raw = crlf("Subject: Nur Umschlag\nMessage-ID: <nosender-3@kunde.example>\n\nText.\n");
+    let (code, out, err) = mail_in(&s, channel, &raw, &["--sender", "envelope@kunde.example"]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (ticket, _) = piped_ticket(&s, &out).await;
+    let (_, customer) = s.get(&format!("/api/v1/customers/{}", ticket["customer_id"])).await;
+    assert_eq!(customer["identities"][0]["address"], "envelope@kunde.example", "{customer}");
+
+    // A delivery report about a message this workspace never sent: kept as an automatic
+    // ticket, tagged, never answered (refusing it would bounce the bounce).
+    let raw = crlf(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.kunde.example>\nTo: support@plugdesk.test\nSubject: Undelivered Mail Returned to Sender\nMessage-ID: <dsn-foreign-1@mx.kunde.example>\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"R\"\n\n--R\nContent-Type: text/plain\n\nYour message could not be delivered.\n--R\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.kunde.example\n\nFinal-Recipient: rfc822; gone@kunde.example\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\n--R\nContent-Type: text/rfc822-headers\n\nMessage-ID: <never-sent-by-us@elsewhere.example>\nSubject: Something else\n--R--\n",
+    );
+    let (code, out, err) = mail_in(&s, channel, &raw, &[]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (ticket, msgs) = piped_ticket(&s, &out).await;
+    assert!(ticket["tags"].as_array().is_some_and(|t| t.contains(&json!("delivery-report"))), "{ticket}");
+    assert_eq!(msgs[0]["automatic"], true, "{msgs:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = messages(&s, ticket["id"].as_i64().expect("id")).await;
+    assert!(after.iter().all(|m| m["direction"] != "outbound"), "a delivery report is never answered: {after:?}");
+
+    // Every message above is stored: none reported success without a ticket.
+    assert_eq!(tickets(&s).await.len(), 4);
+}
+
+#[tokio::test]
+async fn a_german_customer_gets_the_german_acknowledgement_and_names_follow_the_mail() {
+    let s = library_server().await;
+    let channel = pipe_channel(&s).await;
+    // A workflow that reads the detected language of the ticket's messages.
+    let (status, wf) = s
+        .post(
+            "/api/v1/workflows",
+            json!({ "name": "Language tag", "source": "// on: ticket.created\nlet first = messages[0];\nif type_of(first.language) == \"string\" { add_tag(\"lang-\" + first.language); }\n" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{wf}");
+
+    let raw = crlf(
+        "From: lena@kunde.example\nSubject: Frage zur Rechnung\nMessage-ID: <de-1@kunde.example>\nContent-Type: text/plain; charset=utf-8\n\nGuten Tag,\n\nder Betrag auf meiner letzten Rechnung scheint mir zu hoch zu sein. Können Sie das bitte prüfen?\n\nViele Grüße\n",
+    );
+    let (code, out, err) = mail_in(&s, channel, &raw, &[]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (ticket, msgs) = piped_ticket(&s, &out).await;
+    assert_eq!(msgs[0]["language"]["code"], "de", "{msgs:?}");
+    assert_eq!(msgs[0]["language"]["script"], "Latin");
+    assert!(msgs[0]["language"]["confidence"].as_f64().is_some_and(|c| c > 0.5), "{msgs:?}");
+    let customer_path = format!("/api/v1/customers/{}", ticket["customer_id"]);
+    let (_, customer) = s.get(&customer_path).await;
+    assert_eq!(
+        (customer["language"].as_str(), customer["language_origin"].as_str()),
+        (Some("de"), Some("detected")),
+        "{customer}"
+    );
+    assert_eq!((customer["name"].as_str(), customer["name_origin"].as_str()), (Some("lena"), Some("address")));
+    let id = ticket["id"].as_i64().expect("id");
+    let after = answered(&s, id).await;
+    let ack = after.iter().find(|m| m["direction"] == "outbound").expect("an acknowledgement");
+    assert!(ack["body"].as_str().is_some_and(|b| b.contains("vielen Dank für Ihre Nachricht")), "{ack}");
+    let tagged = s
+        .wait_for(&format!("/api/v1/tickets/{id}"), Duration::from_secs(20), |t| {
+            t["tags"].as_array().is_some_and(|t| t.contains(&json!("lang-de")))
+        })
+        .await;
+    assert!(tagged["tags"].as_array().is_some_and(|t| t.contains(&json!("lang-de"))));
+
+    // Her next mail carries a display name: the name derived from the address follows it. A
+    // short English line does not flip the detected language.
+    let raw = crlf(
+        "From: Lena Schäfer <lena@kunde.example>\nSubject: Noch etwas\nMessage-ID: <de-2@kunde.example>\nContent-Type: text/plain; charset=utf-8\n\nThanks, see you soon then.\n",
+    );
+    let (code, out, err) = mail_in(&s, channel, &raw, &[]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (_, customer) = s.get(&customer_path).await;
+    assert_eq!(
+        (customer["name"].as_str(), customer["name_origin"].as_str()),
+        (Some("Lena Schäfer"), Some("mail")),
+        "{customer}"
+    );
+    assert_eq!(customer["language"], "de", "{customer}");
+
+    // A name and a language an agent set stay, whatever the mail says.
+    let (status, _) = s.patch(&customer_path, json!({ "name": "Frau Dr. Schäfer", "language": "de" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let raw = crlf(
+        "From: L. S. <lena@kunde.example>\nSubject: Again\nMessage-ID: <de-3@kunde.example>\n\nHello again, my parcel still has not arrived and I am getting worried about it now. Could you please look into it today and tell me where it is?\n",
+    );
+    let (code, out, err) = mail_in(&s, channel, &raw, &[]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (_, customer) = s.get(&customer_path).await;
+    assert_eq!(
+        (customer["name"].as_str(), customer["language"].as_str()),
+        (Some("Frau Dr. Schäfer"), Some("de")),
+        "{customer}"
+    );
+
+    // An English customer gets the English acknowledgement.
+    let raw = crlf(
+        "From: Sam Miller <sam@client.example>\nSubject: Invoice question\nMessage-ID: <en-1@client.example>\n\nHello, the amount on my last invoice looks too high to me. Could you please check it?\n",
+    );
+    let (code, out, err) = mail_in(&s, channel, &raw, &[]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (ticket, _) = piped_ticket(&s, &out).await;
+    let after = answered(&s, ticket["id"].as_i64().expect("id")).await;
+    let ack = after.iter().find(|m| m["direction"] == "outbound").expect("an acknowledgement");
+    assert!(ack["body"].as_str().is_some_and(|b| b.contains("Thank you for contacting us")), "{ack}");
+}
+
+/// Where CPython keeps its e-mail test messages (`test/test_email/data`).
+fn cpython_email_data() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import os, test.test_email as t; print(os.path.join(os.path.dirname(t.__file__), 'data'))"])
+        .output()
+        .expect("run python3");
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        out.status.success() && dir.is_dir(),
+        "CPython's test package is missing (Debian: apt-get install libpython3-testsuite): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+#[tokio::test]
+async fn every_cpython_test_message_is_stored_or_refused_with_a_reason() {
+    let s = Server::start().await;
+    let channel = pipe_channel(&s).await;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(cpython_email_data())
+        .expect("read the data folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("msg_") && n.ends_with(".txt"))
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 40, "only {} messages found", files.len());
+    let mut stored = 0;
+    for file in &files {
+        let raw = std::fs::read(file).expect("read message");
+        let (code, out, err) = mail_in(&s, channel, &raw, &[]);
+        let name = file.display();
+        match code {
+            Some(0) => {
+                let answer: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{name}: {e}: {out}"));
+                let ids =
+                    answer["tickets"].as_array().unwrap_or_else(|| panic!("{name}: exit 0 without a ticket: {out}"));
+                assert!(!ids.is_empty(), "{name}: exit 0 without a ticket: {out}");
+                for id in ids {
+                    let (status, t) = s.get(&format!("/api/v1/tickets/{id}")).await;
+                    assert_eq!(status, StatusCode::OK, "{name}: {t}");
+                }
+                stored += 1;
+            }
+            Some(65) => assert!(
+                err.contains("did not take the message") && err.len() > 40,
+                "{name}: refused without a reason: {err}"
+            ),
+            other => panic!("{name}: mail-in exited {other:?}: {out} {err}"),
+        }
+    }
+    // Tolerant reading keeps every one of them.
+    assert_eq!(stored, files.len());
+}
+
+/// One class of hard mail: its source, and what a mail client shows of it.
+struct Case {
+    what: &'static str,
+    raw: Vec<u8>,
+    subject: &'static str,
+    sender: &'static str,
+    name: Option<&'static str>,
+    body: &'static str,
+}
+
+/// Mail that mail clients show correctly and a strict reader garbles or drops, one per class.
+fn hard_mail() -> Vec<Case> {
+    let latin1 = b"From: Bj\xf6rn <bjoern@kunde.example>\r\nSubject: R\xfcckfrage zur Lieferung\r\nMessage-ID: <c-latin1@kunde.example>\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nGr\xfc\xdfe aus K\xf6ln.\r\n".to_vec();
+    // Shift_JIS bytes under an ISO-2022-JP label, as some Japanese mailers write.
+    let mut sjis = b"From: tanaka@kunde.example\r\nSubject: =?ISO-2022-JP?B?GyRCJDMkcyRLJEEkTxsoQg==?=\r\nMessage-ID: <c-sjis@kunde.example>\r\nContent-Type: text/plain; charset=ISO-2022-JP\r\nContent-Transfer-Encoding: 8bit\r\n\r\n".to_vec();
+    sjis.extend_from_slice(b"\x8d\xa1\x93\xfa\x82\xcd\x82\xa2\x82\xa2\x93\x56\x8b\x43\x82\xc5\x82\xb7\x82\xcb\x81\x42\x92\x8d\x95\xb6\x82\xcd\x82\xc7\x82\xa4\x82\xc8\x82\xe8\x82\xdc\x82\xb5\x82\xbd\x82\xa9\x81\x48\r\n");
+    vec![
+        Case {
+            what: "no sender address anywhere",
+            raw: crlf(
+                "From: Support Team\nSubject: Ohne Absender\nMessage-ID: <c-nosender@kunde.example>\n\nText ohne Absender.\n",
+            ),
+            subject: "Ohne Absender",
+            sender: "unknown-sender@unknown.invalid",
+            name: Some("Unknown sender"),
+            body: "Text ohne Absender.",
+        },
+        Case {
+            what: "encoded words with spaces, adjacent charsets, in a quoted name, without whitespace",
+            raw: crlf(
+                "From: \"=?utf-8?Q?J=C3=B6rg M=C3=BCller?=\" <joerg@kunde.example>\nSubject: =?utf-8?Q?Gr=C3=BC=C3=9Fe?= =?iso-8859-1?Q?_aus_K=F6ln?==?utf-8?B?IHVuZCBNw7xuY2hlbg==?=\nMessage-ID: <c-words@kunde.example>\n\nHallo.\n",
+            ),
+            subject: "Grüße aus Köln und München",
+            sender: "joerg@kunde.example",
+            name: Some("Jörg Müller"),
+            body: "Hallo.",
+        },
+        Case {
+            what: "raw Latin-1 headers under a Latin-1 body",
+            raw: latin1,
+            subject: "Rückfrage zur Lieferung",
+            sender: "bjoern@kunde.example",
+            name: Some("Björn"),
+            body: "Grüße aus Köln.",
+        },
+        Case {
+            what: "an unindented continuation line from a filtering gateway",
+            raw: crlf(
+                "From: Eva <eva@kunde.example>\nSubject: Frage zu meiner\nBestellung 4711\nMessage-ID: <c-fold@kunde.example>\nContent-Type: text/plain; charset=utf-8\n\nWo bleibt sie?\n",
+            ),
+            subject: "Frage zu meiner Bestellung 4711",
+            sender: "eva@kunde.example",
+            name: Some("Eva"),
+            body: "Wo bleibt sie?",
+        },
+        Case {
+            what: "a forwarded message pasted into the pipe, first line no header",
+            raw: crlf(
+                "---------- Forwarded message ----------\nFrom: Kai <kai@kunde.example>\nSubject: Weitergeleitet\nMessage-ID: <c-forward@kunde.example>\n\nBitte ansehen.\n",
+            ),
+            subject: "Weitergeleitet",
+            sender: "kai@kunde.example",
+            name: Some("Kai"),
+            body: "Bitte ansehen.",
+        },
+        Case {
+            what: "Shift_JIS labelled ISO-2022-JP",
+            raw: sjis,
+            subject: "こんにちは",
+            sender: "tanaka@kunde.example",
+            name: None,
+            body: "今日はいい天気ですね。注文はどうなりましたか？",
+        },
+    ]
+}
+
+/// Checks the ticket made of `case`: subject, customer and text as a mail client shows them.
+async fn check_case(s: &Server, case: &Case, ticket: &Value) {
+    let what = case.what;
+    assert_eq!(ticket["subject"], case.subject, "{what}: {ticket}");
+    let (_, customer) = s.get(&format!("/api/v1/customers/{}", ticket["customer_id"])).await;
+    assert_eq!(customer["identities"][0]["address"], case.sender, "{what}: {customer}");
+    if let Some(name) = case.name {
+        assert_eq!(customer["name"], name, "{what}: {customer}");
+    }
+    let first = &messages(s, ticket["id"].as_i64().expect("id")).await[0];
+    assert!(first["body"].as_str().is_some_and(|b| b.contains(case.body)), "{what}: {first}");
+}
+
+#[tokio::test]
+async fn hard_mail_reads_as_a_mail_client_shows_it_through_the_pipe_and_imap() {
+    // Through `plugdesk mail-in`.
+    let s = Server::start().await;
+    let channel = pipe_channel(&s).await;
+    for case in hard_mail() {
+        let (code, out, err) = mail_in(&s, channel, &case.raw, &[]);
+        assert_eq!(code, Some(0), "{}: {out} {err}", case.what);
+        let (ticket, _) = piped_ticket(&s, &out).await;
+        check_case(&s, &case, &ticket).await;
+    }
+    drop(s);
+
+    // Through IMAP, from a real Dovecot.
+    let mail = Mail::start();
+    let s = server(&mail).await;
+    install(&s, &mail, "plugdesk-test-password").await;
+    let cases = hard_mail();
+    let raws: Vec<&[u8]> = cases.iter().map(|c| c.raw.as_slice()).collect();
+    mail.deliver(&raws);
+    let v = s
+        .wait_for("/api/v1/tickets?channel=email", Duration::from_secs(30), |v| {
+            v["items"].as_array().is_some_and(|t| t.len() >= cases.len())
+        })
+        .await;
+    let all = v["items"].as_array().cloned().unwrap_or_default();
+    for case in &cases {
+        let ticket = all.iter().find(|t| t["subject"] == case.subject).unwrap_or_else(|| {
+            let subjects: Vec<&Value> = all.iter().map(|t| &t["subject"]).collect();
+            panic!("{}: no ticket {:?} among {subjects:?}", case.what, case.subject)
+        });
+        check_case(&s, case, ticket).await;
+    }
+}

@@ -263,6 +263,24 @@ async fn capped<C: ConnectionTrait>(
         );
         return Ok((MessageKind::Note, text_message(note)));
     }
+    let identities = db::query_all(
+        txn,
+        "SELECT kind, address FROM customer_identities WHERE customer_id = ?",
+        vec![customer_id.into()],
+    )
+    .await?;
+    let mut reachable = false;
+    for r in &identities {
+        reachable |= !crate::channel::unknown_sender(&db::col::<String>(r, "kind")?, &db::col::<String>(r, "address")?);
+    }
+    if !identities.is_empty() && !reachable {
+        let note = format!(
+            "Automatic reply held back: the sender of this message is unknown (no address in it \
+             could be answered). It would have said:\n\n{}",
+            input.body
+        );
+        return Ok((MessageKind::Note, text_message(note)));
+    }
     let cap = i64::from(core.rules().auto_replies_per_hour);
     let sent: i64 = db::query_one(
         txn,

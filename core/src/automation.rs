@@ -361,8 +361,18 @@ pub(crate) struct Subject {
     pub(crate) open_tickets: i64,
     /// All their tickets, open or not.
     pub(crate) tickets_total: i64,
-    /// (direction, text), at most ten.
-    pub(crate) messages: Vec<(String, String)>,
+    /// At most ten.
+    pub(crate) messages: Vec<SubjectMessage>,
+}
+
+/// One of the latest messages of a rule's ticket.
+pub(crate) struct SubjectMessage {
+    /// `inbound`, `outbound` or `internal`.
+    pub(crate) direction: String,
+    /// Plain text.
+    pub(crate) text: String,
+    /// The detected language of an inbound message (`de`), if it could be told.
+    pub(crate) language: Option<String>,
 }
 
 pub(crate) async fn load_subject(core: &crate::Core, workspace_id: i64, ticket_id: i64) -> Result<Subject> {
@@ -380,13 +390,19 @@ pub(crate) async fn load_subject(core: &crate::Core, workspace_id: i64, ticket_i
     };
     let mut messages = db::query_all(
         core.db(),
-        "SELECT direction, body_text FROM messages WHERE ticket_id = ? ORDER BY id DESC LIMIT 10",
+        "SELECT direction, body_text, language FROM messages WHERE ticket_id = ? ORDER BY id DESC LIMIT 10",
         vec![ticket_id.into()],
     )
     .await?
     .iter()
-    .map(|r| Ok((db::col(r, "direction")?, db::col(r, "body_text")?)))
-    .collect::<Result<Vec<(String, String)>>>()?;
+    .map(|r| {
+        Ok(SubjectMessage {
+            direction: db::col(r, "direction")?,
+            text: db::col(r, "body_text")?,
+            language: db::col(r, "language")?,
+        })
+    })
+    .collect::<Result<Vec<SubjectMessage>>>()?;
     messages.reverse();
     Ok(Subject { ticket, customer, open_tickets, tickets_total, messages })
 }
@@ -425,6 +441,7 @@ async fn event_view(
             identities: c.identities.into_iter().map(|i| (i.kind, i.address)).collect(),
             open_tickets: open_tickets.max(0) as u32,
         },
-        messages,
+        // The plugin contract's messages are (direction, text).
+        messages: messages.into_iter().map(|m| (m.direction, m.text)).collect(),
     })
 }

@@ -50,6 +50,9 @@ pub struct Options {
     /// about 1 KB without it).
     #[arg(long, default_value_t = 0)]
     pub mail_quote_kb: u64,
+    /// Messages to pipe through `plugdesk mail-in`, one process each, as an MTA does; 0 skips.
+    #[arg(long, default_value_t = 100)]
+    pub mail_in: u64,
 }
 
 struct Stats {
@@ -152,6 +155,9 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     if result.is_ok() && opts.mail_import == 0 {
         result = library_inbound(&client, &base, &dir, &with_library.admin_token, &opts).await;
+    }
+    if result.is_ok() && opts.mail_in > 0 {
+        result = mail_in(&client, &base, &dir, &config, &with_library.admin_token, opts.mail_in).await;
     }
     println!("resident memory after the load                    {:>9.1} MB", rss_mb(pid));
     let _ = server.start_kill();
@@ -540,6 +546,96 @@ fn email_figures() -> Result<()> {
 
 /// A typical customer mail of about `size` bytes: multipart/mixed with text and HTML
 /// alternatives in quoted-printable (a reply with a quoted history) and a base64 PDF.
+/// `plugdesk mail-in` per message, process start included: `n` runs of the real command, one
+/// after another as an MTA's deliveries are, each a new customer's 3 KB mail into the
+/// workspace with the default workflow library, while the server runs. Each run reports where
+/// its time went (its debug line `mail-in timings`).
+async fn mail_in(
+    client: &reqwest::Client,
+    base: &str,
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    token: &str,
+    n: u64,
+) -> Result<()> {
+    let response = client
+        .post(format!("{base}/api/v1/channels"))
+        .bearer_auth(token)
+        .json(&json!({
+            "plugin": "email", "name": "Piped mail", "poll_interval_ms": 3_600_000,
+            "settings": { "address": "support@bench.example" },
+            "secrets": { "inbound_token": "bench-pipe" },
+            "grants": ["secrets", "kv"],
+        }))
+        .send()
+        .await
+        .map_err(http)?;
+    let channel: Json = response.json().await.map_err(http)?;
+    let id = channel["id"]
+        .as_i64()
+        .ok_or_else(|| Error::Internal(format!("cannot install the e-mail channel: {channel}")))?;
+    let mut lat_us = Vec::with_capacity(n as usize);
+    let mut phases = [0.0f64; 4];
+    let total = Instant::now();
+    for i in 0..n {
+        let raw = format!(
+            "From: Kundin {i} <pipe{i}@example.com>\r\nTo: support@bench.example\r\nSubject: Bestellung {i}\r\nMessage-ID: <bench-pipe-{i}@example.com>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}",
+            "Guten Tag, meine Bestellung ist noch nicht angekommen. Können Sie bitte nachsehen, wo sie ist?\r\n"
+                .repeat(30)
+        );
+        let t = Instant::now();
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(config)
+            .args(["mail-in", "--data"])
+            .arg(dir)
+            .args(["--instance", &id.to_string()])
+            .env("PLUGDESK_LOG", "plugdesk_core::cli=debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, raw.as_bytes()).await?;
+        }
+        let out = child.wait_with_output().await?;
+        lat_us.push(t.elapsed().as_nanos() as u64);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(Error::Internal(format!("mail-in failed ({}): {err}", out.status)));
+        }
+        for (k, name) in ["start_ms", "database_ms", "plugins_ms", "delivery_ms"].iter().enumerate() {
+            phases[k] += field(&err, name).unwrap_or(0.0);
+        }
+    }
+    let secs = total.elapsed().as_secs_f64();
+    lat_us.sort_unstable();
+    let stats = Stats { count: n, secs, lat_us };
+    println!(
+        "plugdesk mail-in, one process per 3 KB message   mean {:>6.1} ms   p50 {:>6.1} ms   p99 {:>6.1} ms   ({n} messages)",
+        secs * 1000.0 / n as f64,
+        stats.pct(0.50),
+        stats.pct(0.99)
+    );
+    let per = |k: usize| phases[k] / n as f64;
+    println!(
+        "  of which: runtime + config + reading the mail {:.1} ms, opening the database {:.1} ms, loading plugins {:.1} ms, the channel call and storing {:.1} ms; the rest is process start and exit",
+        per(0),
+        per(1),
+        per(2),
+        per(3)
+    );
+    Ok(())
+}
+
+/// The number after `name=` in a log line (`plugins_ms="12.5"` or `plugins_ms=12.5`).
+fn field(text: &str, name: &str) -> Option<f64> {
+    let at = text.find(&format!("{name}="))? + name.len() + 1;
+    let rest = text[at..].trim_start_matches('"');
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 fn sample_mail(size: usize) -> Vec<u8> {
     use base64::Engine as _;
     let line = "Sehr geehrte Damen und Herren, meine Bestellung ist noch nicht angekommen. Können Sie nachsehen?";

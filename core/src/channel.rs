@@ -1111,6 +1111,8 @@ async fn too_large(
 /// The path and the token header of a mail handed over by `plugdesk mail-in`.
 const MAIL_IN_PATH: &str = "/mail-in";
 const MAIL_TOKEN_HEADER: &str = "x-plugdesk-mail-token";
+/// The envelope sender `plugdesk mail-in --sender` hands the e-mail plugin.
+const ENVELOPE_HEADER: &str = "x-plugdesk-envelope-sender";
 /// A header only the host sets (HTTP header names cannot hold a colon): this request came
 /// through `plugdesk mail-in` on the server, not over the network.
 const PIPE_MARK: &str = ":plugdesk-pipe";
@@ -1122,7 +1124,12 @@ const PIPE_MARK: &str = ":plugdesk-pipe";
 /// # Errors
 /// [`Error::NotFound`] for an unknown channel, [`Error::Config`] when the channel has no
 /// `inbound_token` secret; database errors.
-pub async fn mail_in(core: &crate::Core, channel_id: i64, raw: Vec<u8>) -> Result<HookResponse> {
+pub async fn mail_in(
+    core: &crate::Core,
+    channel_id: i64,
+    raw: Vec<u8>,
+    sender: Option<String>,
+) -> Result<HookResponse> {
     let row = load_row(core.db(), channel_id, None).await?;
     let token = row.secrets.get("inbound_token").cloned().ok_or_else(|| {
         Error::Config(format!(
@@ -1130,17 +1137,20 @@ pub async fn mail_in(core: &crate::Core, channel_id: i64, raw: Vec<u8>) -> Resul
             row.name
         ))
     })?;
-    let request = HookRequest {
-        method: "POST".into(),
-        path: MAIL_IN_PATH.into(),
-        query: String::new(),
-        headers: vec![
-            ("content-type".into(), "message/rfc822".into()),
-            (MAIL_TOKEN_HEADER.into(), token),
-            (PIPE_MARK.into(), "mail-in".into()),
-        ],
-        body: raw,
-    };
+    let mut headers = vec![
+        ("content-type".into(), "message/rfc822".into()),
+        (MAIL_TOKEN_HEADER.into(), token),
+        (PIPE_MARK.into(), "mail-in".into()),
+    ];
+    // The envelope sender, for mail whose headers name no sender; kept with the payload, so
+    // a retry sees it too. Control characters cannot reach a header.
+    if let Some(sender) =
+        sender.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+    {
+        headers.push((ENVELOPE_HEADER.into(), sender));
+    }
+    let request =
+        HookRequest { method: "POST".into(), path: MAIL_IN_PATH.into(), query: String::new(), headers, body: raw };
     receive(core, channel_id, request).await
 }
 
@@ -1417,17 +1427,34 @@ async fn accept(
 /// this kind in the workspace), by the ticket number it names when the sender is that
 /// ticket's customer, by the open ticket of its conversation on this channel. A reply to a
 /// closed ticket reopens it, or opens a follow-up ticket when the workspace says
-/// `closed_ticket_reply = follow_up`. A delivery failure (a bounce) opens no ticket: it marks
-/// our message failed (see [`bounced`]).
+/// `closed_ticket_reply = follow_up`. A delivery failure (a bounce) about one of our messages
+/// opens no ticket: it marks that message failed (see [`bounced`]); one about a message we
+/// never sent is a ticket of its own, tagged `delivery-report`, automatic, so never answered.
+/// A sender the channel could not find (an address in the reserved `.invalid` domain) gets a
+/// ticket tagged `unknown-sender`. Before the message is stored, a known sender's name and
+/// language are learnt from it (see [`learn`]).
 async fn deliver(
     core: &crate::Core,
     row: &Row,
     kind: &str,
-    m: InboundMessage,
+    mut m: InboundMessage,
     receipt: Option<Receipt>,
 ) -> Result<i64> {
-    if let Some(failure) = m.delivery_failure.clone() {
-        return bounced(core, row, kind, m, &failure, receipt).await;
+    let mut tags = Vec::new();
+    if let Some(failure) = m.delivery_failure.take() {
+        let receipt = receipt.clone();
+        if let Some(ticket_id) = bounced(core, row, kind, &m, &failure, receipt).await? {
+            return Ok(ticket_id);
+        }
+        tracing::info!(channel = row.id, about = %failure.external_id, "a delivery report about a message this workspace did not send: kept as a ticket");
+        tags.push("delivery-report".to_owned());
+        m.automatic = true;
+    }
+    let unknown = unknown_sender(&m.sender_kind, &m.sender_address);
+    if unknown {
+        tags.push("unknown-sender".to_owned());
+    } else {
+        learn(core, row, &m).await?;
     }
     let attachments: Vec<AttachmentInput> = m
         .attachments
@@ -1488,10 +1515,16 @@ async fn deliver(
             tier: None,
             language: None,
             attributes: None,
+            learned: true,
         },
         channel: Some(kind.to_owned()),
         priority: None,
-        tags: if follow_up_of.is_some() { vec!["follow-up".into()] } else { vec![] },
+        tags: {
+            if follow_up_of.is_some() {
+                tags.push("follow-up".into());
+            }
+            tags
+        },
         category: None,
         attributes: (!attributes.is_empty()).then_some(Json::Object(attributes)),
         external_id: Some(m.external_id),
@@ -1507,6 +1540,79 @@ async fn deliver(
         core.metrics().count_tickets_created(1);
     }
     Ok(created.ticket.id)
+}
+
+/// Whether an identity is one no reply can reach: an e-mail address in the `.invalid`
+/// top-level domain, reserved for that (RFC 2606). The e-mail channel files mail without any
+/// sender address under `unknown-sender@unknown.invalid`.
+pub(crate) fn unknown_sender(kind: &str, address: &str) -> bool {
+    kind == "email"
+        && address.rsplit_once('@').is_some_and(|(_, domain)| {
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            domain == "invalid" || domain.ends_with(".invalid")
+        })
+}
+
+/// Learns from a known sender's message, before it is stored (so the rules it triggers see
+/// the result): the display name replaces a name that only came from the address or from
+/// earlier mail, and the detected language sets a language nobody gave (see
+/// [`crate::language`]). A new sender's name and language are set when the ticket writer
+/// creates them.
+async fn learn(core: &crate::Core, row: &Row, m: &InboundMessage) -> Result<()> {
+    let Ok((id_kind, address)) = crate::customer::normalize_identity(&m.sender_kind, &m.sender_address) else {
+        return Ok(());
+    };
+    let db = core.db();
+    let Some(c) = db::query_one(
+        db,
+        "SELECT c.id, c.name, c.name_origin, c.language, c.language_origin FROM customers c JOIN customer_identities ci ON ci.customer_id = c.id WHERE ci.workspace_id = ? AND ci.kind = ? AND ci.address = ?",
+        vec![row.workspace_id.into(), id_kind.into(), address.into()],
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let (name, name_origin): (String, String) = (db::col(&c, "name")?, db::col(&c, "name_origin")?);
+    let (language, language_origin): (String, String) = (db::col(&c, "language")?, db::col(&c, "language_origin")?);
+    let mut patch = crate::customer::CustomerPatch::default();
+    let new_name = m.sender_name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    if let Some(n) = new_name
+        && name_origin != crate::customer::NameOrigin::GIVEN
+        && n != name
+    {
+        patch.name = Some(n.to_owned());
+    }
+    if language_origin != "given"
+        && let Some(d) = crate::language::detect(&m.text)
+        && d.code != language
+        && d.reliable
+        && (language_origin == "default" || d.overrides())
+    {
+        patch.language = Some(d.code.to_owned());
+    }
+    if patch.name.is_none() && patch.language.is_none() {
+        return Ok(());
+    }
+    let customer_id: i64 = db::col(&c, "id")?;
+    let actor = format!("channel:{}", row.id);
+    let txn = db::begin_write(db).await?;
+    let events = crate::customer::update_in(&txn, row.workspace_id, customer_id, &actor, &patch).await?;
+    // The patch marks what it sets as given; what mail teaches stays open to the next mail.
+    if patch.name.is_some() {
+        db::exec(
+            &txn,
+            "UPDATE customers SET name_origin = ? WHERE id = ?",
+            vec![crate::customer::NameOrigin::MAIL.into(), customer_id.into()],
+        )
+        .await?;
+    }
+    if patch.language.is_some() {
+        db::exec(&txn, "UPDATE customers SET language_origin = 'detected' WHERE id = ?", vec![customer_id.into()])
+            .await?;
+    }
+    txn.commit().await?;
+    core.bus().publish(events);
+    Ok(())
 }
 
 /// Most `replies_to` ids looked up for one message.
@@ -1579,32 +1685,25 @@ async fn closed_ticket_reply(core: &crate::Core, workspace_id: i64) -> Result<St
 
 /// A report that one of our messages was not delivered: the message is marked failed with
 /// the reason (event `message.failed`), and the report is kept on its ticket as an internal
-/// note with its source. No ticket is opened; a report about a message this workspace never
-/// sent is refused with that reason. Returns the ticket of the failed message.
+/// note with its source. No ticket is opened. Returns the ticket of the failed message, or
+/// `None` when the report is about a message this workspace never sent (the caller keeps it
+/// as a ticket of its own: refusing it would make the mail server bounce the bounce).
 async fn bounced(
     core: &crate::Core,
     row: &Row,
     kind: &str,
-    m: InboundMessage,
+    m: &InboundMessage,
     failure: &plugdesk_host::DeliveryFailure,
     receipt: Option<Receipt>,
-) -> Result<i64> {
+) -> Result<Option<i64>> {
     let txn = db::begin_write(core.db()).await?;
     let original = db::query_one(
         &txn,
         "SELECT id, ticket_id FROM messages WHERE workspace_id = ? AND channel = ? AND external_id = ? AND direction = 'outbound'",
         vec![row.workspace_id.into(), kind.into(), failure.external_id.clone().into()],
     )
-    .await?
-    .ok_or_else(|| {
-        Error::invalid(
-            "delivery_failure",
-            format!(
-                "a delivery failure report about {}, which is not a message this workspace sent; no ticket was opened",
-                failure.external_id
-            ),
-        )
-    })?;
+    .await?;
+    let Some(original) = original else { return Ok(None) };
     let (message_id, ticket_id): (i64, i64) = (db::col(&original, "id")?, db::col(&original, "ticket_id")?);
     let known = db::query_one(
         &txn,
@@ -1613,7 +1712,7 @@ async fn bounced(
     )
     .await?;
     if known.is_some() {
-        return Ok(ticket_id);
+        return Ok(Some(ticket_id));
     }
     let recipient = failure.recipient.as_deref().map(|r| format!(" to {r}")).unwrap_or_default();
     let error = format!("bounced{recipient}: {}", failure.reason);
@@ -1626,9 +1725,9 @@ async fn bounced(
     let note = MessageInput {
         body: format!("Delivery of message {message_id}{recipient} failed: {}\n\n{}", failure.reason, m.text),
         channel: Some(kind.to_owned()),
-        external_id: Some(m.external_id),
+        external_id: Some(m.external_id.clone()),
         automatic: true,
-        raw: m.raw,
+        raw: m.raw.clone(),
         receipt,
         ..MessageInput::default()
     };
@@ -1652,7 +1751,7 @@ async fn bounced(
     );
     txn.commit().await?;
     core.bus().publish(events);
-    Ok(ticket_id)
+    Ok(Some(ticket_id))
 }
 
 /// The `method` of a stored poll result.

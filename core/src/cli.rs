@@ -88,16 +88,21 @@ enum Command {
     /// Measure the server: start it on a scratch database and load it from this process.
     Bench(crate::bench::Options),
     /// Deliver one e-mail read from standard input to an e-mail channel, as an MTA's pipe
-    /// (`| plugdesk mail-in --instance 3`). Exit codes follow sysexits: 0 stored, 65 the
-    /// message was refused (kept as a failed payload), 77 the channel refused the token,
-    /// 78 an unknown channel or one without an `inbound_token`, 75 a temporary failure (the
-    /// MTA should try again later).
+    /// (`| plugdesk mail-in --instance 3 --sender ${sender}`). Exit codes follow sysexits:
+    /// 0 stored where an agent sees it (a ticket, a message on one, a note), 65 the message was
+    /// refused (kept as a failed payload), 77 the channel refused the token, 78 an unknown
+    /// channel or one without an `inbound_token`, 75 a temporary failure or nothing stored (the
+    /// MTA keeps the message and tries again later).
     MailIn {
         #[command(flatten)]
         data: DataArgs,
         /// The e-mail channel's id (`GET /api/v1/channels`).
         #[arg(long)]
         instance: i64,
+        /// The envelope sender, as the mail server's pipe passes it (Postfix `${sender}`):
+        /// the sender of a message whose headers name none.
+        #[arg(long, value_name = "ADDRESS")]
+        sender: Option<String>,
     },
     /// Write, build and test channel plugins.
     Plugin {
@@ -190,13 +195,23 @@ fn config(path: Option<&PathBuf>, data: &DataArgs) -> Result<Config> {
     Ok(cfg)
 }
 
+/// Whether the channel's answer to a piped message says it is stored where an agent sees it:
+/// on at least one ticket, or skipped as the channel's own message (a copy of a reply, which is
+/// stored already).
+fn stored_somewhere(body: &str) -> bool {
+    let answer: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    answer["tickets"].as_array().is_some_and(|t| !t.is_empty()) || answer["skipped"] == "own message"
+}
+
 /// `plugdesk mail-in`: reads a message from standard input and hands it to the channel.
-async fn mail_in(path: Option<&PathBuf>, data: &DataArgs, instance: i64) -> ExitCode {
+async fn mail_in(path: Option<&PathBuf>, data: &DataArgs, instance: i64, sender: Option<String>) -> ExitCode {
     const EX_DATAERR: u8 = 65;
     const EX_TEMPFAIL: u8 = 75;
     const EX_NOPERM: u8 = 77;
     const EX_CONFIG: u8 = 78;
     use std::io::Read as _;
+    let started = std::time::Instant::now();
+    let ms = |since: std::time::Instant| since.elapsed().as_secs_f64() * 1000.0;
     let result = async {
         let cfg = config(path, data)?;
         // An MTA keeps what a pipe writes to stderr: only what went wrong.
@@ -207,17 +222,31 @@ async fn mail_in(path: Option<&PathBuf>, data: &DataArgs, instance: i64) -> Exit
         if raw.len() > max {
             return Ok((EX_DATAERR, format!("the message is larger than limits.max_body_bytes ({max} bytes)")));
         }
+        let read = std::time::Instant::now();
         let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
         let core = crate::Core::new(conn, &cfg)?;
+        let opened = std::time::Instant::now();
         let plugins_dir = cfg.plugins_dir.clone().unwrap_or_else(|| cfg.data.join("plugins"));
         let loader = tokio::spawn(core.channels().clone().run(core.db().clone(), Some(plugins_dir)));
         core.channels().wait_loaded().await;
-        let reply = crate::channel::mail_in(&core, instance, raw).await;
+        let loaded = std::time::Instant::now();
+        let reply = crate::channel::mail_in(&core, instance, raw, sender).await;
         loader.abort();
+        // Where a piped message's time goes (`PLUGDESK_LOG=plugdesk_core::cli=debug`; the
+        // bench reads it): everything before `main` is not counted here.
+        tracing::debug!(
+            start_ms = format!("{:.2}", ms(started) - ms(read)),
+            database_ms = format!("{:.2}", ms(read) - ms(opened)),
+            plugins_ms = format!("{:.2}", ms(opened) - ms(loaded)),
+            delivery_ms = format!("{:.2}", ms(loaded)),
+            "mail-in timings"
+        );
         let reply = reply?;
         let body = String::from_utf8_lossy(&reply.body).into_owned();
         Ok(match reply.status {
-            200..=299 => (0, body),
+            200..=299 if stored_somewhere(&body) => (0, body),
+            // Success without a ticket would let the mail server delete a message nobody sees.
+            200..=299 => (EX_TEMPFAIL, format!("the channel stored nothing for an agent to see: {body}")),
             401 | 403 => (EX_NOPERM, body),
             400..=499 => (EX_DATAERR, body),
             _ => (EX_TEMPFAIL, body),
@@ -269,8 +298,8 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Command::MailIn { data, instance } = &cli.command {
-        return runtime.block_on(mail_in(cli.config.as_ref(), data, *instance));
+    if let Command::MailIn { data, instance, sender } = &cli.command {
+        return runtime.block_on(mail_in(cli.config.as_ref(), data, *instance, sender.clone()));
     }
     match runtime.block_on(execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,8 +89,14 @@ pub struct Customer {
     pub tier_id: i64,
     /// Tier key.
     pub tier: String,
-    /// Preferred language (`en`, `de`, …).
+    /// Preferred language (`en`, `de`, …): the templates answer in it.
     pub language: String,
+    /// Where `language` came from: `given` (a person or the API), `detected` (the customer's
+    /// first message) or `default` (nobody said; the workspace's default).
+    pub language_origin: String,
+    /// Where `name` came from: `given`, `mail` (the display name of the latest mail) or
+    /// `address` (derived from the address).
+    pub name_origin: String,
     /// Free attributes.
     pub attributes: Json,
     /// Identities.
@@ -132,9 +138,42 @@ pub struct NewCustomer {
     /// Free attributes (a JSON object).
     #[serde(default)]
     pub attributes: Option<Json>,
+    /// Set by a channel: `name` is the display name of the customer's mail and `language`
+    /// was detected, not given by a person (see [`NameOrigin`]). Never read from JSON.
+    #[serde(skip)]
+    pub learned: bool,
+}
+
+/// Where a customer's name came from, stored as `customers.name_origin`: only a name nobody
+/// gave follows the display name of the customer's latest mail.
+pub struct NameOrigin;
+
+impl NameOrigin {
+    /// Given by a person or the API (an import, `POST /customers`, `PATCH`): never changed by mail.
+    pub const GIVEN: &'static str = "given";
+    /// The display name of the customer's mail (a chat's profile name…): the next one with a
+    /// display name replaces it.
+    pub const MAIL: &'static str = "mail";
+    /// Derived from the address (its local part): the first message with a display name
+    /// replaces it.
+    pub const ADDRESS: &'static str = "address";
 }
 
 impl NewCustomer {
+    /// Where [`display_name`](Self::display_name) takes the name from.
+    pub fn name_origin(&self) -> &'static str {
+        match self.name.as_deref().map(str::trim) {
+            Some(n) if !n.is_empty() => {
+                if self.learned {
+                    NameOrigin::MAIL
+                } else {
+                    NameOrigin::GIVEN
+                }
+            }
+            _ => NameOrigin::ADDRESS,
+        }
+    }
+
     /// Every identity given, normalised, without duplicates.
     ///
     /// # Errors
@@ -227,6 +266,8 @@ pub async fn views<C: ConnectionTrait>(db: &C, rows: Vec<customer::Model>) -> Re
             tier_id: m.tier_id,
             tier,
             language: m.language,
+            language_origin: m.language_origin,
+            name_origin: m.name_origin,
             attributes: serde_json::from_str(&m.attributes)?,
             identities: ids.into_iter().map(|i| IdentityInput { kind: i.kind, address: i.address }).collect(),
             merged_into_id: m.merged_into_id,
@@ -289,6 +330,7 @@ pub async fn create(core: &crate::Core, workspace_id: i64, actor: &str, input: &
         ));
     }
     let language = validate_language(input.language.as_deref().unwrap_or("en"))?;
+    let language_origin = if input.language.is_some() { "given" } else { "default" };
     let attributes = attributes_object(input.attributes.as_ref())?;
     let txn = db::begin_write(core.db()).await?;
     for (kind, address) in &identities {
@@ -310,8 +352,8 @@ pub async fn create(core: &crate::Core, workspace_id: i64, actor: &str, input: &
     let name = input.display_name(&identities);
     db::exec(
         &txn,
-        "INSERT INTO customers (id, workspace_id, name, organization_id, tier_id, language, attributes, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        vec![id.into(), workspace_id.into(), name.clone().into(), input.organization_id.into(), tier.id.into(), language.into(), attributes.into(), now.into(), now.into()],
+        "INSERT INTO customers (id, workspace_id, name, name_origin, organization_id, tier_id, language, language_origin, attributes, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![id.into(), workspace_id.into(), name.clone().into(), input.name_origin().into(), input.organization_id.into(), tier.id.into(), language.into(), language_origin.into(), attributes.into(), now.into(), now.into()],
     )
     .await?;
     for (kind, address) in &identities {
@@ -388,6 +430,7 @@ pub(crate) async fn update_in<C: ConnectionTrait>(
         }
         event::diff(&mut changes, "name", json!(before.name), json!(name.trim()));
         row.name = Set(name.trim().to_owned());
+        row.name_origin = Set(NameOrigin::GIVEN.to_owned());
     }
     if let Some(org) = patch.organization_id {
         let org = if org == 0 { None } else { Some(org) };
@@ -408,6 +451,7 @@ pub(crate) async fn update_in<C: ConnectionTrait>(
         let lang = validate_language(lang)?;
         event::diff(&mut changes, "language", json!(before.language), json!(lang));
         row.language = Set(lang);
+        row.language_origin = Set("given".to_owned());
     }
     if let Some(attrs) = &patch.attributes {
         let a = attributes_object(Some(attrs))?;

@@ -145,6 +145,7 @@ pub async fn run(cfg: &Config, workspace_name: &str, kind: Kind, file: &Path) ->
                                 tier: blank(r.tier),
                                 language: blank(r.language),
                                 attributes: None,
+                                learned: false,
                             };
                             crate::customer::create(&core, ws.id, actor, &input).await.map(|_| ())
                         }
@@ -249,6 +250,7 @@ fn ticket_input(r: TicketRow) -> Result<NewTicket> {
             tier: None,
             language: None,
             attributes: None,
+            learned: false,
         },
         channel: blank(r.channel),
         priority,

@@ -24,6 +24,7 @@ pub mod entity;
 pub mod error;
 pub mod event;
 pub mod import;
+pub mod language;
 pub mod metrics;
 pub mod organization;
 pub mod outbox;

@@ -379,8 +379,11 @@ async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Js
     customer["tickets_total"] = json!(subject.tickets_total);
     customer["last_agent_id"] = recent.iter().find_map(|t| t["last_agent_id"].as_i64()).map_or(Json::Null, Json::from);
     customer["recent_tickets"] = Json::Array(recent);
-    let messages: Vec<Json> =
-        subject.messages.iter().map(|(direction, text)| json!({ "direction": direction, "text": text })).collect();
+    let messages: Vec<Json> = subject
+        .messages
+        .iter()
+        .map(|m| json!({ "direction": m.direction, "text": m.text, "language": m.language }))
+        .collect();
     Ok(json!({
         "event": { "kind": kind, "changes": changes },
         "ticket": serde_json::to_value(&subject.ticket)?,

@@ -580,4 +580,18 @@ CREATE INDEX poisoned_events_ws ON poisoned_events (workspace_id, event_id)
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 10,
+        name: "the language of inbound messages; where a customer's name and language came from",
+        // Existing customers count as `given`: nothing that was there is changed by mail.
+        common: r#"
+ALTER TABLE messages ADD COLUMN language TEXT;
+ALTER TABLE messages ADD COLUMN language_script TEXT;
+ALTER TABLE messages ADD COLUMN language_confidence DOUBLE PRECISION;
+ALTER TABLE customers ADD COLUMN name_origin TEXT NOT NULL DEFAULT 'given';
+ALTER TABLE customers ADD COLUMN language_origin TEXT NOT NULL DEFAULT 'given'
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];

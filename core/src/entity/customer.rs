@@ -13,6 +13,10 @@ pub struct Model {
     pub organization_id: Option<i64>,
     pub tier_id: i64,
     pub language: String,
+    /// `given`, `mail` or `address` (see `customer::NameOrigin`).
+    pub name_origin: String,
+    /// `given`, `detected` or `default` (see `crate::language`).
+    pub language_origin: String,
     pub attributes: String,
     pub merged_into_id: Option<i64>,
     pub created_at: i64,

@@ -23,6 +23,8 @@ pub struct Model {
     pub body_quoted: Option<String>,
     pub subject: Option<String>,
     pub automatic: i32,
+    pub language: Option<String>,
+    pub language_script: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

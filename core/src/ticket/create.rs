@@ -130,7 +130,13 @@ struct Prepared {
     customer_id: Option<i64>,
     identities: Vec<(String, String)>,
     customer_name: String,
+    /// `given`, `mail` or `address` (see [`crate::customer::NameOrigin`]).
+    customer_name_origin: &'static str,
     customer_language: String,
+    /// `given`, `detected` or `default` (see [`crate::language`]).
+    customer_language_origin: &'static str,
+    /// The language of the first message.
+    detected: Option<crate::language::Detected>,
     customer_tier: Option<String>,
     customer_org: Option<i64>,
     customer_attributes: String,
@@ -180,6 +186,14 @@ fn prepare(workspace_id: i64, actor: &str, t: NewTicket, limits: &Limits) -> Res
     {
         return Err(Error::invalid("external_id", "external_id must be 1-512 characters"));
     }
+    let detected = crate::language::detect(&t.body);
+    let (customer_language, customer_language_origin) = match t.customer.language.as_deref() {
+        Some(given) => (validate_language(given)?, if t.customer.learned { "detected" } else { "given" }),
+        None => match &detected {
+            Some(d) if d.reliable => (d.code.to_owned(), "detected"),
+            _ => ("en".to_owned(), "default"),
+        },
+    };
     Ok(Prepared {
         workspace_id,
         actor: actor.to_owned(),
@@ -198,7 +212,10 @@ fn prepare(workspace_id: i64, actor: &str, t: NewTicket, limits: &Limits) -> Res
         attachments: decode_attachments(&t.attachments, limits.max_attachment_bytes)?,
         customer_id: t.customer.id,
         customer_name: t.customer.display_name(&identities),
-        customer_language: validate_language(t.customer.language.as_deref().unwrap_or("en"))?,
+        customer_name_origin: t.customer.name_origin(),
+        customer_language,
+        customer_language_origin,
+        detected,
         customer_tier: t.customer.tier.clone(),
         customer_org: t.customer.organization_id,
         customer_attributes: object_text(t.customer.attributes.as_ref(), "customer.attributes")?,
@@ -588,6 +605,8 @@ async fn write_batch(
                 it.customer_org.into(),
                 c.tier_id.into(),
                 it.customer_language.clone().into(),
+                it.customer_name_origin.into(),
+                it.customer_language_origin.into(),
                 it.customer_attributes.clone().into(),
                 now.into(),
                 now.into(),
@@ -603,6 +622,8 @@ async fn write_batch(
             "organization_id",
             "tier_id",
             "language",
+            "name_origin",
+            "language_origin",
             "attributes",
             "created_at",
             "updated_at",
@@ -778,6 +799,9 @@ async fn write_batch(
             it.body_quoted.clone().into(),
             i32::from(it.automatic).into(),
             it.external_id.clone().into(),
+            it.detected.as_ref().map(|d| d.code).into(),
+            it.detected.as_ref().map(|d| d.script.clone()).into(),
+            it.detected.as_ref().map(|d| d.confidence).into(),
             now.into(),
         ]);
         if let Some(raw) = &it.raw {
@@ -819,6 +843,9 @@ async fn write_batch(
             "body_quoted",
             "automatic",
             "external_id",
+            "language",
+            "language_script",
+            "language_confidence",
             "created_at",
         ],
         message_rows,

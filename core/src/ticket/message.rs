@@ -190,6 +190,8 @@ pub struct MessageView {
     pub subject: Option<String>,
     /// Sent by a machine (auto-reply, notification, bounce).
     pub automatic: bool,
+    /// The language of an inbound message's text, as detected (none when too short to tell).
+    pub language: Option<LanguageView>,
     /// Whether the original source is kept (`GET …/messages/{id}/source`).
     pub has_source: bool,
     /// The channel's id.
@@ -203,6 +205,17 @@ pub struct MessageView {
     pub attachments: Vec<AttachmentView>,
     /// Created.
     pub created_at: String,
+}
+
+/// The detected language of a message.
+#[derive(Debug, Clone, Serialize)]
+pub struct LanguageView {
+    /// ISO 639-1 code (`de`), or ISO 639-3 for languages without one.
+    pub code: String,
+    /// The script (`Latin`, `Cyrillic`…).
+    pub script: Option<String>,
+    /// The detector's confidence, 0 to 1.
+    pub confidence: Option<f64>,
 }
 
 /// An attachment as listed on a message.
@@ -347,9 +360,11 @@ async fn insert_message<C: ConnectionTrait>(
     let author_id = if kind == MessageKind::Inbound { Some(before.customer_id) } else { author_id };
     let message_id = db::reserve_ids(txn, "messages", 1).await?[0];
     let outbound = if kind == MessageKind::Reply { crate::outbox::channel_for(txn, core, before).await? } else { None };
+    // What the customer writes in; replies and notes are ours.
+    let detected = if kind == MessageKind::Inbound { crate::language::detect(&input.body) } else { None };
     db::exec(
         txn,
-        "INSERT INTO messages (id, workspace_id, ticket_id, direction, channel, author_kind, author_id, body_text, body_html, body_quoted, subject, automatic, external_id, delivery_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (id, workspace_id, ticket_id, direction, channel, author_kind, author_id, body_text, body_html, body_quoted, subject, automatic, external_id, delivery_status, language, language_script, language_confidence, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             message_id.into(),
             workspace_id.into(),
@@ -365,6 +380,9 @@ async fn insert_message<C: ConnectionTrait>(
             i32::from(input.automatic).into(),
             input.external_id.clone().into(),
             outbound.map(|_| crate::outbox::QUEUED).into(),
+            detected.as_ref().map(|d| d.code).into(),
+            detected.as_ref().map(|d| d.script.clone()).into(),
+            detected.as_ref().map(|d| d.confidence).into(),
             now.into(),
         ],
     )
@@ -502,6 +520,13 @@ pub async fn messages<C: ConnectionTrait>(
     rows.iter()
         .map(|r| {
             let m = <crate::entity::message::Model as sea_orm::FromQueryResult>::from_query_result(r, "")?;
+            let language = m.language.map(|code| {
+                Ok::<_, Error>(LanguageView {
+                    code,
+                    script: m.language_script,
+                    confidence: db::col(r, "language_confidence")?,
+                })
+            });
             let mut attachments = Vec::new();
             for a in &atts {
                 if db::col::<i64>(a, "message_id")? == m.id {
@@ -527,6 +552,7 @@ pub async fn messages<C: ConnectionTrait>(
                 subject: m.subject,
                 has_source: sources.contains(&m.id),
                 automatic: m.automatic != 0,
+                language: language.transpose()?,
                 external_id: m.external_id,
                 delivery_status: m.delivery_status,
                 delivery_error: m.delivery_error,

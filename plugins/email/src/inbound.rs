@@ -41,13 +41,13 @@ pub enum Converted {
     Skipped(Skip),
 }
 
-/// Why a message is not handed to the host.
+/// Why a message is not handed to the host. Only one reason is left: every other message
+/// becomes a ticket, a message on one or a note, so no mail is lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
     /// The channel sent it (its Message-ID is one of ours): a copy in the mailbox, or a loop.
+    /// It is stored already, as the reply it is.
     OwnMessage,
-    /// Its `From` holds no usable address, so it cannot belong to a customer.
-    NoSender,
 }
 
 impl Skip {
@@ -55,12 +55,22 @@ impl Skip {
     pub fn reason(self) -> &'static str {
         match self {
             Skip::OwnMessage => "own message",
-            Skip::NoSender => "no sender address",
         }
     }
 }
 
-/// Converts a whole message (`raw`: its source as it arrived).
+/// The address given to a message in which no sender address can be found. The `.invalid`
+/// top-level domain is reserved for addresses that cannot work (RFC 2606): the host files such
+/// a message under one "Unknown sender" customer, flags the ticket `unknown-sender` for an
+/// agent and never answers it automatically.
+pub const UNKNOWN_SENDER: &str = "unknown-sender@unknown.invalid";
+
+/// The display name of [`UNKNOWN_SENDER`].
+pub const UNKNOWN_SENDER_NAME: &str = "Unknown sender";
+
+/// Converts a whole message (`raw`: its source as it arrived). `envelope` is the envelope
+/// sender the mail server handed over with a piped message (`plugdesk mail-in --sender`), the
+/// last place the sender is looked for (see [`sender`]).
 ///
 /// The external id is the normalised Message-ID (a made-up stable one from a hash of the bytes
 /// when there is none); the conversation is the thread's root; `text` is the new part of the
@@ -68,9 +78,14 @@ impl Skip {
 /// are left out with a note in the text, and then, or when the source is over its limit, the
 /// source is not kept. A bounce about one of our messages carries a [`DeliveryFailure`].
 /// Problems reading the message are logged; what could be read is kept.
-pub fn convert(raw: Vec<u8>, settings: &Settings, log: &mut dyn FnMut(Level, &str)) -> Converted {
+pub fn convert(
+    raw: Vec<u8>,
+    envelope: Option<&str>,
+    settings: &Settings,
+    log: &mut dyn FnMut(Level, &str),
+) -> Converted {
     let parsed = parse(&raw, &parse_limits());
-    build(parsed, Source::Whole(raw), settings, log)
+    build(parsed, Source::Whole(raw), envelope, settings, log)
 }
 
 /// Converts a message too large to fetch from its header section alone: the message names its
@@ -83,7 +98,7 @@ pub fn convert_too_large(
     log: &mut dyn FnMut(Level, &str),
 ) -> Converted {
     let parsed = parse(&header, &parse_limits());
-    build(parsed, Source::HeaderOnly { header, size, limit }, settings, log)
+    build(parsed, Source::HeaderOnly { header, size, limit }, None, settings, log)
 }
 
 /// The parser keeps every attachment: the channel decides itself which ones are too large, so
@@ -100,7 +115,13 @@ enum Source {
     HeaderOnly { header: Vec<u8>, size: usize, limit: usize },
 }
 
-fn build(parsed: Parsed, source: Source, settings: &Settings, log: &mut dyn FnMut(Level, &str)) -> Converted {
+fn build(
+    parsed: Parsed,
+    source: Source,
+    envelope: Option<&str>,
+    settings: &Settings,
+    log: &mut dyn FnMut(Level, &str),
+) -> Converted {
     let bytes = match &source {
         Source::Whole(raw) => raw,
         Source::HeaderOnly { header, .. } => header,
@@ -114,10 +135,16 @@ fn build(parsed: Parsed, source: Source, settings: &Settings, log: &mut dyn FnMu
         log(Level::Info, &format!("skipped message {id}: the channel sent it itself"));
         return Converted::Skipped(Skip::OwnMessage);
     }
-    let Some((address, name)) = sender(&parsed) else {
-        let from = parsed.header("From").unwrap_or("(none)");
-        log(Level::Warn, &format!("skipped message {id}: its From {from:?} holds no usable address"));
-        return Converted::Skipped(Skip::NoSender);
+    let mut notes: Vec<String> = Vec::new();
+    let (address, name) = match sender(&parsed, envelope) {
+        Some(found) => found,
+        None => {
+            let from = parsed.header("From").map(|f| email_parse::decode_header(f)).unwrap_or_default();
+            let from = if from.trim().is_empty() { "none".to_owned() } else { format!("\"{}\"", from.trim()) };
+            log(Level::Warn, &format!("message {id}: no sender address in From ({from}), Reply-To, Sender, Return-Path or the envelope; filed under \"{UNKNOWN_SENDER_NAME}\""));
+            notes.push(format!("[No sender address could be found in this message (From: {from}); it cannot be answered by e-mail.]"));
+            (UNKNOWN_SENDER.to_owned(), Some(UNKNOWN_SENDER_NAME.to_owned()))
+        }
     };
     if !parsed.problems.is_empty() {
         let listed: Vec<String> = parsed.problems.iter().take(5).map(ToString::to_string).collect();
@@ -144,7 +171,6 @@ fn build(parsed: Parsed, source: Source, settings: &Settings, log: &mut dyn FnMu
     // Every delivery report is a machine's, whether it says failed, delayed or delivered.
     let automatic = report.is_some() || is_automatic(&parsed).is_some();
 
-    let mut notes: Vec<String> = Vec::new();
     let full = parsed.text.as_deref().unwrap_or("").trim();
     let split = split_quoted(full);
     // A message that is all quote (a forward, or text the splitter took for a quote) keeps its
@@ -287,21 +313,56 @@ pub fn is_own(id: &str, message_id_domain: &str) -> bool {
     })
 }
 
-/// The first `From` address that can be a customer's (`local@domain`, domain lowercased), and
-/// its display name.
-fn sender(parsed: &Parsed) -> Option<(String, Option<String>)> {
-    parsed.from.iter().find_map(|a| {
-        // As the core checks e-mail identities: one `@`, a dotted domain, no spaces.
-        let (local, domain) = a.email.trim().split_once('@')?;
-        let usable = !local.is_empty()
-            && !domain.contains('@')
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !a.email.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
-        let name = a.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned);
-        usable.then(|| (format!("{local}@{}", domain.to_ascii_lowercase()), name))
+/// Who sent the message, looked for as mail clients and helpdesks do: the first usable
+/// address of `From`, then `Reply-To`, `Sender`, `Return-Path`, and last the envelope sender
+/// the mail server handed over. The display name comes with the address it belongs to, or,
+/// when `From` has a name but no usable address, from `From`. `None` when no address anywhere
+/// is usable (the empty `Return-Path: <>` of a bounce is none).
+fn sender(parsed: &Parsed, envelope: Option<&str>) -> Option<(String, Option<String>)> {
+    let named = |a: &email_parse::Address| a.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned);
+    // A From of a name alone (`From: Anna Schmidt`) has no address for the parser to list.
+    let from_name = parsed.from.iter().find_map(named).or_else(|| {
+        let raw = email_parse::decode_header(parsed.header("From")?);
+        let name = raw.trim().trim_matches('"').trim();
+        (!name.is_empty() && !name.contains(['@', '<', '>', ':', ';'])).then(|| name.to_owned())
+    });
+    let listed = [&parsed.from, &parsed.reply_to]
+        .into_iter()
+        .flatten()
+        .find_map(|a| usable(&a.email).map(|address| (address, named(a).or_else(|| from_name.clone()))));
+    listed.or_else(|| {
+        let header = |name| parsed.header(name).and_then(bare_address);
+        header("Sender")
+            .or_else(|| header("Return-Path"))
+            .or_else(|| envelope.and_then(bare_address))
+            .map(|address| (address, from_name.clone()))
     })
+}
+
+/// `address` normalised (`local@domain`, domain lowercased) when it can be a customer's, as the
+/// core checks e-mail identities: one `@`, a dotted domain, no spaces or brackets.
+fn usable(address: &str) -> Option<String> {
+    let address = address.trim();
+    let (local, domain) = address.split_once('@')?;
+    let ok = !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !address.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+    ok.then(|| format!("{local}@{}", domain.to_ascii_lowercase()))
+}
+
+/// The address in a one-mailbox header value (`Sender`, `Return-Path`) or an envelope sender:
+/// what is between the last `<` and `>`, else the word with an `@`.
+fn bare_address(value: &str) -> Option<String> {
+    let inner = match (value.rfind('<'), value.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        _ => value.split_whitespace().find(|w| w.contains('@')).unwrap_or(""),
+    };
+    // A source route (`<@relay:user@host>`) names the mailbox after the colon.
+    let inner = inner.rsplit(':').next().unwrap_or(inner);
+    usable(inner.trim_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace()))
 }
 
 /// A name for an attachment that has none, after its type.

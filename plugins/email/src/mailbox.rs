@@ -126,7 +126,7 @@ fn take(
     let mut taken = Taken { messages: Vec::new(), skipped: 0, last_uid: 0, cut: false };
     for message in fetched {
         let uid = message.uid;
-        match convert(message.raw, settings, log) {
+        match convert(message.raw, None, settings, log) {
             Converted::Message(message) => {
                 let size = output_size(&message);
                 if size > budget && !taken.messages.is_empty() {

@@ -22,8 +22,14 @@ fn settings(extra: &[(&str, Value)]) -> Settings {
 
 /// Converts `raw` and returns the result with what was logged.
 fn run(raw: &[u8], settings: &Settings) -> (Converted, Vec<(Level, String)>) {
+    run_envelope(raw, None, settings)
+}
+
+/// As [`run`], with the envelope sender a piped message came with.
+fn run_envelope(raw: &[u8], envelope: Option<&str>, settings: &Settings) -> (Converted, Vec<(Level, String)>) {
     let mut logged = Vec::new();
-    let converted = convert(raw.to_vec(), settings, &mut |level, line| logged.push((level, line.to_owned())));
+    let converted =
+        convert(raw.to_vec(), envelope, settings, &mut |level, line| logged.push((level, line.to_owned())));
     (converted, logged)
 }
 
@@ -188,13 +194,47 @@ fn own_mail_is_skipped_and_logged() {
 }
 
 #[test]
-fn sender_without_an_address_is_skipped_with_a_warning() {
+fn mail_without_any_sender_address_is_filed_under_the_unknown_sender_never_dropped() {
     for from in ["From: Support Team\r\n", "From: undisclosed-recipients:;\r\n", "From: a@localhost\r\n", ""] {
-        let raw = format!("{from}Message-ID: <x1@example.com>\r\nSubject: hi\r\n\r\nHello\r\n");
+        let raw = format!("{from}Message-ID: <x1@example.com>\r\nReturn-Path: <>\r\nSubject: hi\r\n\r\nHello\r\n");
         let (converted, logged) = run(raw.as_bytes(), &settings(&[]));
-        assert!(matches!(converted, Converted::Skipped(Skip::NoSender)), "{from:?}: {converted:?}");
+        let Converted::Message(m) = converted else { panic!("{from:?}: {converted:?}") };
+        assert_eq!(m.sender.address, UNKNOWN_SENDER, "{from:?}");
+        assert_eq!(m.sender_name.as_deref(), Some(UNKNOWN_SENDER_NAME));
+        assert!(m.text.starts_with("Hello\n\n[No sender address could be found in this message (From: "), "{}", m.text);
+        assert_eq!(m.subject.as_deref(), Some("hi"));
         assert!(logged.iter().any(|(l, m)| *l == Level::Warn && m.contains("x1@example.com")), "{logged:?}");
     }
+    // The note names what From said, decoded.
+    let m = message(b"From: =?utf-8?Q?J=C3=B6rg?=\r\nSubject: x\r\n\r\nHallo\r\n");
+    assert!(m.text.contains("(From: \"J\u{f6}rg\")"), "{}", m.text);
+}
+
+#[test]
+fn sender_is_looked_for_in_from_reply_to_sender_return_path_then_the_envelope() {
+    let body = "Subject: hi\r\n\r\nHello\r\n";
+    let found = |headers: &str, envelope: Option<&str>| {
+        let raw = format!("{headers}{body}");
+        match run_envelope(raw.as_bytes(), envelope, &settings(&[])).0 {
+            Converted::Message(m) => (m.sender.address.clone(), m.sender_name.clone()),
+            Converted::Skipped(s) => panic!("{headers:?}: skipped {s:?}"),
+        }
+    };
+    let name = |n: &str| Some(n.to_owned());
+    // From wins, with its name.
+    assert_eq!(found("From: Anna <Anna@Example.COM>\r\nReply-To: b@example.com\r\n", Some("e@example.com")), ("Anna@example.com".into(), name("Anna")));
+    // A From without an address: Reply-To's address, From's name.
+    assert_eq!(found("From: Anna Schmidt\r\nReply-To: <anna@example.org>\r\n", None), ("anna@example.org".into(), name("Anna Schmidt")));
+    assert_eq!(found("From: Support\r\nReply-To: Bea <bea@example.org>\r\n", None), ("bea@example.org".into(), name("Bea")));
+    // Then Sender, then Return-Path (a source route names the mailbox after the colon).
+    assert_eq!(found("From: x\r\nSender: Relay <relay@lists.example>\r\nReturn-Path: <rp@example.net>\r\n", None).0, "relay@lists.example");
+    assert_eq!(found("Return-Path: <@hop.example:rp@Example.NET>\r\n", None), ("rp@example.net".into(), None));
+    // Last the envelope sender, as Postfix passes ${sender}.
+    assert_eq!(found("From: nobody\r\nReturn-Path: <>\r\n", Some("envelope@example.com")).0, "envelope@example.com");
+    assert_eq!(found("", Some("<env@example.com>")).0, "env@example.com");
+    // An unusable envelope (a bounce's empty one) leaves the unknown sender.
+    assert_eq!(found("From: nobody\r\n", Some("")).0, UNKNOWN_SENDER);
+    assert_eq!(found("From: nobody\r\n", Some("MAILER-DAEMON")).0, UNKNOWN_SENDER);
 }
 
 #[test]
