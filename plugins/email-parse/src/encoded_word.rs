@@ -1,24 +1,36 @@
 //! RFC 2047 encoded-words (`=?charset?Q?…?=`, `=?charset?B?…?=`) in header values.
 
-use crate::charset;
+use crate::charset::{self, Note};
 use crate::transfer::{self, Base64Error};
 
-/// Decodes the RFC 2047 encoded-words in a header value, in any charset encoding_rs knows
-/// (unknown ones are read as UTF-8 with replacement characters). Whitespace between two
-/// adjacent encoded-words is dropped, as the RFC says; words are decoded wherever they stand,
-/// as mail clients do; malformed words are left as they are. Control characters that encoded
-/// text carries (line breaks, …) become spaces.
+/// Decodes the RFC 2047 encoded-words in a header value, in any charset encoding_rs knows (and
+/// UTF-7, IBM850; unknown ones are read as UTF-8 with replacement characters), as leniently as
+/// Thunderbird and Gmail read them:
+///
+/// - whitespace between two adjacent encoded-words is dropped, as the RFC says, and none is
+///   needed between them (`=?utf-8?Q?a?==?utf-8?Q?b?=`) or before one (`Re:=?utf-8?Q?x?=`);
+/// - adjacent words in the same charset are joined before decoding, so a character split across
+///   two of them comes out whole; each word in another charset is decoded in its own;
+/// - the encoded text may hold spaces (`=?utf-8?Q?J=C3=B6rg M=C3=BCller?=`, as some mailers
+///   write) and even `?` — a word ends at the first `?=` — but not the start of another word;
+/// - `q`/`b` in either case, base64 with or without padding, `_` as a space in Q;
+/// - a word whose charset label does not fit its bytes is recovered as body text is (see the
+///   crate's charset rules): UTF-8 under a Latin-1 label, Shift_JIS under ISO-2022-JP, …
+///
+/// Words are decoded wherever they stand, as mail clients do; malformed words are left as they
+/// are. Control characters that encoded text carries (line breaks, …) become spaces.
 ///
 /// ```
 /// assert_eq!(email_parse::decode_header("=?ISO-8859-1?Q?Gr=FC=DFe_?= =?UTF-8?B?8J+Riw==?= aus Berlin"),
 ///            "Grüße 👋 aus Berlin");
+/// assert_eq!(email_parse::decode_header("Re:=?utf-8?q?J=C3=B6rg M=C3=BCller?="), "Re:Jörg Müller");
 /// ```
 pub fn decode_header(value: &str) -> String {
     decode_words(value, &mut |_| {})
 }
 
-/// [`decode_header`], calling `unknown` with each charset name it does not know.
-pub(crate) fn decode_words(value: &str, unknown: &mut dyn FnMut(&str)) -> String {
+/// [`decode_header`], calling `note` with each word whose charset was unknown or mislabelled.
+pub(crate) fn decode_words(value: &str, note: &mut dyn FnMut(Note)) -> String {
     if !value.contains("=?") {
         return value.to_owned();
     }
@@ -36,10 +48,10 @@ pub(crate) fn decode_words(value: &str, unknown: &mut dyn FnMut(&str)) -> String
         let joins = pending.as_ref().is_some_and(|(l, _)| l.eq_ignore_ascii_case(label));
         if pending.is_some() && gap.chars().all(char::is_whitespace) {
             if !joins {
-                flush(&mut out, &mut pending, unknown);
+                flush(&mut out, &mut pending, note);
             }
         } else {
-            flush(&mut out, &mut pending, unknown);
+            flush(&mut out, &mut pending, note);
             out.push_str(gap);
         }
         match &mut pending {
@@ -49,23 +61,20 @@ pub(crate) fn decode_words(value: &str, unknown: &mut dyn FnMut(&str)) -> String
         copied = end;
         search = end;
     }
-    flush(&mut out, &mut pending, unknown);
+    flush(&mut out, &mut pending, note);
     out.push_str(&value[copied..]);
     out
 }
 
 /// Decodes the collected bytes of adjacent same-charset words (so that a character split across
 /// two words comes out whole) and appends them.
-fn flush(out: &mut String, pending: &mut Option<(String, Vec<u8>)>, unknown: &mut dyn FnMut(&str)) {
+fn flush(out: &mut String, pending: &mut Option<(String, Vec<u8>)>, note: &mut dyn FnMut(Note)) {
     let Some((label, bytes)) = pending.take() else { return };
-    let text = match charset::lookup(&label) {
-        Some(encoding) => charset::decode_with(encoding, &bytes),
-        None => {
-            unknown(&label);
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
-    };
-    out.extend(text.chars().map(|c| if c.is_control() { ' ' } else { c }));
+    let decoded = charset::decode(Some(&label), &bytes);
+    if let Some(n) = decoded.note {
+        note(n);
+    }
+    out.extend(decoded.text.chars().map(|c| if c.is_control() { ' ' } else { c }));
 }
 
 /// Reads the encoded-word starting at `start` (which holds `=?`): its end, charset and bytes.
@@ -83,12 +92,11 @@ fn word_at(value: &str, start: usize) -> Option<(usize, &str, Vec<u8>)> {
         return None;
     }
     let text_all = &after[2..];
-    let q2 = text_all.find('?')?;
-    if text_all.as_bytes().get(q2 + 1) != Some(&b'=') {
-        return None;
-    }
+    // The first `?=` ends the word (`=?utf-8?Q?Was??=` is "Was?"). Another word's start before
+    // it means this one never ended: it stays as it is, and the next one is read on its own.
+    let q2 = text_all.find("?=")?;
     let text = &text_all[..q2];
-    if text.bytes().any(|b| b.is_ascii_whitespace()) {
+    if text.contains("=?") {
         return None;
     }
     let bytes = match encoding {
@@ -133,7 +141,11 @@ mod tests {
 
     fn unknowns(value: &str) -> (String, Vec<String>) {
         let mut seen = Vec::new();
-        let text = decode_words(value, &mut |l| seen.push(l.to_owned()));
+        let text = decode_words(value, &mut |n| {
+            if let Note::Unknown(l) = n {
+                seen.push(l)
+            }
+        });
         (text, seen)
     }
 
@@ -163,12 +175,12 @@ mod tests {
             "=?UTF-8?Q?no end",
             "=?UTF-8?X?abc?=",
             "=??Q?abc?=",
-            "=?UTF-8?Q?a b?=",
             "=?UTF-8?B?!!!!?=",
             "plain = ? text",
             "=?",
             "=?UTF-8",
             "=?UTF-8?Q",
+            "=?UTF-8?Q?never ends =?",
         ] {
             assert_eq!(decode_header(v), v);
         }
@@ -183,5 +195,49 @@ mod tests {
     #[test]
     fn control_characters_become_spaces() {
         assert_eq!(decode_header("=?UTF-8?Q?a=0D=0Ab?="), "a  b");
+    }
+
+    /// What Thunderbird and Gmail accept that strict RFC 2047 does not.
+    #[test]
+    fn lenient_words() {
+        // Spaces inside the encoded text.
+        assert_eq!(decode_header("=?utf-8?Q?J=C3=B6rg M=C3=BCller?="), "Jörg Müller");
+        assert_eq!(decode_header("=?UTF-8?Q?a b?="), "a b");
+        assert_eq!(decode_header("=?utf-8?B?SsO2cmcg TcO8bGxlcg==?="), "Jörg Müller");
+        // No whitespace between words, or between text and a word.
+        assert_eq!(decode_header("=?utf-8?Q?a?==?utf-8?Q?b?="), "ab");
+        assert_eq!(decode_header("Re:=?utf-8?Q?x?="), "Re:x");
+        assert_eq!(decode_header("Re:=?utf-8?Q?x?=and more"), "Re:xand more");
+        // Lowercase encodings, base64 without padding, `_` as a space.
+        assert_eq!(decode_header("=?utf-8?b?R3LDvMOfZQ?="), "Grüße");
+        assert_eq!(decode_header("=?utf-8?q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?="), "Grüße aus Köln");
+        // A `?` in Q text: the first `?=` ends the word.
+        assert_eq!(decode_header("=?utf-8?Q?Was??= ja"), "Was? ja");
+        // A word that never ends stays, and the next one is still decoded.
+        assert_eq!(decode_header("=?utf-8?Q?kein Ende =?utf-8?Q?=C3=A4?="), "=?utf-8?Q?kein Ende ä");
+    }
+
+    #[test]
+    fn adjacent_words_in_different_charsets() {
+        // Each decoded in its own charset, the whitespace between them dropped.
+        assert_eq!(
+            decode_header("=?iso-8859-1?Q?J=F6rg?= =?koi8-r?B?8NLJ18XU?= =?utf-8?Q?_=E2=82=AC?="),
+            "JörgПривет €"
+        );
+        // A multi-byte character split across two words of the same charset, joined first: a
+        // three-byte € and a Shift_JIS character split after the lead byte.
+        assert_eq!(decode_header("=?UTF-8?Q?5_=E2=82?= =?UTF-8?Q?=AC?="), "5 €");
+        assert_eq!(decode_header("=?shift_jis?B?kw==?= =?shift_jis?B?+pZ7?="), "日本");
+        // But words in different charsets are never joined.
+        assert_eq!(decode_header("=?UTF-8?Q?=C3=A4?= =?iso-8859-1?Q?=E4?="), "ää");
+    }
+
+    #[test]
+    fn mislabelled_words_are_recovered() {
+        let mut notes = Vec::new();
+        let text = decode_words("=?iso-8859-1?Q?J=C3=B6rg_M=C3=BCller?=", &mut |n| notes.push(n));
+        assert_eq!(text, "Jörg Müller");
+        assert_eq!(notes, vec![Note::Mismatch { declared: "iso-8859-1".to_owned(), read_as: "UTF-8" }]);
+        assert_eq!(decode_header("=?unicode-1-1-utf-7?Q?J+APY-rg?="), "Jörg");
     }
 }

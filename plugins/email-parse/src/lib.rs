@@ -56,6 +56,7 @@ pub use html::html_to_text;
 pub use model::{Address, Attachment, Header, Limits, MessageDate, Parsed, Problem, ProblemKind};
 pub use quote::{Split, split_quoted};
 
+use charset::{Charset, Note};
 use model::Problems;
 
 /// Parses a message (RFC 5322 with MIME), CRLF or LF line endings. Never fails and never
@@ -85,19 +86,31 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
     // An mbox "From " line before the headers, as stored mail has it.
     let start =
         if raw.starts_with(b"From ") { raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1) } else { 0 };
-    let head = header::read(&raw[start..], limits, &mut problems, "");
-    let headers = head.headers;
+    let head = header::read_message(&raw[start..], limits, &mut problems);
+    let mut headers = head.headers;
     let body = &raw[(start + head.body_start).min(raw.len())..];
+
+    // The body first: raw 8-bit header values are read in the charset its text was read in.
+    let mut walker = mime::Walker::new(limits, Problems::default());
+    let mut bodies = walker.entity(&headers, body, 0, "", "text/plain");
+    if !head.raw_values.is_empty() {
+        let body_charset = walker.first_text_charset.flatten().or_else(|| {
+            header::get(&headers, "content-type")
+                .and_then(|v| params::parse(v).param("charset").and_then(charset::lookup))
+        });
+        redecode_raw_values(&mut headers, &head.raw_values, body_charset, limits, &mut problems);
+    }
+    let leading = charset::decode_guess(&raw[start..][head.leading]);
+    if !leading.trim().is_empty() {
+        bodies.text.insert(0, text::normalize_newlines(leading));
+    }
 
     let mut parsed = Parsed::default();
     if let Some(subject) = header::get(&headers, "subject") {
-        let mut unknown = Vec::new();
-        parsed.subject = Some(encoded_word::decode_words(subject, &mut |l| unknown.push(l.to_owned())));
-        for label in unknown {
-            problems.push(
-                ProblemKind::UnknownCharset,
-                format!("unknown charset \"{label}\" in Subject; read as UTF-8 with replacement"),
-            );
+        let mut notes = Vec::new();
+        parsed.subject = Some(encoded_word::decode_words(subject, &mut |n| notes.push(n)));
+        for note in notes {
+            problems.push(mime::note_kind(&note), note.describe(" in Subject"));
         }
     }
     let addresses = |name: &str, problems: &mut Problems| {
@@ -119,8 +132,6 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
     parsed.date =
         header::get(&headers, "date").map(|raw| MessageDate { raw: raw.to_owned(), unix: date::parse_date(raw) });
 
-    let mut walker = mime::Walker::new(limits, problems);
-    let bodies = walker.entity(&headers, body, 0, "", "text/plain");
     let texts: Vec<&str> =
         bodies.text.iter().map(|t| t.trim_end().trim_start_matches('\n')).filter(|t| !t.is_empty()).collect();
     // Joining parts adds line breaks, and text made from HTML may outgrow it: cut to the limit.
@@ -133,7 +144,39 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
         .map(within)
         .filter(|t| !t.trim().is_empty());
     parsed.attachments = walker.attachments;
-    parsed.problems = walker.problems.finish();
+    problems.append(walker.problems);
+    parsed.problems = problems.finish();
     parsed.headers = headers;
     parsed
+}
+
+/// Decodes the header values that are not UTF-8 (no encoding declared, 8-bit bytes) again, now
+/// that the message's charset is known: in the charset the body text was read in (its declared
+/// one, or the first text part's), when that decodes all of them; else in chardetng's guess
+/// for all of them together; else as Windows-1252, as they were read so far.
+fn redecode_raw_values(
+    headers: &mut [Header],
+    raw_values: &[(usize, Vec<u8>)],
+    body_charset: Option<Charset>,
+    limits: &Limits,
+    problems: &mut Problems,
+) {
+    let decodes_all = |charset: Charset| raw_values.iter().all(|(_, bytes)| !charset::decode_with(charset, bytes).1);
+    // UTF-8 cannot be it: the values would not be here.
+    let charset = match body_charset.filter(|&c| c != Charset::Web(encoding_rs::UTF_8) && decodes_all(c)) {
+        Some(charset) => charset,
+        None => {
+            let all: Vec<u8> = raw_values.iter().flat_map(|(_, bytes)| bytes.iter().copied().chain([b' '])).collect();
+            let guess = Charset::Web(charset::detect(&all));
+            let charset = if decodes_all(guess) { guess } else { Charset::Web(encoding_rs::WINDOWS_1252) };
+            let note = Note::Undeclared { read_as: charset.name() };
+            problems.push(mime::note_kind(&note), note.describe(" in header fields"));
+            charset
+        }
+    };
+    for (i, bytes) in raw_values {
+        if let Some(header) = headers.get_mut(*i) {
+            header.value = header::cut_value(charset::decode_lossy(charset, bytes), limits);
+        }
+    }
 }
