@@ -408,6 +408,28 @@ mod tests {
         );
     }
 
+    /// Encoded-words inside quoted display names, which RFC 2047 forbids and every client reads.
+    #[test]
+    fn encoded_words_in_quoted_names() {
+        assert_eq!(addrs("\"=?utf-8?B?SsO2cmcgTcO8bGxlcg==?=\" <jm@x.de>"), vec![a(Some("Jörg Müller"), "jm@x.de")]);
+        // With spaces inside the word, lowercase q, and text around it.
+        assert_eq!(
+            addrs("\"=?utf-8?q?J=C3=B6rg M=C3=BCller?= (Vertrieb)\" <jm@x.de>"),
+            vec![a(Some("Jörg Müller (Vertrieb)"), "jm@x.de")]
+        );
+        assert_eq!(
+            addrs("\"Support =?iso-8859-1?Q?M=FCller?=\" <s@x.de>, \"=?koi8-r?B?8NLJ18XU?=\" <p@x.ru>"),
+            vec![a(Some("Support Müller"), "s@x.de"), a(Some("Привет"), "p@x.ru")]
+        );
+        // Unquoted, with a space inside the word, and without whitespace before the address.
+        assert_eq!(addrs("=?utf-8?Q?J=C3=B6rg M=C3=BCller?=<jm@x.de>"), vec![a(Some("Jörg Müller"), "jm@x.de")]);
+        // Adjacent words in two charsets, the second one's bytes really UTF-8.
+        assert_eq!(
+            addrs("\"=?iso-8859-1?Q?J=F6rg?= =?iso-8859-2?Q?_M=C3=BCller?=\" <jm@x.de>"),
+            vec![a(Some("Jörg Müller"), "jm@x.de")]
+        );
+    }
+
     #[test]
     fn groups() {
         assert_eq!(addrs("undisclosed-recipients:;"), vec![]);

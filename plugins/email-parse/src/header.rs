@@ -1,4 +1,28 @@
-//! Reading a header section: fields, folding, limits.
+//! Reading a header section: fields, folding, limits, and the broken header blocks that
+//! relays and pasted forwards produce, tolerated as mail clients do.
+//!
+//! The rules, each of which records a [`ProblemKind::MalformedHeader`] saying what was done:
+//!
+//! 1. **A broken fold** (any header section, parts included). An unindented line that is no
+//!    `Name:` field, after a field, is read as a continuation of that field (unfolded with one
+//!    space) when a field line follows it within [`MAX_BROKEN_FOLD_LINES`] lines and before the
+//!    blank line — filtering gateways break long fields that way. Otherwise it starts the body,
+//!    as before; so does such a line before any field.
+//! 2. **Lines before the headers** (the message only). When the first line is no field (a
+//!    forwarded message pasted into a pipe starts with `---------- Forwarded message ---------`
+//!    or a sentence), and a header block starts within the first [`MAX_LEADING_LINES`] lines —
+//!    two or more field lines in a row, folds between them allowed, one of them From, Subject,
+//!    Date, To or Message-ID — the headers are read from there and the lines before them become
+//!    the start of the text (`Section::leading`). Without such a block the whole message is
+//!    the body, as before, and the problem says so.
+//! 3. **Headers after a stray blank line** (the message only, at most once). When the header
+//!    block ended in a blank line right after an unfinished field — one that ended in a
+//!    continuation line, or in `;`, `,` or its colon, as a fold whose whitespace-only line lost
+//!    its whitespace leaves it — and the lines after that blank line are, up to another blank
+//!    line (which must be there, within 64 lines), only fields of [`KNOWN_FIELDS`] (RFC 5322
+//!    and MIME names) and their folds, none of which the first block has, and either the first
+//!    block has no Content-Type or the second has one: the second block is read as headers too,
+//!    and the body starts after it.
 
 use std::ops::Range;
 
@@ -88,10 +112,10 @@ fn field_name(line: &[u8]) -> Option<String> {
 /// one long field into a few lines, never into a paragraph.
 const MAX_BROKEN_FOLD_LINES: usize = 5;
 
-/// Where the next field line starts, when one follows `pos` within [`MAX_BROKEN_FOLD_LINES`]
-/// non-field lines and before the blank line.
+/// Where the next field line starts, when one follows the non-field line that ends at `pos`
+/// before the blank line, with at most [`MAX_BROKEN_FOLD_LINES`] non-field lines in all.
 fn field_line_ahead(raw: &[u8], pos: usize) -> Option<usize> {
-    for (start, line) in lines_from(raw, pos).take(MAX_BROKEN_FOLD_LINES + 1) {
+    for (start, line) in lines_from(raw, pos).take(MAX_BROKEN_FOLD_LINES) {
         if line.is_empty() {
             return None;
         }
@@ -471,5 +495,152 @@ mod tests {
         assert_eq!(utf8_cut(s, 4), 3);
         assert_eq!(utf8_cut(s, 5), 3);
         assert_eq!(utf8_cut(b"\x80\x80\x80\x80\x80", 2), 2);
+    }
+
+    fn read_msg(raw: &[u8]) -> (Vec<(String, String)>, Section, Vec<Problem>) {
+        let mut problems = Problems::default();
+        let section = read_message(raw, &Limits::default(), &mut problems);
+        let pairs = section.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+        (pairs, section, problems.finish())
+    }
+
+    #[test]
+    fn a_fold_broken_by_a_gateway_is_a_continuation() {
+        let raw = b"Subject: Ihre Bestellung 4711 ist\nunterwegs\nFrom: a@x.de\n\nbody";
+        let (h, start, p) = read_all(raw, &Limits::default());
+        assert_eq!(h, vec![pair("Subject", "Ihre Bestellung 4711 ist unterwegs"), pair("From", "a@x.de")]);
+        assert_eq!(&raw[start..], b"body");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].kind, ProblemKind::MalformedHeader);
+        assert_eq!(
+            p[0].message,
+            "header line 2 is no header field, but header fields follow; read as a continuation of Subject"
+        );
+        // Two broken lines in a row, and a regular fold after them.
+        let raw = b"To: a@x.de,\nb@x.de,\nc@x.de\n d@x.de\nSubject: s\n\n";
+        let (h, _, p) = read_all(raw, &Limits::default());
+        assert_eq!(h[0], pair("To", "a@x.de, b@x.de, c@x.de d@x.de"));
+        assert_eq!(h[1], pair("Subject", "s"));
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn a_non_field_line_without_fields_after_it_starts_the_body() {
+        // No field before the blank line: the body, as before.
+        let raw = b"Subject: a\nHello,\nhow are you?\n\nNote: later\n";
+        let (h, start, p) = read_all(raw, &Limits::default());
+        assert_eq!(h, vec![pair("Subject", "a")]);
+        assert_eq!(&raw[start..], b"Hello,\nhow are you?\n\nNote: later\n");
+        assert_eq!(p[0].message, "header line 2 is no header field; it and what follows read as the body");
+        // Too many lines before the next field: a paragraph, not a fold.
+        let raw = b"Subject: a\n1\n2\n3\n4\n5\n6\nX-Late: field\n\n";
+        let (h, start, _) = read_all(raw, &Limits::default());
+        assert_eq!((h.len(), start), (1, 11));
+        // No field yet: nothing to continue.
+        let (h, start, _) = read_all(b"just text\nSubject: x\n\n", &Limits::default());
+        assert_eq!((h.len(), start), (0, 0));
+    }
+
+    #[test]
+    fn leading_lines_before_the_header_block_are_skipped() {
+        let raw =
+            b"---------- Forwarded message ---------\nFrom: Anna <a@x.de>\nDate: Tue, 24 Nov 2026 10:00:00 +0100\n\
+                    Subject: Rechnung\n\nText";
+        let (h, section, p) = read_msg(raw);
+        assert_eq!(h.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["From", "Date", "Subject"]);
+        assert_eq!(&raw[section.leading.clone()], b"---------- Forwarded message ---------\n");
+        assert_eq!(&raw[section.body_start..], b"Text");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].kind, ProblemKind::MalformedHeader);
+        assert_eq!(
+            p[0].message,
+            "the message starts with 1 line that are no header fields; kept as the start of the text, \
+             the header fields after them read"
+        );
+        // Plain text and a blank line before it; a fold within the block.
+        let raw = b"Hi,\nplease see below.\n\nSubject: a\n b\nTo: c@x.de\n\nbody";
+        let (h, section, _) = read_msg(raw);
+        assert_eq!(h, vec![pair("Subject", "a b"), pair("To", "c@x.de")]);
+        assert_eq!(section.leading, 0..23);
+    }
+
+    #[test]
+    fn without_a_header_block_the_whole_message_is_the_body() {
+        for raw in [
+            b"Just some text\nwith lines\n".as_slice(),
+            // Only one field line: not a block.
+            b"Hello\nSubject: a\n\nbody",
+            // Two fields but neither From, Subject, Date, To nor Message-ID.
+            b"Hello\nX-A: 1\nX-B: 2\n\nbody",
+            // The block starts after the first ten lines.
+            b"1\n2\n3\n4\n5\n6\n7\n8\n9\n10\nFrom: a@x.de\nSubject: s\n\n",
+        ] {
+            let (h, section, p) = read_msg(raw);
+            assert_eq!((h.len(), section.body_start, section.leading.len()), (0, 0, 0));
+            assert_eq!(
+                p[0].message,
+                "the message has no header fields (none in its first 10 lines); all of it read as the body"
+            );
+            assert_eq!(p[0].kind, ProblemKind::MalformedHeader);
+        }
+        let (h, section, p) = read_msg(b"");
+        assert_eq!((h.len(), section.body_start, p.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn headers_after_a_blank_line_that_ended_an_unfinished_field() {
+        let raw = b"From: a@x.de\nTo: b@y.de,\n\nSubject: Angebot\nContent-Type: text/plain; charset=utf-8\n\nbody";
+        let (h, section, p) = read_msg(raw);
+        assert_eq!(h.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["From", "To", "Subject", "Content-Type"]);
+        assert_eq!(&raw[section.body_start..], b"body");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].kind, ProblemKind::MalformedHeader);
+        assert_eq!(
+            p[0].message,
+            "header fields after the blank line that ended an unfinished field (Subject, Content-Type) read as headers too"
+        );
+        // Ending in a continuation line counts as unfinished too.
+        let raw = b"Content-Type: multipart/mixed;\n boundary=b\n\nSubject: x\nContent-Type: text/plain\n\nbody";
+        let (h, _, _) = read_msg(raw);
+        assert_eq!(h.len(), 1, "the first block has a Content-Type and the second a field of the same name");
+        let raw = b"Received: from a\n by b;\n\nSubject: x\nMessage-ID: <m@x>\n\nbody";
+        let (h, section, _) = read_msg(raw);
+        assert_eq!(h.len(), 3);
+        assert_eq!(&raw[section.body_start..], b"body");
+    }
+
+    #[test]
+    fn a_body_that_merely_looks_like_headers_stays_the_body() {
+        for raw in [
+            // The first block was finished.
+            b"From: a@x.de\nTo: b@y.de\n\nSubject: Angebot\nDate: today\n\nbody".as_slice(),
+            // Unknown field names.
+            b"From: a@x.de\nTo: b@y.de,\n\nSubject: Angebot\nX-Note: 1\n\nbody",
+            // A field the first block already has.
+            b"From: a@x.de\nSubject: a,\n\nSubject: Angebot\n\nbody",
+            // The first block has a Content-Type, the second none.
+            b"Content-Type: text/plain;\n\nSubject: Angebot\n\nbody",
+            // No blank line after the second block.
+            b"From: a@x.de\nTo: b@y.de,\n\nSubject: Angebot",
+            // A line of text in it.
+            b"From: a@x.de\nTo: b@y.de,\n\nSubject: Angebot\nHallo\n\nbody",
+        ] {
+            let (_, section, p) = read_msg(raw);
+            let blank = raw.windows(2).position(|w| w == b"\n\n").unwrap_or(0) + 2;
+            assert_eq!(section.body_start, blank, "{}", String::from_utf8_lossy(raw));
+            assert!(p.is_empty());
+        }
+        // At most once.
+        let raw = b"From: a@x.de\nTo: b@y.de,\n\nSubject: s\nCc: c@x.de,\n\nDate: today\n\nbody";
+        let (h, section, _) = read_msg(raw);
+        assert_eq!(h.len(), 4);
+        assert_eq!(&raw[section.body_start..], b"Date: today\n\nbody");
+    }
+
+    #[test]
+    fn raw_8bit_values_are_kept_for_decoding_later() {
+        let (h, section, _) = read_msg(b"Subject: Gr\xfc\xdfe\nTo: J\xc3\xb6rg <j@x>\n\n");
+        assert_eq!(h[0], pair("Subject", "Grüße"));
+        assert_eq!(section.raw_values, vec![(0, b"Gr\xfc\xdfe".to_vec())]);
     }
 }

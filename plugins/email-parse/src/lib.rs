@@ -151,9 +151,11 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
 }
 
 /// Decodes the header values that are not UTF-8 (no encoding declared, 8-bit bytes) again, now
-/// that the message's charset is known: in the charset the body text was read in (its declared
-/// one, or the first text part's), when that decodes all of them; else in chardetng's guess
-/// for all of them together; else as Windows-1252, as they were read so far.
+/// that the message's charset is known: in the charset the body text was read in — the first
+/// text part's (the message's own when it is text), as declared or, when the label did not fit
+/// or was missing, as detected from the body's many more bytes; else the top-level
+/// Content-Type's — when that decodes all of them; else in chardetng's guess for all of them
+/// together; else as Windows-1252, as they were read so far.
 fn redecode_raw_values(
     headers: &mut [Header],
     raw_values: &[(usize, Vec<u8>)],

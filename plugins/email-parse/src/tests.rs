@@ -136,6 +136,58 @@ fn eight_bit_headers_and_bodies_without_charset() {
     assert_eq!(p.subject.as_deref(), Some("Grüße"));
     assert_eq!(p.from[0].name.as_deref(), Some("Jörg"));
     assert_eq!(p.text.as_deref(), Some("Käse für 5 €"));
+    assert_eq!(
+        messages(&p),
+        // The headers are read in what the body was detected as: no problem of their own.
+        vec!["body: 8-bit text without a charset; read as windows-1252 (detected)"]
+    );
+    assert!(p.problems.iter().all(|p| p.kind == ProblemKind::CharsetMismatch));
+}
+
+#[test]
+fn raw_8bit_headers_take_the_first_text_parts_charset() {
+    let cp1251 = |text: &str| encoding_rs::WINDOWS_1251.encode(text).0.into_owned();
+    let raw = [
+        b"Subject: ".as_slice(),
+        &cp1251("Счет на оплату"),
+        b"\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain; charset=windows-1251\n\n",
+        &cp1251("Добрый день"),
+        b"\n--b--\n",
+    ]
+    .concat();
+    let p = parse(&raw, &Limits::default());
+    assert_eq!(p.subject.as_deref(), Some("Счет на оплату"));
+    assert_eq!(p.text.as_deref(), Some("Добрый день"));
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+}
+
+#[test]
+fn raw_utf8_headers_need_no_charset() {
+    let raw = "Subject: Grüße, 日本\nFrom: Jörg <j@x.de>\nContent-Type: text/plain; charset=iso-8859-1\n\nK\u{e4}se";
+    let p = parse_str(raw);
+    assert_eq!(p.subject.as_deref(), Some("Grüße, 日本"));
+    assert_eq!(p.from[0].name.as_deref(), Some("Jörg"));
+    // The body's UTF-8 bytes under a Latin-1 label: read as UTF-8, and said so.
+    assert_eq!(p.text.as_deref(), Some("Käse"));
+    assert_eq!(messages(&p), vec!["body: declared charset \"iso-8859-1\" does not fit the bytes; read as UTF-8"]);
+}
+
+#[test]
+fn raw_header_bytes_the_body_charset_cannot_read_are_detected() {
+    let (big5, _, _) = encoding_rs::BIG5.encode("發票");
+    let raw = [
+        b"Subject: ".as_slice(),
+        &big5,
+        b"
+Content-Type: text/plain; charset=utf-8
+
+ok",
+    ]
+    .concat();
+    let p = parse(&raw, &Limits::default());
+    // A UTF-8 body says nothing about bytes that are not UTF-8: detection decides.
+    assert!(p.subject.as_deref().is_some_and(|s| !s.contains('\u{fffd}')), "{:?}", p.subject);
+    assert_eq!(p.problems[0].kind, ProblemKind::CharsetMismatch);
 }
 
 #[test]
