@@ -186,17 +186,23 @@ pub(crate) struct Decoded {
 ///
 /// Detection runs only on non-ASCII bytes that are not UTF-8 and have no label they fit.
 pub(crate) fn decode(label: Option<&str>, bytes: &[u8]) -> Decoded {
-    let label = label.map(|l| l.trim().trim_matches('"')).filter(|l| !l.is_empty() && !says_ascii(l));
-    let Some(label) = label else {
+    let label = label.map(|l| l.trim().trim_matches('"')).filter(|l| !l.is_empty());
+    let Some(label) = label.filter(|l| !says_ascii(l)) else {
+        // An ASCII label over 8-bit bytes is wrong whatever they are; no label says nothing.
+        let note = |read_as: Charset| match label {
+            Some(ascii) => Note::Mismatch { declared: ascii.to_owned(), read_as: read_as.name() },
+            None => Note::Undeclared { read_as: read_as.name() },
+        };
         if let Ok(s) = std::str::from_utf8(bytes) {
-            return Decoded { text: s.strip_prefix('\u{feff}').unwrap_or(s).to_owned(), note: None, charset: None };
+            let note = (label.is_some() && !bytes.is_ascii()).then(|| note(Charset::Web(UTF_8)));
+            return Decoded { text: s.strip_prefix('\u{feff}').unwrap_or(s).to_owned(), note, charset: None };
         }
         let guess = Charset::Web(detect(bytes));
         let (charset, text) = match decode_with(guess, bytes) {
             (text, false) => (guess, text),
             (_, true) => (Charset::Web(WINDOWS_1252), decode_lossy(Charset::Web(WINDOWS_1252), bytes)),
         };
-        return Decoded { text, note: Some(Note::Undeclared { read_as: charset.name() }), charset: Some(charset) };
+        return Decoded { text, note: Some(note(charset)), charset: Some(charset) };
     };
     let Some(declared) = lookup(label) else {
         return Decoded {
@@ -385,7 +391,12 @@ mod tests {
         assert_eq!(decode(Some("x-user-defined"), b"a\x80").text, "a\u{f780}");
         assert_eq!(decode(None, "Grüße".as_bytes()).text, "Grüße");
         assert_eq!(decode(None, "Grüße".as_bytes()).note, None);
-        assert_eq!(decode(Some("us-ascii"), "Grüße".as_bytes()).text, "Grüße");
+        let ascii = decode(Some("us-ascii"), "Grüße".as_bytes());
+        assert_eq!(ascii.text, "Grüße");
+        assert_eq!(ascii.note, Some(Note::Mismatch { declared: "us-ascii".to_owned(), read_as: "UTF-8" }));
+        let ascii = decode(Some("ANSI_X3.4-1968"), b"Gr\xfc\xdfe aus K\xf6ln");
+        assert_eq!(ascii.text, "Grüße aus Köln");
+        assert_eq!(ascii.note, Some(Note::Mismatch { declared: "ANSI_X3.4-1968".to_owned(), read_as: "windows-1252" }));
         assert_eq!(decode(Some("utf-8"), b"\xef\xbb\xbfhi").text, "hi");
         let unknown = decode(Some("x-foo"), b"a\xffb");
         assert_eq!(unknown.text, "a\u{fffd}b");

@@ -287,15 +287,16 @@ fn second_block(raw: &[u8], pos: usize) -> Option<Vec<String>> {
 pub(crate) fn read_message(raw: &[u8], limits: &Limits, problems: &mut Problems) -> Section {
     let (first, _) = if raw.is_empty() { (raw, 0) } else { line_at(raw, 0) };
     let mut skip = 0;
-    if !first.is_empty() && !is_field_line(first) {
+    // An indented first line continues no field: `read` says so and goes on, as before.
+    if !first.is_empty() && !matches!(first[0], b' ' | b'\t') && !is_field_line(first) {
         match header_block_start(raw) {
             Some(at) => {
                 let lines = lines_from(raw, 0).take_while(|&(start, _)| start < at).count();
                 problems.push(
                     ProblemKind::MalformedHeader,
                     format!(
-                        "the message starts with {lines} line{} that are no header fields; \
-                         kept as the start of the text, the header fields after them read",
+                        "the message starts with {lines} line{} before its header fields; \
+                         kept as the start of the text",
                         if lines == 1 { "" } else { "s" }
                     ),
                 );
@@ -554,8 +555,7 @@ mod tests {
         assert_eq!(p[0].kind, ProblemKind::MalformedHeader);
         assert_eq!(
             p[0].message,
-            "the message starts with 1 line that are no header fields; kept as the start of the text, \
-             the header fields after them read"
+            "the message starts with 1 line before its header fields; kept as the start of the text"
         );
         // Plain text and a blank line before it; a fold within the block.
         let raw = b"Hi,\nplease see below.\n\nSubject: a\n b\nTo: c@x.de\n\nbody";
@@ -585,6 +585,10 @@ mod tests {
         }
         let (h, section, p) = read_msg(b"");
         assert_eq!((h.len(), section.body_start, p.len()), (0, 0, 0));
+        // An indented first line is ignored as before, and the fields after it read.
+        let (h, section, p) = read_msg(b" stray\nSubject: a\n\nbody");
+        assert_eq!((h, section.body_start), (vec![pair("Subject", "a")], 19));
+        assert_eq!(p[0].message, "header line 1 continues no field; ignored");
     }
 
     #[test]

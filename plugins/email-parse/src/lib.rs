@@ -62,7 +62,17 @@ use model::Problems;
 /// Parses a message (RFC 5322 with MIME), CRLF or LF line endings. Never fails and never
 /// panics: what cannot be read is skipped, cut or kept raw, and `problems` says so.
 ///
-/// - Headers are unfolded; 8-bit bytes that are not UTF-8 are read as Windows-1252.
+/// - Headers are unfolded. Broken header blocks are read as mail clients read them: folds a
+///   relay broke, lines before the headers (a pasted forward), header fields after a stray
+///   blank line — the rules are those of the `header` module, each reported as a
+///   [`ProblemKind::MalformedHeader`].
+/// - Raw 8-bit header values (no encoding declared) are UTF-8 when valid; else read in the
+///   charset the body text was read in, when that fits them; else in the charset chardetng
+///   detects; else Windows-1252.
+/// - Text in a charset that does not fit its bytes (`iso-8859-1` over UTF-8, Shift_JIS labelled
+///   `ISO-2022-JP`), or 8-bit text without a charset, is read in the charset that fits — UTF-8,
+///   or chardetng's guess — and a [`ProblemKind::CharsetMismatch`] says "declared X, read as
+///   Y". Detection runs only then, never on ASCII or UTF-8 mail.
 /// - `subject` and display names have RFC 2047 encoded-words decoded; addresses are parsed
 ///   (quoted names, comments, groups, bare addresses) with domains lowercased.
 /// - The MIME tree is walked within [`Limits`]: base64 and quoted-printable are decoded,

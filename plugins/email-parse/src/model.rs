@@ -49,7 +49,9 @@ pub struct Header {
     /// The field name as written (compare it case-insensitively).
     pub name: String,
     /// The unfolded value, trimmed, with RFC 2047 encoded-words left as they are (see
-    /// [`decode_header`](crate::decode_header)). Bytes that are not UTF-8 are read as Windows-1252.
+    /// [`decode_header`](crate::decode_header)). Bytes that are not UTF-8 are read in the
+    /// message's charset (see [`parse`](crate::parse)) in the message's own header fields, and
+    /// as Windows-1252 in a part's.
     pub value: String,
 }
 
