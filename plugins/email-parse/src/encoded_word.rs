@@ -1,6 +1,6 @@
 //! RFC 2047 encoded-words (`=?charset?Q?…?=`, `=?charset?B?…?=`) in header values.
 
-use crate::charset::{self, Note};
+use crate::charset::{self, Detection, Note};
 use crate::transfer::{self, Base64Error};
 
 /// Decodes the RFC 2047 encoded-words in a header value, in any charset encoding_rs knows (and
@@ -26,11 +26,12 @@ use crate::transfer::{self, Base64Error};
 /// assert_eq!(email_parse::decode_header("Re:=?utf-8?q?J=C3=B6rg M=C3=BCller?="), "Re:Jörg Müller");
 /// ```
 pub fn decode_header(value: &str) -> String {
-    decode_words(value, &mut |_| {})
+    decode_words(value, &mut |_| {}, &mut Detection::default())
 }
 
-/// [`decode_header`], calling `note` with each word whose charset was unknown or mislabelled.
-pub(crate) fn decode_words(value: &str, note: &mut dyn FnMut(Note)) -> String {
+/// [`decode_header`], calling `note` with each word whose charset was unknown or mislabelled, and
+/// detecting charsets within the parse's budget.
+pub(crate) fn decode_words(value: &str, note: &mut dyn FnMut(Note), detection: &mut Detection) -> String {
     if !value.contains("=?") {
         return value.to_owned();
     }
@@ -48,10 +49,10 @@ pub(crate) fn decode_words(value: &str, note: &mut dyn FnMut(Note)) -> String {
         let joins = pending.as_ref().is_some_and(|(l, _)| l.eq_ignore_ascii_case(label));
         if pending.is_some() && gap.chars().all(char::is_whitespace) {
             if !joins {
-                flush(&mut out, &mut pending, note);
+                flush(&mut out, &mut pending, note, detection);
             }
         } else {
-            flush(&mut out, &mut pending, note);
+            flush(&mut out, &mut pending, note, detection);
             out.push_str(gap);
         }
         match &mut pending {
@@ -61,16 +62,21 @@ pub(crate) fn decode_words(value: &str, note: &mut dyn FnMut(Note)) -> String {
         copied = end;
         search = end;
     }
-    flush(&mut out, &mut pending, note);
+    flush(&mut out, &mut pending, note, detection);
     out.push_str(&value[copied..]);
     out
 }
 
 /// Decodes the collected bytes of adjacent same-charset words (so that a character split across
 /// two words comes out whole) and appends them.
-fn flush(out: &mut String, pending: &mut Option<(String, Vec<u8>)>, note: &mut dyn FnMut(Note)) {
+fn flush(
+    out: &mut String,
+    pending: &mut Option<(String, Vec<u8>)>,
+    note: &mut dyn FnMut(Note),
+    detection: &mut Detection,
+) {
     let Some((label, bytes)) = pending.take() else { return };
-    let decoded = charset::decode(Some(&label), &bytes);
+    let decoded = charset::decode(Some(&label), &bytes, detection);
     if let Some(n) = decoded.note {
         note(n);
     }
@@ -141,11 +147,15 @@ mod tests {
 
     fn unknowns(value: &str) -> (String, Vec<String>) {
         let mut seen = Vec::new();
-        let text = decode_words(value, &mut |n| {
-            if let Note::Unknown(l) = n {
-                seen.push(l)
-            }
-        });
+        let text = decode_words(
+            value,
+            &mut |n| {
+                if let Note::Unknown(l) = n {
+                    seen.push(l)
+                }
+            },
+            &mut Detection::default(),
+        );
         (text, seen)
     }
 
@@ -235,7 +245,8 @@ mod tests {
     #[test]
     fn mislabelled_words_are_recovered() {
         let mut notes = Vec::new();
-        let text = decode_words("=?iso-8859-1?Q?J=C3=B6rg_M=C3=BCller?=", &mut |n| notes.push(n));
+        let text =
+            decode_words("=?iso-8859-1?Q?J=C3=B6rg_M=C3=BCller?=", &mut |n| notes.push(n), &mut Detection::default());
         assert_eq!(text, "Jörg Müller");
         assert_eq!(notes, vec![Note::Mismatch { declared: "iso-8859-1".to_owned(), read_as: "UTF-8" }]);
         assert_eq!(decode_header("=?unicode-1-1-utf-7?Q?J+APY-rg?="), "Jörg");

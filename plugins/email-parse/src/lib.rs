@@ -56,7 +56,7 @@ pub use html::html_to_text;
 pub use model::{Address, Attachment, Header, Limits, MessageDate, Parsed, Problem, ProblemKind};
 pub use quote::{Split, split_quoted};
 
-use charset::{Charset, Note};
+use charset::{Charset, Detection, Note};
 use model::Problems;
 
 /// Parses a message (RFC 5322 with MIME), CRLF or LF line endings. Never fails and never
@@ -108,7 +108,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
             header::get(&headers, "content-type")
                 .and_then(|v| params::parse(v).param("charset").and_then(charset::lookup))
         });
-        redecode_raw_values(&mut headers, &head.raw_values, body_charset, limits, &mut problems);
+        redecode_raw_values(&mut headers, &head.raw_values, body_charset, limits, &mut walker.detection, &mut problems);
     }
     let leading = charset::decode_guess(&raw[start..][head.leading]);
     if !leading.trim().is_empty() {
@@ -118,24 +118,25 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
     let mut parsed = Parsed::default();
     if let Some(subject) = header::get(&headers, "subject") {
         let mut notes = Vec::new();
-        parsed.subject = Some(encoded_word::decode_words(subject, &mut |n| notes.push(n)));
+        parsed.subject = Some(encoded_word::decode_words(subject, &mut |n| notes.push(n), &mut walker.detection));
         for note in notes {
             problems.push(mime::note_kind(&note), note.describe(" in Subject"));
         }
     }
-    let addresses = |name: &str, problems: &mut Problems| {
+    let addresses = |name: &str, problems: &mut Problems, detection: &mut Detection| {
         let mut list = Vec::new();
         for value in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
-            list.extend(address::parse_list(&value.value, &mut |bad| {
+            let mut bad = |bad: &str| {
                 problems.push(ProblemKind::InvalidAddress, format!("{name}: \"{bad}\" is no address; ignored"));
-            }));
+            };
+            list.extend(address::parse_list(&value.value, &mut bad, detection));
         }
         list
     };
-    parsed.from = addresses("From", &mut problems);
-    parsed.to = addresses("To", &mut problems);
-    parsed.cc = addresses("Cc", &mut problems);
-    parsed.reply_to = addresses("Reply-To", &mut problems);
+    parsed.from = addresses("From", &mut problems, &mut walker.detection);
+    parsed.to = addresses("To", &mut problems, &mut walker.detection);
+    parsed.cc = addresses("Cc", &mut problems, &mut walker.detection);
+    parsed.reply_to = addresses("Reply-To", &mut problems, &mut walker.detection);
     parsed.message_id = header::get(&headers, "message-id").and_then(address::message_id);
     parsed.in_reply_to = header::get(&headers, "in-reply-to").map(address::message_ids).unwrap_or_default();
     parsed.references = header::get(&headers, "references").map(address::message_ids).unwrap_or_default();
@@ -171,6 +172,7 @@ fn redecode_raw_values(
     raw_values: &[(usize, Vec<u8>)],
     body_charset: Option<Charset>,
     limits: &Limits,
+    detection: &mut Detection,
     problems: &mut Problems,
 ) {
     let decodes_all = |charset: Charset| raw_values.iter().all(|(_, bytes)| !charset::decode_with(charset, bytes).1);
@@ -179,8 +181,8 @@ fn redecode_raw_values(
         Some(charset) => charset,
         None => {
             let all: Vec<u8> = raw_values.iter().flat_map(|(_, bytes)| bytes.iter().copied().chain([b' '])).collect();
-            let guess = Charset::Web(charset::detect(&all));
-            let charset = if decodes_all(guess) { guess } else { Charset::Web(encoding_rs::WINDOWS_1252) };
+            let guess = detection.guess(&all).map(Charset::Web).filter(|&g| decodes_all(g));
+            let charset = guess.unwrap_or(Charset::Web(encoding_rs::WINDOWS_1252));
             let note = Note::Undeclared { read_as: charset.name() };
             problems.push(mime::note_kind(&note), note.describe(" in header fields"));
             charset

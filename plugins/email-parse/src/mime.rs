@@ -2,7 +2,7 @@
 //! body (text, HTML) or the attachments.
 
 use crate::address::message_id;
-use crate::charset::{self, Charset, Note};
+use crate::charset::{self, Charset, Detection, Note};
 use crate::encoded_word::decode_words;
 use crate::header::{self, utf8_cut};
 use crate::html;
@@ -41,6 +41,8 @@ pub(crate) struct Walker<'l> {
     /// The charset the first text part was read in (`Some(None)`: it was ASCII, or UTF-8 without
     /// a label), which raw 8-bit header values fall back to.
     pub first_text_charset: Option<Option<Charset>>,
+    /// The charset detection budget of the parse, bodies first.
+    pub detection: Detection,
 }
 
 /// Where a problem happened, as problem messages say it.
@@ -64,6 +66,7 @@ impl<'l> Walker<'l> {
             too_deep: false,
             too_many: false,
             first_text_charset: None,
+            detection: Detection::default(),
         }
     }
 
@@ -278,7 +281,7 @@ impl<'l> Walker<'l> {
             let (data, _) = self.decode_transfer(headers, body, section, "text");
             let declared = content_type.param("charset").map(str::to_owned);
             let declared = declared.or_else(|| if kind == "text/html" { html::meta_charset(&data) } else { None });
-            let decoded = charset::decode(declared.as_deref(), &data);
+            let decoded = charset::decode(declared.as_deref(), &data, &mut self.detection);
             if let Some(note) = decoded.note {
                 let at = if section.is_empty() { "body: ".to_owned() } else { place(section) };
                 self.problems.push(note_kind(&note), format!("{at}{}", note.describe("")));
@@ -365,7 +368,7 @@ impl<'l> Walker<'l> {
     fn subject_filename(&mut self, data: &[u8]) -> Option<String> {
         let mut ignored = Problems::default();
         let head = header::read(data, self.limits, &mut ignored, "");
-        let subject = decode_words(header::get(&head.headers, "subject")?, &mut |_| {});
+        let subject = decode_words(header::get(&head.headers, "subject")?, &mut |_| {}, &mut self.detection);
         let name: String = subject
             .chars()
             .map(|c| if matches!(c, '/' | '\\') { '_' } else { c })
@@ -378,7 +381,7 @@ impl<'l> Walker<'l> {
     /// RFC 2047 decoding of a header value, reporting unknown and mislabelled charsets.
     fn decode_header_words(&mut self, raw: &str, section: &str) -> String {
         let mut notes = Vec::new();
-        let text = decode_words(raw, &mut |n| notes.push(n));
+        let text = decode_words(raw, &mut |n| notes.push(n), &mut self.detection);
         for note in notes {
             self.problems.push(note_kind(&note), format!("{}{}", place(section), note.describe(" in a file name")));
         }
