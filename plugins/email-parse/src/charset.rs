@@ -230,6 +230,10 @@ pub(crate) fn decode(label: Option<&str>, bytes: &[u8], detection: &mut Detectio
             let note = (label.is_some() && !bytes.is_ascii()).then(|| note(Charset::Web(UTF_8)));
             return Decoded { text: s.strip_prefix('\u{feff}').unwrap_or(s).to_owned(), note, charset: None };
         }
+        if mostly_utf8(bytes) {
+            let utf8 = Charset::Web(UTF_8);
+            return Decoded { text: decode_lossy(utf8, bytes), note: Some(note(utf8)), charset: Some(utf8) };
+        }
         let guessed = detection.guess(bytes).map(|e| (Charset::Web(e), decode_with(Charset::Web(e), bytes)));
         let (charset, text) = match guessed {
             Some((guess, (text, false))) => (guess, text),
@@ -247,7 +251,9 @@ pub(crate) fn decode(label: Option<&str>, bytes: &[u8], detection: &mut Detectio
     let (text, errors) = decode_with(declared, bytes);
     let utf8 = || std::str::from_utf8(bytes).ok();
     let mismatch = |read_as: Charset| Some(Note::Mismatch { declared: label.to_owned(), read_as: read_as.name() });
-    if errors {
+    // A stray byte in UTF-8 text (a Latin-1 quote pasted in, a message cut short) is no reason
+    // to read all of it otherwise: only text that is mostly not UTF-8 was mislabelled.
+    if errors && !(declared == Charset::Web(UTF_8) && mostly_utf8(bytes)) {
         if let Some(s) = utf8() {
             let charset = Charset::Web(UTF_8);
             return Decoded { text: s.to_owned(), note: mismatch(charset), charset: Some(charset) };
@@ -266,6 +272,29 @@ pub(crate) fn decode(label: Option<&str>, bytes: &[u8], detection: &mut Detectio
         return Decoded { text: s.to_owned(), note: mismatch(charset), charset: Some(charset) };
     }
     Decoded { text, note: None, charset: Some(declared) }
+}
+
+/// Whether bytes that are not valid UTF-8 are still mostly UTF-8: more well-formed multi-byte
+/// sequences than invalid ones. Latin-1 or GBK text has next to no well-formed ones.
+fn mostly_utf8(bytes: &[u8]) -> bool {
+    let (mut valid, mut invalid) = (0usize, 0usize);
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                valid += s.bytes().filter(|&b| b >= 0xC0).count();
+                break;
+            }
+            Err(e) => {
+                valid += rest[..e.valid_up_to()].iter().filter(|&&b| b >= 0xC0).count();
+                // A sequence cut at the end is a message cut short, not another charset.
+                let Some(n) = e.error_len() else { break };
+                invalid += 1;
+                rest = &rest[e.valid_up_to() + n..];
+            }
+        }
+    }
+    valid > invalid
 }
 
 /// Decodes UTF-7 (RFC 2152): `+` opens a run of modified base64 holding UTF-16, which ends at
@@ -472,6 +501,15 @@ mod tests {
         let d = dec(Some("utf-8"), b"Sch\xf6ne Gr\xfc\xdfe aus K\xf6ln, J\xf6rg M\xfcller");
         assert_eq!(d.text, "Schöne Grüße aus Köln, Jörg Müller");
         assert!(matches!(d.note, Some(Note::Mismatch { .. })));
+        // UTF-8 with a stray Latin-1 byte stays UTF-8, labelled or not.
+        let mixed = b"Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln, sch\xf6n";
+        let d = dec(Some("utf-8"), mixed);
+        assert_eq!((d.text.as_str(), d.note), ("Grüße aus Köln, sch\u{fffd}n", None));
+        let d = dec(None, mixed);
+        assert_eq!(d.text, "Grüße aus Köln, sch\u{fffd}n");
+        assert_eq!(d.note, Some(Note::Undeclared { read_as: "UTF-8" }));
+        assert!(!mostly_utf8(b"Sch\xf6ne Gr\xfc\xdfe"));
+        assert!(mostly_utf8(b"\xc3\xa4\xc3"));
         // A correct label is kept.
         assert_eq!(dec(Some("iso-8859-1"), b"Gr\xfc\xdfe").note, None);
     }

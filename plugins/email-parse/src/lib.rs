@@ -102,17 +102,13 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
 
     // The body first: raw 8-bit header values are read in the charset its text was read in.
     let mut walker = mime::Walker::new(limits, Problems::default());
-    let mut bodies = walker.entity(&headers, body, 0, "", "text/plain");
+    let bodies = walker.entity(&headers, body, 0, "", "text/plain");
     if !head.raw_values.is_empty() {
         let body_charset = walker.first_text_charset.flatten().or_else(|| {
             header::get(&headers, "content-type")
                 .and_then(|v| params::parse(v).param("charset").and_then(charset::lookup))
         });
         redecode_raw_values(&mut headers, &head.raw_values, body_charset, limits, &mut walker.detection, &mut problems);
-    }
-    let leading = charset::decode_guess(&raw[start..][head.leading]);
-    if !leading.trim().is_empty() {
-        bodies.text.insert(0, text::normalize_newlines(leading));
     }
 
     let mut parsed = Parsed::default();
@@ -151,9 +147,15 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
         t
     };
     parsed.html = Some(within(bodies.html.join("\n"))).filter(|h| !h.trim().is_empty());
-    parsed.text = if texts.is_empty() { parsed.html.as_deref().map(html_to_text) } else { Some(texts.join("\n\n")) }
-        .map(within)
-        .filter(|t| !t.trim().is_empty());
+    let text = if texts.is_empty() { parsed.html.as_deref().map(html_to_text) } else { Some(texts.join("\n\n")) };
+    // The lines before a header block (a pasted forward's heading) start the text.
+    let leading = text::normalize_newlines(charset::decode_guess(&raw[start..][head.leading]));
+    let text = match (leading.trim(), text) {
+        ("", text) => text,
+        (leading, Some(text)) if !text.trim().is_empty() => Some(format!("{leading}\n\n{text}")),
+        (leading, _) => Some(leading.to_owned()),
+    };
+    parsed.text = text.map(within).filter(|t| !t.trim().is_empty());
     parsed.attachments = walker.attachments;
     problems.append(walker.problems);
     parsed.problems = problems.finish();
