@@ -17,12 +17,12 @@
 //!    the body, as before, and the problem says so.
 //! 3. **Headers after a stray blank line** (the message only, at most once). When the header
 //!    block ended in a blank line right after an unfinished field — one that ended in a
-//!    continuation line, or in `;`, `,` or its colon, as a fold whose whitespace-only line lost
-//!    its whitespace leaves it — and the lines after that blank line are, up to another blank
-//!    line (which must be there, within 64 lines), only fields of [`KNOWN_FIELDS`] (RFC 5322
-//!    and MIME names) and their folds, none of which the first block has, and either the first
-//!    block has no Content-Type or the second has one: the second block is read as headers too,
-//!    and the body starts after it.
+//!    continuation line, or in `;` or `,`, or had no value at all, as a fold whose
+//!    whitespace-only line lost its whitespace leaves it — and the lines after that blank line
+//!    are, up to another blank line (which must be there, within 64 lines), only fields of
+//!    [`KNOWN_FIELDS`] (RFC 5322 and MIME names) and their folds, none of which the first block
+//!    has, and either the first block has no Content-Type or the second has one (together: the
+//!    first has none), the second block is read as headers too, and the body starts after it.
 
 use std::ops::Range;
 
@@ -43,8 +43,8 @@ pub(crate) struct Section {
     pub leading: Range<usize>,
     /// Whether a blank line ended the section.
     blank_end: bool,
-    /// Whether the last field looked unfinished: it ended in a continuation line, or in `;`,
-    /// `,` or its colon.
+    /// Whether the last field looked unfinished: it ended in a continuation line, or in `;` or
+    /// `,`, or had no value at all.
     unfinished: bool,
 }
 
@@ -177,7 +177,8 @@ pub(crate) fn read(raw: &[u8], limits: &Limits, problems: &mut Problems, place: 
             }
             if section.headers.len() < limits.max_headers {
                 field = Some(Field::new(line));
-                section.unfinished = matches!(line.trim_ascii_end().last(), Some(b';' | b',' | b':'));
+                let value = line[field_name_len(line).map_or(0, |c| c + 1)..].trim_ascii();
+                section.unfinished = value.is_empty() || matches!(value.last(), Some(b';' | b','));
             } else if !too_many {
                 too_many = true;
                 problems.push(
@@ -607,6 +608,8 @@ mod tests {
         let raw = b"Content-Type: multipart/mixed;\n boundary=b\n\nSubject: x\nContent-Type: text/plain\n\nbody";
         let (h, _, _) = read_msg(raw);
         assert_eq!(h.len(), 1, "the first block has a Content-Type and the second a field of the same name");
+        let raw = b"From: a@x.de\nTo:\n\nSubject: x\n\nbody";
+        assert_eq!(read_msg(raw).0.len(), 3, "a field without a value is unfinished");
         let raw = b"Received: from a\n by b;\n\nSubject: x\nMessage-ID: <m@x>\n\nbody";
         let (h, section, _) = read_msg(raw);
         assert_eq!(h.len(), 3);
@@ -618,6 +621,8 @@ mod tests {
         for raw in [
             // The first block was finished.
             b"From: a@x.de\nTo: b@y.de\n\nSubject: Angebot\nDate: today\n\nbody".as_slice(),
+            // A value that merely ends in a colon is finished.
+            b"From: a@x.de\nX-Subject: Fwd:\n\nTo: c@x.de\nDate: today\n\nbody",
             // Unknown field names.
             b"From: a@x.de\nTo: b@y.de,\n\nSubject: Angebot\nX-Note: 1\n\nbody",
             // A field the first block already has.
