@@ -93,9 +93,14 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
     } else {
         raw
     };
+    // A byte order mark, as editors that saved a message to a file put before it.
+    let bom = if raw.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
     // An mbox "From " line before the headers, as stored mail has it.
-    let start =
-        if raw.starts_with(b"From ") { raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1) } else { 0 };
+    let start = if raw[bom..].starts_with(b"From ") {
+        raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1)
+    } else {
+        bom
+    };
     let head = header::read_message(&raw[start..], limits, &mut problems);
     let mut headers = head.headers;
     let body = &raw[(start + head.body_start).min(raw.len())..];

@@ -184,6 +184,13 @@ fn lines_before_the_headers_start_the_text_even_of_an_html_body() {
 }
 
 #[test]
+fn a_byte_order_mark_before_the_headers_is_skipped() {
+    let p = parse_str("\u{feff}From: a@x.de\nSubject: s\n\nbody");
+    assert_eq!((p.from.len(), p.subject.as_deref(), p.text.as_deref()), (1, Some("s"), Some("body")));
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+}
+
+#[test]
 fn raw_8bit_headers_take_the_first_text_parts_charset() {
     let cp1251 = |text: &str| encoding_rs::WINDOWS_1251.encode(text).0.into_owned();
     let raw = [
