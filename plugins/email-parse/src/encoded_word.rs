@@ -39,9 +39,10 @@ pub(crate) fn decode_words(value: &str, note: &mut dyn FnMut(Note), detection: &
     let mut pending: Option<(String, Vec<u8>)> = None;
     let mut copied = 0;
     let mut search = 0;
+    let mut ends = Ends { from: 0, found: value.find("?=") };
     while let Some(found) = value[search..].find("=?") {
         let start = search + found;
-        let Some((end, label, bytes)) = word_at(value, start) else {
+        let Some((end, label, bytes)) = word_at(value, start, &mut ends) else {
             search = start + 2;
             continue;
         };
@@ -83,12 +84,37 @@ fn flush(
     out.extend(decoded.text.chars().map(|c| if c.is_control() { ' ' } else { c }));
 }
 
+/// The next `?=` in a value, remembered: words are read left to right, so a search starts where
+/// the last one ended, and a value full of `=?` without `?=` is scanned once, not once per `=?`.
+struct Ends {
+    /// Where the last search started.
+    from: usize,
+    /// What it found.
+    found: Option<usize>,
+}
+
+impl Ends {
+    /// The first `?=` at or after `from`.
+    fn at_or_after(&mut self, value: &str, from: usize) -> Option<usize> {
+        if from < self.from || self.found.is_some_and(|p| p < from) {
+            self.from = from;
+            self.found = value[from..].find("?=").map(|i| from + i);
+        }
+        self.found
+    }
+}
+
+/// The longest charset label read (RFC 2978 names are at most 40 characters).
+const MAX_LABEL: usize = 64;
+
 /// Reads the encoded-word starting at `start` (which holds `=?`): its end, charset and bytes.
-fn word_at(value: &str, start: usize) -> Option<(usize, &str, Vec<u8>)> {
+fn word_at<'v>(value: &'v str, start: usize, ends: &mut Ends) -> Option<(usize, &'v str, Vec<u8>)> {
     let rest = &value[start + 2..];
-    let q1 = rest.find('?')?;
+    // Bounded, like every search here: a search per `=?` to the end of the value would make
+    // a value of many `=?` quadratic.
+    let q1 = rest.bytes().take(MAX_LABEL + 1).position(|b| b == b'?')?;
     let label = &rest[..q1];
-    if label.is_empty() || label.len() > 64 || label.bytes().any(|b| b.is_ascii_whitespace() || b == b'=') {
+    if label.is_empty() || label.bytes().any(|b| b.is_ascii_whitespace() || b == b'=') {
         return None;
     }
     let after = &rest[q1 + 1..];
@@ -97,11 +123,11 @@ fn word_at(value: &str, start: usize) -> Option<(usize, &str, Vec<u8>)> {
     if chars.next()? != b'?' {
         return None;
     }
-    let text_all = &after[2..];
+    let text_start = start + 2 + q1 + 1 + 2;
     // The first `?=` ends the word (`=?utf-8?Q?Was??=` is "Was?"). Another word's start before
     // it means this one never ended: it stays as it is, and the next one is read on its own.
-    let q2 = text_all.find("?=")?;
-    let text = &text_all[..q2];
+    let q2 = ends.at_or_after(value, text_start)? - text_start;
+    let text = &value[text_start..text_start + q2];
     if text.contains("=?") {
         return None;
     }
@@ -113,7 +139,7 @@ fn word_at(value: &str, start: usize) -> Option<(usize, &str, Vec<u8>)> {
         },
         _ => return None,
     };
-    let end = start + 2 + q1 + 1 + 2 + q2 + 2;
+    let end = text_start + q2 + 2;
     Some((end, label, bytes))
 }
 
@@ -225,6 +251,17 @@ mod tests {
         assert_eq!(decode_header("=?utf-8?Q?Was??= ja"), "Was? ja");
         // A word that never ends stays, and the next one is still decoded.
         assert_eq!(decode_header("=?utf-8?Q?kein Ende =?utf-8?Q?=C3=A4?="), "=?utf-8?Q?kein Ende ä");
+    }
+
+    /// Regression guard: with spaces allowed in words, a search for each word's end that ran to
+    /// the end of the value made a value of many unended `=?` quadratic.
+    #[test]
+    fn many_unended_words_take_linear_time() {
+        let start = std::time::Instant::now();
+        for value in ["=?utf-8?Q?a ".repeat(20_000), format!("{}?=", "=?".repeat(100_000))] {
+            assert!(decode_header(&value) == value, "a value without a word changed");
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(2), "took {:?}", start.elapsed());
     }
 
     #[test]
