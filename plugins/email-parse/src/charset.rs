@@ -82,13 +82,25 @@ pub(crate) fn lookup(label: &str) -> Option<Charset> {
     if found == REPLACEMENT { None } else { Some(Charset::Web(found)) }
 }
 
-/// Whether a label says ASCII. WHATWG reads such labels as Windows-1252; mail that carries one
-/// with 8-bit bytes has in fact no trustworthy label, so its text is read as undeclared.
-fn says_ascii(label: &str) -> bool {
+/// Whether a label says nothing about 8-bit bytes: ASCII (which WHATWG reads as Windows-1252,
+/// but mail that carries it with 8-bit bytes has in fact no trustworthy label), or the
+/// `unknown-8bit` of RFC 1428 and its spellings. Such text is read as undeclared.
+fn says_nothing(label: &str) -> bool {
     let lower = label.trim().trim_matches('"').to_ascii_lowercase();
     matches!(
         lower.as_str(),
-        "us-ascii" | "ascii" | "us_ascii" | "ansi_x3.4-1968" | "iso646-us" | "default" | "us" | "iso-ir-6" | "csascii"
+        "us-ascii"
+            | "ascii"
+            | "us_ascii"
+            | "ansi_x3.4-1968"
+            | "iso646-us"
+            | "default"
+            | "us"
+            | "iso-ir-6"
+            | "csascii"
+            | "unknown-8bit"
+            | "x-unknown"
+            | "unknown"
     )
 }
 
@@ -209,8 +221,9 @@ pub(crate) struct Decoded {
 
 /// Decodes text declared as `charset` (`None`: not declared), recovering from wrong labels:
 ///
-/// - Undeclared, or declared as ASCII: UTF-8 when the bytes are valid UTF-8; else chardetng's
-///   guess, or Windows-1252 when the guess does not decode them either.
+/// - Undeclared, or declared as ASCII or `unknown-8bit`: UTF-8 when the bytes are valid UTF-8
+///   (or mostly: see [`mostly_utf8`]); else chardetng's guess, or Windows-1252 when the guess
+///   does not decode them either.
 /// - Declared, when decoding hits bytes that are no text in the charset (they would become
 ///   U+FFFD): UTF-8 when valid, else chardetng's guess when it decodes them without errors.
 /// - Declared as a single-byte charset, when the bytes are valid UTF-8 with non-ASCII
@@ -220,8 +233,8 @@ pub(crate) struct Decoded {
 /// Detection runs only on non-ASCII bytes that are not UTF-8 and have no label they fit.
 pub(crate) fn decode(label: Option<&str>, bytes: &[u8], detection: &mut Detection) -> Decoded {
     let label = label.map(|l| l.trim().trim_matches('"')).filter(|l| !l.is_empty());
-    let Some(label) = label.filter(|l| !says_ascii(l)) else {
-        // An ASCII label over 8-bit bytes is wrong whatever they are; no label says nothing.
+    let Some(label) = label.filter(|l| !says_nothing(l)) else {
+        // An ASCII or unknown-8bit label over 8-bit bytes is a mismatch; no label is undeclared.
         let note = |read_as: Charset| match label {
             Some(ascii) => Note::Mismatch { declared: ascii.to_owned(), read_as: read_as.name() },
             None => Note::Undeclared { read_as: read_as.name() },
@@ -501,6 +514,9 @@ mod tests {
         let d = dec(Some("utf-8"), b"Sch\xf6ne Gr\xfc\xdfe aus K\xf6ln, J\xf6rg M\xfcller");
         assert_eq!(d.text, "Schöne Grüße aus Köln, Jörg Müller");
         assert!(matches!(d.note, Some(Note::Mismatch { .. })));
+        let d = dec(Some("unknown-8bit"), b"K\xe4se f\xfcr 5 \x80, sch\xf6ne Gr\xfc\xdfe");
+        assert_eq!(d.text, "Käse für 5 €, schöne Grüße");
+        assert_eq!(d.note, Some(Note::Mismatch { declared: "unknown-8bit".to_owned(), read_as: "windows-1252" }));
         // UTF-8 with a stray Latin-1 byte stays UTF-8, labelled or not.
         let mixed = b"Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln, sch\xf6n";
         let d = dec(Some("utf-8"), mixed);
