@@ -4,6 +4,8 @@
 use chardetng::{EncodingDetector, Iso2022JpDetection, Utf8Detection};
 use encoding_rs::{Encoding, REPLACEMENT, UTF_8, WINDOWS_1252};
 
+use crate::model::ProblemKind;
+
 /// A charset this crate can decode: one of the WHATWG encodings encoding_rs implements, or one
 /// of the few that mail still carries and encoding_rs leaves out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +198,14 @@ pub(crate) enum Note {
 }
 
 impl Note {
+    /// The kind of problem it is.
+    pub fn kind(&self) -> ProblemKind {
+        match self {
+            Note::Unknown(_) => ProblemKind::UnknownCharset,
+            Note::Mismatch { .. } | Note::Undeclared { .. } => ProblemKind::CharsetMismatch,
+        }
+    }
+
     /// The problem's message, after the place (`body: `, `part 2: `, …) and what was decoded.
     pub fn describe(&self, what: &str) -> String {
         match self {

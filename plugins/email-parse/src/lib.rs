@@ -121,7 +121,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
         let mut notes = Vec::new();
         parsed.subject = Some(encoded_word::decode_words(subject, &mut |n| notes.push(n), &mut walker.detection));
         for note in notes {
-            problems.push(mime::note_kind(&note), note.describe(" in Subject"));
+            problems.push(note.kind(), note.describe(" in Subject"));
         }
     }
     let addresses = |name: &str, problems: &mut Problems, detection: &mut Detection| {
@@ -191,7 +191,7 @@ fn redecode_raw_values(
             let guess = detection.guess(&all).map(Charset::Web).filter(|&g| decodes_all(g));
             let charset = guess.unwrap_or(Charset::Web(encoding_rs::WINDOWS_1252));
             let note = Note::Undeclared { read_as: charset.name() };
-            problems.push(mime::note_kind(&note), note.describe(" in header fields"));
+            problems.push(note.kind(), note.describe(" in header fields"));
             charset
         }
     };

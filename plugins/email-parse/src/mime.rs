@@ -2,7 +2,7 @@
 //! body (text, HTML) or the attachments.
 
 use crate::address::message_id;
-use crate::charset::{self, Charset, Detection, Note};
+use crate::charset::{self, Charset, Detection};
 use crate::encoded_word::decode_words;
 use crate::header::{self, utf8_cut};
 use crate::html;
@@ -284,7 +284,7 @@ impl<'l> Walker<'l> {
             let decoded = charset::decode(declared.as_deref(), &data, &mut self.detection);
             if let Some(note) = decoded.note {
                 let at = if section.is_empty() { "body: ".to_owned() } else { place(section) };
-                self.problems.push(note_kind(&note), format!("{at}{}", note.describe("")));
+                self.problems.push(note.kind(), format!("{at}{}", note.describe("")));
             }
             if self.first_text_charset.is_none() {
                 self.first_text_charset = Some(decoded.charset);
@@ -383,17 +383,9 @@ impl<'l> Walker<'l> {
         let mut notes = Vec::new();
         let text = decode_words(raw, &mut |n| notes.push(n), &mut self.detection);
         for note in notes {
-            self.problems.push(note_kind(&note), format!("{}{}", place(section), note.describe(" in a file name")));
+            self.problems.push(note.kind(), format!("{}{}", place(section), note.describe(" in a file name")));
         }
         text
-    }
-}
-
-/// The kind of problem a charset note is.
-pub(crate) fn note_kind(note: &Note) -> ProblemKind {
-    match note {
-        Note::Unknown(_) => ProblemKind::UnknownCharset,
-        Note::Mismatch { .. } | Note::Undeclared { .. } => ProblemKind::CharsetMismatch,
     }
 }
 
