@@ -1,6 +1,7 @@
 //! Address lists (`From`, `To`, …) and message-id lists (`References`, …).
 
-use crate::encoded_word::decode_header;
+use crate::charset::Detection;
+use crate::encoded_word::decode_words;
 use crate::model::Address;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,15 +146,16 @@ fn unescape(s: &str) -> String {
 
 /// Reads an address list: quoted display names, comments, groups (flattened), RFC 2047 names,
 /// bare addresses, `;` used as a separator. Calls `bad` with each entry that is no address.
-pub(crate) fn parse_list(value: &str, bad: &mut dyn FnMut(&str)) -> Vec<Address> {
+/// Display names are decoded within `detection`'s budget.
+pub(crate) fn parse_list(value: &str, bad: &mut dyn FnMut(&str), detection: &mut Detection) -> Vec<Address> {
     let mut out = Vec::new();
     let mut current: Vec<Spaced> = Vec::new();
     let mut in_group = false;
     for (tok, space) in tokenize(value) {
         match tok {
-            Tok::Comma => finish(&mut current, &mut out, bad),
+            Tok::Comma => finish(&mut current, &mut out, bad, detection),
             Tok::Semicolon => {
-                finish(&mut current, &mut out, bad);
+                finish(&mut current, &mut out, bad, detection);
                 in_group = false;
             }
             Tok::Colon if !in_group && !current.iter().any(|(t, _)| matches!(t, Tok::Angle(_))) => {
@@ -165,12 +167,12 @@ pub(crate) fn parse_list(value: &str, bad: &mut dyn FnMut(&str)) -> Vec<Address>
             tok => current.push((tok, space)),
         }
     }
-    finish(&mut current, &mut out, bad);
+    finish(&mut current, &mut out, bad, detection);
     out
 }
 
 /// Reads one mailbox from its tokens (and empties them).
-fn finish(tokens: &mut Vec<Spaced>, out: &mut Vec<Address>, bad: &mut dyn FnMut(&str)) {
+fn finish(tokens: &mut Vec<Spaced>, out: &mut Vec<Address>, bad: &mut dyn FnMut(&str), detection: &mut Detection) {
     let toks = std::mem::take(tokens);
     if toks.is_empty() {
         return;
@@ -229,7 +231,7 @@ fn finish(tokens: &mut Vec<Spaced>, out: &mut Vec<Address>, bad: &mut dyn FnMut(
         }
         return;
     }
-    let name = clean_name(&words.join(" ")).or_else(|| comment.and_then(clean_name));
+    let name = clean_name(&words.join(" "), detection).or_else(|| comment.and_then(|c| clean_name(c, detection)));
     let name = name.filter(|n| !n.eq_ignore_ascii_case(&email));
     out.push(Address { name, email });
 }
@@ -244,8 +246,8 @@ fn word(t: &Tok) -> Option<String> {
 }
 
 /// A display name: RFC 2047 decoded, whitespace collapsed, stray quotes dropped.
-fn clean_name(raw: &str) -> Option<String> {
-    let decoded = decode_header(raw);
+fn clean_name(raw: &str, detection: &mut Detection) -> Option<String> {
+    let decoded = decode_words(raw, &mut |_| {}, detection);
     let collapsed = decoded.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut name = collapsed.as_str();
     for (open, close) in [('\'', '\''), ('"', '"')] {
@@ -371,7 +373,7 @@ mod tests {
     use super::*;
 
     fn addrs(value: &str) -> Vec<(Option<String>, String)> {
-        parse_list(value, &mut |_| {}).into_iter().map(|a| (a.name, a.email)).collect()
+        parse_list(value, &mut |_| {}, &mut Detection::default()).into_iter().map(|a| (a.name, a.email)).collect()
     }
 
     fn a(name: Option<&str>, email: &str) -> (Option<String>, String) {
@@ -408,6 +410,28 @@ mod tests {
         );
     }
 
+    /// Encoded-words inside quoted display names, which RFC 2047 forbids and every client reads.
+    #[test]
+    fn encoded_words_in_quoted_names() {
+        assert_eq!(addrs("\"=?utf-8?B?SsO2cmcgTcO8bGxlcg==?=\" <jm@x.de>"), vec![a(Some("Jörg Müller"), "jm@x.de")]);
+        // With spaces inside the word, lowercase q, and text around it.
+        assert_eq!(
+            addrs("\"=?utf-8?q?J=C3=B6rg M=C3=BCller?= (Vertrieb)\" <jm@x.de>"),
+            vec![a(Some("Jörg Müller (Vertrieb)"), "jm@x.de")]
+        );
+        assert_eq!(
+            addrs("\"Support =?iso-8859-1?Q?M=FCller?=\" <s@x.de>, \"=?koi8-r?B?8NLJ18XU?=\" <p@x.ru>"),
+            vec![a(Some("Support Müller"), "s@x.de"), a(Some("Привет"), "p@x.ru")]
+        );
+        // Unquoted, with a space inside the word, and without whitespace before the address.
+        assert_eq!(addrs("=?utf-8?Q?J=C3=B6rg M=C3=BCller?=<jm@x.de>"), vec![a(Some("Jörg Müller"), "jm@x.de")]);
+        // Adjacent words in two charsets, the second one's bytes really UTF-8.
+        assert_eq!(
+            addrs("\"=?iso-8859-1?Q?J=F6rg?= =?iso-8859-2?Q?_M=C3=BCller?=\" <jm@x.de>"),
+            vec![a(Some("Jörg Müller"), "jm@x.de")]
+        );
+    }
+
     #[test]
     fn groups() {
         assert_eq!(addrs("undisclosed-recipients:;"), vec![]);
@@ -430,7 +454,10 @@ mod tests {
         assert_eq!(addrs("\"unclosed <a@x.de>"), vec![a(Some("unclosed"), "a@x.de")]);
         assert_eq!(addrs("Anna Ärger <ä@Bücher.DE>"), vec![a(Some("Anna Ärger"), "ä@bücher.de")]);
         let mut bad = Vec::new();
-        assert!(parse_list("Anna Berg, \"Only Name\"", &mut |b| bad.push(b.to_owned())).is_empty());
+        assert!(
+            parse_list("Anna Berg, \"Only Name\"", &mut |b| bad.push(b.to_owned()), &mut Detection::default())
+                .is_empty()
+        );
         assert_eq!(bad, vec!["Anna Berg", "Only Name"]);
     }
 

@@ -1,6 +1,7 @@
 //! Mail no person wrote: auto-replies, bulk mail, mailing lists, and bounces.
 
 use crate::address::{message_id, parse_list};
+use crate::charset::Detection;
 use crate::header;
 use crate::model::{Header, Limits, Parsed, Problems};
 use crate::params;
@@ -51,7 +52,8 @@ pub fn is_automatic(parsed: &Parsed) -> Option<String> {
     for name in ["From", "Sender", "Return-Path"] {
         let addresses = match name {
             "From" => parsed.from.clone(),
-            _ => parsed.headers_all(name).flat_map(|v| parse_list(v, &mut |_| {})).collect(),
+            // Only the addresses count: no charset detection for the names.
+            _ => parsed.headers_all(name).flat_map(|v| parse_list(v, &mut |_| {}, &mut Detection::none())).collect(),
         };
         if let Some(a) = addresses.iter().find(|a| automatic_sender(&a.email)) {
             return Some(format!("automatic sender in {name}: {}", a.email));

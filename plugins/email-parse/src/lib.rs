@@ -56,12 +56,23 @@ pub use html::html_to_text;
 pub use model::{Address, Attachment, Header, Limits, MessageDate, Parsed, Problem, ProblemKind};
 pub use quote::{Split, split_quoted};
 
+use charset::{Charset, Detection, Note};
 use model::Problems;
 
 /// Parses a message (RFC 5322 with MIME), CRLF or LF line endings. Never fails and never
 /// panics: what cannot be read is skipped, cut or kept raw, and `problems` says so.
 ///
-/// - Headers are unfolded; 8-bit bytes that are not UTF-8 are read as Windows-1252.
+/// - Headers are unfolded. Broken header blocks are read as mail clients read them: folds a
+///   relay broke, lines before the headers (a pasted forward), header fields after a stray
+///   blank line — the rules are those of the `header` module, each reported as a
+///   [`ProblemKind::MalformedHeader`].
+/// - Raw 8-bit header values (no encoding declared) are UTF-8 when valid; else read in the
+///   charset the body text was read in, when that fits them; else in the charset chardetng
+///   detects; else Windows-1252.
+/// - Text in a charset that does not fit its bytes (`iso-8859-1` over UTF-8, Shift_JIS labelled
+///   `ISO-2022-JP`), or 8-bit text without a charset, is read in the charset that fits — UTF-8,
+///   or chardetng's guess — and a [`ProblemKind::CharsetMismatch`] says "declared X, read as
+///   Y". Detection runs only then, never on ASCII or UTF-8 mail.
 /// - `subject` and display names have RFC 2047 encoded-words decoded; addresses are parsed
 ///   (quoted names, comments, groups, bare addresses) with domains lowercased.
 /// - The MIME tree is walked within [`Limits`]: base64 and quoted-printable are decoded,
@@ -82,45 +93,57 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
     } else {
         raw
     };
+    // A byte order mark, as editors that saved a message to a file put before it.
+    let bom = if raw.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
     // An mbox "From " line before the headers, as stored mail has it.
-    let start =
-        if raw.starts_with(b"From ") { raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1) } else { 0 };
-    let head = header::read(&raw[start..], limits, &mut problems, "");
-    let headers = head.headers;
+    let start = if raw[bom..].starts_with(b"From ") {
+        raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1)
+    } else {
+        bom
+    };
+    let head = header::read_message(&raw[start..], limits, &mut problems);
+    let mut headers = head.headers;
     let body = &raw[(start + head.body_start).min(raw.len())..];
+
+    // The body first: raw 8-bit header values are read in the charset its text was read in.
+    let mut walker = mime::Walker::new(limits, Problems::default());
+    let bodies = walker.entity(&headers, body, 0, "", "text/plain");
+    if !head.raw_values.is_empty() {
+        let body_charset = walker.first_text_charset.flatten().or_else(|| {
+            header::get(&headers, "content-type")
+                .and_then(|v| params::parse(v).param("charset").and_then(charset::lookup))
+        });
+        redecode_raw_values(&mut headers, &head.raw_values, body_charset, limits, &mut walker.detection, &mut problems);
+    }
 
     let mut parsed = Parsed::default();
     if let Some(subject) = header::get(&headers, "subject") {
-        let mut unknown = Vec::new();
-        parsed.subject = Some(encoded_word::decode_words(subject, &mut |l| unknown.push(l.to_owned())));
-        for label in unknown {
-            problems.push(
-                ProblemKind::UnknownCharset,
-                format!("unknown charset \"{label}\" in Subject; read as UTF-8 with replacement"),
-            );
+        let mut notes = Vec::new();
+        parsed.subject = Some(encoded_word::decode_words(subject, &mut |n| notes.push(n), &mut walker.detection));
+        for note in notes {
+            problems.push(note.kind(), note.describe(" in Subject"));
         }
     }
-    let addresses = |name: &str, problems: &mut Problems| {
+    let addresses = |name: &str, problems: &mut Problems, detection: &mut Detection| {
         let mut list = Vec::new();
         for value in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
-            list.extend(address::parse_list(&value.value, &mut |bad| {
+            let mut bad = |bad: &str| {
                 problems.push(ProblemKind::InvalidAddress, format!("{name}: \"{bad}\" is no address; ignored"));
-            }));
+            };
+            list.extend(address::parse_list(&value.value, &mut bad, detection));
         }
         list
     };
-    parsed.from = addresses("From", &mut problems);
-    parsed.to = addresses("To", &mut problems);
-    parsed.cc = addresses("Cc", &mut problems);
-    parsed.reply_to = addresses("Reply-To", &mut problems);
+    parsed.from = addresses("From", &mut problems, &mut walker.detection);
+    parsed.to = addresses("To", &mut problems, &mut walker.detection);
+    parsed.cc = addresses("Cc", &mut problems, &mut walker.detection);
+    parsed.reply_to = addresses("Reply-To", &mut problems, &mut walker.detection);
     parsed.message_id = header::get(&headers, "message-id").and_then(address::message_id);
     parsed.in_reply_to = header::get(&headers, "in-reply-to").map(address::message_ids).unwrap_or_default();
     parsed.references = header::get(&headers, "references").map(address::message_ids).unwrap_or_default();
     parsed.date =
         header::get(&headers, "date").map(|raw| MessageDate { raw: raw.to_owned(), unix: date::parse_date(raw) });
 
-    let mut walker = mime::Walker::new(limits, problems);
-    let bodies = walker.entity(&headers, body, 0, "", "text/plain");
     let texts: Vec<&str> =
         bodies.text.iter().map(|t| t.trim_end().trim_start_matches('\n')).filter(|t| !t.is_empty()).collect();
     // Joining parts adds line breaks, and text made from HTML may outgrow it: cut to the limit.
@@ -129,11 +152,52 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Parsed {
         t
     };
     parsed.html = Some(within(bodies.html.join("\n"))).filter(|h| !h.trim().is_empty());
-    parsed.text = if texts.is_empty() { parsed.html.as_deref().map(html_to_text) } else { Some(texts.join("\n\n")) }
-        .map(within)
-        .filter(|t| !t.trim().is_empty());
+    let text = if texts.is_empty() { parsed.html.as_deref().map(html_to_text) } else { Some(texts.join("\n\n")) };
+    // The lines before a header block (a pasted forward's heading) start the text.
+    let leading = text::normalize_newlines(charset::decode_guess(&raw[start..][head.leading]));
+    let text = match (leading.trim(), text) {
+        ("", text) => text,
+        (leading, Some(text)) if !text.trim().is_empty() => Some(format!("{leading}\n\n{text}")),
+        (leading, _) => Some(leading.to_owned()),
+    };
+    parsed.text = text.map(within).filter(|t| !t.trim().is_empty());
     parsed.attachments = walker.attachments;
-    parsed.problems = walker.problems.finish();
+    problems.append(walker.problems);
+    parsed.problems = problems.finish();
     parsed.headers = headers;
     parsed
+}
+
+/// Decodes the header values that are not UTF-8 (no encoding declared, 8-bit bytes) again, now
+/// that the message's charset is known: in the charset the body text was read in — the first
+/// text part's (the message's own when it is text), as declared or, when the label did not fit
+/// or was missing, as detected from the body's many more bytes; else the top-level
+/// Content-Type's — when that decodes all of them; else in chardetng's guess for all of them
+/// together; else as Windows-1252, as they were read so far.
+fn redecode_raw_values(
+    headers: &mut [Header],
+    raw_values: &[(usize, Vec<u8>)],
+    body_charset: Option<Charset>,
+    limits: &Limits,
+    detection: &mut Detection,
+    problems: &mut Problems,
+) {
+    let decodes_all = |charset: Charset| raw_values.iter().all(|(_, bytes)| !charset::decode_with(charset, bytes).1);
+    // UTF-8 cannot be it: the values would not be here.
+    let charset = match body_charset.filter(|&c| c != Charset::Web(encoding_rs::UTF_8) && decodes_all(c)) {
+        Some(charset) => charset,
+        None => {
+            let all: Vec<u8> = raw_values.iter().flat_map(|(_, bytes)| bytes.iter().copied().chain([b' '])).collect();
+            let guess = detection.guess(&all).map(Charset::Web).filter(|&g| decodes_all(g));
+            let charset = guess.unwrap_or(Charset::Web(encoding_rs::WINDOWS_1252));
+            let note = Note::Undeclared { read_as: charset.name() };
+            problems.push(note.kind(), note.describe(" in header fields"));
+            charset
+        }
+    };
+    for (i, bytes) in raw_values {
+        if let Some(header) = headers.get_mut(*i) {
+            header.value = header::cut_value(charset::decode_lossy(charset, bytes), limits);
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! body (text, HTML) or the attachments.
 
 use crate::address::message_id;
-use crate::charset;
+use crate::charset::{self, Charset, Detection};
 use crate::encoded_word::decode_words;
 use crate::header::{self, utf8_cut};
 use crate::html;
@@ -38,6 +38,11 @@ pub(crate) struct Walker<'l> {
     too_deep: bool,
     /// Whether the part limit was reached.
     too_many: bool,
+    /// The charset the first text part was read in (`Some(None)`: it was ASCII, or UTF-8 without
+    /// a label), which raw 8-bit header values fall back to.
+    pub first_text_charset: Option<Option<Charset>>,
+    /// The charset detection budget of the parse, bodies first.
+    pub detection: Detection,
 }
 
 /// Where a problem happened, as problem messages say it.
@@ -60,6 +65,8 @@ impl<'l> Walker<'l> {
             budget: limits.max_total_bytes,
             too_deep: false,
             too_many: false,
+            first_text_charset: None,
+            detection: Detection::default(),
         }
     }
 
@@ -274,13 +281,13 @@ impl<'l> Walker<'l> {
             let (data, _) = self.decode_transfer(headers, body, section, "text");
             let declared = content_type.param("charset").map(str::to_owned);
             let declared = declared.or_else(|| if kind == "text/html" { html::meta_charset(&data) } else { None });
-            let decoded = charset::decode(declared.as_deref(), &data);
-            if let Some(label) = decoded.unknown {
+            let decoded = charset::decode(declared.as_deref(), &data, &mut self.detection);
+            if let Some(note) = decoded.note {
                 let at = if section.is_empty() { "body: ".to_owned() } else { place(section) };
-                self.problems.push(
-                    ProblemKind::UnknownCharset,
-                    format!("{at}unknown charset \"{label}\"; read as UTF-8 with replacement"),
-                );
+                self.problems.push(note.kind(), format!("{at}{}", note.describe("")));
+            }
+            if self.first_text_charset.is_none() {
+                self.first_text_charset = Some(decoded.charset);
             }
             let mut text = text::normalize_newlines(decoded.text);
             if kind == "text/plain" && content_type.param("format").is_some_and(|f| f.eq_ignore_ascii_case("flowed")) {
@@ -361,7 +368,7 @@ impl<'l> Walker<'l> {
     fn subject_filename(&mut self, data: &[u8]) -> Option<String> {
         let mut ignored = Problems::default();
         let head = header::read(data, self.limits, &mut ignored, "");
-        let subject = decode_words(header::get(&head.headers, "subject")?, &mut |_| {});
+        let subject = decode_words(header::get(&head.headers, "subject")?, &mut |_| {}, &mut self.detection);
         let name: String = subject
             .chars()
             .map(|c| if matches!(c, '/' | '\\') { '_' } else { c })
@@ -371,15 +378,12 @@ impl<'l> Walker<'l> {
         (!name.is_empty()).then(|| format!("{name}.eml"))
     }
 
-    /// RFC 2047 decoding of a header value, reporting unknown charsets.
+    /// RFC 2047 decoding of a header value, reporting unknown and mislabelled charsets.
     fn decode_header_words(&mut self, raw: &str, section: &str) -> String {
-        let mut unknown = Vec::new();
-        let text = decode_words(raw, &mut |l| unknown.push(l.to_owned()));
-        for label in unknown {
-            self.problems.push(
-                ProblemKind::UnknownCharset,
-                format!("{}unknown charset \"{label}\" in a file name; read as UTF-8 with replacement", place(section)),
-            );
+        let mut notes = Vec::new();
+        let text = decode_words(raw, &mut |n| notes.push(n), &mut self.detection);
+        for note in notes {
+            self.problems.push(note.kind(), format!("{}{}", place(section), note.describe(" in a file name")));
         }
         text
     }

@@ -49,7 +49,9 @@ pub struct Header {
     /// The field name as written (compare it case-insensitively).
     pub name: String,
     /// The unfolded value, trimmed, with RFC 2047 encoded-words left as they are (see
-    /// [`decode_header`](crate::decode_header)). Bytes that are not UTF-8 are read as Windows-1252.
+    /// [`decode_header`](crate::decode_header)). Bytes that are not UTF-8 are read in the
+    /// message's charset (see [`parse`](crate::parse)) in the message's own header fields, and
+    /// as Windows-1252 in a part's.
     pub value: String,
 }
 
@@ -105,6 +107,9 @@ pub enum ProblemKind {
     InvalidAddress,
     /// A charset that is not known; the text was read as UTF-8 with replacement characters.
     UnknownCharset,
+    /// Text whose declared charset did not fit its bytes, or 8-bit text without a declared
+    /// charset (a body, a raw header value, an encoded-word), was read in a detected charset.
+    CharsetMismatch,
     /// A transfer encoding that is not known; the data was kept as it is.
     UnknownTransferEncoding,
     /// Base64 data that could not be decoded to the end.
@@ -196,6 +201,14 @@ pub(crate) struct Problems {
 }
 
 impl Problems {
+    /// Adds the problems of `other` after these, within the cap.
+    pub fn append(&mut self, other: Problems) {
+        for problem in other.list {
+            self.push(problem.kind, problem.message);
+        }
+        self.unlisted += other.unlisted;
+    }
+
     /// Records a problem, or counts it when the list is full.
     pub fn push(&mut self, kind: ProblemKind, message: String) {
         if self.list.len() < MAX_PROBLEMS {

@@ -152,7 +152,7 @@ fn assemble(raw: Vec<RawParam>) -> Vec<(String, String)> {
             percent_decode(encoded.as_bytes(), &mut bytes);
         }
         let text = match label.as_deref().and_then(charset::lookup) {
-            Some(encoding) => charset::decode_with(encoding, &bytes),
+            Some(known) => charset::decode_lossy(known, &bytes),
             None => charset::decode_guess(&bytes),
         };
         match plain.iter_mut().find(|(n, _)| *n == base) {

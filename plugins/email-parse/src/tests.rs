@@ -136,6 +136,97 @@ fn eight_bit_headers_and_bodies_without_charset() {
     assert_eq!(p.subject.as_deref(), Some("Grüße"));
     assert_eq!(p.from[0].name.as_deref(), Some("Jörg"));
     assert_eq!(p.text.as_deref(), Some("Käse für 5 €"));
+    assert_eq!(
+        messages(&p),
+        // The headers are read in what the body was detected as: no problem of their own.
+        vec!["body: 8-bit text without a charset; read as windows-1252"]
+    );
+    assert!(p.problems.iter().all(|p| p.kind == ProblemKind::CharsetMismatch));
+}
+
+/// Regression guard: charset detection reads some 7 MB/s, so a message of many mislabelled parts
+/// could otherwise make parsing a hundred times slower than reading it.
+#[test]
+fn many_undeclared_8bit_parts_stay_within_the_detection_budget() {
+    let gbk = encoding_rs::GBK.encode(&"您好，我的订单还没有收到，请帮我查一下物流信息。".repeat(400)).0.into_owned();
+    let mut raw = b"Content-Type: multipart/mixed; boundary=p\n\n".to_vec();
+    for _ in 0..30 {
+        raw.extend_from_slice(b"--p\nContent-Type: text/plain\n\n");
+        raw.extend_from_slice(&gbk);
+        raw.push(b'\n');
+    }
+    raw.extend_from_slice(b"--p--\n");
+    let start = Instant::now();
+    let p = parse(&raw, &Limits::default());
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let read_as = |charset: &str| {
+        let message = format!("8-bit text without a charset; read as {charset}");
+        p.problems.iter().filter(|p| p.message.ends_with(&message)).count()
+    };
+    // 16 samples of 16 KiB: then no more detection, and Windows-1252 as before.
+    assert_eq!((read_as("GBK"), read_as("windows-1252")), (16, 14));
+}
+
+#[test]
+fn lines_before_the_headers_start_the_text_even_of_an_html_body() {
+    let raw = "-- weitergeleitet --\n\nFrom: a@x.de\nSubject: s\nContent-Type: text/html\n\n<p>Hallo</p>";
+    let p = parse_str(raw);
+    assert_eq!(p.subject.as_deref(), Some("s"));
+    assert_eq!(p.text.as_deref(), Some("-- weitergeleitet --\n\nHallo"));
+    assert_eq!(p.html.as_deref(), Some("<p>Hallo</p>"));
+    assert_eq!(
+        messages(&p),
+        vec!["the message starts with 2 lines before its header fields; kept as the start of the text"]
+    );
+    // Without a body.
+    let p = parse_str("-- weitergeleitet --\nFrom: a@x.de\nSubject: s\n");
+    assert_eq!(p.text.as_deref(), Some("-- weitergeleitet --"));
+}
+
+#[test]
+fn a_byte_order_mark_before_the_headers_is_skipped() {
+    let p = parse_str("\u{feff}From: a@x.de\nSubject: s\n\nbody");
+    assert_eq!((p.from.len(), p.subject.as_deref(), p.text.as_deref()), (1, Some("s"), Some("body")));
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+}
+
+#[test]
+fn raw_8bit_headers_take_the_first_text_parts_charset() {
+    let cp1251 = |text: &str| encoding_rs::WINDOWS_1251.encode(text).0.into_owned();
+    let raw = [
+        b"Subject: ".as_slice(),
+        &cp1251("Счет на оплату"),
+        b"\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain; charset=windows-1251\n\n",
+        &cp1251("Добрый день"),
+        b"\n--b--\n",
+    ]
+    .concat();
+    let p = parse(&raw, &Limits::default());
+    assert_eq!(p.subject.as_deref(), Some("Счет на оплату"));
+    assert_eq!(p.text.as_deref(), Some("Добрый день"));
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+}
+
+#[test]
+fn raw_utf8_headers_need_no_charset() {
+    let raw = "Subject: Grüße, 日本\nFrom: Jörg <j@x.de>\nContent-Type: text/plain; charset=iso-8859-1\n\nK\u{e4}se";
+    let p = parse_str(raw);
+    assert_eq!(p.subject.as_deref(), Some("Grüße, 日本"));
+    assert_eq!(p.from[0].name.as_deref(), Some("Jörg"));
+    // The body's UTF-8 bytes under a Latin-1 label: read as UTF-8, and said so.
+    assert_eq!(p.text.as_deref(), Some("Käse"));
+    assert_eq!(messages(&p), vec!["body: declared charset \"iso-8859-1\" does not fit the bytes; read as UTF-8"]);
+}
+
+#[test]
+fn raw_header_bytes_under_a_utf8_body_are_detected() {
+    // A UTF-8 body says nothing about bytes that are not UTF-8: detection decides.
+    let big5 = encoding_rs::BIG5.encode("請問發票什麼時候會寄出").0.into_owned();
+    let raw = [b"Subject: ".as_slice(), &big5, b"\nContent-Type: text/plain; charset=utf-8\n\nok"].concat();
+    let p = parse(&raw, &Limits::default());
+    assert_eq!(p.subject.as_deref(), Some("請問發票什麼時候會寄出"));
+    assert_eq!(messages(&p), vec!["8-bit text in header fields without a charset; read as Big5"]);
+    assert_eq!(p.problems[0].kind, ProblemKind::CharsetMismatch);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Messages in the shapes real mail clients and servers produce, parsed end to end.
 
-use email_parse::{Address, Bounce, Limits, Parsed, bounce, html_to_text, is_automatic, parse, split_quoted};
+use email_parse::{
+    Address, Bounce, Limits, Parsed, ProblemKind, bounce, html_to_text, is_automatic, parse, split_quoted,
+};
 
 const OUTLOOK: &[u8] = include_bytes!("fixtures/outlook.eml");
 const GMAIL: &[u8] = include_bytes!("fixtures/gmail.eml");
@@ -347,4 +349,175 @@ fn fixtures_are_not_automatic_unless_they_are() {
     assert_eq!(automatic, ["newsletter", "autoreply", "bounce"]);
     let bounces: Vec<&str> = ALL.iter().filter(|(_, raw)| bounce(&load(raw)).is_some()).map(|(n, _)| *n).collect();
     assert_eq!(bounces, ["bounce"]);
+}
+
+/// Parses a fixture that has problems, and returns them as (kind, message) pairs.
+fn load_with_problems(raw: &[u8]) -> (Parsed, Vec<(ProblemKind, String)>) {
+    let parsed = parse(raw, &Limits::default());
+    let problems = parsed.problems.iter().map(|p| (p.kind, p.message.clone())).collect();
+    (parsed, problems)
+}
+
+#[test]
+fn a_fold_broken_by_a_filtering_gateway() {
+    let (p, problems) = load_with_problems(include_bytes!("fixtures/broken_fold.eml"));
+    assert_eq!(
+        p.subject.as_deref(),
+        Some("[EXTERN] Wartungsvertrag 2027: Angebot und Termine fuer die Jahresinspektion")
+    );
+    assert_eq!(p.to, vec![addr(None, "support@plugdesk.example"), addr(None, "technik@plugdesk.example")]);
+    assert_eq!(p.message_id.as_deref(), Some("20261125091158.AB12@beispiel-gmbh.de"));
+    assert!(p.text.as_deref().is_some_and(|t| t.starts_with("Guten Morgen,")));
+    assert_eq!(
+        problems,
+        vec![
+            (
+                ProblemKind::MalformedHeader,
+                "header line 7 is no header field, but header fields follow; read as a continuation of To".to_owned()
+            ),
+            (
+                ProblemKind::MalformedHeader,
+                "header line 9 is no header field, but header fields follow; read as a continuation of Subject"
+                    .to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_forwarded_message_pasted_into_a_pipe() {
+    let (p, problems) = load_with_problems(include_bytes!("fixtures/forwarded_paste.eml"));
+    assert_eq!(p.subject.as_deref(), Some("Rücksendung Bestellung 88231"));
+    assert_eq!(p.from, vec![addr(Some("Lena Schäfer"), "lena.schaefer@example.net")]);
+    assert_eq!(p.to, vec![addr(None, "shop@plugdesk.example")]);
+    assert_eq!(
+        p.text.as_deref(),
+        Some(
+            "---------- Forwarded message ---------\n\nHallo,\n\nich möchte die Bestellung 88231 zurücksenden. \
+             Wie bekomme ich das Etikett?\n\nLena"
+        )
+    );
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].0, ProblemKind::MalformedHeader);
+}
+
+#[test]
+fn header_fields_after_a_stray_blank_line() {
+    let (p, problems) = load_with_problems(include_bytes!("fixtures/stray_blank_line.eml"));
+    assert_eq!(p.subject.as_deref(), Some("Fattura 2026/118 non ricevuta"));
+    assert_eq!(p.message_id.as_deref(), Some("c0ffee.118@example.org"));
+    assert_eq!(p.to, vec![addr(None, "support@plugdesk.example")]);
+    assert_eq!(
+        p.text.as_deref(),
+        Some(
+            "Buongiorno,\n\nnon abbiamo ancora ricevuto la fattura 2026/118. Potete inviarla di nuovo?\n\nGrazie,\nMarco"
+        )
+    );
+    assert_eq!(
+        problems,
+        vec![(
+            ProblemKind::MalformedHeader,
+            "header fields after the blank line that ended an unfinished field \
+             (Subject, Message-ID, Content-Type, Content-Transfer-Encoding) read as headers too"
+                .to_owned()
+        )]
+    );
+}
+
+#[test]
+fn raw_latin1_headers_under_a_latin1_body() {
+    let (p, problems) = load_with_problems(include_bytes!("fixtures/latin1_raw_subject.eml"));
+    assert_eq!(p.subject.as_deref(), Some("Drucker im 2. OG: Papierstau, schöne Grüße"));
+    assert_eq!(p.from, vec![addr(Some("Jörg Müller"), "joerg@mueller-bau.de")]);
+    assert_eq!(p.header("Subject"), Some("Drucker im 2. OG: Papierstau, schöne Grüße"));
+    assert_eq!(p.text.as_deref(), Some("Der Drucker zeigt seit heute früh einen Papierstau an."));
+    assert_eq!(problems, vec![]);
+}
+
+#[test]
+fn raw_koi8r_headers_under_a_koi8r_body() {
+    let (p, problems) = load_with_problems(include_bytes!("fixtures/koi8r_raw_subject.eml"));
+    assert_eq!(p.subject.as_deref(), Some("Не работает принтер в офисе"));
+    assert_eq!(p.from, vec![addr(Some("Иван Петров"), "ivan@example.ru")]);
+    assert_eq!(p.text.as_deref(), Some("Здравствуйте! Принтер в офисе не печатает со вчерашнего дня."));
+    assert_eq!(problems, vec![]);
+}
+
+#[test]
+fn raw_shift_jis_headers_without_any_charset_are_detected() {
+    let (p, problems) = load_with_problems(include_bytes!("fixtures/sjis_raw_subject.eml"));
+    assert_eq!(p.subject.as_deref(), Some("注文番号の確認についてのお問い合わせ"));
+    assert_eq!(p.from, vec![addr(Some("山田太郎"), "yamada@example.jp")]);
+    assert_eq!(p.text.as_deref(), Some("Order 4711, please check."));
+    assert_eq!(
+        problems,
+        vec![(
+            ProblemKind::CharsetMismatch,
+            "8-bit text in header fields without a charset; read as Shift_JIS".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn shift_jis_labelled_iso_2022_jp() {
+    let (p, problems) = load_with_problems(include_bytes!("fixtures/sjis_as_iso2022jp.eml"));
+    assert_eq!(p.subject.as_deref(), Some("請求書の再発行のお願い"));
+    assert_eq!(p.from, vec![addr(Some("佐藤花子"), "sato@example.jp")]);
+    assert_eq!(
+        p.text.as_deref(),
+        Some("お世話になっております。先月分の請求書を再発行していただけますでしょうか。よろしくお願いいたします。")
+    );
+    assert_eq!(
+        problems,
+        vec![
+            (
+                ProblemKind::CharsetMismatch,
+                "declared charset \"ISO-2022-JP\" in Subject does not fit the bytes; read as Shift_JIS".to_owned()
+            ),
+            (
+                ProblemKind::CharsetMismatch,
+                "body: declared charset \"ISO-2022-JP\" does not fit the bytes; read as Shift_JIS".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn undeclared_gbk_and_big5_bodies() {
+    let (p, problems) = load_with_problems(include_bytes!("fixtures/gbk_undeclared.eml"));
+    assert_eq!(p.text.as_deref(), Some("您好，我的订单还没有收到，请帮我查一下物流信息。谢谢！"));
+    assert_eq!(
+        problems,
+        vec![(ProblemKind::CharsetMismatch, "body: 8-bit text without a charset; read as GBK".to_owned())]
+    );
+    let (p, problems) = load_with_problems(include_bytes!("fixtures/big5_undeclared.eml"));
+    assert_eq!(p.text.as_deref(), Some("您好，請問發票什麼時候會寄出？我們公司需要在月底前收到。謝謝！"));
+    assert_eq!(
+        problems,
+        vec![(ProblemKind::CharsetMismatch, "body: 8-bit text without a charset; read as Big5".to_owned())]
+    );
+}
+
+#[test]
+fn utf8_labelled_latin1() {
+    let (p, problems) = load_with_problems(include_bytes!("fixtures/utf8_as_latin1.eml"));
+    assert_eq!(p.subject.as_deref(), Some("Återbetalning för order 5521 – när?"));
+    assert_eq!(p.from, vec![addr(Some("Björn Åström"), "bjorn@example.se")]);
+    assert_eq!(
+        p.text.as_deref(),
+        Some("Hej! Jag väntar fortfarande på återbetalningen för order 5521. Hälsningar, Björn")
+    );
+    assert_eq!(
+        problems,
+        vec![
+            (
+                ProblemKind::CharsetMismatch,
+                "declared charset \"iso-8859-1\" in Subject does not fit the bytes; read as UTF-8".to_owned()
+            ),
+            (
+                ProblemKind::CharsetMismatch,
+                "body: declared charset \"iso-8859-1\" does not fit the bytes; read as UTF-8".to_owned()
+            ),
+        ]
+    );
 }

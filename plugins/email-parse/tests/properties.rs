@@ -4,7 +4,7 @@
 use email_parse::{Limits, Parsed, bounce, decode_header, html_to_text, is_automatic, parse, parse_date, split_quoted};
 use proptest::prelude::*;
 
-const FIXTURES: [&[u8]; 9] = [
+const FIXTURES: [&[u8]; 19] = [
     include_bytes!("fixtures/outlook.eml"),
     include_bytes!("fixtures/gmail.eml"),
     include_bytes!("fixtures/apple.eml"),
@@ -14,6 +14,16 @@ const FIXTURES: [&[u8]; 9] = [
     include_bytes!("fixtures/bounce.eml"),
     include_bytes!("fixtures/reply_chain.eml"),
     include_bytes!("fixtures/encoded_subject.eml"),
+    include_bytes!("fixtures/broken_fold.eml"),
+    include_bytes!("fixtures/forwarded_paste.eml"),
+    include_bytes!("fixtures/stray_blank_line.eml"),
+    include_bytes!("fixtures/latin1_raw_subject.eml"),
+    include_bytes!("fixtures/koi8r_raw_subject.eml"),
+    include_bytes!("fixtures/sjis_raw_subject.eml"),
+    include_bytes!("fixtures/sjis_as_iso2022jp.eml"),
+    include_bytes!("fixtures/gbk_undeclared.eml"),
+    include_bytes!("fixtures/big5_undeclared.eml"),
+    include_bytes!("fixtures/utf8_as_latin1.eml"),
 ];
 
 /// Pieces of MIME syntax to splice into messages, where parsers are likeliest to stumble.
