@@ -139,10 +139,17 @@ fn build(
     let (address, name) = match sender(&parsed, envelope) {
         Some(found) => found,
         None => {
-            let from = parsed.header("From").map(|f| email_parse::decode_header(f)).unwrap_or_default();
+            let from = parsed.header("From").map(email_parse::decode_header).unwrap_or_default();
             let from = if from.trim().is_empty() { "none".to_owned() } else { format!("\"{}\"", from.trim()) };
-            log(Level::Warn, &format!("message {id}: no sender address in From ({from}), Reply-To, Sender, Return-Path or the envelope; filed under \"{UNKNOWN_SENDER_NAME}\""));
-            notes.push(format!("[No sender address could be found in this message (From: {from}); it cannot be answered by e-mail.]"));
+            log(
+                Level::Warn,
+                &format!(
+                    "message {id}: no sender address in From ({from}), Reply-To, Sender, Return-Path or the envelope; filed under \"{UNKNOWN_SENDER_NAME}\""
+                ),
+            );
+            notes.push(format!(
+                "[No sender address could be found in this message (From: {from}); it cannot be answered by e-mail.]"
+            ));
             (UNKNOWN_SENDER.to_owned(), Some(UNKNOWN_SENDER_NAME.to_owned()))
         }
     };
@@ -150,8 +157,13 @@ fn build(
         let listed: Vec<String> = parsed.problems.iter().take(5).map(ToString::to_string).collect();
         let more = parsed.problems.len().saturating_sub(listed.len());
         let more = if more > 0 { format!("; and {more} more") } else { String::new() };
+        // A charset recovered by detection or a header block read past a broken fold is
+        // everyday mail from old mailers and gateways: read in full, worth a note, no warning.
+        let recovered = parsed.problems.iter().all(|p| {
+            matches!(p.kind, email_parse::ProblemKind::CharsetMismatch | email_parse::ProblemKind::MalformedHeader)
+        });
         log(
-            Level::Warn,
+            if recovered { Level::Info } else { Level::Warn },
             &format!("message {id}: problems reading it: {}{more}; imported what could be read", listed.join("; ")),
         );
     }
@@ -319,7 +331,8 @@ pub fn is_own(id: &str, message_id_domain: &str) -> bool {
 /// when `From` has a name but no usable address, from `From`. `None` when no address anywhere
 /// is usable (the empty `Return-Path: <>` of a bounce is none).
 fn sender(parsed: &Parsed, envelope: Option<&str>) -> Option<(String, Option<String>)> {
-    let named = |a: &email_parse::Address| a.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned);
+    let named =
+        |a: &email_parse::Address| a.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned);
     // A From of a name alone (`From: Anna Schmidt`) has no address for the parser to list.
     let from_name = parsed.from.iter().find_map(named).or_else(|| {
         let raw = email_parse::decode_header(parsed.header("From")?);

@@ -28,8 +28,7 @@ fn run(raw: &[u8], settings: &Settings) -> (Converted, Vec<(Level, String)>) {
 /// As [`run`], with the envelope sender a piped message came with.
 fn run_envelope(raw: &[u8], envelope: Option<&str>, settings: &Settings) -> (Converted, Vec<(Level, String)>) {
     let mut logged = Vec::new();
-    let converted =
-        convert(raw.to_vec(), envelope, settings, &mut |level, line| logged.push((level, line.to_owned())));
+    let converted = convert(raw.to_vec(), envelope, settings, &mut |level, line| logged.push((level, line.to_owned())));
     (converted, logged)
 }
 
@@ -222,12 +221,24 @@ fn sender_is_looked_for_in_from_reply_to_sender_return_path_then_the_envelope() 
     };
     let name = |n: &str| Some(n.to_owned());
     // From wins, with its name.
-    assert_eq!(found("From: Anna <Anna@Example.COM>\r\nReply-To: b@example.com\r\n", Some("e@example.com")), ("Anna@example.com".into(), name("Anna")));
+    assert_eq!(
+        found("From: Anna <Anna@Example.COM>\r\nReply-To: b@example.com\r\n", Some("e@example.com")),
+        ("Anna@example.com".into(), name("Anna"))
+    );
     // A From without an address: Reply-To's address, From's name.
-    assert_eq!(found("From: Anna Schmidt\r\nReply-To: <anna@example.org>\r\n", None), ("anna@example.org".into(), name("Anna Schmidt")));
-    assert_eq!(found("From: Support\r\nReply-To: Bea <bea@example.org>\r\n", None), ("bea@example.org".into(), name("Bea")));
+    assert_eq!(
+        found("From: Anna Schmidt\r\nReply-To: <anna@example.org>\r\n", None),
+        ("anna@example.org".into(), name("Anna Schmidt"))
+    );
+    assert_eq!(
+        found("From: Support\r\nReply-To: Bea <bea@example.org>\r\n", None),
+        ("bea@example.org".into(), name("Bea"))
+    );
     // Then Sender, then Return-Path (a source route names the mailbox after the colon).
-    assert_eq!(found("From: x\r\nSender: Relay <relay@lists.example>\r\nReturn-Path: <rp@example.net>\r\n", None).0, "relay@lists.example");
+    assert_eq!(
+        found("From: x\r\nSender: Relay <relay@lists.example>\r\nReturn-Path: <rp@example.net>\r\n", None).0,
+        "relay@lists.example"
+    );
     assert_eq!(found("Return-Path: <@hop.example:rp@Example.NET>\r\n", None), ("rp@example.net".into(), None));
     // Last the envelope sender, as Postfix passes ${sender}.
     assert_eq!(found("From: nobody\r\nReturn-Path: <>\r\n", Some("envelope@example.com")).0, "envelope@example.com");
@@ -432,4 +443,68 @@ fn many_notes_are_summed_up() {
     let mut empty = String::new();
     append_notes(&mut empty, vec!["[only]".into()]);
     assert_eq!(empty, "[only]");
+}
+
+/// The parser's fixtures of hard mail, each as the host gets it: sender, name, subject (the
+/// ticket's) and a piece of text, as a mail client shows them, and never a replacement
+/// character.
+#[test]
+fn hard_mail_becomes_the_message_a_mail_client_shows() {
+    let fixture = |name: &str| {
+        std::fs::read(format!("{}/../email-parse/tests/fixtures/{name}.eml", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let cases: [(&str, &str, Option<&str>, &str, &str); 10] = [
+        (
+            "broken_fold",
+            "kunde@beispiel-gmbh.de",
+            Some("Kundendienst Beispiel GmbH"),
+            "[EXTERN] Wartungsvertrag 2027: Angebot und Termine fuer die Jahresinspektion",
+            "Guten Morgen,",
+        ),
+        (
+            "forwarded_paste",
+            "lena.schaefer@example.net",
+            Some("Lena Schäfer"),
+            "Rücksendung Bestellung 88231",
+            "Wie bekomme ich das Etikett?",
+        ),
+        (
+            "stray_blank_line",
+            "marco@example.org",
+            Some("Marco Rossi"),
+            "Fattura 2026/118 non ricevuta",
+            "non abbiamo ancora ricevuto",
+        ),
+        (
+            "latin1_raw_subject",
+            "joerg@mueller-bau.de",
+            Some("Jörg Müller"),
+            "Drucker im 2. OG: Papierstau, schöne Grüße",
+            "seit heute früh",
+        ),
+        ("koi8r_raw_subject", "ivan@example.ru", None, "Не работает принтер в офисе", "Принтер в офисе"),
+        ("sjis_raw_subject", "yamada@example.jp", None, "注文番号の確認についてのお問い合わせ", "Order 4711"),
+        ("sjis_as_iso2022jp", "sato@example.jp", Some("佐藤花子"), "請求書の再発行のお願い", "請求書"),
+        ("gbk_undeclared", "wangwei@example.cn", Some("Wang Wei"), "Order 20261125", "我的订单还没有收到"),
+        ("big5_undeclared", "chenmei@example.tw", Some("Chen Mei"), "Invoice question", "請問發票什麼時候會寄出"),
+        (
+            "utf8_as_latin1",
+            "bjorn@example.se",
+            Some("Björn Åström"),
+            "Återbetalning för order 5521 – när?",
+            "Jag väntar fortfarande på",
+        ),
+    ];
+    for (name, sender, display, subject, text) in cases {
+        let m = message(&fixture(name));
+        assert_eq!(m.sender.address, sender, "{name}");
+        if let Some(display) = display {
+            assert_eq!(m.sender_name.as_deref(), Some(display), "{name}");
+        }
+        assert_eq!(m.subject.as_deref(), Some(subject), "{name}");
+        assert!(m.text.contains(text), "{name}: {}", m.text);
+        let shown = format!("{:?}{}{}", m.sender_name, m.subject.as_deref().unwrap_or(""), m.text);
+        assert!(!shown.contains('\u{fffd}'), "{name}: {shown}");
+    }
 }
