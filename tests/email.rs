@@ -987,6 +987,19 @@ async fn a_german_customer_gets_the_german_acknowledgement_and_names_follow_the_
     );
     assert_eq!(customer["language"], "de", "{customer}");
 
+    // A name taken from mail stays; a long, confidently English mail moves a detected language.
+    let raw = crlf(
+        "From: Lena S. <lena@kunde.example>\nSubject: Invoice\nMessage-ID: <de-2b@kunde.example>\n\nHello again, I have moved to London and would like to receive all further letters and invoices in English from now on. Thank you very much for your help!\n",
+    );
+    let (code, out, err) = mail_in(&s, channel, &raw, &[]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (_, customer) = s.get(&customer_path).await;
+    assert_eq!(
+        (customer["name"].as_str(), customer["language"].as_str(), customer["language_origin"].as_str()),
+        (Some("Lena Schäfer"), Some("en"), Some("detected")),
+        "{customer}"
+    );
+
     // A name and a language an agent set stay, whatever the mail says.
     let (status, _) = s.patch(&customer_path, json!({ "name": "Frau Dr. Schäfer", "language": "de" })).await;
     assert_eq!(status, StatusCode::OK);
@@ -1014,19 +1027,26 @@ async fn a_german_customer_gets_the_german_acknowledgement_and_names_follow_the_
     assert!(ack["body"].as_str().is_some_and(|b| b.contains("Thank you for contacting us")), "{ack}");
 }
 
-/// Where CPython keeps its e-mail test messages (`test/test_email/data`).
+/// Where CPython keeps its e-mail test messages (`test/test_email/data`): the first Python
+/// on the machine that has its test package (`tests/run.sh` installs Debian's when none has).
 fn cpython_email_data() -> PathBuf {
-    let out = Command::new("python3")
-        .args(["-c", "import os, test.test_email as t; print(os.path.join(os.path.dirname(t.__file__), 'data'))"])
-        .output()
-        .expect("run python3");
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        out.status.success() && dir.is_dir(),
-        "CPython's test package is missing (Debian: apt-get install libpython3-testsuite): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
+    let mut why = Vec::new();
+    for python in ["python3", "/usr/bin/python3"] {
+        let out = Command::new(python)
+            .args(["-c", "import os, test.test_email as t; print(os.path.join(os.path.dirname(t.__file__), 'data'))"])
+            .output();
+        match out {
+            Ok(out) => {
+                let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+                if out.status.success() && dir.is_dir() {
+                    return dir;
+                }
+                why.push(format!("{python}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            Err(e) => why.push(format!("{python}: {e}")),
+        }
+    }
+    panic!("no Python with its test package (Debian: apt-get install libpython3.11-testsuite): {why:?}")
 }
 
 #[tokio::test]

@@ -69,8 +69,21 @@ ensure_sqlite_client() {
     fi
 }
 
+ensure_python_email_corpus() {
+    # tests/email.rs pipes CPython's e-mail test messages (test/test_email/data) through
+    # `plugdesk mail-in`; Debian ships them apart from Python.
+    local probe='import test.test_email'
+    if python3 -c "$probe" 2>/dev/null || /usr/bin/python3 -c "$probe" 2>/dev/null; then return; fi
+    step "installing CPython's test package (its e-mail corpus)"
+    local minor
+    minor=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq "libpython${minor}-testsuite" >/dev/null
+}
+
 ensure_toolchain
 ensure_sqlite_client
+ensure_python_email_corpus
 # The e-mail tests (tests/email.rs in the suites below, and plugins/email) talk to real Dovecot
 # and aiosmtpd; installs them once, quietly.
 bash tests/mail/setup.sh

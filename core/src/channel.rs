@@ -1554,8 +1554,8 @@ pub(crate) fn unknown_sender(kind: &str, address: &str) -> bool {
 }
 
 /// Learns from a known sender's message, before it is stored (so the rules it triggers see
-/// the result): the display name replaces a name that only came from the address or from
-/// earlier mail, and the detected language sets a language nobody gave (see
+/// the result): the display name replaces a name that was only derived from the address, and
+/// the detected language sets a language nobody gave (see
 /// [`crate::language`]). A new sender's name and language are set when the ticket writer
 /// creates them.
 async fn learn(core: &crate::Core, row: &Row, m: &InboundMessage) -> Result<()> {
@@ -1577,7 +1577,7 @@ async fn learn(core: &crate::Core, row: &Row, m: &InboundMessage) -> Result<()> 
     let mut patch = crate::customer::CustomerPatch::default();
     let new_name = m.sender_name.as_deref().map(str::trim).filter(|n| !n.is_empty());
     if let Some(n) = new_name
-        && name_origin != crate::customer::NameOrigin::GIVEN
+        && name_origin == crate::customer::NameOrigin::ADDRESS
         && n != name
     {
         patch.name = Some(n.to_owned());

@@ -151,8 +151,8 @@ pub struct NameOrigin;
 impl NameOrigin {
     /// Given by a person or the API (an import, `POST /customers`, `PATCH`): never changed by mail.
     pub const GIVEN: &'static str = "given";
-    /// The display name of the customer's mail (a chat's profile name…): the next one with a
-    /// display name replaces it.
+    /// The display name of the customer's first mail that had one (a chat's profile name…);
+    /// kept from then on, as a name a person chose.
     pub const MAIL: &'static str = "mail";
     /// Derived from the address (its local part): the first message with a display name
     /// replaces it.
