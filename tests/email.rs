@@ -431,24 +431,7 @@ async fn piped_mail_bad_input_login_failures_and_smtp_errors() {
 
     // `plugdesk mail-in` (an MTA's pipe) with broken messages: each becomes a ticket with what
     // could be read.
-    let pipe = |raw: &[u8]| {
-        let mut child = s
-            .scratch
-            .command(&["mail-in", "--instance", &channel.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mail-in");
-        // A refusal may come before all of stdin is read (too large): the pipe may break.
-        let _ = child.stdin.take().expect("stdin").write_all(raw);
-        let out = child.wait_with_output().expect("mail-in");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let pipe = |raw: &[u8]| mail_in(&s, channel, raw, &[]);
     let broken: Vec<(&str, Vec<u8>)> = vec![
         (
             "truncated",
@@ -736,34 +719,10 @@ async fn oversized_mail_becomes_a_ticket_with_a_note_and_the_mailbox_moves_on() 
 async fn a_piped_mail_is_stored_without_its_token_and_can_still_be_retried() {
     let s = Server::start().await;
     // No mail server: this channel only takes piped mail (its polls fail, which is fine here).
-    let (status, ch) = s
-        .post(
-            "/api/v1/channels",
-            json!({
-                "plugin": "email", "poll_interval_ms": 3_600_000,
-                "settings": {
-                    "address": "support@plugdesk.test", "imap_host": "127.0.0.1", "imap_port": 9,
-                    "smtp_host": "127.0.0.1", "smtp_port": 9, "smtp_user": "support@plugdesk.test",
-                },
-                "secrets": { "inbound_token": "pipe-token-live-4711" },
-                "grants": ["secrets", "kv"],
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{ch}");
-    let channel = ch["id"].as_i64().expect("id");
-    let mut child = s
-        .scratch
-        .command(&["mail-in", "--instance", &channel.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mail-in");
+    let channel = pipe_channel(&s).await;
     let raw = crlf("From: ina@kunde.example\nSubject: Gepipt\nMessage-ID: <pipe-1@kunde.example>\n\nHallo per Pipe.\n");
-    child.stdin.take().expect("stdin").write_all(&raw).expect("write mail");
-    let out = child.wait_with_output().expect("mail-in");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, out, err) = mail_in(&s, channel, &raw, &[]);
+    assert_eq!(code, Some(0), "{out} {err}");
 
     let (_, payloads) = s.get(&format!("/api/v1/channels/{channel}/payloads")).await;
     let p = payloads["items"][0].clone();
