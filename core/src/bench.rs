@@ -147,6 +147,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let pid = server.id().unwrap_or_default();
     println!("idle resident memory                              {:>9.1} MB", rss_mb(pid));
 
+    let bench_token = ws.admin_token.clone();
     let token = Arc::new(ws.admin_token);
     let mut result = if opts.mail_import > 0 {
         // The import alone: nothing else competes for the writer.
@@ -158,7 +159,7 @@ pub async fn run(opts: Options) -> Result<()> {
         result = library_inbound(&client, &base, &dir, &with_library.admin_token, &opts).await;
     }
     if result.is_ok() && opts.mail_in > 0 {
-        result = mail_in(&client, &base, &dir, &config, &with_library.admin_token, opts.mail_in).await;
+        result = mail_in(&client, &base, &dir, &config, &bench_token, opts.mail_in).await;
     }
     println!("resident memory after the load                    {:>9.1} MB", rss_mb(pid));
     let _ = server.start_kill();
@@ -548,8 +549,8 @@ fn email_figures() -> Result<()> {
 /// A typical customer mail of about `size` bytes: multipart/mixed with text and HTML
 /// alternatives in quoted-printable (a reply with a quoted history) and a base64 PDF.
 /// `plugdesk mail-in` per message, process start included: `n` runs of the real command, one
-/// after another as an MTA's deliveries are, each a new customer's 3 KB mail into the
-/// workspace with the default workflow library, while the server runs. Each run reports where
+/// after another as an MTA's deliveries are, each a new customer's 3 KB mail, while the server
+/// runs. Each run reports where
 /// its time went (its debug line `mail-in timings`).
 async fn mail_in(
     client: &reqwest::Client,
@@ -600,7 +601,8 @@ async fn mail_in(
             tokio::io::AsyncWriteExt::write_all(&mut stdin, raw.as_bytes()).await?;
         }
         let out = child.wait_with_output().await?;
-        lat_us.push(t.elapsed().as_nanos() as u64);
+        // Microseconds: `Stats::pct` then reads milliseconds.
+        lat_us.push(t.elapsed().as_micros() as u64);
         let err = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             return Err(Error::Internal(format!("mail-in failed ({}): {err}", out.status)));

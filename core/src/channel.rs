@@ -1117,6 +1117,14 @@ const ENVELOPE_HEADER: &str = "x-plugdesk-envelope-sender";
 /// through `plugdesk mail-in` on the server, not over the network.
 const PIPE_MARK: &str = ":plugdesk-pipe";
 
+/// The registry key of a channel's plugin.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown channel.
+pub async fn plugin_key(core: &crate::Core, channel_id: i64) -> Result<String> {
+    Ok(load_row(core.db(), channel_id, None).await?.plugin_key)
+}
+
 /// Hands one e-mail, as an MTA pipes it, to an e-mail channel (`plugdesk mail-in`): it goes
 /// through the channel's webhook like a message posted to `/hooks/{id}` with the instance's
 /// `inbound_token` secret — stored first, then parsed by the plugin.

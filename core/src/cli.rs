@@ -226,12 +226,24 @@ async fn mail_in(path: Option<&PathBuf>, data: &DataArgs, instance: i64, sender:
         let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
         let core = crate::Core::new(conn, &cfg)?;
         let opened = std::time::Instant::now();
-        let plugins_dir = cfg.plugins_dir.clone().unwrap_or_else(|| cfg.data.join("plugins"));
-        let loader = tokio::spawn(core.channels().clone().run(core.db().clone(), Some(plugins_dir)));
-        core.channels().wait_loaded().await;
+        // Only the channel's own plugin, as the server recorded it; the whole start-up pass over
+        // every plugin only when that is not there yet.
+        let key = crate::channel::plugin_key(&core, instance).await?;
+        let loader = match core.channels().load_only(core.db(), &key).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, plugin = %key, "loading every plugin");
+                let plugins_dir = cfg.plugins_dir.clone().unwrap_or_else(|| cfg.data.join("plugins"));
+                let loader = tokio::spawn(core.channels().clone().run(core.db().clone(), Some(plugins_dir)));
+                core.channels().wait_loaded().await;
+                Some(loader)
+            }
+        };
         let loaded = std::time::Instant::now();
         let reply = crate::channel::mail_in(&core, instance, raw, sender).await;
-        loader.abort();
+        if let Some(loader) = loader {
+            loader.abort();
+        }
         // Where a piped message's time goes (`PLUGDESK_LOG=plugdesk_core::cli=debug`; the
         // bench reads it): everything before `main` is not counted here.
         tracing::debug!(

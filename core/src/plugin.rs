@@ -335,6 +335,21 @@ impl Registry {
         }
     }
 
+    /// Loads only the active version of registry key `key` and counts the registry as loaded:
+    /// for a one-shot command that needs one plugin (`plugdesk mail-in`), not the start-up
+    /// pass over all of them, which records and compiles every bundled plugin.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no version of `key` is active; compile errors.
+    pub async fn load_only(self: &Arc<Self>, db: &DatabaseConnection, key: &str) -> Result<()> {
+        let row = db::query_one(db, "SELECT version FROM plugin_active WHERE key = ?", vec![key.into()])
+            .await?
+            .ok_or(Error::NotFound("plugin"))?;
+        self.activate_local(db, key, &db::col::<String>(&row, "version")?).await?;
+        self.loaded.send_replace(true);
+        Ok(())
+    }
+
     /// Compiles (or loads from the artifact cache) and describes a component, off the executor.
     async fn compile(self: &Arc<Self>, wasm: Vec<u8>) -> Result<Plugin> {
         let me = self.clone();

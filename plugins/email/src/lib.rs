@@ -15,7 +15,10 @@
 //! tag tie it to its ticket; the new part of a reply is its text and the quoted history is kept
 //! apart; auto-replies and bulk mail are marked automatic; a bounce of one of our messages
 //! reports that message as failed instead of opening a ticket; mail the channel sent itself is
-//! skipped. Replies are submitted over SMTP ([`outbound`]) with a Message-ID made from the
+//! skipped, and nothing else is: the sender is the first usable address of `From`, `Reply-To`,
+//! `Sender`, `Return-Path` or the envelope sender (`X-Plugdesk-Envelope-Sender`, from
+//! `plugdesk mail-in --sender`), and mail without any is handed over from
+//! [`inbound::UNKNOWN_SENDER`] with a note. Replies are submitted over SMTP ([`outbound`]) with a Message-ID made from the
 //! ticket and message (`plugdesk.1042.MSGID@domain`), the same on every retry.
 //!
 //! # Settings
