@@ -657,7 +657,12 @@ async fn a_connection_dropped_mid_fetch_loses_and_repeats_nothing() {
     assert!(ch["stats"]["errors"].as_u64().is_some_and(|n| n >= 1), "{ch}");
     let error = ch["stats"]["last_error"].as_str().unwrap_or_default();
     assert!(error.contains(&format!("imap 127.0.0.1:{relay}")), "{ch}");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Two more polls (the channel counts its calls) bring nothing again.
+    let calls = ch["stats"]["calls"].as_u64().expect("calls");
+    s.wait_for(&format!("/api/v1/channels/{channel}"), Duration::from_secs(10), |c| {
+        c["stats"]["calls"].as_u64().is_some_and(|n| n >= calls + 2)
+    })
+    .await;
     assert_eq!(tickets(&s).await.len(), 40, "nothing imported twice");
     s.stop();
 }
@@ -882,7 +887,7 @@ async fn mail_without_a_sender_a_foreign_bounce_or_a_broken_header_is_stored_nev
     let (ticket, msgs) = piped_ticket(&s, &out).await;
     assert!(ticket["tags"].as_array().is_some_and(|t| t.contains(&json!("delivery-report"))), "{ticket}");
     assert_eq!(msgs[0]["automatic"], true, "{msgs:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.settled(Duration::from_secs(20)).await;
     let after = messages(&s, ticket["id"].as_i64().expect("id")).await;
     assert!(after.iter().all(|m| m["direction"] != "outbound"), "a delivery report is never answered: {after:?}");
 

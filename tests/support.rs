@@ -325,6 +325,14 @@ impl Server {
         }
     }
 
+    /// Waits until the event dispatcher has handled every event of the token's workspace
+    /// logged so far: after it, an action no rule took is one no rule will take for them (the
+    /// cursor moves with the actions, in their transaction). A restarted server may first
+    /// wait out the stopped one's dispatch lease (30 s).
+    pub async fn settled(&self, timeout: Duration) {
+        self.wait_for("/api/v1/events/dispatcher", timeout, |d| d["pending"] == 0).await;
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.scratch.dir
     }

@@ -188,7 +188,8 @@ async fn one_events_actions_commit_per_workflow_and_cascades_stop() {
     let (status, _) = s.patch(&format!("/api/v1/tickets/{id}"), json!({ "priority": "urgent" })).await;
     assert_eq!(status, StatusCode::OK);
     s.wait_for(&format!("/api/v1/tickets/{id}"), Duration::from_secs(10), |t| t["priority"] == "high").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every event so far handled, the workflow's own change included.
+    s.settled(Duration::from_secs(20)).await;
     let (_, t) = s.get(&format!("/api/v1/tickets/{id}")).await;
     assert_eq!(t["priority"], "high", "the workflow's own change did not trigger it again");
     let (_, events) = s.get(&format!("/api/v1/tickets/{id}/events")).await;
@@ -840,4 +841,62 @@ async fn webhooks_to_internal_addresses_are_refused_unless_the_operator_allows_t
     let (_, hooks) = s.get("/api/v1/webhooks").await;
     assert!(!hooks.to_string().contains("meta"), "{hooks}");
     assert_eq!(listener.accepts(), 1, "no refused delivery reached the listener");
+}
+
+/// #13: the dispatcher works a backlog in waves of many tickets, each wave in one transaction
+/// with its cursor. Killed in the middle of it, the server resumes after the restart where the
+/// last committed wave ended: every ticket gets its workflow's note exactly once.
+#[tokio::test]
+async fn a_server_killed_while_the_dispatcher_works_a_backlog_handles_every_event_exactly_once() {
+    let scratch = Scratch::new();
+    let token = scratch.init("default");
+    let mut s = Server::serve(scratch, token).await;
+    workflow(
+        &s,
+        "Count",
+        "// on: ticket.created\nlet i = 0;\nwhile i < 2000 { i += 1; }\nnote(\"counted\");\nadd_tag(\"counted\");\n",
+    )
+    .await;
+    // Six clients create tickets until the server dies under them.
+    let created = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for worker in 0..6 {
+        let (base, token, created) = (s.base.clone(), s.token.clone(), created.clone());
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0..400 {
+                let body = json!({ "subject": format!("Backlog {worker}-{i}"), "body": "x", "customer": { "email": format!("b{worker}-{i}@example.com") } });
+                match client.post(format!("{base}/api/v1/tickets")).bearer_auth(&token).json(&body).send().await {
+                    Ok(r) if r.status() == StatusCode::CREATED => created.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    _ => break,
+                };
+            }
+        }));
+    }
+    // Kill it once some waves are committed and others are still to come.
+    let d = s
+        .wait_for("/api/v1/events/dispatcher", Duration::from_secs(60), |d| {
+            d["last_event_id"].as_i64().is_some_and(|c| c > 0) && d["pending"].as_i64().is_some_and(|n| n > 20)
+        })
+        .await;
+    let (scratch, token) = s.kill();
+    for c in clients {
+        c.await.expect("client");
+    }
+    let tickets: usize = scratch.sql("SELECT COUNT(*) FROM tickets").parse().expect("count");
+    let noted: usize = scratch.sql("SELECT COUNT(*) FROM messages WHERE body_text = 'counted'").parse().expect("count");
+    assert!(
+        tickets >= created.load(std::sync::atomic::Ordering::Relaxed) && noted < tickets,
+        "killed mid-backlog: {d}"
+    );
+    s = Server::serve(scratch, token).await;
+    s.settled(Duration::from_secs(120)).await;
+    let once = s.scratch.sql(
+        "SELECT COUNT(*) FROM tickets t WHERE (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id AND m.body_text = 'counted') = 1",
+    );
+    assert_eq!(once, tickets.to_string(), "every ticket noted once");
+    let notes = s.scratch.sql("SELECT COUNT(*) FROM messages WHERE body_text = 'counted'");
+    assert_eq!(notes, tickets.to_string(), "and no ticket twice");
+    let (_, poisoned) = s.get("/api/v1/events/poisoned").await;
+    assert_eq!(poisoned["items"], json!([]), "nothing set aside: {poisoned}");
 }

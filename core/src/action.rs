@@ -66,36 +66,63 @@ pub(crate) async fn apply(
     runs: Vec<RuleRun>,
     cursor: Option<i64>,
 ) -> Result<Vec<Result<()>>> {
-    if runs.iter().all(|r| r.actions.is_empty()) {
-        return Ok(runs.iter().map(|_| Ok(())).collect());
+    let mut outcomes = apply_batch(core, workspace_id, vec![(ticket_id, runs)], cursor).await?;
+    Ok(outcomes.pop().unwrap_or_default())
+}
+
+/// [`apply`] for several events at once (a dispatcher's wave, each of another ticket): one
+/// transaction for all of them, each run in a savepoint of its own, the cursor moved to
+/// `cursor` (the wave's last event) in the same transaction. Returns the outcomes per event.
+///
+/// # Errors
+/// As [`apply`]; a ticket that is gone fails its runs, not the batch.
+pub(crate) async fn apply_batch(
+    core: &crate::Core,
+    workspace_id: i64,
+    events: Vec<(i64, Vec<RuleRun>)>,
+    cursor: Option<i64>,
+) -> Result<Vec<Vec<Result<()>>>> {
+    if events.iter().all(|(_, runs)| runs.iter().all(|r| r.actions.is_empty())) {
+        return Ok(events.iter().map(|(_, runs)| runs.iter().map(|_| Ok(())).collect()).collect());
     }
     let txn = db::begin_write(core.db()).await?;
-    let customer_id = crate::ticket::find(&txn, workspace_id, ticket_id).await?.customer_id;
-    let mut outcomes = Vec::with_capacity(runs.len());
+    let mut all = Vec::with_capacity(events.len());
     let mut publish = Vec::new();
     let mut wake = Wake::default();
-    for run in runs {
-        if run.actions.is_empty() {
-            outcomes.push(Ok(()));
-            continue;
-        }
-        let savepoint = txn.begin().await?;
-        let mut events = Vec::new();
-        let mut w = Wake::default();
-        let ids = (workspace_id, ticket_id, customer_id);
-        match apply_run(&savepoint, core, ids, &run, &mut events, &mut w).await {
-            Ok(()) => {
-                savepoint.commit().await?;
-                publish.extend(events);
-                wake.outbox |= w.outbox;
-                wake.webhooks |= w.webhooks;
+    for (ticket_id, runs) in events {
+        let mut outcomes = Vec::with_capacity(runs.len());
+        let customer_id = match crate::ticket::find(&txn, workspace_id, ticket_id).await {
+            Ok(t) => t.customer_id,
+            Err(Error::NotFound(what)) => {
+                all.push(runs.iter().map(|_| Err(Error::NotFound(what))).collect());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for run in runs {
+            if run.actions.is_empty() {
                 outcomes.push(Ok(()));
+                continue;
             }
-            Err(e) => {
-                savepoint.rollback().await?;
-                outcomes.push(Err(e));
+            let savepoint = txn.begin().await?;
+            let mut events = Vec::new();
+            let mut w = Wake::default();
+            let ids = (workspace_id, ticket_id, customer_id);
+            match apply_run(&savepoint, core, ids, &run, &mut events, &mut w).await {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    publish.extend(events);
+                    wake.outbox |= w.outbox;
+                    wake.webhooks |= w.webhooks;
+                    outcomes.push(Ok(()));
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    outcomes.push(Err(e));
+                }
             }
         }
+        all.push(outcomes);
     }
     if let Some(id) = cursor
         && crate::dispatch::advance(&txn, workspace_id, id).await? != 1
@@ -111,7 +138,7 @@ pub(crate) async fn apply(
     if wake.webhooks {
         crate::webhook::wake();
     }
-    Ok(outcomes)
+    Ok(all)
 }
 
 #[derive(Default)]

@@ -17,11 +17,10 @@ use plugdesk_host::{Action, AutomationEvent, CustomerView, Kind, TicketView};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::action::{Checked, RuleRun, text_message};
+use crate::action::RuleRun;
 use crate::channel::{self, ChannelContext};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::ticket::{MessageInput, MessageKind, TicketPatch};
 
 /// Most actions one answer may carry.
 const MAX_ACTIONS: usize = 20;
@@ -306,7 +305,12 @@ pub(crate) async fn plan_one(
             return Err(Error::Invalid { field: None, message: msg });
         }
     };
-    let checked = match check(&actions) {
+    // The plugin contract has no template or survey actions: the check needs no view.
+    let checked = match decode(&actions) {
+        Ok(typed) => crate::workflow::check(core, a.workspace_id, &Json::Null, &typed).await,
+        Err(e) => Err(e),
+    };
+    let checked = match checked {
         Ok(c) => c,
         Err(e) => {
             registry.record("automation", a.id, elapsed, Some(e.to_string()));
@@ -317,8 +321,10 @@ pub(crate) async fn plan_one(
     Ok(RuleRun { actor: format!("automation:{}", a.id), actions: checked })
 }
 
-/// Checks every action before any is applied: a bad one refuses the whole answer.
-fn check(actions: &[Action]) -> Result<Vec<Checked>> {
+/// Decodes a plugin's answer into the rules' typed actions (the ones the plugin contract
+/// offers: `update`, `note`, `reply`), before any is applied: a bad one refuses the whole
+/// answer. They are then checked like a workflow's ([`crate::workflow::check`]).
+fn decode(actions: &[Action]) -> Result<Vec<plugdesk_workflow::Action>> {
     if actions.len() > MAX_ACTIONS {
         return Err(Error::invalid("actions", format!("{} actions; at most {MAX_ACTIONS} per event", actions.len())));
     }
@@ -327,27 +333,19 @@ fn check(actions: &[Action]) -> Result<Vec<Checked>> {
         .enumerate()
         .map(|(i, a)| {
             let bad = |m: String| Error::invalid("actions", format!("action {} ({}): {m}", i + 1, a.name));
-            match a.name.as_str() {
-                "update" => {
-                    serde_json::from_str::<TicketPatch>(&a.args).map(Checked::Update).map_err(|e| bad(e.to_string()))
-                }
-                "note" | "reply" => {
-                    #[derive(Deserialize)]
-                    #[serde(deny_unknown_fields)]
-                    struct Body {
-                        body: String,
-                        #[serde(default)]
-                        body_html: Option<String>,
-                    }
-                    let b: Body = serde_json::from_str(&a.args).map_err(|e| bad(e.to_string()))?;
-                    if b.body.trim().is_empty() {
-                        return Err(bad("body is empty".into()));
-                    }
-                    let kind = if a.name == "note" { MessageKind::Note } else { MessageKind::Reply };
-                    Ok(Checked::Message(kind, MessageInput { body_html: b.body_html, ..text_message(b.body) }))
-                }
-                other => Err(bad(format!("unknown action {other:?}; actions are update, note, reply"))),
+            if !matches!(a.name.as_str(), "update" | "note" | "reply") {
+                return Err(bad(format!("unknown action {:?}; actions are update, note, reply", a.name)));
             }
+            let args: Json = serde_json::from_str(&a.args).map_err(|e| bad(format!("arguments are not JSON: {e}")))?;
+            let typed: plugdesk_workflow::Action =
+                serde_json::from_value(serde_json::json!({ "name": a.name, "args": args }))
+                    .map_err(|e| bad(e.to_string()))?;
+            if let plugdesk_workflow::Action::Note(t) | plugdesk_workflow::Action::Reply(t) = &typed
+                && t.body.trim().is_empty()
+            {
+                return Err(bad("body is empty".into()));
+            }
+            Ok(typed)
         })
         .collect()
 }
@@ -444,4 +442,36 @@ async fn event_view(
         // The plugin contract's messages are (direction, text).
         messages: messages.into_iter().map(|m| (m.direction, m.text)).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(name: &str, args: &str) -> Action {
+        Action { name: name.into(), args: args.into() }
+    }
+
+    #[test]
+    fn a_plugins_answer_decodes_into_the_rules_actions_or_is_refused_whole() {
+        let ok = decode(&[
+            action("update", r#"{"priority":"high","add_tags":["refund"]}"#),
+            action("reply", r#"{"body":"Thanks","body_html":"<p>Thanks</p>"}"#),
+        ])
+        .expect("decodes");
+        assert_eq!(ok[0].args(), serde_json::json!({ "priority": "high", "add_tags": ["refund"] }));
+        assert_eq!(ok[1].name(), "reply");
+        let refused = |actions: &[Action]| decode(actions).expect_err("refused").to_string();
+        assert!(
+            refused(&[action("notify", r#"{"agent_id":1,"body":"x"}"#)]).contains("actions are update, note, reply")
+        );
+        assert!(refused(&[action("note", "{not json")]).contains("action 1 (note): arguments are not JSON"));
+        assert!(
+            refused(&[action("update", "{}"), action("note", r#"{"body":"  "}"#)])
+                .contains("action 2 (note): body is empty")
+        );
+        assert!(refused(&[action("update", r#"{"subject":"x"}"#)]).contains("unknown field"));
+        let many: Vec<Action> = (0..=MAX_ACTIONS).map(|_| action("note", r#"{"body":"x"}"#)).collect();
+        assert!(refused(&many).contains("at most 20"));
+    }
 }

@@ -53,6 +53,13 @@ pub struct Options {
     /// Messages to pipe through `plugdesk mail-in`, one process each, as an MTA does; 0 skips.
     #[arg(long, default_value_t = 100)]
     pub mail_in: u64,
+    /// Seconds of tickets created at `--sustained-rate` a second in the workspace with the
+    /// default library, measuring how far the automatic answers lag behind; 0 skips.
+    #[arg(long, default_value_t = 0)]
+    pub sustained_seconds: u64,
+    /// Tickets a second for `--sustained-seconds`.
+    #[arg(long, default_value_t = 1000)]
+    pub sustained_rate: u64,
 }
 
 struct Stats {
@@ -157,6 +164,12 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     if result.is_ok() && opts.mail_import == 0 {
         result = library_inbound(&client, &base, &dir, &with_library.admin_token, &opts).await;
+    }
+    if result.is_ok() && opts.mail_import == 0 {
+        result = library_api(&client, &base, &dir, (with_library.workspace_id, &with_library.admin_token), &opts).await;
+    }
+    if result.is_ok() && opts.sustained_seconds > 0 {
+        result = sustained(&client, &base, &dir, (with_library.workspace_id, &with_library.admin_token), &opts).await;
     }
     if result.is_ok() && opts.mail_in > 0 {
         result = mail_in(&client, &base, &dir, &config, &bench_token, opts.mail_in).await;
@@ -373,13 +386,7 @@ async fn library_inbound(
     inbound.print("inbound, default workflow library enabled", opts.clients);
     // Wait until the dispatcher has handled every event.
     let db = crate::db::connect(&crate::db::database_url(dir, None), crate::db::Usage::Command).await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        if crate::dispatch::backlog(&db).await?.is_empty() || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    drained(&db).await?;
     let secs = started.elapsed().as_secs_f64();
     let answered =
         count(&db, "SELECT COUNT(*) AS n FROM messages WHERE author_kind = 'automation' AND direction = 'outbound'")
@@ -389,6 +396,170 @@ async fn library_inbound(
         "  … and every event through the library       {:>9.0} msg/s   ({} messages, {answered} automatic answers, {secs:.1} s hook to last action)",
         opts.tickets as f64 / secs,
         opts.tickets
+    );
+    Ok(())
+}
+
+/// A ticket for the API, `i`-th of a run: every fourth a lost parcel (its playbook answers),
+/// the others acknowledged; all routed.
+fn library_ticket(i: u64) -> Json {
+    let subject = if i % 4 == 0 { format!("Paket {i} nicht angekommen") } else { format!("Frage zur Bestellung {i}") };
+    json!({
+        "subject": subject,
+        "body": format!("Guten Tag, meine Bestellung {i} ist noch nicht da. Wo ist sie? Viele Grüße"),
+        "customer": { "email": format!("api{i}@example.com"), "name": format!("Kunde {i}") },
+    })
+}
+
+/// Creates a ticket through the API.
+async fn create_ticket(client: &reqwest::Client, base: &str, token: &str, body: &Json) -> Result<()> {
+    let r = client.post(format!("{base}/api/v1/tickets")).bearer_auth(token).json(body).send().await.map_err(http)?;
+    if r.status() != reqwest::StatusCode::CREATED {
+        return Err(Error::Internal(format!("create answered {}: {}", r.status(), r.text().await.unwrap_or_default())));
+    }
+    r.bytes().await.map_err(http)?;
+    Ok(())
+}
+
+/// Waits until the dispatcher has handled every event (at most ten minutes).
+async fn drained(db: &sea_orm::DatabaseConnection) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !crate::dispatch::backlog(db).await?.is_empty() {
+        if Instant::now() > deadline {
+            return Err(Error::Internal("the dispatcher did not finish within ten minutes".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The highest ticket id of a workspace.
+async fn last_ticket(db: &sea_orm::DatabaseConnection, workspace_id: i64) -> Result<i64> {
+    Ok(crate::db::query_one(
+        db,
+        "SELECT COALESCE(MAX(id), 0) AS n FROM tickets WHERE workspace_id = ?",
+        vec![workspace_id.into()],
+    )
+    .await?
+    .map(|r| crate::db::col::<i64>(&r, "n"))
+    .transpose()?
+    .unwrap_or(0))
+}
+
+/// How long after its creation each ticket after `after` got its first automatic answer,
+/// sorted (ms), and how many got none.
+async fn answer_lag(db: &sea_orm::DatabaseConnection, workspace_id: i64, after: i64) -> Result<(Vec<u64>, i64)> {
+    let rows = crate::db::query_all(
+        db,
+        "SELECT t.created_at AS created, (SELECT MIN(m.created_at) FROM messages m WHERE m.ticket_id = t.id AND m.author_kind = 'automation' AND m.direction = 'outbound') AS answered FROM tickets t WHERE t.workspace_id = ? AND t.id > ?",
+        vec![workspace_id.into(), after.into()],
+    )
+    .await?;
+    let mut lags = Vec::with_capacity(rows.len());
+    let mut unanswered = 0;
+    for r in rows {
+        let created: i64 = crate::db::col(&r, "created")?;
+        match crate::db::col::<Option<i64>>(&r, "answered")? {
+            Some(at) => lags.push((at - created).max(0) as u64),
+            None => unanswered += 1,
+        }
+    }
+    lags.sort_unstable();
+    Ok((lags, unanswered))
+}
+
+fn pct_ms(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Tickets created through the API in the workspace with the default library: the creation
+/// rate and latency while the rules run beside it, then the rate at which every ticket went
+/// through the nine workflows (acknowledgement or playbook answer rendered and stored,
+/// routing, tags), and each ticket's wait for its answer.
+async fn library_api(
+    client: &reqwest::Client,
+    base: &str,
+    dir: &std::path::Path,
+    (workspace_id, token): (i64, &str),
+    opts: &Options,
+) -> Result<()> {
+    let db = crate::db::connect(&crate::db::database_url(dir, None), crate::db::Usage::Command).await?;
+    let after = last_ticket(&db, workspace_id).await?;
+    let (c, b, tk) = (client.clone(), base.to_owned(), Arc::new(token.to_owned()));
+    let started = Instant::now();
+    let create = load(opts.clients, opts.tickets, move |i| {
+        let (client, base, token) = (c.clone(), b.clone(), tk.clone());
+        async move { create_ticket(&client, &base, &token, &library_ticket(i)).await }
+    })
+    .await?;
+    create.print("create ticket, default workflow library enabled", opts.clients);
+    drained(&db).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let (lags, unanswered) = answer_lag(&db, workspace_id, after).await?;
+    db.close().await?;
+    println!(
+        "  … every ticket through the nine workflows        {:>9.0} tickets/s ({} tickets, {} answered, {unanswered} not, {secs:.1} s from the first create to the last action)",
+        opts.tickets as f64 / secs,
+        opts.tickets,
+        lags.len(),
+    );
+    println!(
+        "  … creation to automatic answer (burst)           p50 {} ms   p99 {} ms   max {} ms",
+        pct_ms(&lags, 0.5),
+        pct_ms(&lags, 0.99),
+        lags.last().copied().unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// Tickets created at a steady rate (`--sustained-rate` a second for `--sustained-seconds`,
+/// each request sent on time whether or not the ones before have answered) in the workspace
+/// with the default library: the creation latency and how long each ticket waited for its
+/// automatic answer.
+async fn sustained(
+    client: &reqwest::Client,
+    base: &str,
+    dir: &std::path::Path,
+    (workspace_id, token): (i64, &str),
+    opts: &Options,
+) -> Result<()> {
+    let db = crate::db::connect(&crate::db::database_url(dir, None), crate::db::Usage::Command).await?;
+    let after = last_ticket(&db, workspace_id).await?;
+    let total = opts.sustained_rate.max(1) * opts.sustained_seconds;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.sustained_rate.max(1) as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let token = Arc::new(token.to_owned());
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        tick.tick().await;
+        let (client, base, token) = (client.clone(), base.to_owned(), token.clone());
+        handles.push(tokio::spawn(async move {
+            let t = Instant::now();
+            create_ticket(&client, &base, &token, &library_ticket(1_000_000 + i)).await?;
+            Ok::<_, Error>(t.elapsed().as_micros() as u64)
+        }));
+    }
+    let sent = started.elapsed().as_secs_f64();
+    let mut lat = Vec::with_capacity(handles.len());
+    for h in handles {
+        lat.push(h.await.map_err(|e| Error::Internal(e.to_string()))??);
+    }
+    lat.sort_unstable();
+    drained(&db).await?;
+    let (lags, unanswered) = answer_lag(&db, workspace_id, after).await?;
+    db.close().await?;
+    let create = Stats { count: total, secs: sent, lat_us: lat };
+    create.print(&format!("create at {}/s for {} s, library enabled", opts.sustained_rate, opts.sustained_seconds), 0);
+    println!(
+        "  … creation to automatic answer (sustained)       p50 {} ms   p99 {} ms   max {} ms   ({} answered, {unanswered} not)",
+        pct_ms(&lags, 0.5),
+        pct_ms(&lags, 0.99),
+        lags.last().copied().unwrap_or(0),
+        lags.len()
     );
     Ok(())
 }

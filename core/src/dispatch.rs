@@ -1,25 +1,36 @@
 //! The event dispatcher: hands each event of a ticket to the workflows and automation plugins
-//! of its workspace, once, one workspace's events in order and different workspaces side by
-//! side, and sets aside an event that keeps failing or keeps killing the process.
+//! of its workspace, once; one ticket's events in order, different tickets' side by side, and
+//! different workspaces side by side; and sets aside an event that keeps failing or keeps
+//! killing the process.
 //!
 //! Each workspace has a cursor in `dispatch_cursors` (the last event handled) with a lease, so
-//! with several nodes one node at a time works a workspace's log while other nodes take other
-//! workspaces. A node runs up to `workflows.dispatch_concurrency` workspaces at once; a pass
-//! takes at most [`BATCH`] events or [`PASS_BUDGET`] of time and then queues again behind the
-//! other workspaces, so a workspace with slow rules or a long backlog cannot hold the rest up.
+//! with several nodes one node at a time works a workspace's log (a ticket is never handled by
+//! two nodes at once) while other nodes take other workspaces. A node runs up to
+//! `workflows.dispatch_concurrency` workspaces at once; a pass takes at most [`BATCH`] events
+//! or [`PASS_BUDGET`] of time and then queues again behind the other workspaces, so a
+//! workspace with slow rules or a long backlog cannot hold the rest up.
 //!
-//! Exactly once: an event's actions, every workflow's and automation's, commit in one
-//! transaction with the cursor's advance, and only when the cursor was still before the event
-//! (`advance`), so neither a crash nor a second node can apply them twice.
+//! Within a pass, events go in **waves**: a run of the log in which every event with work
+//! belongs to another ticket (the second event of a ticket starts the next wave), at most
+//! [`WAVE`] of them. A wave's views are read concurrently, the workspace's agents and teams
+//! once, and its scripts run in log order, each event seeing the agents' load as the
+//! assignments before it in the wave leave it (`workflow::plan_wave`); its automation plugins
+//! are called concurrently. Every action of the wave then commits in one transaction, each
+//! rule's run in a savepoint of its own, with the cursor moved to the wave's last event.
+//!
+//! Exactly once: an event's actions commit in one transaction with the cursor's advance, and
+//! only when the cursor was still before the wave (`advance`), so neither a crash nor a second
+//! node can apply them twice.
 //!
 //! Poison: before a pass handles anything it counts itself in the cursor row (`attempt_from`,
 //! `attempts`), committed on its own. A pass that ends, or moves the cursor, resets the count;
-//! one the process died in, or that stopped at an error, leaves it. When the passes that
-//! started at the same cursor reach `workflows.dispatch_attempts`, the next pass records the
-//! first event after the cursor that has work as poisoned (`poisoned_events`, with the reason)
-//! instead of handling it, and goes on with the rest. A rule that merely fails (a script
-//! error, a refused action, a plugin trap) is recorded on the rule and the event counts as
-//! handled.
+//! one the process died in, or that stopped at an error, leaves it. A pass that starts after
+//! such a one takes waves of one event, so the event at fault is the first in line; when the
+//! passes that started at the same cursor reach `workflows.dispatch_attempts`, the next pass
+//! records the first event after the cursor that has work as poisoned (`poisoned_events`,
+//! with the reason) instead of handling it, and goes on with the rest. A rule that merely
+//! fails (a script error, a refused action, a plugin trap) is recorded on the rule and the
+//! event counts as handled.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,6 +49,11 @@ use crate::error::{Error, Result};
 const LEASE_MS: i64 = 30_000;
 /// Events read per pass.
 const BATCH: i64 = 200;
+/// Events with work handled together: planned side by side and applied in one transaction.
+const WAVE: usize = 64;
+/// A wave that takes longer than this halves the next one (and a quicker one doubles it, up to
+/// [`WAVE`]).
+const WAVE_BUDGET: Duration = Duration::from_millis(250);
 /// Time after which a pass stops taking events and lets other workspaces have its slot.
 const PASS_BUDGET: Duration = Duration::from_secs(2);
 /// How long the dispatcher lets events gather after a wake-up.
@@ -183,32 +199,31 @@ async fn pass(core: &crate::Core, node: i64, workspace_id: i64) -> Result<usize>
     .await?;
     // This pass is attempt number `attempts` from the cursor: the ones before it never finished.
     let mut suspect = i64::from(attempts) > i64::from(core.rules().dispatch_attempts.max(1));
+    // After a pass that did not finish, events go one at a time, so that the one that fails
+    // or kills the process is the first in line when it is set aside.
+    let mut wave_size = if attempts > 1 { 1 } else { WAVE };
     let workflows = crate::workflow::enabled(core, workspace_id).await?;
     let automations = automation::active(core, workspace_id).await?;
+    let mut pending = Vec::with_capacity(events.len());
+    for e in &events {
+        let ticket_id = db::col::<Option<i64>>(e, "ticket_id")?;
+        let changes_text: String = db::col(e, "changes")?;
+        pending.push(Pending {
+            id: db::col(e, "id")?,
+            kind: db::col(e, "type")?,
+            actor: db::col(e, "actor")?,
+            ticket_id,
+            changes: serde_json::from_str(&changes_text).unwrap_or(Json::Null),
+            changes_text,
+        });
+    }
     let started = Instant::now();
     let mut last = cursor;
-    for e in &events {
-        if started.elapsed() > PASS_BUDGET {
-            break;
-        }
-        let id: i64 = db::col(e, "id")?;
-        let kind: String = db::col(e, "type")?;
-        let actor: String = db::col(e, "actor")?;
-        let caused_by_rule = actor.starts_with("automation:") || actor.starts_with("workflow:");
-        let Some(ticket_id) = db::col::<Option<i64>>(e, "ticket_id")?.filter(|_| !caused_by_rule) else {
-            last = id;
-            continue;
-        };
-        let changes_text: String = db::col(e, "changes")?;
-        let changes: Json = serde_json::from_str(&changes_text).unwrap_or(Json::Null);
-        let firing = crate::workflow::firing(&workflows, &kind, &changes, None);
-        let wanting: Vec<&automation::Row> = automations.iter().filter(|a| a.wants(&kind)).collect();
-        if firing.is_empty() && wanting.is_empty() {
-            // Nobody wants it: the cursor passes it with the next write.
-            last = id;
-            continue;
-        }
-        if suspect {
+    let mut rest = &pending[..];
+    while !rest.is_empty() && started.elapsed() <= PASS_BUDGET {
+        let wave = cut_wave(rest, &workflows, &automations, wave_size);
+        if suspect && let Some(first) = wave.work.first() {
+            // The first event with work after the cursor is the one the failed passes were on.
             let failed = attempts - 1;
             let reason = match &last_error {
                 Some(err) => format!("handling it failed {failed} times; the last error: {err}"),
@@ -216,27 +231,34 @@ async fn pass(core: &crate::Core, node: i64, workspace_id: i64) -> Result<usize>
                     "the server stopped {failed} times while handling it (a crash or a kill); check the workflows and automations this event runs"
                 ),
             };
-            poison(core, workspace_id, id, &kind, ticket_id, failed, &reason).await?;
+            let e = &rest[first.index];
+            poison(core, workspace_id, e.id, &e.kind, first.ticket_id, failed, &reason).await?;
             suspect = false;
-            last = id;
+            last = e.id;
+            rest = &rest[first.index + 1..];
             continue;
         }
-        let event = Event { id, workspace_id, ticket_id, kind: &kind, changes: &changes, changes_text: &changes_text };
-        if !wanting.is_empty() {
-            // Automations need their plugins compiled (at start-up that takes seconds);
-            // workflows do not wait for it.
-            core.channels().wait_loaded().await;
-        }
-        match handle(core, &event, firing, &wanting).await {
-            Ok(()) => last = id,
+        let end = wave.end;
+        let took = Instant::now();
+        match handle(core, workspace_id, rest, wave).await {
+            Ok(()) => {
+                last = rest[end - 1].id;
+                // Slow rules get smaller waves: a wave's transaction stays short and the pass
+                // keeps to its budget and lease.
+                if attempts <= 1 {
+                    wave_size =
+                        if took.elapsed() > WAVE_BUDGET { (wave_size / 2).max(1) } else { (wave_size * 2).min(WAVE) };
+                }
+            }
             // Another node handled it (this node's lease ran out): leave the rest to it.
             Err(Error::Conflict(msg)) => {
-                tracing::warn!(workspace = workspace_id, event = id, %msg, "leaving the workspace to another node");
+                tracing::warn!(workspace = workspace_id, %msg, "leaving the workspace to another node");
                 return Ok(events.len());
             }
             Err(err) => {
-                // The cursor stays before the event and the attempt stays counted: the next
-                // pass tries again, and the reason is kept for when the event is set aside.
+                // The cursor stays before the wave and the attempt stays counted: the next
+                // pass tries again, one event at a time, and the reason is kept for when the
+                // event is set aside.
                 db::exec(
                     core.db(),
                     "UPDATE dispatch_cursors SET last_event_id = ?, attempt_from = ?, last_error = ? WHERE workspace_id = ? AND last_event_id <= ?",
@@ -246,6 +268,7 @@ async fn pass(core: &crate::Core, node: i64, workspace_id: i64) -> Result<usize>
                 return Err(err);
             }
         }
+        rest = &rest[end..];
     }
     // The pass ended: nothing is in progress from the cursor any more.
     db::exec(
@@ -257,43 +280,128 @@ async fn pass(core: &crate::Core, node: i64, workspace_id: i64) -> Result<usize>
     Ok(events.len())
 }
 
-/// An event being handled.
-struct Event<'a> {
+/// An event read from the log.
+struct Pending {
     id: i64,
-    workspace_id: i64,
-    ticket_id: i64,
-    kind: &'a str,
-    changes: &'a Json,
-    changes_text: &'a str,
+    kind: String,
+    actor: String,
+    ticket_id: Option<i64>,
+    changes: Json,
+    changes_text: String,
 }
 
-/// Runs the event's workflows and automations and applies all their actions in one
-/// transaction with the cursor. The automations see the ticket as it was when the event
-/// happened, like the first workflow does.
-async fn handle(
-    core: &crate::Core,
-    e: &Event<'_>,
+/// The next events of a pass to handle together: `pending[..end]`, of which `work` are the ones
+/// some rule wants (each of another ticket); the others are passed over.
+struct Wave<'w> {
+    end: usize,
+    work: Vec<Work<'w>>,
+}
+
+/// An event of a wave that some rule wants.
+struct Work<'w> {
+    /// Its place in the pending events.
+    index: usize,
+    ticket_id: i64,
     firing: Vec<(i64, Arc<plugdesk_workflow::Script>)>,
-    wanting: &[&automation::Row],
-) -> Result<()> {
-    let (mut runs, planned) =
-        crate::workflow::plan(core, e.workspace_id, e.kind, e.changes, e.ticket_id, firing).await?;
-    let from_workflows = runs.len();
-    let mut asked = Vec::with_capacity(wanting.len());
-    for a in wanting {
-        match automation::plan_one(core, a, e.kind, e.changes_text, e.ticket_id).await {
-            Ok(run) => {
-                asked.push((*a, runs.len()));
-                runs.push(run);
-            }
-            Err(err) => automation::record_outcome(core, a, Err(&err)).await?,
+    wanting: Vec<&'w automation::Row>,
+}
+
+/// Cuts the next wave off the front of `pending`: events in log order up to `size` events
+/// with work, and up to (not including) the second event of a ticket already in the wave, so
+/// events of one ticket are handled in order, each seeing what the one before it did. Events
+/// nobody wants, without a ticket, or caused by a rule (actions never cascade) join the wave
+/// to be passed over. The wave is never empty when `pending` is not.
+fn cut_wave<'w>(
+    pending: &[Pending],
+    workflows: &[(i64, Arc<plugdesk_workflow::Script>)],
+    automations: &'w [automation::Row],
+    size: usize,
+) -> Wave<'w> {
+    let mut tickets = HashSet::new();
+    let mut work = Vec::new();
+    let mut end = 0;
+    for (index, e) in pending.iter().enumerate() {
+        let caused_by_rule = e.actor.starts_with("automation:") || e.actor.starts_with("workflow:");
+        let Some(ticket_id) = e.ticket_id.filter(|_| !caused_by_rule) else {
+            end = index + 1;
+            continue;
+        };
+        let firing = crate::workflow::firing(workflows, &e.kind, &e.changes, None);
+        let wanting: Vec<&automation::Row> = automations.iter().filter(|a| a.wants(&e.kind)).collect();
+        if firing.is_empty() && wanting.is_empty() {
+            end = index + 1;
+            continue;
         }
+        if work.len() >= size.max(1) || !tickets.insert(ticket_id) {
+            break;
+        }
+        work.push(Work { index, ticket_id, firing, wanting });
+        end = index + 1;
     }
-    let outcomes = crate::action::apply(core, e.workspace_id, e.ticket_id, runs, Some(e.id)).await?;
-    crate::workflow::record_outcomes(core, e.ticket_id, planned, &outcomes[..from_workflows.min(outcomes.len())]);
-    for (a, i) in asked {
-        if let Some(outcome) = outcomes.get(i) {
-            automation::record_outcome(core, a, outcome.as_ref().map(|_| ())).await?;
+    Wave { end, work }
+}
+
+/// Runs a wave's workflows and automations and applies all their actions in one transaction
+/// with the cursor (moved to the wave's last event). The automations see each ticket as it
+/// was when its event happened, like the first workflow does.
+async fn handle(core: &crate::Core, workspace_id: i64, pending: &[Pending], wave: Wave<'_>) -> Result<()> {
+    let cursor = pending[wave.end - 1].id;
+    if wave.work.is_empty() {
+        return Ok(());
+    }
+    if wave.work.iter().any(|w| !w.wanting.is_empty()) {
+        // Automations need their plugins compiled (at start-up that takes seconds);
+        // workflows do not wait for it.
+        core.channels().wait_loaded().await;
+    }
+    let firing = wave
+        .work
+        .iter()
+        .map(|w| {
+            let e = &pending[w.index];
+            crate::workflow::Firing {
+                kind: &e.kind,
+                changes: &e.changes,
+                ticket_id: w.ticket_id,
+                workflows: w.firing.clone(),
+            }
+        })
+        .collect();
+    let planned = crate::workflow::plan_wave(core, workspace_id, firing).await?;
+    // The automations of all the wave's events at once; each event's own in order.
+    let asked = futures_util::future::join_all(wave.work.iter().map(|w| async move {
+        let e = &pending[w.index];
+        let mut runs = Vec::with_capacity(w.wanting.len());
+        for a in &w.wanting {
+            runs.push(automation::plan_one(core, a, &e.kind, &e.changes_text, w.ticket_id).await);
+        }
+        runs
+    }))
+    .await;
+    let mut batch = Vec::with_capacity(wave.work.len());
+    let mut records = Vec::with_capacity(wave.work.len());
+    for ((w, (mut runs, planned)), asked) in wave.work.iter().zip(planned).zip(asked) {
+        let from_workflows = runs.len();
+        let mut positions = Vec::with_capacity(asked.len());
+        for (a, run) in w.wanting.iter().zip(asked) {
+            match run {
+                Ok(run) => {
+                    positions.push((*a, runs.len()));
+                    runs.push(run);
+                }
+                Err(err) => automation::record_outcome(core, a, Err(&err)).await?,
+            }
+        }
+        batch.push((w.ticket_id, runs));
+        records.push((w.ticket_id, planned, from_workflows, positions));
+    }
+    let outcomes = crate::action::apply_batch(core, workspace_id, batch, Some(cursor)).await?;
+    for ((ticket_id, planned, from_workflows, positions), outcomes) in records.into_iter().zip(outcomes) {
+        crate::workflow::record_outcomes(core, ticket_id, planned, &outcomes[..from_workflows.min(outcomes.len())]);
+        for (a, i) in positions {
+            if let Some(outcome) = outcomes.get(i) {
+                automation::record_outcome(core, a, outcome.as_ref().map(|_| ())).await?;
+            }
         }
     }
     Ok(())
@@ -391,4 +499,73 @@ pub async fn status(core: &crate::Core, workspace_id: i64) -> Result<Json> {
         "last_error": last_error,
         "max_attempts": core.rules().dispatch_attempts.max(1),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: i64, kind: &str, ticket_id: Option<i64>, actor: &str) -> Pending {
+        Pending { id, kind: kind.into(), actor: actor.into(), ticket_id, changes: json!({}), changes_text: "{}".into() }
+    }
+
+    fn workflows() -> Vec<(i64, Arc<plugdesk_workflow::Script>)> {
+        let engine = plugdesk_workflow::Engine::new(plugdesk_workflow::Limits::default());
+        let script = engine.compile("// on: ticket.created\nnote(\"seen\");").expect("compiles");
+        vec![(1, Arc::new(script))]
+    }
+
+    /// (end, the indexes of the events with work) of each wave `pending` is cut into.
+    fn waves(pending: &[Pending], size: usize) -> Vec<(usize, Vec<usize>)> {
+        let w = workflows();
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < pending.len() {
+            let wave = cut_wave(&pending[at..], &w, &[], size);
+            assert!(wave.end > 0, "a wave is never empty");
+            out.push((at + wave.end, wave.work.iter().map(|x| at + x.index).collect()));
+            at += wave.end;
+        }
+        out
+    }
+
+    #[test]
+    fn events_of_different_tickets_share_a_wave() {
+        let pending: Vec<Pending> = (1..=5).map(|i| event(i, "ticket.created", Some(i * 10), "customer:1")).collect();
+        assert_eq!(waves(&pending, 64), [(5, vec![0, 1, 2, 3, 4])]);
+        assert_eq!(waves(&pending, 2), [(2, vec![0, 1]), (4, vec![2, 3]), (5, vec![4])]);
+    }
+
+    #[test]
+    fn a_tickets_second_event_waits_for_the_next_wave() {
+        let pending = [
+            event(1, "ticket.created", Some(10), "customer:1"),
+            event(2, "ticket.created", Some(20), "customer:2"),
+            event(3, "ticket.created", Some(10), "customer:1"),
+            event(4, "ticket.created", Some(30), "customer:3"),
+        ];
+        // Event 3 is ticket 10's second: it starts the next wave, and event 4 waits with it
+        // (a wave is a run of the log, so the cursor can move to its end).
+        assert_eq!(waves(&pending, 64), [(2, vec![0, 1]), (4, vec![2, 3])]);
+    }
+
+    #[test]
+    fn events_without_work_are_passed_over_inside_a_wave() {
+        let pending = [
+            event(1, "ticket.created", Some(10), "workflow:4"),
+            event(2, "customer.created", None, "api"),
+            event(3, "ticket.updated", Some(20), "agent:1"),
+            event(4, "ticket.created", Some(20), "customer:2"),
+            event(5, "ticket.updated", Some(20), "agent:1"),
+        ];
+        // A rule's own event, one without a ticket and one no workflow fires on cost nothing,
+        // even for a ticket already in the wave.
+        assert_eq!(waves(&pending, 64), [(5, vec![3])]);
+    }
+
+    #[test]
+    fn after_an_unfinished_pass_events_go_one_at_a_time() {
+        let pending: Vec<Pending> = (1..=3).map(|i| event(i, "ticket.created", Some(i), "customer:1")).collect();
+        assert_eq!(waves(&pending, 1), [(1, vec![0]), (2, vec![1]), (3, vec![2])]);
+    }
 }

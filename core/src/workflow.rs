@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use plugdesk_workflow::{Engine, Limits, Script};
+use plugdesk_workflow::{Action, Change, Engine, Limits, Script};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use crate::action::{Checked, RuleRun, text_message};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::ticket::{MessageKind, TicketPatch};
+use crate::ticket::{MessageInput, MessageKind, TicketPatch};
 
 /// The default library (`workflows/*.rhai`): every new workspace starts with these, enabled.
 pub const LIBRARY: [(&str, &str); 9] = [
@@ -335,7 +335,7 @@ pub async fn dry_run(core: &crate::Core, workspace_id: i64, id: Option<i64>, inp
     Ok(json!({
         "event": kind,
         "fires": fires,
-        "actions": actions.iter().map(|a| json!({ "name": a.name, "args": a.args })).collect::<Vec<_>>(),
+        "actions": actions,
     }))
 }
 
@@ -350,11 +350,52 @@ async fn compile_pooled(core: &crate::Core, source: String) -> Result<Script> {
 /// tickets and the five latest other tickets, each with the agent who last answered on it), the latest
 /// messages, the workspace's agents and teams.
 async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Json, ticket_id: i64) -> Result<Json> {
+    let shared = Shared::read(core, workspace_id).await?;
+    let mut view = ticket_view(core, workspace_id, kind, changes, ticket_id).await?;
+    shared.lend(&mut view);
+    Ok(view)
+}
+
+/// The part of the view that is the same for every ticket of a workspace: its agents (active
+/// ones, with their load), teams and name. The dispatcher reads it once for a wave of events
+/// and carries the agents' load from one event to the next (see [`project`]).
+struct Shared {
+    agents: Json,
+    teams: Json,
+    workspace: Json,
+}
+
+impl Shared {
+    async fn read(core: &crate::Core, workspace_id: i64) -> Result<Self> {
+        let mut agents = crate::agent::list(core.db(), workspace_id).await?;
+        // A deactivated agent is nobody a rule may route to or name as a contact.
+        agents.retain(|a| a.active);
+        let teams = crate::agent::list_teams(core.db(), workspace_id).await?;
+        Ok(Shared {
+            agents: serde_json::to_value(&agents)?,
+            teams: serde_json::to_value(&teams)?,
+            // Not shown to scripts; for the templates their replies render.
+            workspace: json!({ "name": crate::template::workspace_name(core, workspace_id).await? }),
+        })
+    }
+
+    /// Puts a copy into a ticket's view.
+    fn lend(&self, view: &mut Json) {
+        view["agents"] = self.agents.clone();
+        view["teams"] = self.teams.clone();
+        view["workspace"] = self.workspace.clone();
+    }
+}
+
+/// The view's part about one ticket and its event.
+async fn ticket_view(
+    core: &crate::Core,
+    workspace_id: i64,
+    kind: &str,
+    changes: &Json,
+    ticket_id: i64,
+) -> Result<Json> {
     let subject = crate::automation::load_subject(core, workspace_id, ticket_id).await?;
-    let mut agents = crate::agent::list(core.db(), workspace_id).await?;
-    // A deactivated agent is nobody a rule may route to or name as a contact.
-    agents.retain(|a| a.active);
-    let teams = crate::agent::list_teams(core.db(), workspace_id).await?;
     let recent = db::query_all(
         core.db(),
         "SELECT t.id, t.number, t.status, t.category, t.subject, t.assignee_id, t.reopen_count, (SELECT m.author_id FROM messages m WHERE m.ticket_id = t.id AND m.author_kind = 'agent' AND m.direction = 'outbound' ORDER BY m.id DESC LIMIT 1) AS last_agent_id FROM tickets t WHERE t.workspace_id = ? AND t.customer_id = ? AND t.id <> ? ORDER BY t.id DESC LIMIT 5",
@@ -389,10 +430,6 @@ async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Js
         "ticket": serde_json::to_value(&subject.ticket)?,
         "customer": customer,
         "messages": messages,
-        "agents": serde_json::to_value(&agents)?,
-        "teams": serde_json::to_value(&teams)?,
-        // Not shown to scripts; for the templates their replies render.
-        "workspace": { "name": crate::template::workspace_name(core, workspace_id).await? },
     }))
 }
 
@@ -426,7 +463,7 @@ pub(crate) async fn scheduled(core: &crate::Core, now: i64) -> Result<Vec<(i64, 
 struct Ran {
     id: i64,
     took: Duration,
-    actions: std::result::Result<Vec<plugdesk_workflow::Action>, String>,
+    actions: std::result::Result<Vec<Action>, String>,
 }
 
 /// The workspace's enabled workflows, compiled (from the cache), in their order. A script that
@@ -477,6 +514,14 @@ pub(crate) struct Planned {
     actions: usize,
 }
 
+/// One event of a wave: its ticket and the workflows it fires.
+pub(crate) struct Firing<'a> {
+    pub(crate) kind: &'a str,
+    pub(crate) changes: &'a Json,
+    pub(crate) ticket_id: i64,
+    pub(crate) workflows: Vec<(i64, Arc<Script>)>,
+}
+
 /// Runs the `firing` workflows of an event in order (a failing one is recorded and the others
 /// still run) and prepares their actions; a workflow sees the ticket as the ones before it
 /// left it. Applying is the caller's, so that a dispatcher can put other rules' runs and its
@@ -487,67 +532,109 @@ pub(crate) struct Planned {
 pub(crate) async fn plan(
     core: &crate::Core,
     workspace_id: i64,
-    kind: &str,
-    changes: &Json,
-    ticket_id: i64,
-    firing: Vec<(i64, Arc<Script>)>,
+    event: Firing<'_>,
 ) -> Result<(Vec<RuleRun>, Vec<Planned>)> {
-    if firing.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+    let mut planned = plan_wave(core, workspace_id, vec![event]).await?;
+    Ok(planned.pop().unwrap_or_default())
+}
+
+/// [`plan`] for a wave of events of distinct tickets of one workspace, as if they ran one after
+/// the other: the tickets' views are read concurrently, the workspace's agents and teams once,
+/// and all scripts run in one blocking task in the events' order, each event seeing the agents'
+/// load as the assignments of the events before it in the wave leave it.
+///
+/// # Errors
+/// A view cannot be built (database errors, a ticket is gone).
+pub(crate) async fn plan_wave(
+    core: &crate::Core,
+    workspace_id: i64,
+    events: Vec<Firing<'_>>,
+) -> Result<Vec<(Vec<RuleRun>, Vec<Planned>)>> {
+    if events.iter().all(|e| e.workflows.is_empty()) {
+        return Ok(events.iter().map(|_| Default::default()).collect());
     }
-    let json_view = view_of(core, workspace_id, kind, changes, ticket_id).await?;
-    // All the scripts of the event in one blocking task; each sees the ticket as the ones
-    // before it left it (the view's `ticket` and `customer` are converted again only after a
-    // workflow that asked for something).
-    let c = core.clone();
-    let (ran, json_view) = tokio::task::spawn_blocking(move || {
-        let engine = &c.workflows().engine;
-        let mut json = json_view;
-        let mut view = engine.view(&json);
-        let mut ran = Vec::with_capacity(firing.len());
-        for (id, script) in firing {
-            let started = Instant::now();
-            let result = match &view {
-                Ok(v) => engine.run_view(&script, v).map_err(|e| format!("workflow {id}: {e}")),
-                Err(e) => Err(format!("workflow {id}: {e}")),
-            };
-            if let Ok(actions) = &result
-                && !actions.is_empty()
-            {
-                project(&mut json, actions);
-                if let Ok(v) = view.as_mut() {
-                    let replaced =
-                        v.replace("ticket", &json["ticket"]).and_then(|()| v.replace("customer", &json["customer"]));
-                    if let Err(e) = replaced {
-                        view = Err(e);
-                    }
-                }
-            }
-            ran.push(Ran { id, took: started.elapsed(), actions: result });
+    let shared = Shared::read(core, workspace_id).await?;
+    let views = futures_util::future::try_join_all(events.iter().map(|e| async move {
+        if e.workflows.is_empty() {
+            return Ok(Json::Null);
         }
-        (ran, json)
+        ticket_view(core, workspace_id, e.kind, e.changes, e.ticket_id).await
+    }))
+    .await?;
+    let jobs: Vec<(Json, Vec<(i64, Arc<Script>)>)> =
+        views.into_iter().zip(events.iter().map(|e| e.workflows.clone())).collect();
+    let c = core.clone();
+    let ran = tokio::task::spawn_blocking(move || {
+        let engine = &c.workflows().engine;
+        let mut agents = shared.agents;
+        let mut out = Vec::with_capacity(jobs.len());
+        for (mut json, firing) in jobs {
+            if firing.is_empty() {
+                out.push((Vec::new(), json));
+                continue;
+            }
+            json["agents"] = std::mem::take(&mut agents);
+            json["teams"] = shared.teams.clone();
+            json["workspace"] = shared.workspace.clone();
+            let ran = run_scripts(engine, &mut json, firing);
+            agents = json["agents"].take();
+            out.push((ran, json));
+        }
+        out
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))?;
-    let mut runs = Vec::new();
-    let mut planned = Vec::new();
-    for r in ran {
-        match r.actions {
-            Err(msg) => {
-                tracing::warn!(workflow = r.id, ticket = ticket_id, error = %msg, "workflow failed");
-                core.workflows().record(r.id, r.took, 0, Some(msg));
-            }
-            Ok(actions) if actions.is_empty() => core.workflows().record(r.id, r.took, 0, None),
-            Ok(actions) => match prepare(core, workspace_id, &json_view, &actions).await {
-                Ok(checked) => {
-                    planned.push(Planned { id: r.id, took: r.took, actions: checked.len() });
-                    runs.push(RuleRun { actor: format!("workflow:{}", r.id), actions: checked });
+    let mut out = Vec::with_capacity(ran.len());
+    for ((ran, json_view), e) in ran.into_iter().zip(&events) {
+        let mut runs = Vec::new();
+        let mut planned = Vec::new();
+        for r in ran {
+            match r.actions {
+                Err(msg) => {
+                    tracing::warn!(workflow = r.id, ticket = e.ticket_id, error = %msg, "workflow failed");
+                    core.workflows().record(r.id, r.took, 0, Some(msg));
                 }
-                Err(e) => core.workflows().record(r.id, r.took, 0, Some(format!("workflow {}: {e}", r.id))),
-            },
+                Ok(actions) if actions.is_empty() => core.workflows().record(r.id, r.took, 0, None),
+                Ok(actions) => match check(core, workspace_id, &json_view, &actions).await {
+                    Ok(checked) => {
+                        planned.push(Planned { id: r.id, took: r.took, actions: checked.len() });
+                        runs.push(RuleRun { actor: format!("workflow:{}", r.id), actions: checked });
+                    }
+                    Err(err) => core.workflows().record(r.id, r.took, 0, Some(format!("workflow {}: {err}", r.id))),
+                },
+            }
         }
+        out.push((runs, planned));
     }
-    Ok((runs, planned))
+    Ok(out)
+}
+
+/// Runs an event's scripts in order on its view; each sees the ticket as the ones before it
+/// left it (the view's `ticket`, `customer` and `agents` are converted again only after a
+/// workflow that asked for something).
+fn run_scripts(engine: &Engine, json: &mut Json, firing: Vec<(i64, Arc<Script>)>) -> Vec<Ran> {
+    let mut view = engine.view(json);
+    let mut ran = Vec::with_capacity(firing.len());
+    for (id, script) in firing {
+        let started = Instant::now();
+        let result = match &view {
+            Ok(v) => engine.run_view(&script, v).map_err(|e| format!("workflow {id}: {e}")),
+            Err(e) => Err(format!("workflow {id}: {e}")),
+        };
+        if let Ok(actions) = &result
+            && !actions.is_empty()
+        {
+            project(json, actions);
+            if let Ok(v) = view.as_mut() {
+                let replaced = ["ticket", "customer", "agents"].iter().try_for_each(|k| v.replace(k, &json[*k]));
+                if let Err(e) = replaced {
+                    view = Err(e);
+                }
+            }
+        }
+        ran.push(Ran { id, took: started.elapsed(), actions: result });
+    }
+    ran
 }
 
 /// Records what became of planned workflow runs; `outcomes` starts with theirs, in order.
@@ -582,7 +669,7 @@ pub(crate) async fn run_for_event(
     if firing.is_empty() {
         return Ok(false);
     }
-    let (runs, planned) = plan(core, workspace_id, kind, changes, ticket_id, firing).await?;
+    let (runs, planned) = plan(core, workspace_id, Firing { kind, changes, ticket_id, workflows: firing }).await?;
     let outcomes = crate::action::apply(core, workspace_id, ticket_id, runs, None).await?;
     record_outcomes(core, ticket_id, planned, &outcomes);
     Ok(true)
@@ -590,109 +677,149 @@ pub(crate) async fn run_for_event(
 
 /// Changes the view's ticket the way `actions` will, so the next workflow of the event reads
 /// the ticket as this one leaves it (without reading it from the database again).
-fn project(view: &mut Json, actions: &[plugdesk_workflow::Action]) {
+fn project(view: &mut Json, actions: &[Action]) {
     for a in actions {
-        if a.name == "customer" {
-            if let Some(tier) = a.args.get("tier") {
-                view["customer"]["tier"] = tier.clone();
-            }
-            continue;
-        }
-        let ticket = &mut view["ticket"];
-        match a.name.as_str() {
-            "update" => {
-                for (k, v) in a.args.as_object().into_iter().flatten() {
-                    match k.as_str() {
-                        "add_tags" | "remove_tags" => {
-                            let mut tags: Vec<Json> = ticket["tags"].as_array().cloned().unwrap_or_default();
-                            for t in v.as_array().into_iter().flatten() {
-                                let t = Json::from(t.as_str().unwrap_or_default().trim().to_lowercase());
-                                tags.retain(|x| *x != t);
-                                if k == "add_tags" {
-                                    tags.push(t);
-                                }
-                            }
-                            ticket["tags"] = Json::Array(tags);
-                        }
-                        _ => ticket[k] = v.clone(),
+        match a {
+            Action::Customer { tier } => view["customer"]["tier"] = json!(tier),
+            Action::Escalate { .. } => view["ticket"]["level"] = json!(2),
+            Action::Update(change) => {
+                let ticket = &mut view["ticket"];
+                let Change { status, priority, level, category, team_id, assignee_id, add_tags, remove_tags } = change;
+                let fields = [
+                    ("status", status.as_ref().map(|v| json!(v))),
+                    ("priority", priority.as_ref().map(|v| json!(v))),
+                    ("level", level.map(|v| json!(v))),
+                    ("category", category.as_ref().map(|v| json!(v))),
+                    ("team_id", team_id.map(|v| json!(v))),
+                ];
+                for (name, value) in fields {
+                    if let Some(v) = value {
+                        ticket[name] = v;
                     }
                 }
+                if !add_tags.is_empty() || !remove_tags.is_empty() {
+                    let mut tags: Vec<Json> = ticket["tags"].as_array().cloned().unwrap_or_default();
+                    for (t, add) in remove_tags.iter().map(|t| (t, false)).chain(add_tags.iter().map(|t| (t, true))) {
+                        let t = Json::from(t.trim().to_lowercase());
+                        tags.retain(|x| *x != t);
+                        if add {
+                            tags.push(t);
+                        }
+                    }
+                    ticket["tags"] = Json::Array(tags);
+                }
+                if let Some(to) = assignee_id {
+                    let before = ticket["assignee_id"].as_i64();
+                    ticket["assignee_id"] = json!(to);
+                    move_load(&mut view["agents"], before, *to);
+                }
             }
-            "escalate" => ticket["level"] = json!(2),
             _ => {}
         }
     }
 }
 
-/// Turns a run's actions into checked actions: update-like actions merged into one ticket
-/// change (tag lists joined), templates rendered in the customer's language for the ticket's
-/// channel, survey tokens made.
-async fn prepare(
+/// Moves one open ticket's worth of load between agents in the view (an assignment), so the
+/// next workflow, and the next event of a dispatcher's wave, see it.
+fn move_load(agents: &mut Json, from: Option<i64>, to: Option<i64>) {
+    if from == to {
+        return;
+    }
+    for a in agents.as_array_mut().into_iter().flatten() {
+        let id = a["id"].as_i64();
+        let delta = if id.is_some() && id == from {
+            -1
+        } else if id.is_some() && id == to {
+            1
+        } else {
+            continue;
+        };
+        a["open_tickets"] = json!((a["open_tickets"].as_i64().unwrap_or(0) + delta).max(0));
+    }
+}
+
+/// Turns a run's actions into checked actions, the one check workflows and automation plugins
+/// share: update-like actions merged into one ticket change (tag lists joined), templates
+/// rendered in the customer's language for the ticket's channel (from `view`, the workflow's
+/// view), survey tokens made. An argument the domain refuses (an unknown status or priority)
+/// refuses the run; agents, teams and tiers are checked when the actions apply.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the action; template errors.
+pub(crate) async fn check(
     core: &crate::Core,
     workspace_id: i64,
     view: &Json,
-    actions: &[plugdesk_workflow::Action],
+    actions: &[Action],
 ) -> Result<Vec<Checked>> {
-    let mut patch = serde_json::Map::new();
+    let mut change: Option<Change> = None;
     let mut rest = Vec::new();
-    let mut merge = |args: &Json| {
-        for (k, v) in args.as_object().into_iter().flatten() {
-            match (k.as_str(), patch.get_mut(k)) {
-                ("add_tags" | "remove_tags", Some(Json::Array(list))) => {
-                    list.extend(v.as_array().cloned().unwrap_or_default())
-                }
-                _ => {
-                    patch.insert(k.clone(), v.clone());
-                }
-            }
-        }
+    let mut merge = |c: Change| match change.as_mut() {
+        Some(before) => before.merge(c),
+        None => change = Some(c),
     };
-    let text = |args: &Json, key: &str| args[key].as_str().unwrap_or_default().to_owned();
+    let message =
+        |t: &plugdesk_workflow::Text| MessageInput { body_html: t.body_html.clone(), ..text_message(t.body.clone()) };
     for a in actions {
-        match a.name.as_str() {
-            "update" => merge(&a.args),
-            "escalate" => {
-                merge(&json!({ "level": 2 }));
-                rest.push(Checked::Message(MessageKind::Note, text_message(text(&a.args, "note"))));
+        match a {
+            Action::Update(c) => merge(c.clone()),
+            Action::Escalate { note } => {
+                merge(Change { level: Some(2), ..Change::default() });
+                rest.push(Checked::Message(MessageKind::Note, text_message(note.clone())));
             }
-            "note" => rest.push(Checked::Message(MessageKind::Note, text_message(text(&a.args, "body")))),
-            "reply" => rest.push(Checked::Message(MessageKind::Reply, text_message(text(&a.args, "body")))),
-            "reply_template" => {
-                let purpose = text(&a.args, "purpose");
-                let r = crate::template::render_for(core, workspace_id, view, &purpose, None).await?;
+            Action::Note(t) => rest.push(Checked::Message(MessageKind::Note, message(t))),
+            Action::Reply(t) => rest.push(Checked::Message(MessageKind::Reply, message(t))),
+            Action::ReplyTemplate { purpose } => {
+                let r = crate::template::render_for(core, workspace_id, view, purpose, None).await?;
                 rest.push(Checked::Message(MessageKind::Reply, rendered_message(r)));
             }
-            "survey" => {
+            Action::Survey {} => {
                 let token = hex::encode(rand::random::<[u8; 16]>());
                 let link = format!("{}/survey/{token}", core.public_url());
                 let r = crate::template::render_for(core, workspace_id, view, "survey_invitation", Some(&link)).await?;
                 rest.push(Checked::Survey { token, invitation: rendered_message(r) });
             }
-            "customer" => rest.push(Checked::Customer(
-                serde_json::from_value(a.args.clone()).map_err(|e| Error::invalid("actions", e.to_string()))?,
-            )),
-            "notify" => rest.push(Checked::Notify {
-                agent_id: a.args["agent_id"].as_i64().unwrap_or_default(),
-                body: text(&a.args, "body"),
-            }),
-            "webhook" => {
-                rest.push(Checked::Webhook { name: text(&a.args, "name"), payload: a.args["payload"].clone() })
+            Action::Customer { tier } => rest.push(Checked::Customer(crate::customer::CustomerPatch {
+                tier: Some(tier.clone()),
+                ..Default::default()
+            })),
+            Action::Notify { agent_id, body } => rest.push(Checked::Notify { agent_id: *agent_id, body: body.clone() }),
+            Action::Webhook { name, payload } => {
+                rest.push(Checked::Webhook { name: name.clone(), payload: payload.clone() })
             }
-            "follow_up" => rest.push(Checked::FollowUp {
-                after_ms: a.args["after_ms"].as_i64().unwrap_or_default(),
-                note: text(&a.args, "note"),
-            }),
-            other => return Err(Error::invalid("actions", format!("unknown action {other:?}"))),
+            Action::FollowUp { after_ms, note } => {
+                rest.push(Checked::FollowUp { after_ms: *after_ms, note: note.clone() })
+            }
         }
     }
     let mut checked = Vec::with_capacity(rest.len() + 1);
-    if !patch.is_empty() {
-        let p: TicketPatch =
-            serde_json::from_value(Json::Object(patch)).map_err(|e| Error::invalid("actions", e.to_string()))?;
-        checked.push(Checked::Update(p));
+    if let Some(c) = change {
+        checked.push(Checked::Update(ticket_patch(c)?));
     }
     checked.extend(rest);
     Ok(checked)
+}
+
+/// A rule's ticket change as the domain's patch; a status or priority it does not know is
+/// refused here, before anything is applied.
+fn ticket_patch(c: Change) -> Result<TicketPatch> {
+    let bad = |field: &str, e: Error| Error::invalid("actions", format!("update {field}: {e}"));
+    Ok(TicketPatch {
+        status: c.status.map(|s| crate::ticket::Status::parse(&s)).transpose().map_err(|e| bad("status", e))?,
+        priority: c.priority.map(|p| crate::ticket::Priority::parse(&p)).transpose().map_err(|e| bad("priority", e))?,
+        level: c
+            .level
+            .map(|l| {
+                i32::try_from(l).map_err(|_| Error::invalid("actions", format!("update level: {l} is not a level")))
+            })
+            .transpose()?,
+        team_id: c.team_id,
+        assignee_id: c.assignee_id,
+        category: c.category,
+        add_tags: Some(c.add_tags).filter(|t| !t.is_empty()),
+        remove_tags: Some(c.remove_tags).filter(|t| !t.is_empty()),
+        ..TicketPatch::default()
+    })
 }
 
 fn rendered_message(r: plugdesk_template::Rendered) -> crate::ticket::MessageInput {
@@ -776,7 +903,7 @@ pub async fn replay(core: &crate::Core, workspace_id: i64, input: &Replay) -> Re
                 "event_id": db::col::<i64>(e, "id")?,
                 "event": kind,
                 "at": crate::rfc3339(db::col(e, "created_at")?),
-                "actions": actions.iter().map(|a| json!({ "name": a.name, "args": a.args })).collect::<Vec<_>>(),
+                "actions": actions,
             }),
             Err(err) => {
                 errors += 1;
@@ -841,7 +968,58 @@ mod tests {
     }
 
     fn names(actions: &[plugdesk_workflow::Action]) -> Vec<&str> {
-        actions.iter().map(|a| a.name.as_str()).collect()
+        actions.iter().map(|a| a.name()).collect()
+    }
+
+    #[test]
+    fn a_wave_carries_the_agents_load_from_one_ticket_to_the_next() {
+        let (engine, routing) = script("Routing");
+        let routing = Arc::new(routing);
+        // Agents 4 and 5 are online with one open ticket each, agent 2 with three; the same
+        // ticket number each time, so only the load decides between equals.
+        let mut agents = view("x", "y", "en", "normal")["agents"].take();
+        let mut assigned = Vec::new();
+        for _ in 0..3 {
+            let mut v = view("x", "y", "en", "normal");
+            v["agents"] = agents.take();
+            let ran = run_scripts(&engine, &mut v, vec![(1, routing.clone())]);
+            let actions = ran[0].actions.as_ref().expect("routing runs");
+            assigned.push(actions[0].args()["assignee_id"].as_i64());
+            agents = v["agents"].take();
+        }
+        // Without the load carried over, all three would go to agent 5.
+        assert_eq!(assigned, [Some(5), Some(4), Some(5)]);
+        let load = |id: i64| {
+            agents.as_array().and_then(|l| l.iter().find(|a| a["id"] == id)).map(|a| a["open_tickets"].clone())
+        };
+        assert_eq!((load(4), load(5), load(2)), (Some(json!(2)), Some(json!(3)), Some(json!(3))));
+        // Unassigning gives the load back; an unknown agent changes nothing.
+        move_load(&mut agents, Some(5), None);
+        move_load(&mut agents, Some(99), Some(4));
+        assert_eq!((load_of(&agents, 4), load_of(&agents, 5)), (Some(3), Some(2)));
+    }
+
+    fn load_of(agents: &Json, id: i64) -> Option<i64> {
+        agents.as_array()?.iter().find(|a| a["id"] == id)?["open_tickets"].as_i64()
+    }
+
+    #[test]
+    fn a_change_becomes_the_domains_patch_or_is_refused_before_anything_applies() {
+        let p = ticket_patch(Change {
+            status: Some("pending".into()),
+            assignee_id: Some(None),
+            add_tags: vec!["x".into()],
+            ..Change::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            (p.status, p.assignee_id, p.add_tags, p.remove_tags),
+            (Some(crate::ticket::Status::Pending), Some(None), Some(vec!["x".into()]), None)
+        );
+        let bad = ticket_patch(Change { status: Some("finished".into()), ..Change::default() }).expect_err("refused");
+        assert!(bad.to_string().contains("update status"), "{bad}");
+        assert!(ticket_patch(Change { priority: Some("asap".into()), ..Change::default() }).is_err());
+        assert!(ticket_patch(Change { level: Some(1 << 40), ..Change::default() }).is_err());
     }
 
     #[test]
@@ -855,10 +1033,10 @@ mod tests {
     fn the_lost_parcel_playbook_answers_with_its_template_and_sets_a_follow_up() {
         let a =
             run("Lost parcel", &view("Paket nicht angekommen", "Meine Sendung fehlt seit einer Woche", "de", "normal"));
-        assert_eq!(a[0].args, json!({ "category": "lost_parcel" }));
-        assert!(a.iter().any(|a| a.name == "reply_template" && a.args["purpose"] == "lost_parcel"), "{a:?}");
-        let f = a.iter().find(|a| a.name == "follow_up").expect("follow-up");
-        assert_eq!(f.args["after_ms"], json!(48 * 3_600_000));
+        assert_eq!(a[0].args(), json!({ "category": "lost_parcel" }));
+        assert!(a.iter().any(|a| a.name() == "reply_template" && a.args()["purpose"] == "lost_parcel"), "{a:?}");
+        let f = a.iter().find(|a| a.name() == "follow_up").expect("follow-up");
+        assert_eq!(f.args()["after_ms"], json!(48 * 3_600_000));
         assert!(
             names(&run("Lost parcel", &view("Order 4711", "My package never arrived", "en", "normal")))
                 .contains(&"reply_template")
@@ -873,7 +1051,7 @@ mod tests {
     #[test]
     fn acknowledgements_use_the_template_skip_automatic_mail_and_answered_tickets() {
         let a = run("Acknowledge new tickets", &view("Hallo", "Frage", "de", "normal"));
-        assert_eq!((a[0].name.as_str(), &a[0].args), ("reply_template", &json!({ "purpose": "acknowledgement" })));
+        assert_eq!((a[0].name(), &a[0].args()), ("reply_template", &json!({ "purpose": "acknowledgement" })));
         let mut auto = view("Out of office", "I am away", "en", "normal");
         auto["ticket"]["attributes"] = json!({ "automatic": true });
         assert!(run("Acknowledge new tickets", &auto).is_empty());
@@ -884,20 +1062,20 @@ mod tests {
 
     #[test]
     fn tiers_set_priorities_and_the_extended_tier_gets_a_named_contact() {
-        assert_eq!(run("Tier handling", &view("x", "y", "en", "basic"))[0].args, json!({ "priority": "low" }));
+        assert_eq!(run("Tier handling", &view("x", "y", "en", "basic"))[0].args(), json!({ "priority": "low" }));
         let a = run("Tier handling", &view("x", "y", "en", "extended"));
-        assert_eq!(a[0].args, json!({ "priority": "high" }));
+        assert_eq!(a[0].args(), json!({ "priority": "high" }));
         // No account manager: the team lead (agent 2) is the contact.
-        assert!(a.iter().any(|a| a.args == json!({ "assignee_id": 2 })), "{a:?}");
+        assert!(a.iter().any(|a| a.args() == json!({ "assignee_id": 2 })), "{a:?}");
         let mut managed = view("x", "y", "en", "extended");
         managed["customer"]["attributes"] = json!({ "account_manager": 5 });
-        assert!(run("Tier handling", &managed).iter().any(|a| a.args == json!({ "assignee_id": 5 })));
+        assert!(run("Tier handling", &managed).iter().any(|a| a.args() == json!({ "assignee_id": 5 })));
     }
 
     #[test]
     fn routing_prefers_the_last_agent_on_the_topic_then_the_least_loaded() {
         // Agents 4 and 5 share the lowest load; ticket number 7 picks the second of them.
-        assert_eq!(run("Routing", &view("x", "y", "en", "normal"))[0].args, json!({ "assignee_id": 5 }));
+        assert_eq!(run("Routing", &view("x", "y", "en", "normal"))[0].args(), json!({ "assignee_id": 5 }));
         let mut assigned = view("x", "y", "en", "normal");
         assigned["ticket"]["assignee_id"] = json!(2);
         assert!(run("Routing", &assigned).is_empty());
@@ -907,18 +1085,18 @@ mod tests {
         known["customer"]["recent_tickets"] =
             json!([{ "id": 3, "status": "open", "category": "billing", "last_agent_id": 2 }]);
         known["agents"][1]["skills"] = json!(["billing"]);
-        assert_eq!(run("Routing", &known)[0].args, json!({ "assignee_id": 2 }));
+        assert_eq!(run("Routing", &known)[0].args(), json!({ "assignee_id": 2 }));
         // ... but not when that agent is offline or full: then the usual rule, skilled agents
         // first (agent 4 has the skill), else the least loaded.
         known["agents"][1]["presence"] = json!("offline");
         known["agents"][2]["skills"] = json!(["billing"]);
-        assert_eq!(run("Routing", &known)[0].args, json!({ "assignee_id": 4 }));
+        assert_eq!(run("Routing", &known)[0].args(), json!({ "assignee_id": 4 }));
         // A different topic does not count: nobody has the skill, so the least loaded.
         let mut other = view("x", "y", "en", "normal");
         other["ticket"]["category"] = json!("returns");
         other["customer"]["recent_tickets"] =
             json!([{ "id": 3, "status": "open", "category": "billing", "last_agent_id": 2 }]);
-        assert_eq!(run("Routing", &other)[0].args, json!({ "assignee_id": 5 }));
+        assert_eq!(run("Routing", &other)[0].args(), json!({ "assignee_id": 5 }));
     }
 
     #[test]
@@ -927,17 +1105,17 @@ mod tests {
         v["ticket"]["reopen_count"] = json!(2);
         let a = run("Competence levels", &v);
         assert_eq!(names(&a), ["escalate", "reply_template"]);
-        assert!(a[0].args["note"].as_str().unwrap_or("").contains("reopened 2 times"), "{a:?}");
+        assert!(a[0].args()["note"].as_str().unwrap_or("").contains("reopened 2 times"), "{a:?}");
         let mut breach = view("x", "y", "en", "normal");
         breach["event"] = json!({ "kind": "sla.breached", "changes": { "clock": "first_response" } });
         let a = run("SLA warnings and breaches", &breach);
         assert_eq!(names(&a), ["update", "escalate", "notify"]);
-        assert_eq!((a[0].args.clone(), a[2].args["agent_id"].clone()), (json!({ "priority": "urgent" }), json!(2)));
+        assert_eq!((a[0].args().clone(), a[2].args()["agent_id"].clone()), (json!({ "priority": "urgent" }), json!(2)));
         let mut warning = view("x", "y", "en", "normal");
         warning["event"] = json!({ "kind": "sla.warning", "changes": { "clock": "first_response" } });
         warning["ticket"]["assignee_id"] = json!(4);
         let a = run("SLA warnings and breaches", &warning);
-        assert_eq!((a[0].name.as_str(), a[0].args["agent_id"].clone()), ("notify", json!(4)));
+        assert_eq!((a[0].name(), a[0].args()["agent_id"].clone()), ("notify", json!(4)));
     }
 
     #[test]
@@ -953,7 +1131,7 @@ mod tests {
         answer["ticket"]["assignee_id"] = json!(4);
         let a = run("Satisfaction survey", &answer);
         assert_eq!(names(&a), ["update", "notify"]);
-        assert!(a[1].args["body"].as_str().unwrap_or("").contains("1 of 5"), "{a:?}");
+        assert!(a[1].args()["body"].as_str().unwrap_or("").contains("1 of 5"), "{a:?}");
         answer["event"]["changes"]["rating"] = json!(5);
         assert!(run("Satisfaction survey", &answer).is_empty());
     }
@@ -973,10 +1151,10 @@ mod tests {
     fn the_view_follows_the_actions_of_earlier_workflows() {
         let mut v = view("x", "y", "en", "normal");
         let actions = vec![
-            plugdesk_workflow::Action { name: "update".into(), args: json!({ "category": "lost_parcel" }) },
-            plugdesk_workflow::Action { name: "update".into(), args: json!({ "add_tags": ["Parcel"] }) },
-            plugdesk_workflow::Action { name: "escalate".into(), args: json!({ "note": "n" }) },
-            plugdesk_workflow::Action { name: "customer".into(), args: json!({ "tier": "extended" }) },
+            Action::Update(Change { category: Some(Some("lost_parcel".into())), ..Change::default() }),
+            Action::Update(Change { add_tags: vec!["Parcel".into()], ..Change::default() }),
+            Action::Escalate { note: "n".into() },
+            Action::Customer { tier: "extended".into() },
         ];
         project(&mut v, &actions);
         assert_eq!(v["ticket"]["category"], "lost_parcel");

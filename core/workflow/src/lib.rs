@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use rhai::packages::Package;
 use rhai::{Dynamic, EvalAltResult, Position};
-use serde_json::{Value as Json, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 pub mod schedule;
 
 /// Why a script cannot be saved or did not finish.
@@ -147,13 +148,152 @@ impl View {
     }
 }
 
-/// An action a run asked for: a name from the action vocabulary and its arguments.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Action {
-    /// `update`, `note`, `reply`, `escalate`, ...
-    pub name: String,
-    /// Arguments as a JSON object.
-    pub args: Json,
+/// An action a run asked for, typed where the script called it: the rules layer checks each
+/// one once and never guesses a missing argument. Automation plugins' actions decode into the
+/// same type. As JSON (dry runs, the plugin contract) it is `{"name": "...", "args": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", content = "args", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Ticket fields (`set_status`, `assign`, `add_tag`, ...).
+    Update(Change),
+    /// An internal note.
+    Note(Text),
+    /// A reply to the customer.
+    Reply(Text),
+    /// A reply rendered from the workspace's template for a purpose.
+    ReplyTemplate {
+        /// The template's purpose (`acknowledgement`).
+        purpose: String,
+    },
+    /// Level 2, with a note saying why.
+    Escalate {
+        /// The note.
+        note: String,
+    },
+    /// The customer's support tier.
+    Customer {
+        /// The tier's key.
+        tier: String,
+    },
+    /// A notification for one agent.
+    Notify {
+        /// The agent.
+        agent_id: i64,
+        /// What it says.
+        body: String,
+    },
+    /// A call of one of the workspace's outgoing webhooks.
+    Webhook {
+        /// The webhook's name.
+        name: String,
+        /// What it sends.
+        #[serde(default)]
+        payload: Json,
+    },
+    /// A check of the ticket after a delay.
+    FollowUp {
+        /// The delay.
+        after_ms: i64,
+        /// The note the check leaves.
+        note: String,
+    },
+    /// A satisfaction survey.
+    Survey {},
+}
+
+/// A note's or reply's text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Text {
+    /// Plain text.
+    pub body: String,
+    /// An HTML alternative (automation plugins may send one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_html: Option<String>,
+}
+
+impl Text {
+    fn plain(body: String) -> Self {
+        Text { body, body_html: None }
+    }
+}
+
+/// Changes to a ticket's fields; absent ones stay. `assignee_id`, `team_id` and `category`
+/// can be cleared (`Some(None)`, `null` as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// New status (the status flow's transitions apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// New priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// New level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<i64>,
+    /// New category (`null` clears).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub category: Option<Option<String>>,
+    /// New team (`null` clears).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub team_id: Option<Option<i64>>,
+    /// New assignee (`null` unassigns).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub assignee_id: Option<Option<i64>>,
+    /// Tags to add.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_tags: Vec<String>,
+    /// Tags to remove.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_tags: Vec<String>,
+}
+
+/// A field that is present, `null` included (`Some(None)`); an absent one stays `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl Change {
+    /// Folds a later change into this one: its fields win, tag lists are joined.
+    pub fn merge(&mut self, later: Change) {
+        let Change { status, priority, level, category, team_id, assignee_id, add_tags, remove_tags } = later;
+        self.status = status.or(self.status.take());
+        self.priority = priority.or(self.priority.take());
+        self.level = level.or(self.level.take());
+        self.category = category.or(self.category.take());
+        self.team_id = team_id.or(self.team_id.take());
+        self.assignee_id = assignee_id.or(self.assignee_id.take());
+        self.add_tags.extend(add_tags);
+        self.remove_tags.extend(remove_tags);
+    }
+}
+
+impl Action {
+    /// The action's name in the vocabulary (`update`, `reply_template`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Update(_) => "update",
+            Action::Note(_) => "note",
+            Action::Reply(_) => "reply",
+            Action::ReplyTemplate { .. } => "reply_template",
+            Action::Escalate { .. } => "escalate",
+            Action::Customer { .. } => "customer",
+            Action::Notify { .. } => "notify",
+            Action::Webhook { .. } => "webhook",
+            Action::FollowUp { .. } => "follow_up",
+            Action::Survey {} => "survey",
+        }
+    }
+
+    /// The action's arguments as JSON (for dry runs and logs).
+    pub fn args(&self) -> Json {
+        serde_json::to_value(self).map(|mut v| v["args"].take()).unwrap_or(Json::Null)
+    }
 }
 
 thread_local! {
@@ -168,14 +308,14 @@ struct Run {
     max_actions: usize,
 }
 
-fn push(name: &str, args: Json) -> Result<(), Box<EvalAltResult>> {
+fn push(action: Action) -> Result<(), Box<EvalAltResult>> {
     RUN.with(|r| {
         let mut r = r.borrow_mut();
         let Some(run) = r.as_mut() else { return Err("actions can only be taken while a workflow runs".into()) };
         if run.actions.len() >= run.max_actions {
             return Err(format!("a run may take at most {} actions", run.max_actions).into());
         }
-        run.actions.push(Action { name: name.to_owned(), args });
+        run.actions.push(action);
         Ok(())
     })
 }
@@ -185,40 +325,44 @@ fn register_actions(engine: &mut rhai::Engine) {
     fn text(s: &str, what: &str) -> Result<String, Box<EvalAltResult>> {
         if s.trim().is_empty() { Err(format!("{what} must not be empty").into()) } else { Ok(s.to_owned()) }
     }
-    engine.register_fn("set_status", |s: &str| push("update", json!({ "status": s })));
-    engine.register_fn("set_priority", |s: &str| push("update", json!({ "priority": s })));
-    engine.register_fn("set_level", |n: i64| push("update", json!({ "level": n })));
-    engine.register_fn("set_category", |s: &str| push("update", json!({ "category": s })));
-    engine.register_fn("set_team", |id: i64| push("update", json!({ "team_id": id })));
-    engine.register_fn("assign", |id: i64| push("update", json!({ "assignee_id": id })));
-    engine.register_fn("unassign", || push("update", json!({ "assignee_id": null })));
-    engine.register_fn("add_tag", |s: &str| push("update", json!({ "add_tags": [s] })));
-    engine.register_fn("remove_tag", |s: &str| push("update", json!({ "remove_tags": [s] })));
-    engine.register_fn("note", |s: &str| push("note", json!({ "body": text(s, "a note")? })));
-    engine.register_fn("reply", |s: &str| push("reply", json!({ "body": text(s, "a reply")? })));
-    engine.register_fn("escalate", |s: &str| push("escalate", json!({ "note": text(s, "an escalation note")? })));
-    engine.register_fn("set_tier", |s: &str| push("customer", json!({ "tier": s })));
-    engine.register_fn("reply_template", |p: &str| push("reply_template", json!({ "purpose": text(p, "a purpose")? })));
-    engine.register_fn("notify", |agent: i64, s: &str| {
-        push("notify", json!({ "agent_id": agent, "body": text(s, "a notification")? }))
+    fn update(change: Change) -> Result<(), Box<EvalAltResult>> {
+        push(Action::Update(change))
+    }
+    engine.register_fn("set_status", |s: &str| update(Change { status: Some(s.to_owned()), ..Change::default() }));
+    engine.register_fn("set_priority", |s: &str| update(Change { priority: Some(s.to_owned()), ..Change::default() }));
+    engine.register_fn("set_level", |n: i64| update(Change { level: Some(n), ..Change::default() }));
+    engine.register_fn("set_category", |s: &str| {
+        update(Change { category: Some(Some(s.to_owned())), ..Change::default() })
     });
-    engine.register_fn("webhook", |name: &str| push("webhook", json!({ "name": name, "payload": {} })));
+    engine.register_fn("set_team", |id: i64| update(Change { team_id: Some(Some(id)), ..Change::default() }));
+    engine.register_fn("assign", |id: i64| update(Change { assignee_id: Some(Some(id)), ..Change::default() }));
+    engine.register_fn("unassign", || update(Change { assignee_id: Some(None), ..Change::default() }));
+    engine.register_fn("add_tag", |s: &str| update(Change { add_tags: vec![s.to_owned()], ..Change::default() }));
+    engine.register_fn("remove_tag", |s: &str| update(Change { remove_tags: vec![s.to_owned()], ..Change::default() }));
+    engine.register_fn("note", |s: &str| push(Action::Note(Text::plain(text(s, "a note")?))));
+    engine.register_fn("reply", |s: &str| push(Action::Reply(Text::plain(text(s, "a reply")?))));
+    engine.register_fn("escalate", |s: &str| push(Action::Escalate { note: text(s, "an escalation note")? }));
+    engine.register_fn("set_tier", |s: &str| push(Action::Customer { tier: text(s, "a tier")? }));
+    engine.register_fn("reply_template", |p: &str| push(Action::ReplyTemplate { purpose: text(p, "a purpose")? }));
+    engine.register_fn("notify", |agent: i64, s: &str| {
+        push(Action::Notify { agent_id: agent, body: text(s, "a notification")? })
+    });
+    engine.register_fn("webhook", |name: &str| {
+        push(Action::Webhook { name: name.to_owned(), payload: Json::Object(Default::default()) })
+    });
     engine.register_fn("webhook", |name: &str, payload: rhai::Map| {
         let payload: Json = rhai::serde::from_dynamic(&payload.into())?;
-        push("webhook", json!({ "name": name, "payload": payload }))
+        push(Action::Webhook { name: name.to_owned(), payload })
     });
     fn follow_up(hours: f64, note: &str) -> Result<(), Box<EvalAltResult>> {
         if !(hours > 0.0 && hours <= 24.0 * 366.0) {
             return Err(format!("follow_up: {hours} hours is not between 0 and a year").into());
         }
-        push(
-            "follow_up",
-            json!({ "after_ms": (hours * 3_600_000.0).round() as i64, "note": text(note, "a follow-up note")? }),
-        )
+        push(Action::FollowUp { after_ms: (hours * 3_600_000.0).round() as i64, note: text(note, "a follow-up note")? })
     }
     engine.register_fn("follow_up", follow_up);
     engine.register_fn("follow_up", |hours: i64, note: &str| follow_up(hours as f64, note));
-    engine.register_fn("request_survey", || push("survey", json!({})));
+    engine.register_fn("request_survey", || push(Action::Survey {}));
 }
 
 /// A hardened Rhai engine with the action functions.
@@ -398,6 +542,45 @@ fn header(source: &str) -> Result<(Vec<Trigger>, i32), ScriptError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn actions_decode_from_their_json_form_once_and_strictly() {
+        let decode = |v: Json| serde_json::from_value::<Action>(v);
+        let unassign = decode(json!({ "name": "update", "args": { "assignee_id": null } })).expect("decodes");
+        assert_eq!(unassign, Action::Update(Change { assignee_id: Some(None), ..Change::default() }));
+        assert_eq!(unassign.args(), json!({ "assignee_id": null }), "and encodes back the same");
+        // A missing agent is an error, never agent 0; unknown actions and fields too.
+        let no_agent = decode(json!({ "name": "notify", "args": { "body": "x" } })).expect_err("refused");
+        assert!(no_agent.to_string().contains("agent_id"), "{no_agent}");
+        assert!(decode(json!({ "name": "delete_everything", "args": {} })).is_err());
+        assert!(decode(json!({ "name": "update", "args": { "owner": 1 } })).is_err());
+        assert!(decode(json!({ "name": "update", "args": { "level": "two" } })).is_err());
+        let survey = Action::Survey {};
+        assert_eq!((survey.name(), survey.args()), ("survey", json!({})));
+    }
+
+    #[test]
+    fn later_changes_win_and_tag_lists_join() {
+        let mut c = Change { status: Some("open".into()), add_tags: vec!["a".into()], ..Change::default() };
+        c.merge(Change {
+            status: Some("pending".into()),
+            priority: Some("high".into()),
+            add_tags: vec!["b".into()],
+            ..Change::default()
+        });
+        c.merge(Change { assignee_id: Some(None), ..Change::default() });
+        assert_eq!(
+            c,
+            Change {
+                status: Some("pending".into()),
+                priority: Some("high".into()),
+                assignee_id: Some(None),
+                add_tags: vec!["a".into(), "b".into()],
+                ..Change::default()
+            }
+        );
+    }
 
     fn engine() -> Engine {
         Engine::new(Limits::default())
@@ -423,10 +606,10 @@ mod tests {
             .expect("compiles");
         assert_eq!((s.order, s.triggers.len()), (5, 1));
         let actions = e.run(&s, &view()).expect("runs");
-        let names: Vec<&str> = actions.iter().map(|a| a.name.as_str()).collect();
+        let names: Vec<&str> = actions.iter().map(|a| a.name()).collect();
         assert_eq!(names, ["update", "update", "update", "note"]);
-        assert_eq!(actions[2].args, json!({ "priority": "low" }));
-        assert_eq!(actions[3].args, json!({ "body": "Kunde Anna, 1 Nachricht(en)" }));
+        assert_eq!(actions[2].args(), json!({ "priority": "low" }));
+        assert_eq!(actions[3].args(), json!({ "body": "Kunde Anna, 1 Nachricht(en)" }));
     }
 
     #[test]
@@ -482,7 +665,7 @@ mod tests {
         // replaced `agents` by `()`, so `for` over it failed at run time.
         let e = engine();
         let s = e.compile("// on: ticket.created\nfor a in agents { assign(a.id); }\n").expect("compiles");
-        assert_eq!(e.run(&s, &view()).expect("runs")[0].args, json!({ "assignee_id": 3 }));
+        assert_eq!(e.run(&s, &view()).expect("runs")[0].args(), json!({ "assignee_id": 3 }));
         let s = e.compile("// on: ticket.created\nticket = 1;\n").expect("compiles");
         assert!(e.run(&s, &view()).is_err(), "the view is read-only");
     }
