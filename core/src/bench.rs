@@ -60,6 +60,10 @@ pub struct Options {
     /// Tickets a second for `--sustained-seconds`.
     #[arg(long, default_value_t = 1000)]
     pub sustained_rate: u64,
+    /// The server binary to load (default: this one), to compare a build before and after a
+    /// change under the same load generator. It must read the same data directory.
+    #[arg(long)]
+    pub server: Option<PathBuf>,
 }
 
 struct Stats {
@@ -134,7 +138,12 @@ pub async fn run(opts: Options) -> Result<()> {
         "(rate limits off for the benchmark: [auth] rate_per_second = 0, [channels] hook_per_address_per_second = 0)"
     );
     let started = Instant::now();
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+    let binary = match &opts.server {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?,
+    };
+    println!("server: {}", binary.display());
+    let mut server = tokio::process::Command::new(binary)
         .arg("--config")
         .arg(&config)
         .args(["serve", "--data"])

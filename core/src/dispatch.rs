@@ -367,6 +367,7 @@ async fn handle(core: &crate::Core, workspace_id: i64, pending: &[Pending], wave
             }
         })
         .collect();
+    let started = Instant::now();
     let planned = crate::workflow::plan_wave(core, workspace_id, firing).await?;
     // The automations of all the wave's events at once; each event's own in order.
     let asked = futures_util::future::join_all(wave.work.iter().map(|w| async move {
@@ -395,7 +396,15 @@ async fn handle(core: &crate::Core, workspace_id: i64, pending: &[Pending], wave
         batch.push((w.ticket_id, runs));
         records.push((w.ticket_id, planned, from_workflows, positions));
     }
+    let planning = started.elapsed();
     let outcomes = crate::action::apply_batch(core, workspace_id, batch, Some(cursor)).await?;
+    tracing::debug!(
+        workspace = workspace_id,
+        events = wave.work.len(),
+        planned_us = planning.as_micros() as u64,
+        applied_us = (started.elapsed() - planning).as_micros() as u64,
+        "wave handled"
+    );
     for ((ticket_id, planned, from_workflows, positions), outcomes) in records.into_iter().zip(outcomes) {
         crate::workflow::record_outcomes(core, ticket_id, planned, &outcomes[..from_workflows.min(outcomes.len())]);
         for (a, i) in positions {

@@ -556,13 +556,24 @@ pub(crate) async fn plan_wave(
     let shared = Shared::read(core, workspace_id).await?;
     let views = futures_util::future::try_join_all(events.iter().map(|e| async move {
         if e.workflows.is_empty() {
-            return Ok(Json::Null);
+            return Ok(None);
         }
-        ticket_view(core, workspace_id, e.kind, e.changes, e.ticket_id).await
+        match ticket_view(core, workspace_id, e.kind, e.changes, e.ticket_id).await {
+            Ok(v) => Ok(Some(v)),
+            // A ticket erased since its event was logged: nothing left to act on.
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
     }))
     .await?;
-    let jobs: Vec<(Json, Vec<(i64, Arc<Script>)>)> =
-        views.into_iter().zip(events.iter().map(|e| e.workflows.clone())).collect();
+    let jobs: Vec<(Json, Vec<(i64, Arc<Script>)>)> = views
+        .into_iter()
+        .zip(events.iter())
+        .map(|(v, e)| match v {
+            Some(v) => (v, e.workflows.clone()),
+            None => (Json::Null, Vec::new()),
+        })
+        .collect();
     let c = core.clone();
     let ran = tokio::task::spawn_blocking(move || {
         let engine = &c.workflows().engine;
