@@ -1,7 +1,7 @@
 //! The one error type of the core library. The HTTP layer maps each variant to a status
 //! code (`api::error`); the CLI prints the message.
 
-use sea_orm::DbErr;
+use sea_orm::{DbErr, SqlErr};
 
 /// Everything that can go wrong in the core. Messages are lowercase and say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +73,7 @@ impl Error {
     /// concurrent writer got there first.
     pub fn is_unique_violation(&self) -> bool {
         match self {
-            Error::Db(e) => {
-                let text = e.to_string();
-                text.contains("UNIQUE constraint failed") || text.contains("duplicate key value")
-            }
+            Error::Db(e) => matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))),
             _ => false,
         }
     }
@@ -88,5 +85,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Internal(format!("stored json is invalid: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Database};
+
+    #[tokio::test]
+    async fn unique_violations_are_told_by_the_database_error_kind_not_its_text() {
+        let db = Database::connect("sqlite::memory:").await.expect("in-memory sqlite");
+        db.execute_unprepared("CREATE TABLE t (name TEXT NOT NULL UNIQUE)").await.expect("create");
+        db.execute_unprepared("INSERT INTO t (name) VALUES ('a')").await.expect("first insert");
+        let taken = super::Error::from(
+            db.execute_unprepared("INSERT INTO t (name) VALUES ('a')").await.expect_err("a violation"),
+        );
+        assert!(taken.is_unique_violation(), "{taken}");
+        let other = super::Error::from(
+            db.execute_unprepared("INSERT INTO t (name) VALUES (NULL)").await.expect_err("a violation"),
+        );
+        assert!(!other.is_unique_violation(), "{other}");
     }
 }

@@ -6,6 +6,7 @@
 
 mod create;
 mod message;
+pub mod outbox;
 
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Value};
@@ -548,7 +549,7 @@ async fn write_tags<C: ConnectionTrait>(db: &C, workspace_id: i64, ticket_id: i6
 /// # Errors
 /// [`Error::NotFound`], [`Error::Invalid`], [`Error::Transition`].
 pub async fn update(
-    core: &crate::Core,
+    core: &crate::Domain,
     workspace_id: i64,
     id: i64,
     actor: &str,
@@ -572,7 +573,7 @@ pub async fn update(
 /// As [`update`].
 pub(crate) async fn update_in<C: ConnectionTrait>(
     txn: &C,
-    core: &crate::Core,
+    core: &crate::Domain,
     workspace_id: i64,
     id: i64,
     actor: &str,
