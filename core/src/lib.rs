@@ -1,55 +1,39 @@
-//! Plugdesk's core: the data model (workspaces, customers, tiers, agents, tickets, messages),
-//! its storage, the event log and bus, SLA clocks, and the HTTP API that serves them.
+//! Plugdesk's core: the runtimes around the domain (`plugdesk-domain`, re-exported here) — the
+//! HTTP API, channels and their plugins, the outbox's worker, workflows, templates, webhooks.
 //!
 //! The binary in `main.rs` is a thin shell over [`cli::run`]; tests build the router with
 //! [`api::app`] or start the real binary.
 
 pub mod action;
-pub mod agent;
 pub mod api;
-pub mod auth;
 pub mod automation;
 pub mod bench;
-pub mod calendar;
 pub mod channel;
 pub mod cli;
 pub mod compute;
-pub mod config;
-pub mod context;
-pub mod customer;
-pub mod db;
 pub mod devkit;
 pub mod dispatch;
 pub mod egress;
-pub mod entity;
-pub mod error;
-pub mod event;
 pub mod import;
-pub mod language;
-pub mod metrics;
-pub mod organization;
 pub mod outbox;
 pub mod plugin;
-pub mod receipt;
 pub mod schedule;
-pub mod search;
-pub mod secret;
 pub mod server;
-pub mod sla;
-pub mod survey;
 pub mod template;
-pub mod throttle;
-pub mod ticket;
-pub mod tier;
 pub mod webhook;
 pub mod workflow;
-pub mod workspace;
 
 use std::ops::Deref;
 use std::sync::Arc;
 
-pub use context::{Domain, Senders};
-pub use error::{Error, Result};
+// The domain lives in its own crate (`plugdesk-domain`), which cannot name a runtime; its
+// modules are re-exported so `crate::ticket::…` here and `plugdesk_core::…` in tests still
+// resolve.
+pub use plugdesk_domain::error;
+pub use plugdesk_domain::{
+    Domain, Error, Result, Senders, agent, auth, calendar, config, context, customer, db, entity, event, language,
+    metrics, now_ms, organization, receipt, rfc3339, search, secret, sla, survey, throttle, ticket, tier, workspace,
+};
 
 /// The shared state of a running core: the [`Domain`] (database, event bus, caches) and the
 /// runtimes around it (plugins, workflows, templates, the compute pool). Cheap to clone; derefs
@@ -163,14 +147,4 @@ impl Core {
     pub fn outbox(&self) -> &outbox::Settings {
         &self.inner.outbox
     }
-}
-
-/// Now, as Unix milliseconds: the unit every stored time uses.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// A stored time as RFC 3339 text for the API.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -323,7 +323,7 @@ pub async fn add_message(
 ///
 /// # Errors
 /// As [`add_message`].
-pub(crate) async fn add_message_in<C: ConnectionTrait>(
+pub async fn add_message_in<C: ConnectionTrait>(
     txn: &C,
     core: &crate::Domain,
     workspace_id: i64,

@@ -414,7 +414,7 @@ pub async fn update(
 ///
 /// # Errors
 /// As [`update`].
-pub(crate) async fn update_in<C: ConnectionTrait>(
+pub async fn update_in<C: ConnectionTrait>(
     txn: &C,
     workspace_id: i64,
     id: i64,

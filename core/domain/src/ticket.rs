@@ -20,7 +20,7 @@ use crate::event::{self, NewEvent};
 use crate::sla::{self, Clock, Targets};
 
 pub use create::{Created, NewTicket, Writer};
-pub(crate) use message::add_message_in;
+pub use message::add_message_in;
 pub use message::{AttachmentInput, MessageInput, MessageKind, MessageView, add_message, attachment, messages, source};
 
 /// Longest tag, in characters.
@@ -571,7 +571,7 @@ pub async fn update(
 ///
 /// # Errors
 /// As [`update`].
-pub(crate) async fn update_in<C: ConnectionTrait>(
+pub async fn update_in<C: ConnectionTrait>(
     txn: &C,
     core: &crate::Domain,
     workspace_id: i64,
