@@ -1,9 +1,10 @@
-//! The one error type of the core library. The HTTP layer maps each variant to a status
-//! code (`api::error`); the CLI prints the message.
+//! The one error type of the domain, which plugdesk-core uses too. The HTTP layer maps each
+//! variant to a status code (`api::error` in plugdesk-core, the only place that picks one);
+//! the CLI prints the message.
 
 use sea_orm::{DbErr, SqlErr};
 
-/// Everything that can go wrong in the core. Messages are lowercase and say what to do.
+/// Everything that can go wrong in the domain and the core. Messages are lowercase and say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The record does not exist in this workspace (or belongs to another one: we never say which).
@@ -79,7 +80,7 @@ impl Error {
     }
 }
 
-/// Result alias of the core.
+/// Result alias of the domain and the core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<serde_json::Error> for Error {
