@@ -94,6 +94,18 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "plugdesk-domain depends on no runtime"
+# The domain (core/domain) must not reach the HTTP server, the plugin host, Rhai or Handlebars,
+# not even through another crate: what it needs of them comes in through traits it defines.
+forbidden=$(cargo tree -p plugdesk-domain -e normal --prefix none \
+    | grep -oE '^(axum|hyper|tower|reqwest|wasmtime|rhai|handlebars|clap|plugdesk-(host|workflow|template))([-_][a-z0-9_-]+)? ' \
+    | awk '{print $1}' | sort -u || true)
+if [ -n "$forbidden" ]; then
+    echo "plugdesk-domain depends on runtime crates (see cargo tree -p plugdesk-domain -i <name>):" >&2
+    echo "$forbidden" >&2
+    exit 1
+fi
+
 step "a build with no change compiles nothing"
 cargo build --workspace --quiet
 if cargo build --workspace 2>&1 | grep -E '^\s*(Compiling|Running `.*build-script)'; then

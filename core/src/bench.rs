@@ -112,9 +112,10 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     let cfg = Config { data: dir.clone(), database_url: None, ..Config::default() };
     let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
-    let ws = crate::workspace::create(&conn, "bench", "bench@localhost", false).await?;
+    let ws = crate::workspace::create(&conn, "bench", "bench@localhost", &[]).await?;
     // A second workspace with the default workflow library, for the inbound path with rules.
-    let with_library = crate::workspace::create(&conn, "bench-library", "bench@localhost", true).await?;
+    let with_library =
+        crate::workspace::create(&conn, "bench-library", "bench@localhost", &crate::workflow::library()?).await?;
     if opts.scale > 0 {
         let t = Instant::now();
         seed(&conn, ws.workspace_id, opts.scale).await?;

@@ -23,6 +23,7 @@ use serde_json::{Value as Json, json};
 use crate::customer::{IdentityInput, NewCustomer};
 use crate::db;
 use crate::error::{Error, Result};
+use crate::receipt::{self, DELIVERY_LEASE_MS, MASKED, Receipt};
 use crate::ticket::{AttachmentInput, MessageInput, MessageKind, NewTicket};
 
 /// After this many failed calls in a row a channel is suspended: its hook answers 503 until an
@@ -851,89 +852,19 @@ pub async fn resume(core: &crate::Core, workspace_id: i64, id: i64) -> Result<Ch
     get(core, workspace_id, id).await
 }
 
-/// A webhook request to record in `inbound_payloads`. On the hot path — one message, handled —
-/// it is written in the transaction that stores the message, so a webhook costs one write;
-/// otherwise it is written on its own, before or instead of any delivery.
-#[derive(Debug, Clone)]
-pub struct Receipt {
-    workspace_id: i64,
-    channel_id: i64,
-    received_at: i64,
-    method: String,
-    path: String,
-    query: String,
-    headers: String,
-    body: Vec<u8>,
-}
-
-/// What a masked header value is stored as.
-const MASKED: &str = "[masked]";
-
-/// Headers whose values are credentials: a stored payload is read by admins, listed, kept for
-/// weeks and backed up, so it keeps that such a header was sent but not its value. The plugin
-/// still gets the value for the call it makes.
-fn secret_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    ["token", "secret", "signature", "password", "auth", "cookie", "key", "session"].iter().any(|w| name.contains(w))
-}
-
-/// The request's headers as stored: secret-bearing values masked.
-fn stored_headers(headers: &[(String, String)]) -> String {
-    let masked: Vec<Json> =
-        headers.iter().map(|(k, v)| if secret_header(k) { json!([k, MASKED]) } else { json!([k, v]) }).collect();
-    Json::Array(masked).to_string()
-}
-
-impl Receipt {
-    fn of(row: &Row, request: &HookRequest) -> Receipt {
-        Receipt {
-            workspace_id: row.workspace_id,
-            channel_id: row.id,
-            received_at: crate::now_ms(),
-            method: request.method.clone(),
-            path: request.path.clone(),
-            query: request.query.clone(),
-            headers: stored_headers(&request.headers),
-            body: request.body.clone(),
-        }
-    }
-
-    /// The insert of this request with its outcome (`ticket`: the ticket it reached).
-    pub(crate) fn insert(&self, status: &str, error: Option<&str>, ticket: Option<i64>) -> db::Sql {
-        let processed = (status != "received").then(crate::now_ms);
-        // A request still to be delivered is leased to this node, which delivers it next; if
-        // the node dies first, the delivery worker of any node takes it when the lease ends.
-        let lease = (status == "received").then(|| crate::now_ms() + DELIVERY_LEASE_MS);
-        (
-            "INSERT INTO inbound_payloads (workspace_id, channel_id, received_at, method, path, query, headers, body, size, status, error, attempts, processed_at, result, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id".into(),
-            vec![
-                self.workspace_id.into(),
-                self.channel_id.into(),
-                self.received_at.into(),
-                self.method.clone().into(),
-                self.path.clone().into(),
-                self.query.clone().into(),
-                self.headers.clone().into(),
-                self.body.clone().into(),
-                (self.body.len() as i64).into(),
-                status.into(),
-                error.map(str::to_owned).into(),
-                i32::from(processed.is_some()).into(),
-                processed.into(),
-                ticket.map(|t| json!({ "tickets": [t] }).to_string()).into(),
-                lease.into(),
-            ],
-        )
-    }
-
-    /// Writes the request on its own; returns its id.
-    async fn store(&self, core: &crate::Core, status: &str, error: Option<&str>) -> Result<i64> {
-        let (sql, values) = self.insert(status, error, None);
-        let row = db::query_one(core.db(), &sql, values)
-            .await?
-            .ok_or_else(|| Error::Internal("insert returned no id".into()))?;
-        db::col(&row, "id")
-    }
+/// The receipt of a request to this channel.
+fn receipt_of(row: &Row, request: &HookRequest) -> Receipt {
+    Receipt::new(
+        row.workspace_id,
+        row.id,
+        receipt::Request {
+            method: &request.method,
+            path: &request.path,
+            query: &request.query,
+            headers: &request.headers,
+            body: &request.body,
+        },
+    )
 }
 
 /// What to answer the webhook caller.
@@ -1000,19 +931,19 @@ pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) 
     // The request is recorded before it is answered: with its message when it brings one
     // (one write), on its own otherwise. Until then nothing is acknowledged, so a crash makes
     // the sender deliver it again.
-    let receipt = Receipt::of(&row, &request);
+    let receipt = receipt_of(&row, &request);
     match call_webhook(core, &row, request).await? {
         Err(reply) => {
             let (code, msg) = reply_error(&reply);
-            let id = receipt.store(core, "failed", Some(&msg)).await?;
+            let id = receipt.store(core.db(), "failed", Some(&msg)).await?;
             Ok(error_reply(reply.status, &code, &msg, Some(id)))
         }
         Ok(Outcome::Rejected(m)) => {
-            let id = receipt.store(core, "rejected", Some(&m)).await?;
+            let id = receipt.store(core.db(), "rejected", Some(&m)).await?;
             Ok(error_reply(401, "rejected", &m, Some(id)))
         }
         Ok(Outcome::Invalid(m)) => {
-            let id = receipt.store(core, "failed", Some(&m)).await?;
+            let id = receipt.store(core.db(), "failed", Some(&m)).await?;
             Ok(error_reply(422, "invalid_payload", &m, Some(id)))
         }
         Ok(Outcome::Accepted { mut messages, reply }) if messages.len() == 1 => {
@@ -1025,7 +956,7 @@ pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) 
                 Err(e) => {
                     let msg = format!("message 1 of the payload: {e}");
                     let internal = matches!(e, Error::Db(_) | Error::Internal(_) | Error::Io(_) | Error::Config(_));
-                    match receipt.store(core, "failed", Some(&msg)).await {
+                    match receipt.store(core.db(), "failed", Some(&msg)).await {
                         Ok(id) if !internal => Ok(error_reply(422, "invalid_message", &msg, Some(id))),
                         Ok(id) => {
                             tracing::error!(channel = row.id, error = %e, payload = id, "inbound message not stored");
@@ -1043,7 +974,7 @@ pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) 
             }
         }
         Ok(Outcome::Accepted { messages, reply }) => {
-            let id = receipt.store(core, "received", None).await?;
+            let id = receipt.store(core.db(), "received", None).await?;
             deliver_or_retry_later(core, &row, id, accept(core, &row, id, messages, reply).await).await
         }
     }
@@ -1103,8 +1034,8 @@ async fn too_large(
     if request.method == "GET" || request.method == "HEAD" {
         return Ok(error_reply(413, "payload_too_large", &msg, None));
     }
-    let receipt = Receipt::of(row, &HookRequest { body: Vec::new(), ..request });
-    let id = receipt.store(core, "rejected", Some(&msg)).await?;
+    let receipt = receipt_of(row, &HookRequest { body: Vec::new(), ..request });
+    let id = receipt.store(core.db(), "rejected", Some(&msg)).await?;
     Ok(error_reply(413, "payload_too_large", &msg, Some(id)))
 }
 
@@ -1764,11 +1695,6 @@ async fn bounced(
 
 /// The `method` of a stored poll result.
 const POLL_METHOD: &str = "POLL";
-/// How long a node holds a stored payload it is delivering before the delivery worker of any
-/// node may take it over (the node died, or lost its database connection). Long enough for a
-/// poll batch of hundreds of mails; delivery is idempotent by external id, so a takeover
-/// while the first node is still at work stores nothing twice.
-const DELIVERY_LEASE_MS: i64 = 2 * 60 * 1000;
 /// How often the delivery worker looks for payloads left `received`.
 const DELIVERY_TICK: Duration = Duration::from_secs(1);
 /// Longest wait between two delivery attempts of one payload.

@@ -337,7 +337,8 @@ async fn execute(cli: Cli) -> Result<()> {
             let cfg = config(path, &data)?;
             init_tracing(&cfg.log_format, "info");
             let conn = crate::server::open(&cfg, crate::db::Usage::Command).await?;
-            let created = crate::workspace::create(&conn, &workspace, &admin_email, !no_default_workflows).await?;
+            let library = if no_default_workflows { Vec::new() } else { crate::workflow::library()? };
+            let created = crate::workspace::create(&conn, &workspace, &admin_email, &library).await?;
             println!(
                 "Created workspace {:?} (id {}) with admin {} in {}.",
                 created.name,

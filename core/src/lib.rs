@@ -1,80 +1,67 @@
-//! Plugdesk's core: the data model (workspaces, customers, tiers, agents, tickets, messages),
-//! its storage, the event log and bus, SLA clocks, and the HTTP API that serves them.
+//! Plugdesk's core: the runtimes around the domain (`plugdesk-domain`, re-exported here) — the
+//! HTTP API, channels and their plugins, the outbox's worker, workflows, templates, webhooks.
 //!
 //! The binary in `main.rs` is a thin shell over [`cli::run`]; tests build the router with
 //! [`api::app`] or start the real binary.
 
 pub mod action;
-pub mod agent;
 pub mod api;
-pub mod auth;
 pub mod automation;
 pub mod bench;
-pub mod calendar;
 pub mod channel;
 pub mod cli;
 pub mod compute;
-pub mod config;
-pub mod customer;
-pub mod db;
 pub mod devkit;
 pub mod dispatch;
 pub mod egress;
-pub mod entity;
-pub mod error;
-pub mod event;
 pub mod import;
-pub mod language;
-pub mod metrics;
-pub mod organization;
 pub mod outbox;
 pub mod plugin;
 pub mod schedule;
-pub mod search;
-pub mod secret;
 pub mod server;
-pub mod sla;
-pub mod survey;
 pub mod template;
-pub mod throttle;
-pub mod ticket;
-pub mod tier;
 pub mod webhook;
 pub mod workflow;
-pub mod workspace;
 
+use std::ops::Deref;
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, DbBackend};
+// The domain lives in its own crate (`plugdesk-domain`), which cannot name a runtime; its
+// modules are re-exported so `crate::ticket::…` here and `plugdesk_core::…` in tests still
+// resolve.
+pub use plugdesk_domain::error;
+pub use plugdesk_domain::{
+    Domain, Error, Result, Senders, agent, auth, calendar, config, context, customer, db, entity, event, language,
+    metrics, now_ms, organization, receipt, rfc3339, search, secret, sla, survey, throttle, ticket, tier, workspace,
+};
 
-pub use error::{Error, Result};
-
-/// The shared state of a running core: the database, the event bus, the token cache and the
-/// ticket writer. Cheap to clone.
+/// The shared state of a running core: the [`Domain`] (database, event bus, caches) and the
+/// runtimes around it (plugins, workflows, templates, the compute pool). Cheap to clone; derefs
+/// to the [`Domain`], so `&core` is what domain functions take.
 #[derive(Clone)]
 pub struct Core {
     inner: Arc<CoreInner>,
 }
 
 struct CoreInner {
-    db: DatabaseConnection,
-    bus: event::Bus,
-    tokens: auth::TokenCache,
-    limiter: auth::RateLimiter,
-    metrics_token: Option<String>,
-    writer: ticket::Writer,
-    metrics: metrics::Metrics,
-    limits: config::Limits,
+    domain: Domain,
     channels: Arc<plugin::Registry>,
     outbox: outbox::Settings,
     channel_rows: channel::RowCache,
     workflows: workflow::Workflows,
     templates: template::Templates,
     compute: compute::Compute,
-    public_url: String,
     rules: config::Workflows,
     inbound: config::Channels,
     throttles: throttle::Throttles,
+}
+
+impl Deref for Core {
+    type Target = Domain;
+
+    fn deref(&self) -> &Domain {
+        &self.inner.domain
+    }
 }
 
 impl Core {
@@ -84,9 +71,7 @@ impl Core {
     ///
     /// # Errors
     /// When the Wasm engine cannot start.
-    pub fn new(db: DatabaseConnection, cfg: &config::Config) -> Result<Self> {
-        let bus = event::Bus::new();
-        let writer = ticket::Writer::start(db.clone(), bus.clone());
+    pub fn new(db: sea_orm::DatabaseConnection, cfg: &config::Config) -> Result<Self> {
         let channels = Arc::new(plugin::Registry::new(
             plugdesk_host::Limits::default(),
             Some(cfg.data.join("cache").join("plugins")),
@@ -94,31 +79,28 @@ impl Core {
             Arc::new(egress::Policy::new(&cfg.network.allow)?),
             &cfg.server,
         )?);
-        let limits = cfg.limits.clone();
-        let outbox = outbox::Settings::new(&cfg.outbox);
+        let domain = Domain::new(db, cfg, channels.clone());
+        let outbox = outbox::Settings::new(&cfg.outbox, domain.outbox_signal().clone());
         let throttles = throttle::Throttles::new(&cfg.channels)?;
         Ok(Core {
             inner: Arc::new(CoreInner {
-                db,
-                bus,
-                tokens: auth::TokenCache::new(&cfg.auth),
-                limiter: auth::RateLimiter::new(&cfg.auth),
-                metrics_token: cfg.metrics_token.clone().filter(|t| !t.is_empty()),
-                writer,
-                metrics: metrics::Metrics::default(),
-                limits,
+                domain,
                 channels,
                 outbox,
                 channel_rows: channel::RowCache::default(),
                 workflows: workflow::Workflows::default(),
                 templates: template::Templates::default(),
                 compute: compute::Compute::new(&cfg.compute),
-                public_url: cfg.public_url(),
                 rules: cfg.workflows.clone(),
                 inbound: cfg.channels.clone(),
                 throttles,
             }),
         })
+    }
+
+    /// The domain's part of the state (what `&core` derefs to).
+    pub fn domain(&self) -> &Domain {
+        &self.inner.domain
     }
 
     /// The plugins and the call counters of the channels.
@@ -139,11 +121,6 @@ impl Core {
     /// The bounded worker pool of renders, previews, dry runs and replays.
     pub fn compute(&self) -> &compute::Compute {
         &self.inner.compute
-    }
-
-    /// The address links in templates start with.
-    pub fn public_url(&self) -> &str {
-        &self.inner.public_url
     }
 
     /// Limits and timing of workflow actions.
@@ -170,59 +147,4 @@ impl Core {
     pub fn outbox(&self) -> &outbox::Settings {
         &self.inner.outbox
     }
-
-    /// The database pool.
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.inner.db
-    }
-
-    /// Which database we run on.
-    pub fn backend(&self) -> DbBackend {
-        self.inner.db.get_database_backend()
-    }
-
-    /// The in-process event bus.
-    pub fn bus(&self) -> &event::Bus {
-        &self.inner.bus
-    }
-
-    /// API token lookups, cached.
-    pub fn tokens(&self) -> &auth::TokenCache {
-        &self.inner.tokens
-    }
-
-    /// The per-token request budget.
-    pub fn limiter(&self) -> &auth::RateLimiter {
-        &self.inner.limiter
-    }
-
-    /// The bearer token `/metrics` asks for; `None` hides `/metrics`.
-    pub fn metrics_token(&self) -> Option<&str> {
-        self.inner.metrics_token.as_deref()
-    }
-
-    /// The group-commit writer that creates tickets.
-    pub fn writer(&self) -> &ticket::Writer {
-        &self.inner.writer
-    }
-
-    /// Counters for `/metrics`.
-    pub fn metrics(&self) -> &metrics::Metrics {
-        &self.inner.metrics
-    }
-
-    /// Size limits on input.
-    pub fn limits(&self) -> &config::Limits {
-        &self.inner.limits
-    }
-}
-
-/// Now, as Unix milliseconds: the unit every stored time uses.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// A stored time as RFC 3339 text for the API.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

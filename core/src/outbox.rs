@@ -16,19 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plugdesk_host::{Attachment, OutboundMessage, Sent};
-use sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm::DbBackend;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::channel::{self, ChannelContext};
 use crate::db;
-use crate::entity::ticket;
 use crate::error::{Error, Result};
 use crate::event::{self, NewEvent};
 
-/// Delivery status of a queued reply.
-pub const QUEUED: &str = "queued";
+pub use crate::ticket::outbox::QUEUED;
+
 /// Rows claimed per pass, and sends running at once.
 const BATCH: i64 = 16;
 const PARALLEL: usize = 4;
@@ -47,13 +46,14 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From the configuration.
-    pub fn new(cfg: &crate::config::Outbox) -> Self {
+    /// From the configuration; `wake` is the domain's signal that a reply was queued
+    /// ([`crate::Domain::outbox_signal`]).
+    pub fn new(cfg: &crate::config::Outbox, wake: Arc<Notify>) -> Self {
         Settings {
             retry_base: Duration::from_millis(cfg.retry_base_ms.max(1)),
             max_attempts: cfg.max_attempts.max(1),
             tick: Duration::from_millis(cfg.tick_ms.max(10)),
-            wake: Arc::new(Notify::new()),
+            wake,
         }
     }
 
@@ -73,50 +73,6 @@ impl Settings {
 pub(crate) fn backoff(base: Duration, attempts: u32) -> Duration {
     let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
     base.saturating_mul(factor).min(MAX_BACKOFF)
-}
-
-/// The channel a reply on this ticket leaves through: the channel the ticket came in through,
-/// when its plugin sends.
-pub(crate) async fn channel_for<C: ConnectionTrait>(
-    db: &C,
-    core: &crate::Core,
-    t: &ticket::Model,
-) -> Result<Option<i64>> {
-    let Some(channel_id) = t.channel_id else { return Ok(None) };
-    let Some(row) = db::query_one(db, "SELECT plugin_key FROM channels WHERE id = ?", vec![channel_id.into()]).await?
-    else {
-        return Ok(None);
-    };
-    let key: String = db::col(&row, "plugin_key")?;
-    // A plugin that is not loaded right now may be loaded by the time the worker runs.
-    let sends = core.channels().plugin(&key).is_none_or(|p| p.descriptor.sends);
-    Ok(sends.then_some(channel_id))
-}
-
-/// Queues a reply (inside the reply's transaction).
-pub(crate) async fn enqueue<C: ConnectionTrait>(
-    db: &C,
-    workspace_id: i64,
-    channel_id: i64,
-    ticket_id: i64,
-    message_id: i64,
-    now: i64,
-) -> Result<()> {
-    db::exec(
-        db,
-        "INSERT INTO outbox (workspace_id, channel_id, ticket_id, message_id, status, attempts, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-        vec![
-            workspace_id.into(),
-            channel_id.into(),
-            ticket_id.into(),
-            message_id.into(),
-            now.into(),
-            now.into(),
-            now.into(),
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 /// Delivers queued replies for as long as the server runs: whenever one is queued, and every
@@ -543,12 +499,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_the_base_and_stops_at_an_hour() {
-        let s = Settings::new(&crate::config::Outbox {
-            retry_base_ms: 1000,
-            max_attempts: 8,
-            tick_ms: 100,
-            poll_tick_ms: 100,
-        });
+        let s = Settings::new(
+            &crate::config::Outbox { retry_base_ms: 1000, max_attempts: 8, tick_ms: 100, poll_tick_ms: 100 },
+            Arc::new(Notify::new()),
+        );
         assert_eq!(s.backoff(1), Duration::from_secs(1));
         assert_eq!(s.backoff(2), Duration::from_secs(2));
         assert_eq!(s.backoff(5), Duration::from_secs(16));

@@ -952,3 +952,11 @@ impl Context for NoContext {
         Err("no network while loading".into())
     }
 }
+
+impl crate::Senders for Registry {
+    fn sends(&self, plugin_key: &str) -> bool {
+        // A plugin that is not loaded right now may be loaded by the time the outbox's worker
+        // runs.
+        self.plugin(plugin_key).is_none_or(|p| p.descriptor.sends)
+    }
+}

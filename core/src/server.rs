@@ -56,7 +56,7 @@ pub async fn open(cfg: &Config, usage: db::Usage) -> Result<sea_orm::DatabaseCon
 pub async fn serve(cfg: Config) -> Result<()> {
     let conn = open(&cfg, db::Usage::Server { pool_size: cfg.pool_size }).await?;
     if workspace::count(&conn).await? == 0 {
-        let created = workspace::create(&conn, "default", "admin@localhost", true).await?;
+        let created = workspace::create(&conn, "default", "admin@localhost", &crate::workflow::library()?).await?;
         println!("First start: created workspace \"default\" with an admin.");
         println!("Admin API token (shown once; keep it): {}", created.admin_token);
     }
@@ -79,11 +79,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
     tokio::spawn(channel::run_polls(core.clone(), Duration::from_millis(cfg.outbox.poll_tick_ms.max(10))));
     tokio::spawn(channel::run_deliveries(core.clone()));
     tokio::spawn(channel::run_cleanup(core.clone()));
-    tokio::spawn(sla::run(core.clone(), Duration::from_millis(cfg.sla_tick_ms.max(10))));
+    tokio::spawn(sla::run(core.domain().clone(), Duration::from_millis(cfg.sla_tick_ms.max(10))));
     tokio::spawn(db::maintenance_loop(core.db().clone()));
     tokio::spawn(crate::webhook::run(core.clone()));
     tokio::spawn(crate::schedule::run(core.clone()));
-    tokio::spawn(crate::auth::follow_changes(core.clone()));
+    tokio::spawn(crate::auth::follow_changes(core.domain().clone()));
     println!(
         "Plugdesk {} listening on http://{local} (database: {})",
         env!("CARGO_PKG_VERSION"),

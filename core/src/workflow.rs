@@ -33,30 +33,21 @@ pub const LIBRARY: [(&str, &str); 9] = [
     ("Follow-up check", include_str!("../../workflows/follow-up.rhai")),
 ];
 
-/// Saves the default library into a new workspace (inside its creating transaction).
+/// The default library, compiled and ordered, for a new workspace to start with
+/// ([`crate::workspace::create`] saves it in its creating transaction).
 ///
 /// # Errors
-/// A library script that does not compile (a bug, caught by the tests) or database errors.
-pub(crate) async fn seed<C: sea_orm::ConnectionTrait>(db: &C, workspace_id: i64, now: i64) -> Result<()> {
+/// A library script that does not compile (a bug, caught by the tests).
+pub(crate) fn library() -> Result<Vec<crate::workspace::Seed<'static>>> {
     let engine = Engine::new(Limits::default());
-    for (name, source) in LIBRARY {
-        let script = engine.compile(source).map_err(|e| Error::Internal(format!("default workflow {name:?}: {e}")))?;
-        db::exec(
-            db,
-            "INSERT INTO workflows (workspace_id, name, source, enabled, order_no, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            vec![
-                workspace_id.into(),
-                name.into(),
-                source.into(),
-                true.into(),
-                script.order.into(),
-                now.into(),
-                now.into(),
-            ],
-        )
-        .await?;
-    }
-    Ok(())
+    LIBRARY
+        .iter()
+        .map(|&(name, source)| {
+            let script =
+                engine.compile(source).map_err(|e| Error::Internal(format!("default workflow {name:?}: {e}")))?;
+            Ok(crate::workspace::Seed { name, source, order: script.order })
+        })
+        .collect()
 }
 
 /// The engine, the compiled scripts and the run counters.

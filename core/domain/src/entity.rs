@@ -1,5 +1,5 @@
-//! sea-orm entities, one per table. They stay inside the core: the HTTP API has its own
-//! response types (`api::dto`) and converts explicitly.
+//! sea-orm entities, one per table. They stay behind the domain's functions: the HTTP API (in
+//! plugdesk-core) has its own response types (`api::dto`) and converts explicitly.
 
 pub mod agent;
 pub mod api_token;

@@ -249,7 +249,7 @@ const CHANNEL: &str = "plugdesk_auth";
 /// `NOTIFY`; a single SQLite node has no one to tell). Call it after the change committed.
 /// A notification that cannot be sent is logged, not returned: the change is committed, and
 /// the other nodes' entries expire within `auth.token_cache_ms` anyway.
-pub async fn announce(core: &crate::Core, change: Change) {
+pub async fn announce(core: &crate::Domain, change: Change) {
     core.tokens().apply(change);
     if core.backend() == DbBackend::Postgres {
         let sent =
@@ -263,7 +263,7 @@ pub async fn announce(core: &crate::Core, change: Change) {
 /// Listens for other nodes' token changes (PostgreSQL only) until the process ends. Whenever
 /// the listening connection is (re)established the whole cache is dropped: a notification
 /// may have been missed in between.
-pub async fn follow_changes(core: crate::Core) {
+pub async fn follow_changes(core: crate::Domain) {
     if core.backend() != DbBackend::Postgres {
         return;
     }
@@ -301,7 +301,7 @@ pub async fn follow_changes(core: crate::Core) {
 ///
 /// # Errors
 /// [`Error::NotFound`] when the workspace has no such token.
-pub async fn revoke_token(core: &crate::Core, workspace_id: i64, token_id: i64) -> Result<()> {
+pub async fn revoke_token(core: &crate::Domain, workspace_id: i64, token_id: i64) -> Result<()> {
     let n = crate::db::exec(
         core.db(),
         "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND workspace_id = ? AND revoked_at IS NULL",

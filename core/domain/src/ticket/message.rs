@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Status, apply_status, find, targets_of};
+use super::{Status, apply_status, find, outbox, targets_of};
 use crate::db;
 use crate::entity::ticket;
 use crate::error::{Error, Result};
@@ -162,7 +162,7 @@ pub struct MessageInput {
     /// The webhook request that brought the message, recorded in the same transaction (set by
     /// the inbound path, never by API callers).
     #[serde(skip)]
-    pub receipt: Option<crate::channel::Receipt>,
+    pub receipt: Option<crate::receipt::Receipt>,
 }
 
 /// A message as the API shows it.
@@ -268,7 +268,7 @@ pub(crate) fn validate_body(body: &str, html: Option<&str>, max_bytes: usize) ->
 /// # Errors
 /// [`Error::NotFound`], [`Error::Invalid`].
 pub async fn add_message(
-    core: &crate::Core,
+    core: &crate::Domain,
     workspace_id: i64,
     ticket_id: i64,
     kind: MessageKind,
@@ -308,7 +308,7 @@ pub async fn add_message(
     txn.commit().await?;
     core.bus().publish(events);
     if outbound {
-        core.outbox().wake();
+        core.wake_outbox();
     }
     let msg = messages(core.db(), workspace_id, ticket_id, Some(message_id))
         .await?
@@ -323,9 +323,9 @@ pub async fn add_message(
 ///
 /// # Errors
 /// As [`add_message`].
-pub(crate) async fn add_message_in<C: ConnectionTrait>(
+pub async fn add_message_in<C: ConnectionTrait>(
     txn: &C,
-    core: &crate::Core,
+    core: &crate::Domain,
     workspace_id: i64,
     ticket_id: i64,
     kind: MessageKind,
@@ -340,7 +340,7 @@ pub(crate) async fn add_message_in<C: ConnectionTrait>(
 #[allow(clippy::too_many_arguments)]
 async fn insert_message<C: ConnectionTrait>(
     txn: &C,
-    core: &crate::Core,
+    core: &crate::Domain,
     workspace_id: i64,
     before: &ticket::Model,
     kind: MessageKind,
@@ -359,7 +359,7 @@ async fn insert_message<C: ConnectionTrait>(
     };
     let author_id = if kind == MessageKind::Inbound { Some(before.customer_id) } else { author_id };
     let message_id = db::reserve_ids(txn, "messages", 1).await?[0];
-    let outbound = if kind == MessageKind::Reply { crate::outbox::channel_for(txn, core, before).await? } else { None };
+    let outbound = if kind == MessageKind::Reply { outbox::channel_for(txn, core, before).await? } else { None };
     // What the customer writes in; replies and notes are ours.
     let detected = if kind == MessageKind::Inbound { crate::language::detect(&input.body) } else { None };
     db::exec(
@@ -379,7 +379,7 @@ async fn insert_message<C: ConnectionTrait>(
             input.subject.clone().into(),
             i32::from(input.automatic).into(),
             input.external_id.clone().into(),
-            outbound.map(|_| crate::outbox::QUEUED).into(),
+            outbound.map(|_| outbox::QUEUED).into(),
             detected.as_ref().map(|d| d.code).into(),
             detected.as_ref().map(|d| d.script.clone()).into(),
             detected.as_ref().map(|d| d.confidence).into(),
@@ -388,7 +388,7 @@ async fn insert_message<C: ConnectionTrait>(
     )
     .await?;
     if let Some(channel_id) = outbound {
-        crate::outbox::enqueue(txn, workspace_id, channel_id, ticket_id, message_id, now).await?;
+        outbox::enqueue(txn, workspace_id, channel_id, ticket_id, message_id, now).await?;
     }
     store_attachments(txn, workspace_id, message_id, attachments).await?;
     if let Some(raw) = &input.raw {

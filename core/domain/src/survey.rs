@@ -27,7 +27,7 @@ pub struct Answer {
 }
 
 /// The survey behind a token: (id, workspace, ticket, answered).
-async fn find(core: &crate::Core, token: &str) -> Result<(i64, i64, i64, bool)> {
+async fn find(core: &crate::Domain, token: &str) -> Result<(i64, i64, i64, bool)> {
     if token.len() != 32 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(Error::NotFound("survey"));
     }
@@ -51,7 +51,7 @@ async fn find(core: &crate::Core, token: &str) -> Result<(i64, i64, i64, bool)> 
 /// # Errors
 /// [`Error::NotFound`] for an unknown token, [`Error::Conflict`] when answered already,
 /// [`Error::Invalid`] for a rating outside 1-5 or a long comment.
-pub async fn answer(core: &crate::Core, token: &str, answer: &Answer) -> Result<()> {
+pub async fn answer(core: &crate::Domain, token: &str, answer: &Answer) -> Result<()> {
     if !(1..=5).contains(&answer.rating) {
         return Err(Error::invalid("rating", "rating must be 1 to 5"));
     }
@@ -92,7 +92,7 @@ pub async fn answer(core: &crate::Core, token: &str, answer: &Answer) -> Result<
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown token.
-pub async fn page(core: &crate::Core, token: &str, notice: Option<&str>) -> Result<String> {
+pub async fn page(core: &crate::Domain, token: &str, notice: Option<&str>) -> Result<String> {
     let (_, _, _, answered) = find(core, token).await?;
     let body = if answered {
         format!("<p>{}</p>", notice.unwrap_or("Thank you — your answer has been recorded."))
@@ -117,7 +117,7 @@ pub async fn page(core: &crate::Core, token: &str, notice: Option<&str>) -> Resu
 ///
 /// # Errors
 /// Database errors.
-pub async fn list(core: &crate::Core, workspace_id: i64) -> Result<Json> {
+pub async fn list(core: &crate::Domain, workspace_id: i64) -> Result<Json> {
     let rows = db::query_all(
         core.db(),
         "SELECT id, ticket_id, created_at, answered_at, rating, comment FROM surveys WHERE workspace_id = ? ORDER BY id DESC LIMIT 200",
@@ -152,7 +152,7 @@ pub async fn list(core: &crate::Core, workspace_id: i64) -> Result<Json> {
 ///
 /// # Errors
 /// Database errors.
-pub async fn notifications(core: &crate::Core, workspace_id: i64, agent_id: i64, unread: bool) -> Result<Json> {
+pub async fn notifications(core: &crate::Domain, workspace_id: i64, agent_id: i64, unread: bool) -> Result<Json> {
     let sql = if unread {
         "SELECT * FROM notifications WHERE workspace_id = ? AND agent_id = ? AND read_at IS NULL ORDER BY id DESC LIMIT 100"
     } else {
@@ -179,7 +179,7 @@ pub async fn notifications(core: &crate::Core, workspace_id: i64, agent_id: i64,
 ///
 /// # Errors
 /// [`Error::NotFound`] when it is not the agent's.
-pub async fn mark_read(core: &crate::Core, workspace_id: i64, agent_id: i64, id: i64) -> Result<()> {
+pub async fn mark_read(core: &crate::Domain, workspace_id: i64, agent_id: i64, id: i64) -> Result<()> {
     let n = db::exec(
         core.db(),
         "UPDATE notifications SET read_at = COALESCE(read_at, ?) WHERE id = ? AND workspace_id = ? AND agent_id = ?",

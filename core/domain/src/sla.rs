@@ -230,7 +230,7 @@ pub fn clock_from_row(r: &sea_orm::QueryResult) -> Result<Option<ClockView>> {
 }
 
 /// One scheduler pass: emits every due warning and breach. Returns how many events it emitted.
-pub async fn tick(core: &crate::Core, now: i64) -> Result<usize> {
+pub async fn tick(core: &crate::Domain, now: i64) -> Result<usize> {
     let mut emitted = 0;
     for (flag, at, kind) in [("warned_at", "warn_at", "sla.warning"), ("breached_at", "due_at", "sla.breached")] {
         let lock = if core.backend() == DbBackend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
@@ -274,7 +274,7 @@ pub async fn tick(core: &crate::Core, now: i64) -> Result<usize> {
 }
 
 /// Runs the scheduler until the process ends.
-pub async fn run(core: crate::Core, every: Duration) {
+pub async fn run(core: crate::Domain, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -318,7 +318,7 @@ pub async fn find_by_identity<C: ConnectionTrait>(
 ///
 /// # Errors
 /// [`Error::Conflict`] naming an identity that belongs to someone already; [`Error::Invalid`].
-pub async fn create(core: &crate::Core, workspace_id: i64, actor: &str, input: &NewCustomer) -> Result<Customer> {
+pub async fn create(core: &crate::Domain, workspace_id: i64, actor: &str, input: &NewCustomer) -> Result<Customer> {
     if input.id.is_some() {
         return Err(Error::invalid("id", "id is assigned by the server; leave it out"));
     }
@@ -397,7 +397,7 @@ pub fn customer_search_text(name: &str, identities: &[(String, String)]) -> Stri
 /// # Errors
 /// [`Error::NotFound`], [`Error::Invalid`].
 pub async fn update(
-    core: &crate::Core,
+    core: &crate::Domain,
     workspace_id: i64,
     id: i64,
     actor: &str,
@@ -414,7 +414,7 @@ pub async fn update(
 ///
 /// # Errors
 /// As [`update`].
-pub(crate) async fn update_in<C: ConnectionTrait>(
+pub async fn update_in<C: ConnectionTrait>(
     txn: &C,
     workspace_id: i64,
     id: i64,
@@ -484,7 +484,7 @@ pub(crate) async fn update_in<C: ConnectionTrait>(
 /// # Errors
 /// [`Error::Conflict`] when another customer (or this one) has it already.
 pub async fn add_identity(
-    core: &crate::Core,
+    core: &crate::Domain,
     workspace_id: i64,
     id: i64,
     actor: &str,
@@ -532,7 +532,7 @@ pub async fn add_identity(
 /// # Errors
 /// [`Error::Invalid`] for a merge into itself, [`Error::Conflict`] when either side was merged
 /// already, [`Error::NotFound`].
-pub async fn merge(core: &crate::Core, workspace_id: i64, source: i64, target: i64, actor: &str) -> Result<Customer> {
+pub async fn merge(core: &crate::Domain, workspace_id: i64, source: i64, target: i64, actor: &str) -> Result<Customer> {
     if source == target {
         return Err(Error::invalid("into_id", "cannot merge a customer into itself"));
     }

@@ -91,7 +91,7 @@ pub struct NewTicket {
     /// The webhook request that brought the ticket, recorded in the same transaction (set by
     /// the inbound path).
     #[serde(skip)]
-    pub receipt: Option<crate::channel::Receipt>,
+    pub receipt: Option<crate::receipt::Receipt>,
 }
 
 /// The result of a create: the ticket, and whether it is new (`false`: its external id was
@@ -123,7 +123,7 @@ struct Prepared {
     external_id: Option<String>,
     conversation: Option<String>,
     channel_id: Option<i64>,
-    receipt: Option<crate::channel::Receipt>,
+    receipt: Option<crate::receipt::Receipt>,
     team_id: Option<i64>,
     assignee_id: Option<i64>,
     attachments: Vec<Attachment>,

@@ -1,9 +1,10 @@
-//! The one error type of the core library. The HTTP layer maps each variant to a status
-//! code (`api::error`); the CLI prints the message.
+//! The one error type of the domain, which plugdesk-core uses too. The HTTP layer maps each
+//! variant to a status code (`api::error` in plugdesk-core, the only place that picks one);
+//! the CLI prints the message.
 
-use sea_orm::DbErr;
+use sea_orm::{DbErr, SqlErr};
 
-/// Everything that can go wrong in the core. Messages are lowercase and say what to do.
+/// Everything that can go wrong in the domain and the core. Messages are lowercase and say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The record does not exist in this workspace (or belongs to another one: we never say which).
@@ -73,20 +74,37 @@ impl Error {
     /// concurrent writer got there first.
     pub fn is_unique_violation(&self) -> bool {
         match self {
-            Error::Db(e) => {
-                let text = e.to_string();
-                text.contains("UNIQUE constraint failed") || text.contains("duplicate key value")
-            }
+            Error::Db(e) => matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))),
             _ => false,
         }
     }
 }
 
-/// Result alias of the core.
+/// Result alias of the domain and the core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Internal(format!("stored json is invalid: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Database};
+
+    #[tokio::test]
+    async fn unique_violations_are_told_by_the_database_error_kind_not_its_text() {
+        let db = Database::connect("sqlite::memory:").await.expect("in-memory sqlite");
+        db.execute_unprepared("CREATE TABLE t (name TEXT NOT NULL UNIQUE)").await.expect("create");
+        db.execute_unprepared("INSERT INTO t (name) VALUES ('a')").await.expect("first insert");
+        let taken = super::Error::from(
+            db.execute_unprepared("INSERT INTO t (name) VALUES ('a')").await.expect_err("a violation"),
+        );
+        assert!(taken.is_unique_violation(), "{taken}");
+        let other = super::Error::from(
+            db.execute_unprepared("INSERT INTO t (name) VALUES (NULL)").await.expect_err("a violation"),
+        );
+        assert!(!other.is_unique_violation(), "{other}");
     }
 }

@@ -6,6 +6,7 @@
 
 mod create;
 mod message;
+pub mod outbox;
 
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Value};
@@ -19,7 +20,7 @@ use crate::event::{self, NewEvent};
 use crate::sla::{self, Clock, Targets};
 
 pub use create::{Created, NewTicket, Writer};
-pub(crate) use message::add_message_in;
+pub use message::add_message_in;
 pub use message::{AttachmentInput, MessageInput, MessageKind, MessageView, add_message, attachment, messages, source};
 
 /// Longest tag, in characters.
@@ -548,7 +549,7 @@ async fn write_tags<C: ConnectionTrait>(db: &C, workspace_id: i64, ticket_id: i6
 /// # Errors
 /// [`Error::NotFound`], [`Error::Invalid`], [`Error::Transition`].
 pub async fn update(
-    core: &crate::Core,
+    core: &crate::Domain,
     workspace_id: i64,
     id: i64,
     actor: &str,
@@ -570,9 +571,9 @@ pub async fn update(
 ///
 /// # Errors
 /// As [`update`].
-pub(crate) async fn update_in<C: ConnectionTrait>(
+pub async fn update_in<C: ConnectionTrait>(
     txn: &C,
-    core: &crate::Core,
+    core: &crate::Domain,
     workspace_id: i64,
     id: i64,
     actor: &str,

@@ -36,12 +36,24 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// Creates a workspace with the default tiers, an admin agent and the admin's token, all in
-/// one transaction.
+/// A workflow a new workspace starts with, enabled. The caller compiles it (the domain does not
+/// know the workflow engine) and so knows its order.
+#[derive(Debug, Clone, Copy)]
+pub struct Seed<'a> {
+    /// The workflow's name.
+    pub name: &'a str,
+    /// Its script.
+    pub source: &'a str,
+    /// Its place among the workspace's workflows.
+    pub order: i32,
+}
+
+/// Creates a workspace with the default tiers, an admin agent, the admin's token and the
+/// workflows of `library`, all in one transaction.
 ///
 /// # Errors
 /// [`Error::Conflict`] when the name is taken, [`Error::Invalid`] for a bad name.
-pub async fn create(db: &DatabaseConnection, name: &str, admin_email: &str, with_library: bool) -> Result<Created> {
+pub async fn create(db: &DatabaseConnection, name: &str, admin_email: &str, library: &[Seed<'_>]) -> Result<Created> {
     validate_name(name)?;
     let txn = crate::db::begin_write(db).await?;
     let exists = workspace::Entity::find().filter(workspace::Column::Name.eq(name)).one(&txn).await?;
@@ -75,8 +87,21 @@ pub async fn create(db: &DatabaseConnection, name: &str, admin_email: &str, with
     .insert(&txn)
     .await?;
     let (_, token) = auth::create_token(&txn, ws.id, admin.id, "initial admin token", Role::Admin).await?;
-    if with_library {
-        crate::workflow::seed(&txn, ws.id, now).await?;
+    for w in library {
+        crate::db::exec(
+            &txn,
+            "INSERT INTO workflows (workspace_id, name, source, enabled, order_no, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                ws.id.into(),
+                w.name.into(),
+                w.source.into(),
+                true.into(),
+                w.order.into(),
+                now.into(),
+                now.into(),
+            ],
+        )
+        .await?;
     }
     txn.commit().await?;
     Ok(Created { workspace_id: ws.id, name: ws.name, admin_agent_id: admin.id, admin_token: token })
