@@ -1008,7 +1008,7 @@ async fn every_documented_route_exists_and_the_document_is_served() {
     let (status, doc) = s.call(Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.0.3");
-    for route in plugdesk_core::api::openapi::ROUTES {
+    for route in plugdesk_api::api::openapi::ROUTES {
         let path = route.path.replace("{id}", "999999");
         let method = Method::from_bytes(route.method.as_bytes()).expect("method");
         let body = route.body.map(|_| json!({}));

@@ -22,7 +22,7 @@ fn build_lock() -> std::sync::MutexGuard<'static, ()> {
 
 fn build_test_plugin(name: &str, features: &str) -> Vec<u8> {
     let _one = build_lock();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = root.join("target").join("wasm");
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--features", features, "--manifest-path"])
@@ -842,7 +842,7 @@ async fn plugins_upgrade_and_roll_back_under_load_without_losing_a_message() {
 #[tokio::test]
 async fn a_plugin_goes_from_plugin_new_to_an_installed_channel() {
     let s = Server::start().await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = root.join("target").join("wasm");
     let plugdesk = |args: &[&str], dir: &std::path::Path| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_plugdesk"))

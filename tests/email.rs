@@ -20,7 +20,7 @@ use support::{Scratch, Server};
 static MAILBOXES: AtomicU32 = AtomicU32::new(0);
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mail/mailserver.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mail/mailserver.py")
 }
 
 /// A private Dovecot + SMTP sink; stopped (SIGTERM, by PID) when dropped.

@@ -94,17 +94,24 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "plugdesk-domain depends on no runtime"
-# The domain (core/domain) must not reach the HTTP server, the plugin host, Rhai or Handlebars,
-# not even through another crate: what it needs of them comes in through traits it defines.
-forbidden=$(cargo tree -p plugdesk-domain -e normal --prefix none \
-    | grep -oE '^(axum|hyper|tower|reqwest|wasmtime|rhai|handlebars|clap|plugdesk-(host|workflow|template))([-_][a-z0-9_-]+)? ' \
-    | awk '{print $1}' | sort -u || true)
-if [ -n "$forbidden" ]; then
-    echo "plugdesk-domain depends on runtime crates (see cargo tree -p plugdesk-domain -i <name>):" >&2
-    echo "$forbidden" >&2
-    exit 1
-fi
+step "the crates keep their layers"
+# Each crate may reach only the layers below it (ARCHITECTURE.md): the domain (core/domain) no
+# runtime at all, not even through another crate; the core (channels, rules, templates) no
+# HTTP server and no command line. What a lower layer needs of a higher one comes in through
+# traits it defines.
+layer_check() {
+    local crate=$1 pattern=$2 found
+    found=$(cargo tree -p "$crate" -e normal --prefix none | grep -oE "^($pattern)([-_][a-z0-9_-]+)? " \
+        | awk '{print $1}' | sort -u || true)
+    if [ -n "$found" ]; then
+        echo "$crate depends on crates of a layer above it (see cargo tree -p $crate -i <name>):" >&2
+        echo "$found" >&2
+        exit 1
+    fi
+}
+layer_check plugdesk-domain 'axum|hyper|tower|reqwest|wasmtime|rhai|handlebars|clap|plugdesk-(host|workflow|template|core|api)'
+layer_check plugdesk-core 'axum|clap|tracing-subscriber|plugdesk-api'
+layer_check plugdesk-api 'clap'
 
 step "a build with no change compiles nothing"
 cargo build --workspace --quiet

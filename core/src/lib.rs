@@ -1,24 +1,18 @@
-//! Plugdesk's core: the runtimes around the domain (`plugdesk-domain`, re-exported here) — the
-//! HTTP API, channels and their plugins, the outbox's worker, workflows, templates, webhooks.
-//!
-//! The binary in `main.rs` is a thin shell over [`cli::run`]; tests build the router with
-//! [`api::app`] or start the real binary.
+//! Plugdesk's core: the runtimes around the domain (`plugdesk-domain`, re-exported here) —
+//! channels and their plugins, the outbox's worker, the rules (workflows, automation plugins,
+//! the dispatcher, schedules, webhooks) and templates. No HTTP server: the API
+//! (`plugdesk-api`) and the binary with its tooling (`plugdesk`, in `core/cli`) sit on top.
 
 pub mod action;
-pub mod api;
 pub mod automation;
-pub mod bench;
 pub mod channel;
-pub mod cli;
 pub mod compute;
-pub mod devkit;
 pub mod dispatch;
 pub mod egress;
-pub mod import;
+pub mod manifest;
 pub mod outbox;
 pub mod plugin;
 pub mod schedule;
-pub mod server;
 pub mod template;
 pub mod webhook;
 pub mod workflow;

@@ -61,7 +61,7 @@ pub struct Stats {
 }
 
 /// A plugin built into this binary, by crate name.
-pub(crate) fn bundled(name: &str) -> Option<&'static [u8]> {
+pub fn bundled(name: &str) -> Option<&'static [u8]> {
     bundled::BUNDLED.iter().find(|(n, _)| *n == name).map(|(_, w)| *w)
 }
 
@@ -299,7 +299,7 @@ impl Registry {
                     // A plugin.toml beside a plugin in the directory must say what the component says.
                     let manifest = std::path::Path::new(&name).with_extension("toml");
                     if source == Source::Directory && manifest.exists() {
-                        let checked = crate::devkit::Manifest::read(&manifest)
+                        let checked = crate::manifest::Manifest::read(&manifest)
                             .map_err(|e| e.to_string())
                             .and_then(|m| m.check(&plugin.descriptor));
                         if let Err(e) = checked {
@@ -442,7 +442,7 @@ impl Registry {
         candidates.into_iter().find_map(|k| self.plugin(&k).map(|p| (k, p)))
     }
 
-    pub(crate) async fn wait_loaded(&self) {
+    pub async fn wait_loaded(&self) {
         let mut rx = self.loaded.subscribe();
         let _ = tokio::time::timeout(LOAD_WAIT, rx.wait_for(|done| *done)).await;
     }

@@ -38,7 +38,7 @@ pub const LIBRARY: [(&str, &str); 9] = [
 ///
 /// # Errors
 /// A library script that does not compile (a bug, caught by the tests).
-pub(crate) fn library() -> Result<Vec<crate::workspace::Seed<'static>>> {
+pub fn library() -> Result<Vec<crate::workspace::Seed<'static>>> {
     let engine = Engine::new(Limits::default());
     LIBRARY
         .iter()
@@ -505,6 +505,9 @@ pub(crate) struct Planned {
     actions: usize,
 }
 
+/// Workflows an event fires, in order: (id, compiled script).
+type Scripts = Vec<(i64, Arc<Script>)>;
+
 /// One event of a wave: its ticket and the workflows it fires.
 pub(crate) struct Firing<'a> {
     pub(crate) kind: &'a str,
@@ -557,7 +560,7 @@ pub(crate) async fn plan_wave(
         }
     }))
     .await?;
-    let jobs: Vec<(Json, Vec<(i64, Arc<Script>)>)> = views
+    let jobs: Vec<(Json, Scripts)> = views
         .into_iter()
         .zip(events.iter())
         .map(|(v, e)| match v {

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
     about,
     long_about = "Plugdesk: a customer-service helpdesk in one binary.\n\nStart with `plugdesk serve`: on first start it creates ./data with an SQLite database and a workspace called `default`, and prints the admin's API token. Set DATABASE_URL=postgres://… to use PostgreSQL instead."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file (default: ./plugdesk.toml if it exists).
     #[arg(long, global = true, env = "PLUGDESK_CONFIG")]
     config: Option<PathBuf>,
@@ -301,7 +301,7 @@ fn init_tracing(format: &str, default: &str) {
 }
 
 /// Parses the command line and runs it; the exit code says whether it worked.
-pub fn run() -> ExitCode {
+pub(crate) fn run() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

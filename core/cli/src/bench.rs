@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Options {
+pub(crate) struct Options {
     /// Tickets to create through the API.
     #[arg(long, default_value_t = 20_000)]
     pub tickets: u64,
@@ -96,7 +96,7 @@ impl Stats {
 ///
 /// # Errors
 /// When the server cannot be started or answers with errors.
-pub async fn run(opts: Options) -> Result<()> {
+pub(crate) async fn run(opts: Options) -> Result<()> {
     let dir =
         opts.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("plugdesk-bench-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir);
@@ -413,7 +413,8 @@ async fn library_inbound(
 /// A ticket for the API, `i`-th of a run: every fourth a lost parcel (its playbook answers),
 /// the others acknowledged; all routed.
 fn library_ticket(i: u64) -> Json {
-    let subject = if i % 4 == 0 { format!("Paket {i} nicht angekommen") } else { format!("Frage zur Bestellung {i}") };
+    let subject =
+        if i.is_multiple_of(4) { format!("Paket {i} nicht angekommen") } else { format!("Frage zur Bestellung {i}") };
     json!({
         "subject": subject,
         "body": format!("Guten Tag, meine Bestellung {i} ist noch nicht da. Wo ist sie? Viele Grüße"),

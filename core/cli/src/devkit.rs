@@ -40,16 +40,16 @@ use crate::error::{Error, Result};
 /// The SDK this binary was built with, written into every new plugin so it builds without
 /// access to Plugdesk's sources.
 const SDK_FILES: [(&str, &str); 3] = [
-    ("Cargo.toml", include_str!("../../sdk/Cargo.toml")),
-    ("src/lib.rs", include_str!("../../sdk/src/lib.rs")),
-    ("wit/plugin.wit", include_str!("../../sdk/wit/plugin.wit")),
+    ("Cargo.toml", include_str!("../../../sdk/Cargo.toml")),
+    ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
+    ("wit/plugin.wit", include_str!("../../../sdk/wit/plugin.wit")),
 ];
 
 /// Creates `dir/name`: a plugin crate, a fixture that passes, and a README.
 ///
 /// # Errors
 /// [`Error::Invalid`] for a bad name or an existing directory; I/O errors.
-pub fn new_plugin(name: &str, dir: &Path) -> Result<PathBuf> {
+pub(crate) fn new_plugin(name: &str, dir: &Path) -> Result<PathBuf> {
     let ok = name.len() <= 32
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
@@ -122,73 +122,6 @@ kind = "channel"
 description = "NAME: JSON webhooks become customer messages"
 capabilities = []
 "#;
-
-/// `plugin.toml`: the manifest of a plugin.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    /// Plugin id.
-    pub id: String,
-    /// Plugin version.
-    pub version: String,
-    /// The contract version it is built against.
-    pub wit_version: String,
-    /// `channel` or `automation`.
-    pub kind: String,
-    /// What it does, for people.
-    #[serde(default)]
-    pub description: String,
-    /// The capabilities it asks for.
-    #[serde(default)]
-    pub capabilities: Vec<String>,
-}
-
-impl Manifest {
-    /// Reads a manifest file.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] naming the file and what is wrong in it.
-    pub fn read(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::invalid("manifest", format!("{}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| Error::invalid("manifest", format!("{}: {e}", path.display())))
-    }
-
-    /// Checks the manifest against what the component says of itself.
-    ///
-    /// # Errors
-    /// A message naming every field that differs.
-    pub fn check(&self, d: &plugdesk_host::Descriptor) -> std::result::Result<(), String> {
-        let mut wrong = Vec::new();
-        if self.id != d.id {
-            wrong.push(format!("id is {:?} in plugin.toml but {:?} in the component", self.id, d.id));
-        }
-        if self.version != d.version {
-            wrong.push(format!("version is {:?} in plugin.toml but {:?} in the component", self.version, d.version));
-        }
-        if self.wit_version != plugdesk_host::WIT_VERSION {
-            wrong.push(format!(
-                "wit_version is {:?}; this host supports {}",
-                self.wit_version,
-                plugdesk_host::WIT_VERSION
-            ));
-        }
-        if self.kind != d.kind.as_str() {
-            wrong.push(format!(
-                "kind is {:?} in plugin.toml but the component is {} plugin",
-                self.kind,
-                d.kind.as_str()
-            ));
-        }
-        let (mut a, mut b) = (self.capabilities.clone(), d.capabilities.clone());
-        a.sort();
-        b.sort();
-        if a != b {
-            wrong.push(format!("capabilities are {a:?} in plugin.toml but the component asks for {b:?}"));
-        }
-        if wrong.is_empty() { Ok(()) } else { Err(wrong.join("; ")) }
-    }
-}
 
 const LIB_RS: &str = r#"//! NAME: a Plugdesk channel plugin. It takes JSON webhooks
 //! `{"id": "...", "from": "customer@example.com", "name": "...", "text": "..."}` on
@@ -285,7 +218,7 @@ Its webhook is `POST /hooks/{id}` with the channel's id from the answer.
 ///
 /// # Errors
 /// [`Error::Invalid`] naming what failed: no crate, the build, or the host's check.
-pub fn build(dir: &Path) -> Result<(PathBuf, Vec<u8>, plugdesk_host::Descriptor)> {
+pub(crate) fn build(dir: &Path) -> Result<(PathBuf, Vec<u8>, plugdesk_host::Descriptor)> {
     let manifest = dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)
         .map_err(|e| Error::invalid("dir", format!("{}: {e}; run this in a plugin crate", manifest.display())))?;
@@ -315,7 +248,7 @@ pub fn build(dir: &Path) -> Result<(PathBuf, Vec<u8>, plugdesk_host::Descriptor)
         .map_err(|e| Error::invalid("plugin", format!("{}: {e}", path.display())))?;
     let manifest = dir.join("plugin.toml");
     if manifest.exists() {
-        Manifest::read(&manifest)?
+        crate::manifest::Manifest::read(&manifest)?
             .check(&plugin.descriptor)
             .map_err(|e| Error::invalid("manifest", format!("{}: {e}", manifest.display())))?;
     }
@@ -502,7 +435,7 @@ impl Context for FixtureContext {
 ///
 /// # Errors
 /// [`Error::Invalid`] naming the failed fixtures, or a fixture file that cannot be read.
-pub fn test(dir: &Path) -> Result<()> {
+pub(crate) fn test(dir: &Path) -> Result<()> {
     let (path, wasm, descriptor) = build(dir)?;
     println!("built {} {} ({})", descriptor.id, descriptor.version, path.display());
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("fixtures"))

@@ -21,7 +21,7 @@ const IN_FLIGHT: usize = 256;
 
 /// What a CSV file holds.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// name,email,phone,organization,tier,language
     Customers,
     /// subject,body,email,name,channel,priority,tags,external_id
@@ -107,7 +107,7 @@ impl Progress {
 /// # Errors
 /// When the file cannot be read or has no usable header, or when rows failed (after
 /// importing the others).
-pub async fn run(cfg: &Config, workspace_name: &str, kind: Kind, file: &Path) -> Result<()> {
+pub(crate) async fn run(cfg: &Config, workspace_name: &str, kind: Kind, file: &Path) -> Result<()> {
     let conn = server::open(cfg, crate::db::Usage::Command).await?;
     let ws = workspace::find_by_name(&conn, workspace_name)
         .await

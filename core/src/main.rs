@@ -1,5 +1,0 @@
-//! The `plugdesk` binary: everything lives in the library, see `plugdesk_core::cli`.
-
-fn main() -> std::process::ExitCode {
-    plugdesk_core::cli::run()
-}
