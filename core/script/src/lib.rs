@@ -5,11 +5,25 @@
 //! module resolver) and sets every limit of [`Limits`]. Callers add the packages, functions and
 //! progress callback (a deadline) they need.
 //!
+//! There is no default: each caller states what its scripts may do.
+//!
 //! ```
 //! use rhai::packages::{CorePackage, Package};
 //!
-//! let mut engine = plugdesk_script::hardened(&plugdesk_script::Limits::default());
+//! let mut engine = plugdesk_script::hardened(&plugdesk_script::Limits {
+//!     operations: 10_000,
+//!     call_levels: 8,
+//!     expr_depth: 16,
+//!     function_expr_depth: 8,
+//!     string_bytes: 1024,
+//!     array_len: 64,
+//!     map_len: 64,
+//!     variables: 32,
+//!     functions: 8,
+//!     strict_variables: true,
+//! });
 //! engine.register_global_module(CorePackage::new().as_shared_module());
+//! assert_eq!(engine.eval::<i64>("let x = 40; x + 2").ok(), Some(42));
 //! assert!(engine.eval::<rhai::Dynamic>("loop {}").is_err());
 //! ```
 
@@ -37,24 +51,6 @@ pub struct Limits {
     pub functions: usize,
     /// Names that are not declared are a compile error rather than a run-time one.
     pub strict_variables: bool,
-}
-
-impl Default for Limits {
-    /// Small enough for a script that formats or decides something, not for one that computes.
-    fn default() -> Self {
-        Limits {
-            operations: 50_000,
-            call_levels: 16,
-            expr_depth: 32,
-            function_expr_depth: 16,
-            string_bytes: 64 * 1024,
-            array_len: 1024,
-            map_len: 256,
-            variables: 256,
-            functions: 64,
-            strict_variables: false,
-        }
-    }
 }
 
 /// A Rhai engine with no packages, no module resolver, no `eval`, `print` and `debug`
@@ -85,7 +81,18 @@ mod tests {
 
     #[test]
     fn every_limit_holds() {
-        let mut engine = hardened(&Limits { strict_variables: true, ..Limits::default() });
+        let mut engine = hardened(&Limits {
+            operations: 50_000,
+            call_levels: 16,
+            expr_depth: 32,
+            function_expr_depth: 16,
+            string_bytes: 64 * 1024,
+            array_len: 1024,
+            map_len: 256,
+            variables: 256,
+            functions: 64,
+            strict_variables: true,
+        });
         engine.register_global_module(StandardPackage::new().as_shared_module());
         let cases = [
             ("loop {}", "Too many operations"),
