@@ -12,48 +12,40 @@ use rhai::packages::{
     BasicArrayPackage, BasicMapPackage, BasicMathPackage, CorePackage, LogicPackage, MoreStringPackage, Package,
 };
 
-/// Deepest nesting of function calls; a recursive script stops here instead of overflowing the
-/// stack.
-const CALL_LEVELS: usize = 16;
-/// Deepest nesting of expressions (global, inside functions) at compile time.
-const EXPR_DEPTH: (usize, usize) = (32, 16);
-/// Largest string a script may build: as large as a template may be.
-const STRING_BYTES: usize = 64 * 1024;
-/// Largest array and map a script may build; a helper formats one value, it does not need more.
-const ARRAY_LEN: usize = 1024;
-const MAP_LEN: usize = 256;
-const VARIABLES: usize = 256;
-const FUNCTIONS: usize = 64;
+/// What a helper script may do. Deepest call nesting: a recursive script stops here instead of
+/// overflowing the stack. Largest string: as large as a template may be. Largest array and
+/// map: a helper formats one value, it does not need more.
+const LIMITS: plugdesk_script::Limits = plugdesk_script::Limits {
+    // Set per engine: see [`engine`].
+    operations: 0,
+    call_levels: 16,
+    expr_depth: 32,
+    function_expr_depth: 16,
+    string_bytes: 64 * 1024,
+    array_len: 1024,
+    map_len: 256,
+    variables: 256,
+    functions: 64,
+    strict_variables: false,
+};
 
 /// A Rhai engine with the language's own functions (strings, arrays, maps, maths, logic) and
 /// nothing that reaches outside: no modules, no time, no `eval`, `print` and `debug` discarded.
 ///
 /// `operations` bounds the work of one helper call (~50,000 is about a millisecond).
 pub(crate) fn engine(operations: u64) -> rhai::Engine {
-    let mut engine = rhai::Engine::new_raw();
+    let mut engine = plugdesk_script::hardened(&plugdesk_script::Limits { operations, ..LIMITS });
     engine.register_global_module(CorePackage::new().as_shared_module());
     engine.register_global_module(LogicPackage::new().as_shared_module());
     engine.register_global_module(BasicMathPackage::new().as_shared_module());
     engine.register_global_module(BasicArrayPackage::new().as_shared_module());
     engine.register_global_module(BasicMapPackage::new().as_shared_module());
     engine.register_global_module(MoreStringPackage::new().as_shared_module());
-    engine
-        .set_max_operations(operations)
-        .set_max_call_levels(CALL_LEVELS)
-        .set_max_expr_depths(EXPR_DEPTH.0, EXPR_DEPTH.1)
-        .set_max_string_size(STRING_BYTES)
-        .set_max_array_size(ARRAY_LEN)
-        .set_max_map_size(MAP_LEN)
-        .set_max_variables(VARIABLES)
-        .set_max_functions(FUNCTIONS);
-    engine.disable_symbol("eval");
     // The render's deadline holds inside scripts too; a clock read every few thousand
     // operations costs nothing measurable.
     engine.on_progress(|operations| {
         (operations % 4096 == 0 && crate::budget::late()).then(|| rhai::Dynamic::from("the render ran out of time"))
     });
-    engine.on_print(|_| {});
-    engine.on_debug(|_, _, _| {});
     engine
 }
 

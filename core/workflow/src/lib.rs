@@ -374,22 +374,20 @@ pub struct Engine {
 impl Engine {
     /// An engine with these limits.
     pub fn new(limits: Limits) -> Self {
-        // `new_raw`: no packages, no module resolver, no print; the packages below add the
-        // language's own functions (strings, arrays, maps, maths), nothing that reaches out.
-        let mut rhai = rhai::Engine::new_raw();
+        let mut rhai = plugdesk_script::hardened(&plugdesk_script::Limits {
+            operations: limits.operations,
+            call_levels: limits.call_levels,
+            expr_depth: limits.expr_depth,
+            function_expr_depth: limits.expr_depth,
+            string_bytes: limits.string_bytes,
+            array_len: limits.array_len,
+            map_len: limits.map_len,
+            variables: 1024,
+            functions: 256,
+            strict_variables: true,
+        });
+        // The language's own functions (strings, arrays, maps, maths), nothing that reaches out.
         rhai.register_global_module(rhai::packages::StandardPackage::new().as_shared_module());
-        rhai.set_max_operations(limits.operations)
-            .set_max_call_levels(limits.call_levels)
-            .set_max_expr_depths(limits.expr_depth, limits.expr_depth)
-            .set_max_string_size(limits.string_bytes)
-            .set_max_array_size(limits.array_len)
-            .set_max_map_size(limits.map_len)
-            .set_max_functions(256)
-            .set_max_variables(1024)
-            .set_strict_variables(true);
-        rhai.disable_symbol("eval");
-        rhai.on_print(|_| {});
-        rhai.on_debug(|_, _, _| {});
         rhai.on_progress(|_| {
             let late = RUN.with(|r| r.borrow().as_ref().is_some_and(|run| Instant::now() > run.deadline));
             late.then(|| Dynamic::from("ran out of time"))

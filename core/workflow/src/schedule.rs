@@ -48,6 +48,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{Datelike, NaiveDate};
+
 /// Why a schedule expression was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("column {column}: {message}")]
@@ -155,11 +157,11 @@ impl Schedule {
         let minute = unix_ms.div_euclid(MS_PER_MINUTE);
         let day = minute.div_euclid(MINUTES_PER_DAY);
         let minute_of_day = minute.rem_euclid(MINUTES_PER_DAY);
-        let (_, month, dom) = civil_from_days(day);
+        let date = folded(day);
         has_bit(self.minutes, (minute_of_day % 60) as u32)
             && has_bit(u64::from(self.hours), (minute_of_day / 60) as u32)
-            && has_bit(u64::from(self.months), month)
-            && self.day_matches(dom, weekday(day))
+            && has_bit(u64::from(self.months), date.month())
+            && self.day_matches(date.day(), date.weekday().num_days_from_sunday())
     }
 
     /// The start (Unix milliseconds, seconds zero) of the first minute the schedule runs in
@@ -484,52 +486,47 @@ fn next_bit(mask: u64, from: u32) -> Option<u32> {
     if rest == 0 { None } else { Some(rest.trailing_zeros()) }
 }
 
-/// Weekday of a day counted from 1970-01-01 (a Thursday): 0 = Sunday .. 6 = Saturday.
+/// The date of a day counted from 1970-01-01, moved into the 400-year cycle that starts on
+/// 1970-01-01: the same month, day of the month and weekday, in a year 1970..2370.
+///
+/// Why the fold: chrono's dates end some 262,000 years either side of now, and a schedule is
+/// asked about any `i64` instant. The Gregorian calendar repeats every 400 years, and a cycle's
+/// 146,097 days are a whole number of weeks, so nothing about a day changes but its year.
+fn folded(day: i64) -> NaiveDate {
+    // 0..146_097 fits an i32 and chrono's range, so the default (1970-01-01) is never taken.
+    NaiveDate::from_epoch_days(day.rem_euclid(DAYS_PER_CYCLE) as i32).unwrap_or_default()
+}
+
+/// Weekday of a day counted from 1970-01-01: 0 = Sunday .. 6 = Saturday.
 fn weekday(day: i64) -> u32 {
-    (day + 4).rem_euclid(7) as u32
+    folded(day).weekday().num_days_from_sunday()
 }
 
-fn is_leap(year: i64) -> bool {
-    year.rem_euclid(4) == 0 && (year.rem_euclid(100) != 0 || year.rem_euclid(400) == 0)
-}
-
+/// Days in a month (1-12) of a proleptic Gregorian year.
 fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
+    // Leap years repeat every 400 years too; 2000 + 0..400 is well within chrono's range.
+    let year = 2000 + year.rem_euclid(400) as i32;
+    NaiveDate::from_ymd_opt(year, month, 1).map_or(31, |first| u32::from(first.num_days_in_month()))
 }
 
 fn next_month(year: i64, month: u32) -> (i64, u32) {
     if month >= 12 { (year + 1, 1) } else { (year, month + 1) }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+/// Days since 1970-01-01 of a proleptic Gregorian date (that exists: February 30th gives the
+/// start of the date's 400-year cycle).
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let (month, day) = (i64::from(month), i64::from(day));
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * DAYS_PER_CYCLE + day_of_era - 719_468
+    // Fold the year into 1970..2370 for chrono, as `folded` does the day.
+    let cycles = (year - 1970).div_euclid(400);
+    let in_cycle = (year - cycles * 400) as i32;
+    let day_in_cycle = NaiveDate::from_ymd_opt(in_cycle, month, day).map_or(0, |date| date.to_epoch_days());
+    cycles * DAYS_PER_CYCLE + i64::from(day_in_cycle)
 }
 
-/// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let days = days + 719_468;
-    let era = days.div_euclid(DAYS_PER_CYCLE);
-    let day_of_era = days - era * DAYS_PER_CYCLE;
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = (if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 }) as u32;
-    let year = year_of_era + era * 400;
-    (if month <= 2 { year + 1 } else { year }, month, day)
+/// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01.
+fn civil_from_days(day: i64) -> (i64, u32, u32) {
+    let date = folded(day);
+    (i64::from(date.year()) + day.div_euclid(DAYS_PER_CYCLE) * 400, date.month(), date.day())
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! RFC 5322 dates, including the obsolete forms mail still carries.
 
+use chrono::{NaiveDate, NaiveTime};
+
 /// Reads an RFC 5322 date (`Tue, 24 Nov 2026 10:00:00 +0100`) into Unix seconds. Tolerates the
 /// obsolete and sloppy forms found in real mail: no weekday, two- and three-digit years, no
 /// seconds, zone names (`GMT`, `UT`, `EST`, `PDT`, `CET`, military letters), `+01:00`, a
@@ -53,12 +55,16 @@ pub fn parse_date(value: &str) -> Option<i64> {
         _ => y,
     };
     let (month, day) = (month?, day?);
-    if !(1..=9999).contains(&year) || day < 1 || day > days_in_month(year, month) {
+    if !(1..=9999).contains(&year) {
         return None;
     }
+    // chrono rejects days the month does not have (30 Feb, 29 Feb 2100).
+    let date = NaiveDate::from_ymd_opt(year as i32, month as u32, u32::try_from(day).ok()?)?;
     let (h, m, s) = time?;
-    let days = days_from_civil(year, month, day);
-    Some(days * 86_400 + h * 3600 + m * 60 + s - zone.or(zone_name).unwrap_or(0))
+    // The clock is added as seconds, not as a chrono time: a leap second (`23:59:60`) counts as
+    // the next day's first second, as it always did here.
+    let midnight = date.and_time(NaiveTime::MIN).and_utc().timestamp();
+    Some(midnight + h * 3600 + m * 60 + s - zone.or(zone_name).unwrap_or(0))
 }
 
 /// Splits on whitespace and commas, without comments; `GMT+0100` becomes `GMT`, `+0100`.
@@ -146,30 +152,6 @@ fn month_number(token: &str) -> Option<i64> {
     Some(n as i64 + 1)
 }
 
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +194,31 @@ mod tests {
         ] {
             assert_eq!(parse_date(v), None, "{v}");
         }
+    }
+
+    #[test]
+    fn calendar_edges() {
+        // Leap days: every fourth year, not 1900 or 2100, but 2000; 29 Feb of other years is
+        // impossible, as is the 31st of a 30-day month.
+        assert_eq!(parse_date("29 Feb 2000 00:00:00 +0000"), Some(951_782_400));
+        assert_eq!(parse_date("1 Mar 2000 00:00:00 +0000"), Some(951_868_800));
+        for v in ["29 Feb 1900 00:00 +0000", "29 Feb 2100 00:00 +0000", "29 Feb 2023 00:00 +0000", "31 Apr 2026 00:00"]
+        {
+            assert_eq!(parse_date(v), None, "{v}");
+        }
+        assert_eq!(parse_date("28 Feb 2100 12:00:00 +0000"), Some(4_107_499_200));
+        assert_eq!(parse_date("1 Mar 2100 00:00:00 +0000"), Some(4_107_542_400));
+        // Year boundaries, also crossed by the zone, and a leap second.
+        assert_eq!(parse_date("Thu, 31 Dec 2026 23:59:59 +0000"), Some(1_798_761_599));
+        assert_eq!(parse_date("Fri, 1 Jan 2027 00:59:59 +0100"), Some(1_798_761_599));
+        assert_eq!(parse_date("31 Dec 2026 23:59:60 +0000"), Some(1_798_761_600));
+        // Before 1970: negative times, and two-digit years on either side of 1950/2049.
+        assert_eq!(parse_date("Wed, 31 Dec 1969 23:59:59 +0000"), Some(-1));
+        assert_eq!(parse_date("Thu, 01 Jan 1970 00:00:00 +0100"), Some(-3600));
+        assert_eq!(parse_date("1 Jan 50 00:00:00 +0000"), Some(-631_152_000));
+        assert_eq!(parse_date("31 Dec 49 23:59:59 +0000"), Some(2_524_607_999));
+        assert_eq!(parse_date("1 Jan 0001 00:00:00 +0000"), Some(-62_135_596_800));
+        assert_eq!(parse_date("31 Dec 9999 23:59:59 +0000"), Some(253_402_300_799));
+        assert_eq!(parse_date("1 Jan 10000 00:00:00 +0000"), None);
     }
 }

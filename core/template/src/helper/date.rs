@@ -17,14 +17,15 @@
 
 use std::fmt::Write;
 
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike};
 use handlebars::{Context, Helper, RenderError};
 use serde_json::Value as Json;
 
 use super::{arg, fail};
 use crate::locale::Locale;
 
-/// Seconds from 0001-01-01 to 9999-12-31 are all we accept; nobody writes to a customer about
-/// other years, and it keeps the arithmetic far from overflow.
+/// Seconds from 0001-01-01 to 9999-12-31 are all we accept: nobody writes to a customer about
+/// other years, and with an offset of ±14 hours the date stays well inside chrono's range.
 const MIN_SECONDS: i64 = -62_135_596_800;
 const MAX_SECONDS: i64 = 253_402_300_799;
 
@@ -55,11 +56,11 @@ pub(super) fn helper(h: &Helper<'_>, _: &Context, locale: Locale) -> Result<Json
         .ok_or_else(|| fail("date", format!("unknown format `{format}`; use short, long, datetime, time or iso")))
 }
 
-/// Formats local seconds since the epoch; `None` for an unknown format.
+/// Formats local seconds since the epoch; `None` for an unknown format (or seconds beyond
+/// chrono's range, which the caller has ruled out).
 fn format_date(seconds: i64, format: &str, utc: bool, locale: Locale) -> Option<String> {
-    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
-    let of_day = seconds.rem_euclid(86_400);
-    let (hour, minute) = (of_day / 3600, of_day % 3600 / 60);
+    let at = DateTime::from_timestamp(seconds, 0)?;
+    let (year, month, day, hour, minute) = (at.year(), at.month(), at.day(), at.hour(), at.minute());
     let name = locale.month(month);
     let short = &name[..name.char_indices().nth(3).map_or(name.len(), |(i, _)| i)];
     let time = match locale {
@@ -97,15 +98,13 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
         digits.iter().all(u8::is_ascii_digit).then(|| digits.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
     };
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || !(1..=12).contains(&month) {
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
         return None;
     }
-    if day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let mut seconds = days_from_civil(year, month, day) * 86_400;
+    // The casts cannot truncate: four and two digits. chrono rejects February 30th.
+    let date = NaiveDate::from_ymd_opt(year as i32, month as u32, day as u32)?;
     if b.len() == 10 {
-        return Some(seconds);
+        return Some(date.and_time(NaiveTime::MIN).and_utc().timestamp());
     }
     if !matches!(b.get(10), Some(b'T' | b't' | b' ')) || b.get(13) != Some(&b':') {
         return None;
@@ -128,10 +127,11 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
         }
     }
     // 60 is a leap second; it shows as the minute's last second.
-    if hour > 23 || minute > 59 || second > 60 {
+    if second > 60 {
         return None;
     }
-    seconds += hour * 3600 + minute * 60 + second.min(59);
+    let time = NaiveTime::from_hms_opt(hour as u32, minute as u32, second.min(59) as u32)?;
+    let seconds = date.and_time(time).and_utc().timestamp();
     let offset = if i == b.len() { 0 } else { parse_offset(s.get(i..)?)? };
     Some(seconds - i64::from(offset) * 60)
 }
@@ -155,41 +155,23 @@ fn parse_offset(s: &str) -> Option<i32> {
     (hours <= 14 && minutes < 60).then_some(sign * (hours * 60 + minutes))
 }
 
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year - era * 400;
-    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day since 1970-01-01: (year, month 1–12, day 1–31).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The date of a day since 1970-01-01: (year, month 1–12, day 1–31). This module did the
+    /// conversion by hand before chrono; the round trips below still pin chrono's calendar to
+    /// the dates the helper promises, from 0001-01-01 to 9999-12-31.
+    fn civil_from_days(days: i64) -> (i64, u32, u32) {
+        let date = DateTime::from_timestamp(days * 86_400, 0).map(|at| at.date_naive()).unwrap_or_default();
+        (i64::from(date.year()), date.month(), date.day())
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date.
+    fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+        NaiveDate::from_ymd_opt(year as i32, month as u32, day as u32)
+            .map_or(i64::MIN, |d| i64::from(d.to_epoch_days()))
+    }
 
     #[test]
     fn calendar_round_trips() {
@@ -203,5 +185,22 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-11-24T14:05:09.123+01:00"), Some(1_795_525_509));
         assert_eq!(parse_rfc3339("2026-11-24T14:05"), Some(1_795_529_100));
         assert_eq!(parse_rfc3339("2026-11-24T14:05:09+1"), None);
+    }
+
+    #[test]
+    fn dates_round_trip_through_the_helper() {
+        // 0001-01-01, 1969-12-31, 2000-02-29, 2100-02-28 and 03-01, 9999-12-31.
+        for days in [-719_162, -1, 11_016, 47_540, 47_541, 2_932_896] {
+            let seconds = days * 86_400;
+            let iso = format_date(seconds, "iso", true, Locale::En).unwrap_or_default();
+            assert_eq!(parse_rfc3339(&iso), Some(seconds), "{iso}");
+        }
+        assert_eq!(format_date(951_782_400, "iso", true, Locale::En).as_deref(), Some("2000-02-29"));
+        assert_eq!(format_date(-1, "datetime", true, Locale::En).as_deref(), Some("December 31, 1969, 11:59 PM (UTC)"));
+        assert_eq!(format_date(4_107_542_400, "short", false, Locale::De).as_deref(), Some("01.03.2100"));
+        assert_eq!(parse_rfc3339("2100-02-29"), None);
+        assert_eq!(parse_rfc3339("2026-12-31T23:59:60Z"), Some(1_798_761_599));
+        assert_eq!(parse_rfc3339("2027-01-01T00:30+01:00"), Some(1_798_759_800));
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), Some(-1));
     }
 }

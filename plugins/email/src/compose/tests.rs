@@ -149,6 +149,21 @@ fn dates() {
 }
 
 #[test]
+fn dates_across_calendar_edges() {
+    // 2100 is not a leap year; the year's last second and the next year's first.
+    assert_eq!(rfc5322_date(4_107_542_399), "Sun, 28 Feb 2100 23:59:59 +0000");
+    assert_eq!(rfc5322_date(4_107_542_400), "Mon, 01 Mar 2100 00:00:00 +0000");
+    assert_eq!(rfc5322_date(1_798_761_599), "Thu, 31 Dec 2026 23:59:59 +0000");
+    assert_eq!(rfc5322_date(1_798_761_600), "Fri, 01 Jan 2027 00:00:00 +0000");
+    // Long before 1970, and the last second with a four-digit year.
+    assert_eq!(rfc5322_date(-2_208_988_800), "Mon, 01 Jan 1900 00:00:00 +0000");
+    assert_eq!(rfc5322_date(253_402_300_799), "Fri, 31 Dec 9999 23:59:59 +0000");
+    // Out of range: the epoch, not a panic.
+    assert_eq!(rfc5322_date(i64::MAX), "Thu, 01 Jan 1970 00:00:00 +0000");
+    assert_eq!(rfc5322_date(i64::MIN), "Thu, 01 Jan 1970 00:00:00 +0000");
+}
+
+#[test]
 fn boundaries_avoid_content() {
     let mut msg = sample();
     msg.html = Some("<p>--=_plugdesk_ =_plugdesk_</p>".to_owned());
