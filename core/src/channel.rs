@@ -872,16 +872,94 @@ pub use plugdesk_host::Reply as HookResponse;
 /// A webhook request as the HTTP layer received it (the host's plain record: no Wasm types).
 pub use plugdesk_host::WebhookRequest as HookRequest;
 
-fn json_reply(status: u16, body: Json) -> HookResponse {
-    HookResponse { status, content_type: "application/json".into(), body: body.to_string().into_bytes() }
+/// What the webhook path answers, in its own terms: `plugdesk-api` chooses the HTTP status for
+/// it, `plugdesk mail-in` the exit code.
+#[derive(Debug)]
+pub enum Answer {
+    /// The plugin's own answer to its caller (a verification challenge, a widget's data),
+    /// passed on as the plugin made it.
+    Plugin(HookResponse),
+    /// The request was taken; what became of it (`{"accepted": n, "tickets": [...]}`).
+    Taken(Json),
+    /// The request was refused or could not be handled.
+    Refused {
+        /// Why.
+        why: Refusal,
+        /// For the caller and the admin.
+        message: String,
+        /// The stored request, when it was kept (it can be retried).
+        payload: Option<i64>,
+    },
 }
 
-fn error_reply(status: u16, code: &str, message: &str, payload: Option<i64>) -> HookResponse {
-    let mut body = json!({ "error": { "code": code, "message": message } });
-    if let Some(p) = payload {
-        body["error"]["payload_id"] = json!(p);
+/// Why the webhook path refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The channel was suspended after repeated plugin failures.
+    Suspended,
+    /// An admin disabled the channel.
+    Disabled,
+    /// The channel's plugin is not loaded on this node.
+    PluginUnavailable,
+    /// The plugin failed (a trap, out of fuel or time) or answered against the contract.
+    PluginFailed,
+    /// The plugin refused the caller (a signature or token that does not match).
+    Rejected,
+    /// The plugin found a read request (`GET`, `HEAD`) malformed.
+    InvalidRequest,
+    /// The plugin found the stored request malformed.
+    InvalidPayload,
+    /// A message the plugin made of it could not be stored (bad data in it).
+    InvalidMessage,
+    /// The body is over the channel's limit.
+    TooLarge,
+    /// Storing the message failed on our side; the request is kept and can be retried.
+    NotStored,
+}
+
+impl Refusal {
+    /// The error code callers see (`"rejected"`, `"payload_too_large"`, ...).
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Suspended => "channel_suspended",
+            Refusal::Disabled => "channel_disabled",
+            Refusal::PluginUnavailable => "plugin_unavailable",
+            Refusal::PluginFailed => "plugin_failed",
+            Refusal::Rejected => "rejected",
+            Refusal::InvalidRequest => "invalid_request",
+            Refusal::InvalidPayload => "invalid_payload",
+            Refusal::InvalidMessage => "invalid_message",
+            Refusal::TooLarge => "payload_too_large",
+            Refusal::NotStored => "internal",
+        }
     }
-    json_reply(status, body)
+}
+
+impl Answer {
+    /// The answer's body: the plugin's own, what was taken, or
+    /// `{"error": {"code", "message", "payload_id"}}`.
+    pub fn body(&self) -> Vec<u8> {
+        match self {
+            Answer::Plugin(r) => r.body.clone(),
+            Answer::Taken(v) => v.to_string().into_bytes(),
+            Answer::Refused { why, message, payload } => {
+                let mut body = json!({ "error": { "code": why.code(), "message": message } });
+                if let Some(p) = payload {
+                    body["error"]["payload_id"] = json!(p);
+                }
+                body.to_string().into_bytes()
+            }
+        }
+    }
+}
+
+fn refused(why: Refusal, message: &str, payload: Option<i64>) -> Answer {
+    Answer::Refused { why, message: message.to_owned(), payload }
+}
+
+/// The plugin's own answer if it made one, else what was taken.
+fn taken(reply: Option<HookResponse>, body: Json) -> Answer {
+    reply.map_or(Answer::Taken(body), Answer::Plugin)
 }
 
 /// Receives a webhook. A `POST` (any method but `GET` and `HEAD`) is stored raw, then
@@ -891,19 +969,18 @@ fn error_reply(status: u16, code: &str, message: &str, payload: Option<i64>) -> 
 /// # Errors
 /// [`Error::NotFound`] for an unknown channel; database errors. Plugin failures are answers,
 /// not errors.
-pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) -> Result<HookResponse> {
+pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) -> Result<Answer> {
     let row = core.channel_rows().get(core, channel_id).await?;
     match row.status.as_str() {
         "suspended" => {
-            return Ok(error_reply(
-                503,
-                "channel_suspended",
+            return Ok(refused(
+                Refusal::Suspended,
                 "this channel is suspended after repeated plugin failures; an admin can resume it",
                 None,
             ));
         }
         "disabled" => {
-            return Ok(error_reply(503, "channel_disabled", "this channel is disabled; an admin can enable it", None));
+            return Ok(refused(Refusal::Disabled, "this channel is disabled; an admin can enable it", None));
         }
         _ => {}
     }
@@ -915,17 +992,17 @@ pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) 
     if request.method == "GET" || request.method == "HEAD" {
         let method = request.method.clone();
         return Ok(match call_webhook(core, &row, request).await? {
-            Err(reply) => reply,
+            Err((why, msg)) => refused(why, &msg, None),
             Ok(Outcome::Accepted { messages, .. }) if !messages.is_empty() => {
                 let msg = format!(
                     "plugin {} returned messages for a {method} request; messages come in requests that are stored first (POST)",
                     row.plugin_key
                 );
-                error_reply(502, "plugin_failed", &msg, None)
+                refused(Refusal::PluginFailed, &msg, None)
             }
-            Ok(Outcome::Accepted { reply, .. }) => reply.unwrap_or_else(|| json_reply(200, json!({ "accepted": 0 }))),
-            Ok(Outcome::Rejected(m)) => error_reply(401, "rejected", &m, None),
-            Ok(Outcome::Invalid(m)) => error_reply(422, "invalid_request", &m, None),
+            Ok(Outcome::Accepted { reply, .. }) => taken(reply, json!({ "accepted": 0 })),
+            Ok(Outcome::Rejected(m)) => refused(Refusal::Rejected, &m, None),
+            Ok(Outcome::Invalid(m)) => refused(Refusal::InvalidRequest, &m, None),
         });
     }
     // The request is recorded before it is answered: with its message when it brings one
@@ -933,36 +1010,32 @@ pub async fn receive(core: &crate::Core, channel_id: i64, request: HookRequest) 
     // the sender deliver it again.
     let receipt = receipt_of(&row, &request);
     match call_webhook(core, &row, request).await? {
-        Err(reply) => {
-            let (code, msg) = reply_error(&reply);
+        Err((why, msg)) => {
             let id = receipt.store(core.db(), "failed", Some(&msg)).await?;
-            Ok(error_reply(reply.status, &code, &msg, Some(id)))
+            Ok(refused(why, &msg, Some(id)))
         }
         Ok(Outcome::Rejected(m)) => {
             let id = receipt.store(core.db(), "rejected", Some(&m)).await?;
-            Ok(error_reply(401, "rejected", &m, Some(id)))
+            Ok(refused(Refusal::Rejected, &m, Some(id)))
         }
         Ok(Outcome::Invalid(m)) => {
             let id = receipt.store(core.db(), "failed", Some(&m)).await?;
-            Ok(error_reply(422, "invalid_payload", &m, Some(id)))
+            Ok(refused(Refusal::InvalidPayload, &m, Some(id)))
         }
         Ok(Outcome::Accepted { mut messages, reply }) if messages.len() == 1 => {
             let kind = core.channels().kind(&row.plugin_key);
             let m = messages.remove(0);
             match deliver(core, &row, &kind, m, Some(receipt.clone())).await {
-                Ok(ticket) => {
-                    Ok(reply.unwrap_or_else(|| json_reply(200, json!({ "accepted": 1, "tickets": [ticket] }))))
-                }
+                Ok(ticket) => Ok(taken(reply, json!({ "accepted": 1, "tickets": [ticket] }))),
                 Err(e) => {
                     let msg = format!("message 1 of the payload: {e}");
                     let internal = matches!(e, Error::Db(_) | Error::Internal(_) | Error::Io(_) | Error::Config(_));
                     match receipt.store(core.db(), "failed", Some(&msg)).await {
-                        Ok(id) if !internal => Ok(error_reply(422, "invalid_message", &msg, Some(id))),
+                        Ok(id) if !internal => Ok(refused(Refusal::InvalidMessage, &msg, Some(id))),
                         Ok(id) => {
                             tracing::error!(channel = row.id, error = %e, payload = id, "inbound message not stored");
-                            Ok(error_reply(
-                                500,
-                                "internal",
+                            Ok(refused(
+                                Refusal::NotStored,
                                 "the message could not be stored; the request is kept and can be retried",
                                 Some(id),
                             ))
@@ -987,8 +1060,8 @@ async fn deliver_or_retry_later(
     core: &crate::Core,
     row: &Row,
     payload_id: i64,
-    outcome: Result<HookResponse>,
-) -> Result<HookResponse> {
+    outcome: Result<Answer>,
+) -> Result<Answer> {
     if let Err(e) = &outcome {
         tracing::warn!(channel = row.id, payload = payload_id, error = %e, "delivery failed; retrying later");
         if let Err(e2) = retry_later(core, payload_id, &e.to_string()).await {
@@ -1010,7 +1083,7 @@ pub async fn refuse_too_large(
     channel_id: i64,
     request: HookRequest,
     size: Option<usize>,
-) -> Result<HookResponse> {
+) -> Result<Answer> {
     let row = core.channel_rows().get(core, channel_id).await?;
     let limit = row.request_limit(core);
     too_large(core, &row, request, size, limit).await
@@ -1022,7 +1095,7 @@ async fn too_large(
     request: HookRequest,
     size: Option<usize>,
     limit: usize,
-) -> Result<HookResponse> {
+) -> Result<Answer> {
     let msg = match size {
         Some(n) => format!(
             "the request body of {n} bytes is larger than this channel's limit of {limit} bytes; an admin can raise max_request_bytes"
@@ -1032,11 +1105,11 @@ async fn too_large(
         ),
     };
     if request.method == "GET" || request.method == "HEAD" {
-        return Ok(error_reply(413, "payload_too_large", &msg, None));
+        return Ok(refused(Refusal::TooLarge, &msg, None));
     }
     let receipt = receipt_of(row, &HookRequest { body: Vec::new(), ..request });
     let id = receipt.store(core.db(), "rejected", Some(&msg)).await?;
-    Ok(error_reply(413, "payload_too_large", &msg, Some(id)))
+    Ok(refused(Refusal::TooLarge, &msg, Some(id)))
 }
 
 /// The path and the token header of a mail handed over by `plugdesk mail-in`.
@@ -1063,12 +1136,7 @@ pub async fn plugin_key(core: &crate::Core, channel_id: i64) -> Result<String> {
 /// # Errors
 /// [`Error::NotFound`] for an unknown channel, [`Error::Config`] when the channel has no
 /// `inbound_token` secret; database errors.
-pub async fn mail_in(
-    core: &crate::Core,
-    channel_id: i64,
-    raw: Vec<u8>,
-    sender: Option<String>,
-) -> Result<HookResponse> {
+pub async fn mail_in(core: &crate::Core, channel_id: i64, raw: Vec<u8>, sender: Option<String>) -> Result<Answer> {
     let row = load_row(core.db(), channel_id, None).await?;
     let token = row.secrets.get("inbound_token").cloned().ok_or_else(|| {
         Error::Config(format!(
@@ -1093,26 +1161,17 @@ pub async fn mail_in(
     receive(core, channel_id, request).await
 }
 
-/// The code and message of an error answer made by [`error_reply`].
-fn reply_error(reply: &HookResponse) -> (String, String) {
-    let body: Json = serde_json::from_slice(&reply.body).unwrap_or(Json::Null);
-    (
-        body["error"]["code"].as_str().unwrap_or("plugin_failed").to_owned(),
-        body["error"]["message"].as_str().unwrap_or("plugin call failed").to_owned(),
-    )
-}
-
 /// Processes a stored payload again (after fixing the plugin or its settings). A stored poll
 /// result is delivered again as stored, without asking the plugin.
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown channel or payload.
-pub async fn retry(core: &crate::Core, workspace_id: i64, channel_id: i64, payload_id: i64) -> Result<HookResponse> {
+pub async fn retry(core: &crate::Core, workspace_id: i64, channel_id: i64, payload_id: i64) -> Result<Answer> {
     let row = load_row(core.db(), channel_id, Some(workspace_id)).await?;
     reprocess(core, &row, payload_id).await
 }
 
-async fn reprocess(core: &crate::Core, row: &Row, payload_id: i64) -> Result<HookResponse> {
+async fn reprocess(core: &crate::Core, row: &Row, payload_id: i64) -> Result<Answer> {
     let channel_id = row.id;
     let p = db::query_one(
         core.db(),
@@ -1240,12 +1299,12 @@ async fn call_webhook(
     core: &crate::Core,
     row: &Row,
     request: HookRequest,
-) -> Result<std::result::Result<Outcome, HookResponse>> {
+) -> Result<std::result::Result<Outcome, (Refusal, String)>> {
     let registry = core.channels().clone();
     registry.wait_loaded().await;
     let Some(plugin) = registry.plugin(&row.plugin_key) else {
         let msg = format!("plugin {} is not loaded on this server", crate::plugin::plugin_id(&row.plugin_key));
-        return Ok(Err(error_reply(503, "plugin_unavailable", &msg, None)));
+        return Ok(Err((Refusal::PluginUnavailable, msg)));
     };
     let ctx = ChannelContext::new(core, row.clone());
     let started = Instant::now();
@@ -1262,25 +1321,24 @@ async fn call_webhook(
         }
         Err(e) => {
             let msg = record_failure(core, row, elapsed, &e, !caused_by_request(&e, size, usual)).await?;
-            Ok(Err(error_reply(502, "plugin_failed", &msg, None)))
+            Ok(Err((Refusal::PluginFailed, msg)))
         }
     }
 }
 
-async fn process(core: &crate::Core, row: &Row, payload_id: i64, request: HookRequest) -> Result<HookResponse> {
+async fn process(core: &crate::Core, row: &Row, payload_id: i64, request: HookRequest) -> Result<Answer> {
     match call_webhook(core, row, request).await? {
-        Err(reply) => {
-            let (code, msg) = reply_error(&reply);
+        Err((why, msg)) => {
             set_payload(core, payload_id, "failed", Some(&msg), None).await?;
-            Ok(error_reply(reply.status, &code, &msg, Some(payload_id)))
+            Ok(refused(why, &msg, Some(payload_id)))
         }
         Ok(Outcome::Rejected(m)) => {
             set_payload(core, payload_id, "rejected", Some(&m), None).await?;
-            Ok(error_reply(401, "rejected", &m, Some(payload_id)))
+            Ok(refused(Refusal::Rejected, &m, Some(payload_id)))
         }
         Ok(Outcome::Invalid(m)) => {
             set_payload(core, payload_id, "failed", Some(&m), None).await?;
-            Ok(error_reply(422, "invalid_payload", &m, Some(payload_id)))
+            Ok(refused(Refusal::InvalidPayload, &m, Some(payload_id)))
         }
         Ok(Outcome::Accepted { messages, reply }) => accept(core, row, payload_id, messages, reply).await,
     }
@@ -1314,7 +1372,7 @@ async fn accept(
     payload_id: i64,
     messages: Vec<InboundMessage>,
     reply: Option<HookResponse>,
-) -> Result<HookResponse> {
+) -> Result<Answer> {
     let kind = core.channels().kind(&row.plugin_key);
     let mut delivered: Vec<(usize, Result<i64>)> = Vec::with_capacity(messages.len());
     // Messages that cannot thread onto another one of this batch are delivered concurrently,
@@ -1355,10 +1413,10 @@ async fn accept(
             msg.push_str(&format!("; and {more} more"));
         }
         set_payload(core, payload_id, "failed", Some(&msg), Some(json!({ "tickets": tickets }))).await?;
-        return Ok(error_reply(422, "invalid_message", &msg, Some(payload_id)));
+        return Ok(refused(Refusal::InvalidMessage, &msg, Some(payload_id)));
     }
     set_payload(core, payload_id, "processed", None, Some(json!({ "tickets": tickets }))).await?;
-    Ok(reply.unwrap_or_else(|| json_reply(200, json!({ "accepted": tickets.len(), "tickets": tickets }))))
+    Ok(taken(reply, json!({ "accepted": tickets.len(), "tickets": tickets })))
 }
 
 /// Puts one inbound message on its ticket, or opens one. The ticket is found, in this order:
@@ -2008,9 +2066,10 @@ async fn deliver_due(core: &crate::Core) -> Result<()> {
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(reply) => {
-                tracing::info!(channel = channel_id, payload = id, status = reply.status, "stored payload delivered")
+            Ok(Answer::Refused { why, message, .. }) => {
+                tracing::info!(channel = channel_id, payload = id, refused = why.code(), %message, "stored payload refused")
             }
+            Ok(_) => tracing::info!(channel = channel_id, payload = id, "stored payload delivered"),
             Err(e) => {
                 tracing::warn!(channel = channel_id, payload = id, error = %e, "stored payload not delivered; retrying later");
                 retry_later(core, id, &e.to_string()).await?;

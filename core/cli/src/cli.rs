@@ -253,14 +253,24 @@ async fn mail_in(path: Option<&PathBuf>, data: &DataArgs, instance: i64, sender:
             delivery_ms = format!("{:.2}", ms(loaded)),
             "mail-in timings"
         );
-        let reply = reply?;
-        let body = String::from_utf8_lossy(&reply.body).into_owned();
-        Ok(match reply.status {
-            200..=299 if stored_somewhere(&body) => (0, body),
+        let answer = reply?;
+        let body = String::from_utf8_lossy(&answer.body()).into_owned();
+        use crate::channel::{Answer, Refusal};
+        let taken = match &answer {
+            Answer::Taken(_) => true,
+            Answer::Plugin(r) => (200..=299).contains(&r.status),
+            Answer::Refused { .. } => false,
+        };
+        Ok(match answer {
+            _ if taken && stored_somewhere(&body) => (0, body),
             // Success without a ticket would let the mail server delete a message nobody sees.
-            200..=299 => (EX_TEMPFAIL, format!("the channel stored nothing for an agent to see: {body}")),
-            401 | 403 => (EX_NOPERM, body),
-            400..=499 => (EX_DATAERR, body),
+            _ if taken => (EX_TEMPFAIL, format!("the channel stored nothing for an agent to see: {body}")),
+            Answer::Refused { why: Refusal::Rejected, .. } => (EX_NOPERM, body),
+            Answer::Refused {
+                why: Refusal::InvalidRequest | Refusal::InvalidPayload | Refusal::InvalidMessage | Refusal::TooLarge,
+                ..
+            } => (EX_DATAERR, body),
+            Answer::Plugin(r) if (400..=499).contains(&r.status) => (EX_DATAERR, body),
             _ => (EX_TEMPFAIL, body),
         })
     }

@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::error::ApiResult;
 use super::extract::{Auth, Json, Path, Query};
 use crate::Core;
-use crate::channel::{self, ChannelPatch, HookRequest, HookResponse, NewChannel};
+use crate::channel::{self, Answer, ChannelPatch, HookRequest, NewChannel, Refusal};
 
 /// `GET /api/v1/plugins`: the installation-wide plugins and the workspace's own.
 pub(super) async fn plugins(State(core): State<Core>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
@@ -235,17 +235,42 @@ pub(super) async fn retry(
     Auth(p): Auth,
     Path((id, payload)): Path<(i64, i64)>,
 ) -> ApiResult<impl IntoResponse> {
-    let r = channel::retry(&core, p.workspace_id, id, payload).await?;
-    let body = serde_json::from_slice::<serde_json::Value>(&r.body)
-        .unwrap_or_else(|_| json!(String::from_utf8_lossy(&r.body)));
-    Ok(axum::Json(json!({ "status": r.status, "body": body })))
+    let answer = channel::retry(&core, p.workspace_id, id, payload).await?;
+    let raw = answer.body();
+    let body =
+        serde_json::from_slice::<serde_json::Value>(&raw).unwrap_or_else(|_| json!(String::from_utf8_lossy(&raw)));
+    Ok(axum::Json(json!({ "status": hook_status(&answer).as_u16(), "body": body })))
+}
+
+/// The HTTP status of a webhook answer: the plugin's own, 200 for a request taken, and for a
+/// refusal the status its reason calls for.
+fn hook_status(answer: &Answer) -> StatusCode {
+    match answer {
+        Answer::Plugin(r) => StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+        Answer::Taken(_) => StatusCode::OK,
+        Answer::Refused { why, .. } => match why {
+            Refusal::Suspended | Refusal::Disabled | Refusal::PluginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::PluginFailed => StatusCode::BAD_GATEWAY,
+            Refusal::Rejected => StatusCode::UNAUTHORIZED,
+            Refusal::InvalidRequest | Refusal::InvalidPayload | Refusal::InvalidMessage => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::NotStored => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+    }
 }
 
 /// Hook answers may be read by pages on other sites (a chat widget): hooks are public and
 /// carry no cookies, so any origin may read them.
-fn to_response(r: HookResponse) -> Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    (status, [(header::CONTENT_TYPE, r.content_type), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".into())], r.body)
+fn to_response(answer: Answer) -> Response {
+    let status = hook_status(&answer);
+    let body = answer.body();
+    let content_type = match answer {
+        Answer::Plugin(r) => r.content_type,
+        _ => "application/json".to_owned(),
+    };
+    (status, [(header::CONTENT_TYPE, content_type), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".into())], body)
         .into_response()
 }
 
