@@ -2216,3 +2216,112 @@ pub async fn payloads(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use plugdesk_host::{Attachment, DeliveryFailure};
+
+    use super::*;
+
+    fn mail(id: &str, conversation: Option<&str>, replies_to: &[&str]) -> InboundMessage {
+        InboundMessage {
+            external_id: id.into(),
+            conversation: conversation.map(str::to_owned),
+            sender_kind: "email".into(),
+            sender_address: "anna@example.com".into(),
+            sender_name: Some("Anna".into()),
+            subject: Some("Paket".into()),
+            text: "Hallo".into(),
+            html: None,
+            attachments: vec![],
+            automatic: false,
+            replies_to: replies_to.iter().map(|r| (*r).to_owned()).collect(),
+            ticket_number: None,
+            quoted: None,
+            raw: None,
+            delivery_failure: None,
+        }
+    }
+
+    fn ids(list: &[Numbered]) -> Vec<(usize, &str)> {
+        list.iter().map(|(i, m)| (*i, m.external_id.as_str())).collect()
+    }
+
+    #[test]
+    fn a_batch_splits_into_messages_delivered_side_by_side_and_those_that_follow_in_order() {
+        let (free, chained) = independent(vec![
+            mail("a", None, &[]),
+            mail("b", None, &["a"]),        // answers a of this batch: after it
+            mail("c", Some("chat-1"), &[]), // two of one conversation: in order
+            mail("d", Some("chat-1"), &[]),
+            mail("e", Some("chat-2"), &["elsewhere"]), // refers outside the batch: free
+        ]);
+        assert_eq!(ids(&free), [(0, "a"), (4, "e")]);
+        assert_eq!(ids(&chained), [(1, "b"), (2, "c"), (3, "d")], "in their order in the batch");
+    }
+
+    #[test]
+    fn only_heavy_requests_that_ran_out_are_blamed_on_the_request() {
+        use plugdesk_host::Error as E;
+        let fuel = E::OutOfFuel(1);
+        assert!(caused_by_request(&fuel, 2_000_000, 1_000_000));
+        assert!(!caused_by_request(&fuel, 1_000, 1_000_000), "ordinary traffic that runs out is the plugin's fault");
+        assert!(caused_by_request(&E::Memory(1), 2, 1));
+        assert!(caused_by_request(&E::Timeout(Duration::from_secs(1)), 2, 1));
+        assert!(!caused_by_request(&E::Load("broken".into()), 2_000_000, 1));
+    }
+
+    #[test]
+    fn only_granted_http_hosts_without_credentials_can_be_fetched() {
+        let grants = vec!["http:api.example.com".to_owned(), "http:hooks.example.org:8443".to_owned()];
+        assert_eq!(check_url("https://API.example.com/send", &grants).as_deref(), Ok("api.example.com:443"));
+        assert_eq!(check_url("https://hooks.example.org:8443/x", &grants).as_deref(), Ok("hooks.example.org:8443"));
+        let refused = |url: &str| check_url(url, &grants).expect_err(url);
+        assert!(refused("https://hooks.example.org/x").contains("not granted"));
+        assert!(refused("https://evil.example.net/").contains("an admin can grant http:evil.example.net"));
+        assert!(refused("ftp://api.example.com/").contains("only http and https"));
+        assert!(refused("https://user:pw@api.example.com/").contains("credentials in the URL"));
+        assert!(refused("/relative").contains("not an absolute URL"));
+    }
+
+    #[test]
+    fn senders_in_the_invalid_domain_are_unreachable_and_only_for_mail() {
+        assert!(unknown_sender("email", "unknown-sender@unknown.invalid"));
+        assert!(unknown_sender("email", "x@Mail.INVALID."));
+        assert!(!unknown_sender("email", "anna@invalid.example.com"));
+        assert!(!unknown_sender("sms", "+49@x.invalid"));
+        assert!(!unknown_sender("email", "no-at-sign"));
+    }
+
+    #[test]
+    fn a_stored_poll_batch_reads_back_as_the_messages_it_was_made_of() {
+        let mut m = mail("<1@example.com>", Some("thread"), &["<0@example.com>"]);
+        m.attachments.push(Attachment {
+            filename: "a.pdf".into(),
+            content_type: "application/pdf".into(),
+            data: vec![0, 159, 255],
+        });
+        m.raw = Some(b"From: anna@example.com\r\n\r\nHallo".to_vec());
+        m.ticket_number = Some(42);
+        m.delivery_failure = Some(DeliveryFailure {
+            external_id: "<9@us>".into(),
+            recipient: Some("b@example.com".into()),
+            reason: "550".into(),
+        });
+        let stored = serde_json::to_vec(&json!([message_json(&m)])).expect("json");
+        let back = messages_from_json(&stored).expect("reads back");
+        assert_eq!(message_json(&back[0]), message_json(&m));
+        assert!(messages_from_json(b"[{\"external_id\": 1}]").is_err(), "a damaged batch is an error, not a guess");
+    }
+
+    #[test]
+    fn refusals_have_stable_codes_and_an_error_body_naming_the_stored_request() {
+        let a = refused(Refusal::Rejected, "bad signature", Some(7));
+        let body: Json = serde_json::from_slice(&a.body()).expect("json");
+        assert_eq!(body, json!({ "error": { "code": "rejected", "message": "bad signature", "payload_id": 7 } }));
+        let t = taken(None, json!({ "accepted": 0 }));
+        assert_eq!(t.body(), b"{\"accepted\":0}".to_vec());
+        let own = HookResponse { status: 202, content_type: "text/plain".into(), body: b"challenge".to_vec() };
+        assert!(matches!(taken(Some(own), json!({})), Answer::Plugin(r) if r.body == b"challenge"));
+    }
+}

@@ -51,9 +51,14 @@ const LEASE_MS: i64 = 30_000;
 const BATCH: i64 = 200;
 /// Events with work handled together: planned side by side and applied in one transaction.
 const WAVE: usize = 64;
-/// A wave that takes longer than this halves the next one (and a quicker one doubles it, up to
-/// [`WAVE`]).
+/// The first wave of a pass; later ones grow while they stay within their budgets.
+const FIRST_WAVE: usize = 8;
+/// A wave that takes longer than this in all halves the next one (slow rules).
 const WAVE_BUDGET: Duration = Duration::from_millis(250);
+/// A wave whose transaction took longer than this halves the next one, and one under half of
+/// it doubles the next: on SQLite the transaction holds the one write lock, and new tickets
+/// and inbound messages wait for it.
+const WRITE_BUDGET: Duration = Duration::from_millis(6);
 /// Time after which a pass stops taking events and lets other workspaces have its slot.
 const PASS_BUDGET: Duration = Duration::from_secs(2);
 /// How long the dispatcher lets events gather after a wake-up.
@@ -201,7 +206,7 @@ async fn pass(core: &crate::Core, node: i64, workspace_id: i64) -> Result<usize>
     let mut suspect = i64::from(attempts) > i64::from(core.rules().dispatch_attempts.max(1));
     // After a pass that did not finish, events go one at a time, so that the one that fails
     // or kills the process is the first in line when it is set aside.
-    let mut wave_size = if attempts > 1 { 1 } else { WAVE };
+    let mut wave_size = if attempts > 1 { 1 } else { FIRST_WAVE };
     let workflows = crate::workflow::enabled(core, workspace_id).await?;
     let automations = automation::active(core, workspace_id).await?;
     let mut pending = Vec::with_capacity(events.len());
@@ -241,13 +246,12 @@ async fn pass(core: &crate::Core, node: i64, workspace_id: i64) -> Result<usize>
         let end = wave.end;
         let took = Instant::now();
         match handle(core, workspace_id, rest, wave).await {
-            Ok(()) => {
+            Ok(written) => {
                 last = rest[end - 1].id;
-                // Slow rules get smaller waves: a wave's transaction stays short and the pass
-                // keeps to its budget and lease.
+                // Slow rules or long transactions get smaller waves: the intake does not wait
+                // long for the write lock, and the pass keeps to its budget and lease.
                 if attempts <= 1 {
-                    wave_size =
-                        if took.elapsed() > WAVE_BUDGET { (wave_size / 2).max(1) } else { (wave_size * 2).min(WAVE) };
+                    wave_size = next_wave_size(wave_size, took.elapsed(), written);
                 }
             }
             // Another node handled it (this node's lease ran out): leave the rest to it.
@@ -278,6 +282,19 @@ async fn pass(core: &crate::Core, node: i64, workspace_id: i64) -> Result<usize>
     )
     .await?;
     Ok(events.len())
+}
+
+/// The size of the next wave after one of `size` events that took `took` in all and `written`
+/// in its transaction: halved when either went over its budget, doubled (up to [`WAVE`]) when
+/// the transaction stayed well under, else the same.
+fn next_wave_size(size: usize, took: Duration, written: Duration) -> usize {
+    if took > WAVE_BUDGET || written > WRITE_BUDGET {
+        (size / 2).max(1)
+    } else if written < WRITE_BUDGET / 2 {
+        (size * 2).min(WAVE)
+    } else {
+        size
+    }
 }
 
 /// An event read from the log.
@@ -344,10 +361,10 @@ fn cut_wave<'w>(
 /// Runs a wave's workflows and automations and applies all their actions in one transaction
 /// with the cursor (moved to the wave's last event). The automations see each ticket as it
 /// was when its event happened, like the first workflow does.
-async fn handle(core: &crate::Core, workspace_id: i64, pending: &[Pending], wave: Wave<'_>) -> Result<()> {
+async fn handle(core: &crate::Core, workspace_id: i64, pending: &[Pending], wave: Wave<'_>) -> Result<Duration> {
     let cursor = pending[wave.end - 1].id;
     if wave.work.is_empty() {
-        return Ok(());
+        return Ok(Duration::ZERO);
     }
     if wave.work.iter().any(|w| !w.wanting.is_empty()) {
         // Automations need their plugins compiled (at start-up that takes seconds);
@@ -398,11 +415,12 @@ async fn handle(core: &crate::Core, workspace_id: i64, pending: &[Pending], wave
     }
     let planning = started.elapsed();
     let outcomes = crate::action::apply_batch(core, workspace_id, batch, Some(cursor)).await?;
+    let written = started.elapsed() - planning;
     tracing::debug!(
         workspace = workspace_id,
         events = wave.work.len(),
         planned_us = planning.as_micros() as u64,
-        applied_us = (started.elapsed() - planning).as_micros() as u64,
+        written_us = written.as_micros() as u64,
         "wave handled"
     );
     for ((ticket_id, planned, from_workflows, positions), outcomes) in records.into_iter().zip(outcomes) {
@@ -413,7 +431,7 @@ async fn handle(core: &crate::Core, workspace_id: i64, pending: &[Pending], wave
             }
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Sets an event aside: records it with the reason and moves the cursor past it, together.
@@ -570,6 +588,17 @@ mod tests {
         // A rule's own event, one without a ticket and one no workflow fires on cost nothing,
         // even for a ticket already in the wave.
         assert_eq!(waves(&pending, 64), [(5, vec![3])]);
+    }
+
+    #[test]
+    fn waves_grow_while_their_transaction_is_short_and_shrink_when_it_is_not() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_wave_size(8, ms(20), ms(1)), 16);
+        assert_eq!(next_wave_size(64, ms(20), ms(1)), 64, "never over WAVE");
+        assert_eq!(next_wave_size(16, ms(20), ms(4)), 16, "between half the budget and the budget: kept");
+        assert_eq!(next_wave_size(16, ms(20), ms(9)), 8, "a long transaction holds up the intake");
+        assert_eq!(next_wave_size(16, ms(300), ms(1)), 8, "slow rules");
+        assert_eq!(next_wave_size(1, ms(300), ms(9)), 1);
     }
 
     #[test]
