@@ -211,16 +211,13 @@ async fn pass(core: &crate::Core, node: i64, workspace_id: i64) -> Result<usize>
     let automations = automation::active(core, workspace_id).await?;
     let mut pending = Vec::with_capacity(events.len());
     for e in &events {
-        let ticket_id = db::col::<Option<i64>>(e, "ticket_id")?;
-        let changes_text: String = db::col(e, "changes")?;
-        pending.push(Pending {
-            id: db::col(e, "id")?,
-            kind: db::col(e, "type")?,
-            actor: db::col(e, "actor")?,
-            ticket_id,
-            changes: serde_json::from_str(&changes_text).unwrap_or(Json::Null),
-            changes_text,
-        });
+        pending.push(Pending::new(
+            db::col(e, "id")?,
+            db::col(e, "type")?,
+            &db::col::<String>(e, "actor")?,
+            db::col(e, "ticket_id")?,
+            db::col(e, "changes")?,
+        ));
     }
     let started = Instant::now();
     let mut last = cursor;
@@ -301,10 +298,24 @@ fn next_wave_size(size: usize, took: Duration, written: Duration) -> usize {
 struct Pending {
     id: i64,
     kind: String,
-    actor: String,
+    /// The ticket rules may act on: none for an event without a ticket or caused by a rule
+    /// (rules never trigger rules).
     ticket_id: Option<i64>,
+    /// Parsed only for an event rules may act on.
     changes: Json,
     changes_text: String,
+}
+
+impl Pending {
+    fn new(id: i64, kind: String, actor: &str, ticket_id: Option<i64>, changes_text: String) -> Self {
+        let caused_by_rule = actor.starts_with("automation:") || actor.starts_with("workflow:");
+        let ticket_id = ticket_id.filter(|_| !caused_by_rule);
+        let changes = match ticket_id {
+            Some(_) => serde_json::from_str(&changes_text).unwrap_or(Json::Null),
+            None => Json::Null,
+        };
+        Pending { id, kind, ticket_id, changes, changes_text }
+    }
 }
 
 /// The next events of a pass to handle together: `pending[..end]`, of which `work` are the ones
@@ -338,8 +349,7 @@ fn cut_wave<'w>(
     let mut work = Vec::new();
     let mut end = 0;
     for (index, e) in pending.iter().enumerate() {
-        let caused_by_rule = e.actor.starts_with("automation:") || e.actor.starts_with("workflow:");
-        let Some(ticket_id) = e.ticket_id.filter(|_| !caused_by_rule) else {
+        let Some(ticket_id) = e.ticket_id else {
             end = index + 1;
             continue;
         };
@@ -533,7 +543,7 @@ mod tests {
     use super::*;
 
     fn event(id: i64, kind: &str, ticket_id: Option<i64>, actor: &str) -> Pending {
-        Pending { id, kind: kind.into(), actor: actor.into(), ticket_id, changes: json!({}), changes_text: "{}".into() }
+        Pending::new(id, kind.into(), actor, ticket_id, "{}".into())
     }
 
     fn workflows() -> Vec<(i64, Arc<plugdesk_workflow::Script>)> {

@@ -343,7 +343,7 @@ async fn compile_pooled(core: &crate::Core, source: String) -> Result<Script> {
 async fn view_of(core: &crate::Core, workspace_id: i64, kind: &str, changes: &Json, ticket_id: i64) -> Result<Json> {
     let shared = Shared::read(core, workspace_id).await?;
     let mut view = ticket_view(core, workspace_id, kind, changes, ticket_id).await?;
-    shared.lend(&mut view);
+    shared.lend(&mut view, shared.agents.clone());
     Ok(view)
 }
 
@@ -370,9 +370,10 @@ impl Shared {
         })
     }
 
-    /// Puts a copy into a ticket's view.
-    fn lend(&self, view: &mut Json) {
-        view["agents"] = self.agents.clone();
+    /// Puts a copy into a ticket's view, with `agents` as they stand for it (a wave carries
+    /// their load from one ticket to the next).
+    fn lend(&self, view: &mut Json, agents: Json) {
+        view["agents"] = agents;
         view["teams"] = self.teams.clone();
         view["workspace"] = self.workspace.clone();
     }
@@ -547,7 +548,7 @@ pub(crate) async fn plan_wave(
     if events.iter().all(|e| e.workflows.is_empty()) {
         return Ok(events.iter().map(|_| Default::default()).collect());
     }
-    let shared = Shared::read(core, workspace_id).await?;
+    let mut shared = Shared::read(core, workspace_id).await?;
     let views = futures_util::future::try_join_all(events.iter().map(|e| async move {
         if e.workflows.is_empty() {
             return Ok(None);
@@ -571,16 +572,14 @@ pub(crate) async fn plan_wave(
     let c = core.clone();
     let ran = tokio::task::spawn_blocking(move || {
         let engine = &c.workflows().engine;
-        let mut agents = shared.agents;
+        let mut agents = std::mem::take(&mut shared.agents);
         let mut out = Vec::with_capacity(jobs.len());
         for (mut json, firing) in jobs {
             if firing.is_empty() {
                 out.push((Vec::new(), json));
                 continue;
             }
-            json["agents"] = std::mem::take(&mut agents);
-            json["teams"] = shared.teams.clone();
-            json["workspace"] = shared.workspace.clone();
+            shared.lend(&mut json, std::mem::take(&mut agents));
             let ran = run_scripts(engine, &mut json, firing);
             agents = json["agents"].take();
             out.push((ran, json));
