@@ -111,7 +111,8 @@ layer_check() {
 }
 layer_check plugdesk-domain 'axum|hyper|tower|reqwest|wasmtime|rhai|handlebars|clap|plugdesk-(host|workflow|template|core|api)'
 layer_check plugdesk-core 'axum|clap|tracing-subscriber|plugdesk-api'
-layer_check plugdesk-api 'clap'
+layer_check plugdesk-api 'clap|plugdesk-web'
+layer_check plugdesk-web 'clap|plugdesk-api'
 
 step "a build with no change compiles nothing"
 cargo build --workspace --quiet
@@ -128,6 +129,10 @@ ensure_browser_tools
 node --test plugins/webchat/src/widget.test.mjs
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 node tests/browser/webchat.mjs   # the server built by cargo test above, Chromium, 127.0.0.1 only
+
+step "browser test of the agent workspace (sign-in, inbox, ticket, live updates, accessibility)"
+node --test core/web/assets/composer.test.mjs
+node tests/browser/workspace.mjs   # screenshots for review land in target/screenshots/
 
 step "plugin SDK: its documentation example"
 cargo test --manifest-path sdk/Cargo.toml --target-dir target/sdk
@@ -150,6 +155,6 @@ cargo test --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/
 if [ -z "${PLUGDESK_SKIP_PG:-}" ]; then
     ensure_postgres
     step "end-to-end tests on PostgreSQL ($PG_URL)"
-    DATABASE_URL="$PG_URL" cargo test --workspace --test api --test channels --test workflows --test email --test security
+    DATABASE_URL="$PG_URL" cargo test --workspace --test api --test channels --test workflows --test email --test security --test web
 fi
 step "all tests passed"

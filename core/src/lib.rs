@@ -25,8 +25,9 @@ use std::sync::Arc;
 // resolve.
 pub use plugdesk_domain::error;
 pub use plugdesk_domain::{
-    Domain, Error, Result, Senders, agent, auth, calendar, config, context, customer, db, entity, event, language,
-    metrics, now_ms, organization, receipt, rfc3339, search, secret, sla, survey, throttle, ticket, tier, workspace,
+    Domain, Error, Result, Senders, account, agent, auth, calendar, config, context, customer, db, entity, event,
+    inbox, language, metrics, now_ms, organization, receipt, rfc3339, search, secret, sla, survey, throttle, ticket,
+    tier, workspace,
 };
 
 /// The shared state of a running core: the [`Domain`] (database, event bus, caches) and the

@@ -49,17 +49,18 @@ pub async fn open(cfg: &Config, usage: db::Usage) -> Result<sea_orm::DatabaseCon
     Ok(conn)
 }
 
-/// Runs the server until a shutdown signal.
+/// Runs the server until a shutdown signal: the JSON API and, merged beside it, the routes of
+/// `pages` (the web application, from a crate above this one).
 ///
 /// # Errors
 /// When the database cannot be opened or the address cannot be bound.
-pub async fn serve(cfg: Config) -> Result<()> {
+pub async fn serve(cfg: Config, pages: fn(Core) -> Router) -> Result<()> {
     let conn = open(&cfg, db::Usage::Server { pool_size: cfg.pool_size }).await?;
-    if workspace::count(&conn).await? == 0 {
-        let created = workspace::create(&conn, "default", "admin@localhost", &crate::workflow::library()?).await?;
-        println!("First start: created workspace \"default\" with an admin.");
-        println!("Admin API token (shown once; keep it): {}", created.admin_token);
-    }
+    let created = if workspace::count(&conn).await? == 0 {
+        Some(workspace::create(&conn, "default", "admin@localhost", &crate::workflow::library()?).await?)
+    } else {
+        None
+    };
     let addr: SocketAddr =
         cfg.listen.parse().map_err(|_| Error::Config(format!("listen address {:?} is not HOST:PORT", cfg.listen)))?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -70,6 +71,15 @@ pub async fn serve(cfg: Config) -> Result<()> {
     if cfg.public_url.is_none() {
         // Links in templates point at the address actually bound (port 0 picks one).
         cfg.public_url = Some(format!("http://{local}"));
+    }
+    if let Some(created) = created {
+        println!("First start: created workspace \"default\" with an admin.");
+        println!("Open this link to set the admin's password (once, within 7 days):");
+        println!(
+            "{}",
+            crate::account::link_url(&cfg.public_url(), crate::account::LinkPurpose::Setup, &created.setup_token)
+        );
+        println!("Admin API token (shown once; keep it): {}", created.admin_token);
     }
     let core = Core::new(conn, &cfg)?;
     let plugins_dir = cfg.plugins_dir.clone().unwrap_or_else(|| cfg.data.join("plugins"));
@@ -90,7 +100,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
         db::redact(&cfg.database_url())
     );
     tracing::info!(%local, "listening");
-    serve_http(listener, api::app(core), &cfg.server, shutdown()).await;
+    let app = api::app(core.clone()).merge(pages(core));
+    serve_http(listener, app, &cfg.server, shutdown()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -341,7 +341,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 cfg.listen = l;
             }
             init_tracing(&cfg.log_format, "info");
-            crate::server::serve(cfg).await
+            crate::server::serve(cfg, plugdesk_web::router).await
         }
         Command::Init { data, workspace, admin_email, no_default_workflows } => {
             let cfg = config(path, &data)?;
@@ -355,6 +355,11 @@ async fn execute(cli: Cli) -> Result<()> {
                 created.workspace_id,
                 admin_email,
                 crate::db::redact(&cfg.database_url())
+            );
+            println!("Admin setup link (open it in a browser to set the admin's password; once, within 7 days):");
+            println!(
+                "{}",
+                crate::account::link_url(&cfg.public_url(), crate::account::LinkPurpose::Setup, &created.setup_token)
             );
             println!("Admin API token (shown once):");
             println!("{}", created.admin_token);

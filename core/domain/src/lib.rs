@@ -7,6 +7,7 @@
 //! callers prepare ([`workspace::Seed`]: the compiled default workflows). Functions that publish
 //! events or read caches take the shared [`Domain`] context.
 
+pub mod account;
 pub mod agent;
 pub mod auth;
 pub mod calendar;
@@ -17,6 +18,7 @@ pub mod db;
 pub mod entity;
 pub mod error;
 pub mod event;
+pub mod inbox;
 pub mod language;
 pub mod metrics;
 pub mod organization;

@@ -566,6 +566,41 @@ pub async fn update(
     get(core.db(), workspace_id, id).await
 }
 
+/// The same change to several tickets in one transaction: all change, or (on the first
+/// refusal, which names the ticket) none. Returns how many changed.
+///
+/// # Errors
+/// As [`update`], the message prefixed with the ticket's number.
+pub async fn update_many(
+    core: &crate::Domain,
+    workspace_id: i64,
+    ids: &[i64],
+    actor: &str,
+    patch: &TicketPatch,
+) -> Result<usize> {
+    let txn = db::begin_write(core.db()).await?;
+    let mut all = Vec::new();
+    let mut changed = 0;
+    for id in ids {
+        let events = match update_in(&txn, core, workspace_id, *id, actor, patch).await {
+            Ok(e) => e,
+            Err(Error::NotFound(what)) => return Err(Error::NotFound(what)),
+            Err(e @ (Error::Db(_) | Error::Internal(_) | Error::Io(_))) => return Err(e),
+            Err(e) => {
+                let number = find(&txn, workspace_id, *id).await.map(|t| t.number).unwrap_or(*id);
+                return Err(Error::invalid("ticket", format!("ticket #{number}: {e}")));
+            }
+        };
+        if !events.is_empty() {
+            changed += 1;
+        }
+        all.extend(events);
+    }
+    txn.commit().await?;
+    core.bus().publish(all);
+    Ok(changed)
+}
+
 /// [`update`] inside the caller's transaction; returns the events to publish once it has
 /// committed (none when nothing changed).
 ///

@@ -19,6 +19,8 @@ pub struct Created {
     pub admin_agent_id: i64,
     /// The admin's API token, shown once.
     pub admin_token: String,
+    /// The token of the admin's one-time setup link (`/setup/{token}`), shown once.
+    pub setup_token: String,
 }
 
 /// Checks a workspace name: 1-64 characters of `a-z 0-9 _ -`.
@@ -87,6 +89,7 @@ pub async fn create(db: &DatabaseConnection, name: &str, admin_email: &str, libr
     .insert(&txn)
     .await?;
     let (_, token) = auth::create_token(&txn, ws.id, admin.id, "initial admin token", Role::Admin).await?;
+    let setup_token = crate::account::create_link(&txn, ws.id, admin.id, crate::account::LinkPurpose::Setup).await?;
     for w in library {
         crate::db::exec(
             &txn,
@@ -104,7 +107,7 @@ pub async fn create(db: &DatabaseConnection, name: &str, admin_email: &str, libr
         .await?;
     }
     txn.commit().await?;
-    Ok(Created { workspace_id: ws.id, name: ws.name, admin_agent_id: admin.id, admin_token: token })
+    Ok(Created { workspace_id: ws.id, name: ws.name, admin_agent_id: admin.id, admin_token: token, setup_token })
 }
 
 /// Finds a workspace by name.

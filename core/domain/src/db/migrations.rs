@@ -594,4 +594,52 @@ ALTER TABLE customers ADD COLUMN language_origin TEXT NOT NULL DEFAULT 'given'
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 11,
+        name: "agents in the browser: passwords, sessions, setup and invitation links, drafts, read marks",
+        // Secrets (session ids, link tokens) are stored as SHA-256 only, like API tokens.
+        common: r#"
+ALTER TABLE agents ADD COLUMN password_hash TEXT;
+ALTER TABLE agents ADD COLUMN password_changed_at BIGINT;
+ALTER TABLE agents ADD COLUMN language TEXT;
+CREATE TABLE web_sessions (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    agent_id BIGINT NOT NULL REFERENCES agents(id),
+    session_hash TEXT NOT NULL UNIQUE,
+    csrf TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    seen_at BIGINT NOT NULL,
+    ended_at BIGINT
+);
+CREATE INDEX web_sessions_agent ON web_sessions (agent_id, id);
+CREATE TABLE agent_links (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    agent_id BIGINT NOT NULL REFERENCES agents(id),
+    token_hash TEXT NOT NULL UNIQUE,
+    purpose TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE TABLE drafts (
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    agent_id BIGINT NOT NULL REFERENCES agents(id),
+    ticket_id BIGINT NOT NULL REFERENCES tickets(id),
+    body TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (agent_id, ticket_id)
+);
+CREATE TABLE ticket_reads (
+    agent_id BIGINT NOT NULL REFERENCES agents(id),
+    ticket_id BIGINT NOT NULL REFERENCES tickets(id),
+    message_id BIGINT NOT NULL,
+    PRIMARY KEY (agent_id, ticket_id)
+);
+CREATE INDEX messages_ticket_direction ON messages (ticket_id, direction, id)
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];

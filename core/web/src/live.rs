@@ -1,0 +1,258 @@
+//! Live updates: one server-sent-event stream per open page (`/live`), fed by the event bus
+//! (tickets and messages of the agent's workspace, the view counts, the bell) and by who is
+//! looking at which ticket ("Anna is viewing", "Anna is replying").
+//!
+//! Presence lives in this node's memory and expires unless the page renews it, so a closed
+//! laptop does not claim a ticket for long. With several nodes each knows the agents on it
+//! only (see ARCHITECTURE.md).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use plugdesk_core::account::Session;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::error::WebResult;
+use crate::session::Ctx;
+use crate::{Web, WebState};
+
+/// A page renews its presence every 20 s; an entry older than this is gone.
+const PRESENCE_TTL: Duration = Duration::from_secs(45);
+/// The view counts and the bell are recomputed at most this often per stream, however many
+/// events arrive (a burst of new tickets costs one count query per second per agent).
+const COUNTS_EVERY: Duration = Duration::from_secs(1);
+
+/// What an agent is doing on a ticket's page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Doing {
+    Viewing,
+    Replying,
+    Left,
+}
+
+/// One agent on a ticket.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Present {
+    id: i64,
+    name: String,
+    state: Doing,
+}
+
+/// Who is on a ticket now, as streamed.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Update {
+    #[serde(skip)]
+    workspace_id: i64,
+    ticket_id: i64,
+    agents: Vec<Present>,
+}
+
+/// The agents on one ticket: id → (name, what they do, when they last said so).
+type OnTicket = HashMap<i64, (String, Doing, Instant)>;
+
+/// Agents per (workspace, ticket).
+pub(crate) struct Presence {
+    map: Mutex<HashMap<(i64, i64), OnTicket>>,
+    tx: broadcast::Sender<Update>,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence { map: Mutex::new(HashMap::new()), tx: broadcast::channel(1024).0 }
+    }
+}
+
+impl Presence {
+    /// Records what an agent does on a ticket and tells every stream.
+    fn set(&self, s: &Session, ticket_id: i64, doing: Doing) {
+        let now = Instant::now();
+        let agents = {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, agents| {
+                agents.retain(|_, (_, _, at)| now.duration_since(*at) < PRESENCE_TTL);
+                !agents.is_empty()
+            });
+            let entry = map.entry((s.workspace_id, ticket_id)).or_default();
+            if doing == Doing::Left {
+                entry.remove(&s.agent_id);
+            } else {
+                entry.insert(s.agent_id, (s.name.clone(), doing, now));
+            }
+            list(entry)
+        };
+        let _ = self.tx.send(Update { workspace_id: s.workspace_id, ticket_id, agents });
+    }
+
+    /// Who is on a ticket now.
+    fn on(&self, workspace_id: i64, ticket_id: i64) -> Vec<Present> {
+        let now = Instant::now();
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(workspace_id, ticket_id))
+            .map(|agents| {
+                let mut live = agents.clone();
+                live.retain(|_, (_, _, at)| now.duration_since(*at) < PRESENCE_TTL);
+                list(&live)
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn list(agents: &OnTicket) -> Vec<Present> {
+    let mut out: Vec<Present> =
+        agents.iter().map(|(id, (name, state, _))| Present { id: *id, name: name.clone(), state: *state }).collect();
+    out.sort_by_key(|p| p.id);
+    out
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PresenceInput {
+    state: Doing,
+}
+
+/// `POST /tickets/{id}/presence`.
+pub(crate) async fn presence(
+    State(web): WebState,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+    Json(input): Json<PresenceInput>,
+) -> WebResult<StatusCode> {
+    let s = ctx.agent()?;
+    // Only tickets of the agent's workspace: no presence can be planted elsewhere.
+    plugdesk_core::ticket::find(web.core.db(), s.workspace_id, id).await?;
+    web.presence.set(s, id, input.state);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The state of one stream.
+struct Feed {
+    web: Web,
+    session: Session,
+    bus: broadcast::Receiver<plugdesk_core::event::Event>,
+    presence: broadcast::Receiver<Update>,
+    /// When the counts are due to be sent (set by an event, cleared when sent).
+    counts_due: Option<tokio::time::Instant>,
+    last_counts: Option<tokio::time::Instant>,
+    /// Events ready to go out.
+    queue: std::collections::VecDeque<Event>,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Some(e);
+            }
+            let due = self.counts_due;
+            tokio::select! {
+                got = self.bus.recv() => match got {
+                    Ok(e) if e.workspace_id == self.session.workspace_id => self.on_event(&e),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.want_counts(),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                got = self.presence.recv() => match got {
+                    Ok(u) if u.workspace_id == self.session.workspace_id => {
+                        let others: Vec<&Present> = u.agents.iter().filter(|p| p.id != self.session.agent_id).collect();
+                        let data = serde_json::json!({ "ticket_id": u.ticket_id, "agents": others });
+                        self.queue.push_back(Event::default().event("presence").data(data.to_string()));
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                () = sleep_until(due) => {
+                    self.counts_due = None;
+                    self.last_counts = Some(tokio::time::Instant::now());
+                    self.push_counts().await;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: &plugdesk_core::event::Event) {
+        if let Some(ticket_id) = e.ticket_id {
+            let data = serde_json::json!({ "ticket_id": ticket_id, "type": e.kind });
+            self.queue.push_back(Event::default().event("ticket").data(data.to_string()));
+        }
+        self.want_counts();
+    }
+
+    fn want_counts(&mut self) {
+        if self.counts_due.is_none() {
+            let now = tokio::time::Instant::now();
+            let at = self.last_counts.map_or(now, |l| (l + COUNTS_EVERY).max(now));
+            self.counts_due = Some(at);
+        }
+    }
+
+    async fn push_counts(&mut self) {
+        let (ws, agent) = (self.session.workspace_id, self.session.agent_id);
+        match plugdesk_core::inbox::counts(self.web.core.db(), ws, agent).await {
+            Ok(counts) => {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    counts.into_iter().map(|(v, n)| (v.as_str().to_owned(), n.into())).collect();
+                self.queue.push_back(Event::default().event("counts").data(serde_json::Value::Object(map).to_string()));
+            }
+            Err(e) => tracing::warn!(error = %e, "live counts failed"),
+        }
+        match plugdesk_core::survey::notifications(&self.web.core, ws, agent, true).await {
+            Ok(n) => {
+                let unread = n["items"].as_array().map_or(0, Vec::len);
+                let data = serde_json::json!({ "unread": unread });
+                self.queue.push_back(Event::default().event("notification").data(data.to_string()));
+            }
+            Err(e) => tracing::warn!(error = %e, "live notifications failed"),
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `GET /live`: the stream. The first events say where things stand (counts, the bell, who is
+/// on the ticket the page asks about with `?ticket=`).
+pub(crate) async fn stream(
+    State(web): WebState,
+    ctx: Ctx,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> WebResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let session = ctx.agent()?.clone();
+    let mut feed = Feed {
+        bus: web.core.bus().subscribe(),
+        presence: web.presence.tx.subscribe(),
+        web: web.clone(),
+        session,
+        counts_due: None,
+        last_counts: None,
+        queue: Default::default(),
+    };
+    feed.push_counts().await;
+    feed.last_counts = Some(tokio::time::Instant::now());
+    if let Some(t) = q.get("ticket").and_then(|t| t.parse::<i64>().ok()) {
+        let others: Vec<Present> = web
+            .presence
+            .on(feed.session.workspace_id, t)
+            .into_iter()
+            .filter(|p| p.id != feed.session.agent_id)
+            .collect();
+        let data = serde_json::json!({ "ticket_id": t, "agents": others });
+        feed.queue.push_back(Event::default().event("presence").data(data.to_string()));
+    }
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        let e = feed.next().await?;
+        Some((Ok(e), feed))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

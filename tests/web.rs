@@ -1,0 +1,470 @@
+//! End-to-end tests of the web application over real HTTP: the setup link, sign-in and
+//! sessions, CSRF refusals, the sign-in throttle, roles and workspaces, escaping of what
+//! customers write, and the composer's promises (send once, never over unseen messages).
+//! The browser test (tests/browser/workspace.mjs) drives the same pages in Chromium.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Method, StatusCode, redirect};
+use serde_json::json;
+use support::{Scratch, Server};
+
+/// A browser without a browser: keeps its cookies, sends `Origin` like one, never follows a
+/// redirect (the tests look at them).
+struct Browser {
+    base: String,
+    client: reqwest::Client,
+    cookies: Vec<(String, String)>,
+    accept_language: &'static str,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// The value of the first `name="csrf"` field.
+    fn csrf(&self) -> String {
+        attr_after(&self.body, "name=\"csrf\"", "value").unwrap_or_else(|| panic!("no csrf field in {}", self.body))
+    }
+}
+
+/// The value of attribute `attr` in the element that contains `marker`.
+fn attr_after(html: &str, marker: &str, attr: &str) -> Option<String> {
+    let at = html.find(marker)?;
+    let start = html[..at].rfind('<')?;
+    let end = at + html[at..].find('>')?;
+    let tag = &html[start..end];
+    let key = format!("{attr}=\"");
+    let v = tag.split(&key).nth(1)?;
+    Some(v.split('"').next()?.replace("&amp;", "&"))
+}
+
+impl Browser {
+    fn new(base: &str) -> Self {
+        let client = reqwest::Client::builder().redirect(redirect::Policy::none()).build().expect("client");
+        Browser { base: base.to_owned(), client, cookies: Vec::new(), accept_language: "en-US,en;q=0.9" }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn keep_cookies(&mut self, headers: &HeaderMap) {
+        for c in headers.get_all(header::SET_COOKIE) {
+            let c = c.to_str().expect("ascii cookie");
+            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').expect("cookie pair");
+            self.cookies.retain(|(name, _)| name != k);
+            if !c.contains("Max-Age=0") {
+                self.cookies.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let resp = req
+            .header(header::COOKIE, self.cookie_header())
+            .header(header::ACCEPT_LANGUAGE, self.accept_language)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        self.keep_cookies(&headers);
+        Page { status, headers, body: resp.text().await.expect("body") }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.client.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    /// A form post from a page of this site.
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.client.post(format!("{}{path}", self.base)).header(header::ORIGIN, self.base.clone()).form(form);
+        self.send(req).await
+    }
+
+    /// Signs in through the sign-in form.
+    async fn sign_in(&mut self, email: &str, password: &str) -> Page {
+        let form = self.get("/signin").await;
+        let csrf = form.csrf();
+        self.post("/signin", &[("csrf", &csrf), ("email", email), ("password", password)]).await
+    }
+}
+
+const PASSWORD: &str = "a long admin password";
+
+/// `plugdesk init`'s output lines, and the setup token of its link.
+fn init(scratch: &Scratch, workspace: &str) -> (Vec<String>, String) {
+    let out = scratch.command(&["init", "--workspace", workspace]).output().expect("init");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let link = lines.iter().find(|l| l.contains("/setup/")).expect("a setup link line").trim().to_owned();
+    assert!(link.starts_with("http://") && !link.contains(' '), "the link stands alone on its line: {link:?}");
+    let token = link.rsplit('/').next().expect("token").to_owned();
+    (lines, token)
+}
+
+/// A server whose admin has set a password through the setup link, and that admin's browser.
+async fn admin_server() -> (Server, Browser) {
+    let scratch = Scratch::new();
+    let (lines, setup) = init(&scratch, "default");
+    let api_token = lines.last().expect("token line").trim().to_owned();
+    let server = Server::serve(scratch, api_token).await;
+    let mut admin = Browser::new(&server.base);
+    let form = admin.get(&format!("/setup/{setup}")).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    let done = admin
+        .post(
+            &format!("/setup/{setup}"),
+            &[("csrf", &form.csrf()), ("password", PASSWORD), ("password_confirm", PASSWORD)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    (server, admin)
+}
+
+/// Invites an agent through the admin page and lets them set a password; their browser.
+async fn invite_agent(server: &Server, admin: &mut Browser, email: &str) -> Browser {
+    let page = admin.get("/settings/agents").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page.csrf();
+    let invited = admin
+        .post(
+            "/settings/agents/invite",
+            &[("csrf", &csrf), ("name", "Anna Agent"), ("email", email), ("role", "agent")],
+        )
+        .await;
+    assert_eq!(invited.status, StatusCode::OK, "{}", invited.body);
+    let start = invited.body.find("id=\"invite-link\">").expect("the link is shown") + "id=\"invite-link\">".len();
+    let link = &invited.body[start..start + invited.body[start..].find('<').expect("end")];
+    let path = link.strip_prefix(&server.base).unwrap_or(link).to_owned();
+    assert!(path.starts_with("/invite/"), "{link}");
+    let mut anna = Browser::new(&server.base);
+    let form = anna.get(&path).await;
+    let done =
+        anna.post(&path, &[("csrf", &form.csrf()), ("password", PASSWORD), ("password_confirm", PASSWORD)]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    anna
+}
+
+#[tokio::test]
+async fn the_setup_link_signs_the_admin_in_once() {
+    let scratch = Scratch::new();
+    let (lines, setup) = init(&scratch, "default");
+    let link_at = lines.iter().position(|l| l.contains("/setup/")).expect("link");
+    assert!(link_at < lines.len() - 1, "the link comes before the token, which stays last: {lines:?}");
+    assert!(lines.last().expect("last").starts_with("pd_"), "{lines:?}");
+    let token = lines.last().expect("token").trim().to_owned();
+    let server = Server::serve(scratch, token).await;
+    let mut b = Browser::new(&server.base);
+
+    let root = b.get("/").await;
+    assert_eq!(root.status, StatusCode::SEE_OTHER);
+    assert_eq!(root.location(), "/signin");
+
+    let form = b.get(&format!("/setup/{setup}")).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains("type=\"password\"") && form.body.contains("name=\"password\""), "{}", form.body);
+    // Too short a password is refused with the rule, and the link still works.
+    let short = b
+        .post(
+            &format!("/setup/{setup}"),
+            &[("csrf", &form.csrf()), ("password", "short"), ("password_confirm", "short")],
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(short.body.contains("At least 10 characters"), "{}", short.body);
+    let done = b
+        .post(
+            &format!("/setup/{setup}"),
+            &[("csrf", &form.csrf()), ("password", PASSWORD), ("password_confirm", PASSWORD)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), "/");
+    let cookie = done.headers.get(header::SET_COOKIE).expect("session cookie").to_str().expect("ascii");
+    assert!(
+        cookie.starts_with("pd_session=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "no Secure flag over plain http: {cookie}");
+    let inbox = b.get("/").await;
+    assert_eq!(inbox.status, StatusCode::OK);
+    assert!(inbox.body.contains("id=\"tickets\"") && inbox.body.contains("Administrator"), "{}", inbox.body);
+
+    // The link is used up.
+    let again = Browser::new(&server.base).get(&format!("/setup/{setup}")).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    // The session is stored hashed: the cookie's value appears nowhere in the database.
+    let secret = cookie.trim_start_matches("pd_session=").split(';').next().expect("value");
+    let stored = server.scratch.sql("SELECT session_hash FROM web_sessions");
+    assert!(!stored.contains(secret) && stored.len() >= 64, "{stored}");
+}
+
+#[tokio::test]
+async fn pages_carry_a_strict_policy_and_the_signin_page_follows_the_browser_language() {
+    let server = Server::start().await;
+    let mut de = Browser::new(&server.base);
+    de.accept_language = "de-DE,de;q=0.9,en;q=0.5";
+    let page = de.get("/signin").await;
+    assert!(page.body.contains("<html lang=\"de\">") && page.body.contains("Anmelden"), "{}", page.body);
+    let csp = page.headers.get(header::CONTENT_SECURITY_POLICY).expect("csp").to_str().expect("ascii").to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!page.body.contains("<script>"), "no inline script");
+    let en = Browser::new(&server.base).get("/signin").await;
+    assert!(en.body.contains("<html lang=\"en\">") && en.body.contains("Sign in"), "{}", en.body);
+
+    // Assets: hashed names, cached for a year, with their type.
+    let css = attr_after(&en.body, "rel=\"stylesheet\"", "href").expect("stylesheet");
+    let asset = Browser::new(&server.base).get(&css).await;
+    assert_eq!(asset.status, StatusCode::OK);
+    assert!(asset.headers[header::CACHE_CONTROL].to_str().expect("ascii").contains("immutable"));
+    assert!(asset.headers[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/css"));
+}
+
+#[tokio::test]
+async fn a_cross_site_or_tokenless_post_is_refused_and_stores_nothing() {
+    let (server, mut admin) = admin_server().await;
+    let t = server.ticket("Where is my parcel?", "erika@example.com").await;
+    let id = t["id"].as_i64().expect("id");
+    let page = admin.get(&format!("/tickets/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page.csrf();
+    let before =
+        server.get(&format!("/api/v1/tickets/{id}/messages")).await.1["items"].as_array().expect("items").len();
+
+    let path = format!("{}/tickets/{id}/messages", server.base);
+    let form = [("csrf", csrf.as_str()), ("kind", "note"), ("body", "from elsewhere"), ("request_id", "abc1")];
+    let evil = admin.client.post(&path).header(header::ORIGIN, "http://evil.example").form(&form);
+    let evil = admin.send(evil).await;
+    assert_eq!(evil.status, StatusCode::FORBIDDEN, "{}", evil.body);
+    let no_token = admin
+        .post(&format!("/tickets/{id}/messages"), &[("kind", "note"), ("body", "no token"), ("request_id", "abc2")])
+        .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    let wrong_token = admin
+        .post(
+            &format!("/tickets/{id}/messages"),
+            &[("csrf", "0".repeat(64).as_str()), ("kind", "note"), ("body", "x"), ("request_id", "abc3")],
+        )
+        .await;
+    assert_eq!(wrong_token.status, StatusCode::FORBIDDEN);
+    let after = server.get(&format!("/api/v1/tickets/{id}/messages")).await.1["items"].as_array().expect("items").len();
+    assert_eq!(before, after, "nothing was stored");
+}
+
+#[tokio::test]
+async fn the_eleventh_sign_in_within_a_minute_is_refused_even_with_the_right_password() {
+    let (server, _admin) = admin_server().await;
+    let mut b = Browser::new(&server.base);
+    for i in 0..10 {
+        let wrong = b.sign_in("admin@localhost", "not the password").await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+        assert!(wrong.body.contains("E-mail or password is wrong"));
+    }
+    let right = b.sign_in("admin@localhost", PASSWORD).await;
+    assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS, "{}", right.body);
+    let retry: u64 = right.headers[header::RETRY_AFTER].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(right.body.contains("Too many failed sign-ins"), "{}", right.body);
+    assert!(
+        !right.headers.get_all(header::SET_COOKIE).iter().any(|c| c.to_str().unwrap_or("").starts_with("pd_session="))
+    );
+}
+
+#[tokio::test]
+async fn an_agent_is_refused_admin_pages_and_other_workspaces_records() {
+    let (server, mut admin) = admin_server().await;
+    let mut anna = invite_agent(&server, &mut admin, "anna@example.com").await;
+    assert_eq!(anna.get("/").await.status, StatusCode::OK);
+    let admin_page = anna.get("/settings/agents").await;
+    assert_eq!(admin_page.status, StatusCode::FORBIDDEN);
+    assert!(admin_page.body.contains("Only admins"), "{}", admin_page.body);
+
+    // A ticket of another workspace on the same server is "not found", never shown.
+    let other = {
+        let (lines, _) = init(&server.scratch, "other");
+        lines.last().expect("token").trim().to_owned()
+    };
+    let (status, t) = server
+        .call(
+            Method::POST,
+            "/api/v1/tickets",
+            Some(&other),
+            Some(json!({ "subject": "Secret of other", "customer": { "email": "x@example.com" }, "body": "hidden" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let page = anna.get(&format!("/tickets/{}", t["id"])).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(!page.body.contains("Secret of other"));
+    let csrf = anna.get("/").await.csrf();
+    let reply = anna
+        .post(
+            &format!("/tickets/{}/messages", t["id"]),
+            &[("csrf", &csrf), ("kind", "reply"), ("body", "hi"), ("request_id", "r1"), ("seen", "0")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn what_a_customer_writes_is_shown_as_text_never_as_markup() {
+    let (server, mut admin) = admin_server().await;
+    let evil = "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">";
+    let (status, t) = server
+        .post(
+            "/api/v1/tickets",
+            json!({ "subject": format!("Help {evil}"), "customer": { "email": "mallory@example.com", "name": "<b>Mallory</b>" }, "body": evil }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let inbox = admin.get("/inbox?view=open").await;
+    let ticket = admin.get(&format!("/tickets/{}", t["id"])).await;
+    for page in [&inbox.body, &ticket.body] {
+        assert!(
+            !page.contains("<script>window") && !page.contains("<img src=x") && !page.contains("<b>Mallory"),
+            "{page}"
+        );
+    }
+    assert!(ticket.body.contains("&lt;script&gt;window.pwned=1&lt;/script&gt;"), "{}", ticket.body);
+    assert!(inbox.body.contains("&lt;b&gt;Mallory&lt;/b&gt;"), "{}", inbox.body);
+}
+
+#[tokio::test]
+async fn a_reply_is_sent_once_per_form_and_never_over_an_unseen_message() {
+    let (server, mut admin) = admin_server().await;
+    let t = server.ticket("Broken parcel", "erika@example.com").await;
+    let id = t["id"].as_i64().expect("id");
+    let page = admin.get(&format!("/tickets/{id}")).await;
+    let csrf = page.csrf();
+    let seen = attr_after(&page.body, "name=\"seen\"", "value").expect("seen");
+    let request_id = attr_after(&page.body, "name=\"request_id\"", "value").expect("request id");
+
+    // The customer writes while the agent types.
+    let (status, _) =
+        server.post(&format!("/api/v1/tickets/{id}/messages"), json!({ "body": "Any news? It is urgent." })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let text = "We are sending a new parcel today.";
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("kind", "reply"),
+        ("body", text),
+        ("seen", &seen),
+        ("request_id", &request_id),
+        ("then", "pending"),
+    ];
+    let refused = admin.post(&format!("/tickets/{id}/messages"), &form).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(
+        refused.body.contains("id=\"conflict\"") && refused.body.contains("Any news? It is urgent."),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(text), "the agent's text is kept");
+
+    // Sent from the refreshed form: once, however often it is posted.
+    let seen = attr_after(&refused.body, "name=\"seen\"", "value").expect("seen");
+    let request_id = attr_after(&refused.body, "name=\"request_id\"", "value").expect("request id");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("kind", "reply"),
+        ("body", text),
+        ("seen", &seen),
+        ("request_id", &request_id),
+        ("then", "pending"),
+    ];
+    for _ in 0..3 {
+        let sent = admin.post(&format!("/tickets/{id}/messages"), &form).await;
+        assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    }
+    let messages = server.get(&format!("/api/v1/tickets/{id}/messages")).await.1;
+    let replies: Vec<_> = messages["items"].as_array().expect("items").iter().filter(|m| m["body"] == text).collect();
+    assert_eq!(replies.len(), 1, "{messages}");
+    assert_eq!(replies[0]["direction"], "outbound");
+    let ticket = server.get(&format!("/api/v1/tickets/{id}")).await.1;
+    assert_eq!(ticket["status"], "pending", "send and set pending in one action");
+    let shown = admin.get(&format!("/tickets/{id}")).await;
+    assert!(shown.body.contains(text) && shown.body.contains("li class=\"message outbound\""), "{}", shown.body);
+}
+
+#[tokio::test]
+async fn a_draft_follows_the_agent_and_signing_out_everywhere_ends_every_session() {
+    let (server, mut admin) = admin_server().await;
+    let t = server.ticket("Invoice question", "erika@example.com").await;
+    let id = t["id"].as_i64().expect("id");
+    let csrf = admin.get("/").await.csrf();
+    let save = admin
+        .client
+        .put(format!("{}/tickets/{id}/draft", server.base))
+        .header(header::ORIGIN, server.base.clone())
+        .header("x-csrf-token", csrf.clone())
+        .json(&json!({ "body": "Dear Erika, half-written" }));
+    assert_eq!(admin.send(save).await.status, StatusCode::NO_CONTENT);
+
+    // Another device of the same agent sees the draft.
+    let mut laptop = Browser::new(&server.base);
+    assert_eq!(laptop.sign_in("admin@localhost", PASSWORD).await.status, StatusCode::SEE_OTHER);
+    let page = laptop.get(&format!("/tickets/{id}")).await;
+    assert!(page.body.contains("Dear Erika, half-written"), "{}", page.body);
+
+    let out = admin.post("/signout/everywhere", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location(), "/signin");
+    let after = laptop.get("/").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER, "the other session ended too");
+    assert_eq!(after.location(), "/signin");
+}
+
+#[tokio::test]
+async fn the_inbox_lists_views_with_counts_and_bulk_changes_all_or_nothing() {
+    let (server, mut admin) = admin_server().await;
+    let a = server.ticket("First", "one@example.com").await;
+    let b = server.ticket("Second", "two@example.com").await;
+    server.settled(Duration::from_secs(10)).await;
+    let inbox = admin.get("/inbox?view=unassigned").await;
+    assert!(inbox.body.contains("data-count=\"unassigned\">2<"), "{}", inbox.body);
+    assert!(inbox.body.contains(&format!("href=\"/tickets/{}\"", a["id"])), "{}", inbox.body);
+    let csrf = inbox.csrf();
+    let (ida, idb) = (a["id"].to_string(), b["id"].to_string());
+    // A resolved ticket cannot become pending: neither changes, and the message names it.
+    let (status, _) = server.patch(&format!("/api/v1/tickets/{idb}"), json!({ "status": "resolved" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let refused = admin
+        .post(
+            "/inbox/bulk",
+            &[("csrf", &csrf), ("ticket", &ida), ("ticket", &idb), ("action", "status"), ("value", "pending")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert!(refused.body.contains(&format!("ticket #{}", b["number"])), "{}", refused.body);
+    assert_eq!(server.get(&format!("/api/v1/tickets/{ida}")).await.1["status"], "new", "all or nothing");
+    let (status, _) = server.patch(&format!("/api/v1/tickets/{idb}"), json!({ "status": "open" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let done = admin
+        .post("/inbox/bulk", &[("csrf", &csrf), ("ticket", &ida), ("ticket", &idb), ("action", "assign_me")])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert!(done.location().contains("done=2"), "{}", done.location());
+    let mine = admin.get("/inbox?view=mine").await;
+    assert!(mine.body.contains("data-count=\"mine\">2<") && mine.body.contains("Second"), "{}", mine.body);
+    let counts = admin.get("/inbox/counts").await;
+    let counts: serde_json::Value = serde_json::from_str(&counts.body).expect("json");
+    assert_eq!(counts["mine"], 2);
+    assert_eq!(counts["unassigned"], 0);
+}
