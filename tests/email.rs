@@ -1177,3 +1177,34 @@ async fn hard_mail_reads_as_a_mail_client_shows_it_through_the_pipe_and_imap() {
         check_case(&s, case, ticket).await;
     }
 }
+
+/// Regression: replies on tickets whose channel cannot answer (API, web form) were stored as
+/// sent and went nowhere; they now leave through the workspace's e-mail channel.
+#[tokio::test]
+async fn a_reply_to_an_api_ticket_reaches_the_customer_through_the_email_channel() {
+    let mail = Mail::start();
+    let s = server(&mail).await;
+    let (status, t) = s
+        .post(
+            "/api/v1/tickets",
+            json!({ "subject": "Rückruf erbeten", "body": "Bitte melden Sie sich.", "customer": { "email": "kunde@example.org", "name": "Kundin" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let id = t["id"].as_i64().expect("id");
+    // Before an e-mail channel exists nobody can reach the customer: stored, not queued.
+    let (_, early) = s.post(&format!("/api/v1/tickets/{id}/reply"), json!({ "body": "Noch ohne Kanal." })).await;
+    assert!(early["delivery_status"].is_null(), "{early}");
+    install(&s, &mail, "plugdesk-test-password").await;
+    let (status, reply) =
+        s.post(&format!("/api/v1/tickets/{id}/reply"), json!({ "body": "Wir rufen Sie heute an." })).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    assert_eq!(reply["delivery_status"], "queued", "{reply}");
+    let sent = wait_sent(&mail, 1).await;
+    let (_, raw) = sent
+        .iter()
+        .find(|(_, raw)| String::from_utf8_lossy(raw).contains("Wir rufen Sie heute an."))
+        .expect("the reply was sent");
+    let to = header(raw, "To").expect("To");
+    assert!(to.contains("kunde@example.org"), "{to}");
+}

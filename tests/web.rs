@@ -353,8 +353,18 @@ async fn a_reply_is_sent_once_per_form_and_never_over_an_unseen_message() {
     let id = t["id"].as_i64().expect("id");
     let page = admin.get(&format!("/tickets/{id}")).await;
     let csrf = page.csrf();
+    // The library's acknowledgement may come after the page was loaded: an automatic answer
+    // is no reason to refuse the agent's reply (the customer's message below is).
+    server.settled(Duration::from_secs(10)).await;
     let seen = attr_after(&page.body, "name=\"seen\"", "value").expect("seen");
     let request_id = attr_after(&page.body, "name=\"request_id\"", "value").expect("request id");
+    // An API ticket in a workspace without an e-mail channel: the composer says before the
+    // agent writes that the reply will not reach the customer.
+    assert!(
+        page.body.contains("id=\"route\"") && page.body.contains("No channel can reach this customer"),
+        "{}",
+        page.body
+    );
 
     // The customer writes while the agent types.
     let (status, _) =

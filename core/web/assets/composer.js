@@ -330,6 +330,9 @@ function beforeSend() {
   clearTimeout(draftTimer);
 }
 
+/** How long after Send a click on Undo is taken for the second half of a double click. */
+const UNDO_ARM_MS = 600;
+
 function startUndo(seconds) {
   pending = true;
   const hadFocus = document.activeElement === sendButton;
@@ -343,7 +346,12 @@ function startUndo(seconds) {
   undo.type = "button";
   undo.className = "undo";
   undo.textContent = word;
-  undo.addEventListener("click", cancelUndo);
+  // A double click on Send must not land its second click on Undo (which may appear
+  // under the pointer): clicks in the first moments after Send are not an undo.
+  const armedAt = performance.now() + UNDO_ARM_MS;
+  undo.addEventListener("click", () => {
+    if (performance.now() >= armedAt) cancelUndo();
+  });
   const render = (left) => {
     const text = ctx.t("send_undo", { seconds: left });
     const cut = text.endsWith(word) ? text.slice(0, text.length - word.length) : `${text} `;

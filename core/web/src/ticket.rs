@@ -66,6 +66,12 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
     .await?;
     let history = plugdesk_core::event::feed(db, s.workspace_id, 0, Some(id), 200).await?;
     let draft = account::draft(db, s.agent_id, id).await?;
+    let model = ticket::find(db, s.workspace_id, id).await?;
+    let route = match ticket::outbox::channel_for(db, &web.core, &model).await? {
+        None => Route::Nowhere,
+        Some(c) if Some(c) == model.channel_id => Route::Own,
+        Some(_) => Route::Email,
+    };
     let last = messages.last().map_or(0, |m| m.id);
     if let Some(m) = messages.iter().rev().find(|m| m.direction == "inbound") {
         account::mark_read(db, s.agent_id, id, m.id).await?;
@@ -115,7 +121,7 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
                 ol #conversation aria-label=(l.t("conversation")) {
                     @for m in &messages { (message(l, m, &customer.name, &names)) }
                 }
-                (composer(ctx, &t, id, last, &body_text, note_first, undo, &request_id))
+                (composer(ctx, &t, Form { id, last, body: &body_text, note_first, undo, request_id: &request_id, route }))
             }
             aside #customer aria-labelledby="customer-title" {
                 h2 #customer-title { (customer.name) }
@@ -249,18 +255,32 @@ fn inline_image(content_type: &str) -> bool {
     matches!(content_type, "image/png" | "image/jpeg" | "image/gif" | "image/webp")
 }
 
-#[allow(clippy::too_many_arguments)]
-fn composer(
-    ctx: &Ctx,
-    t: &ticket::Ticket,
+/// Which way a reply leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Through the ticket's own channel.
+    Own,
+    /// Through the workspace's e-mail channel (the ticket's channel cannot answer).
+    Email,
+    /// No channel can reach the customer.
+    Nowhere,
+}
+
+/// What the composer shows.
+struct Form<'a> {
     id: i64,
+    /// The last message the page shows.
     last: i64,
-    body: &str,
+    body: &'a str,
     note_first: bool,
     undo: u32,
-    request_id: &str,
-) -> Markup {
+    request_id: &'a str,
+    route: Route,
+}
+
+fn composer(ctx: &Ctx, t: &ticket::Ticket, f: Form<'_>) -> Markup {
     let l = ctx.lang;
+    let Form { id, last, body, note_first, undo, request_id, route } = f;
     html! {
         form #composer method="post" action={ "/tickets/" (id) "/messages" } data-undo-seconds=(undo) {
             h2.visually-hidden { (l.t("composer")) }
@@ -275,6 +295,11 @@ fn composer(
                 }
                 label for="module-search" { (l.t("modules")) }
                 input #module-search type="search" autocomplete="off" placeholder=(l.t("modules_hint")) aria-controls="module-results";
+            }
+            @match route {
+                Route::Nowhere => p #route .warning role="note" { (l.t("route_nowhere")) },
+                Route::Email => p #route .hint { (l.t("route_email")) },
+                Route::Own => {},
             }
             ul #module-results aria-label=(l.t("modules")) {}
             label.visually-hidden for="body" { (l.t("composer_body")) }
@@ -372,7 +397,10 @@ pub(crate) async fn send(State(web): WebState, ctx: Ctx, Path(id): Path<i64>, fi
     let seen: i64 = fields.get("seen").and_then(|v| v.parse().ok()).unwrap_or(0);
     let unseen: Vec<i64> = messages
         .iter()
-        .filter(|m| m.id > seen && !(m.author_kind == "agent" && m.author_id == Some(s.agent_id)))
+        // What the customer or another agent wrote; automatic answers and the agent's own
+        // messages are no reason to stop.
+        .filter(|m| m.id > seen && !m.automatic && m.author_kind != "system")
+        .filter(|m| !(m.author_kind == "agent" && m.author_id == Some(s.agent_id)))
         .map(|m| m.id)
         .collect();
     if !unseen.is_empty() && kind == MessageKind::Reply {

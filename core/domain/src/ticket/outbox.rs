@@ -11,20 +11,36 @@ use crate::error::Result;
 /// Delivery status of a queued reply.
 pub const QUEUED: &str = "queued";
 
+/// The plugin of the workspace's e-mail channels.
+const EMAIL_PLUGIN: &str = "email";
+
 /// The channel a reply on this ticket leaves through: the channel the ticket came in through,
-/// when its plugin sends.
-pub(crate) async fn channel_for<C: ConnectionTrait>(
-    db: &C,
-    core: &crate::Domain,
-    t: &ticket::Model,
-) -> Result<Option<i64>> {
-    let Some(channel_id) = t.channel_id else { return Ok(None) };
-    let Some(row) = db::query_one(db, "SELECT plugin_key FROM channels WHERE id = ?", vec![channel_id.into()]).await?
-    else {
+/// when its plugin sends; otherwise (a web form, an API ticket, a channel that cannot answer)
+/// the workspace's first active e-mail channel, when the customer has an e-mail address. No
+/// channel means nobody can reach the customer: the reply is stored, and the composer says so
+/// before the agent writes.
+pub async fn channel_for<C: ConnectionTrait>(db: &C, core: &crate::Domain, t: &ticket::Model) -> Result<Option<i64>> {
+    if let Some(channel_id) = t.channel_id
+        && let Some(row) =
+            db::query_one(db, "SELECT plugin_key FROM channels WHERE id = ?", vec![channel_id.into()]).await?
+    {
+        let key: String = db::col(&row, "plugin_key")?;
+        if core.senders().sends(&key) {
+            return Ok(Some(channel_id));
+        }
+    }
+    if !core.senders().sends(EMAIL_PLUGIN) {
         return Ok(None);
-    };
-    let key: String = db::col(&row, "plugin_key")?;
-    Ok(core.senders().sends(&key).then_some(channel_id))
+    }
+    let row = db::query_one(
+        db,
+        "SELECT c.id FROM channels c WHERE c.workspace_id = ? AND c.plugin_key = ? AND c.status = 'active' \
+         AND EXISTS (SELECT 1 FROM customer_identities i WHERE i.customer_id = ? AND i.kind = 'email') \
+         ORDER BY c.id LIMIT 1",
+        vec![t.workspace_id.into(), EMAIL_PLUGIN.into(), t.customer_id.into()],
+    )
+    .await?;
+    row.map(|r| db::col(&r, "id")).transpose()
 }
 
 /// Queues a reply (inside the reply's transaction).
