@@ -475,6 +475,35 @@ async fn the_inbox_lists_views_with_counts_and_bulk_changes_all_or_nothing() {
     assert!(mine.body.contains("data-count=\"mine\">2<") && mine.body.contains("Second"), "{}", mine.body);
     let counts = admin.get("/inbox/counts").await;
     let counts: serde_json::Value = serde_json::from_str(&counts.body).expect("json");
-    assert_eq!(counts["mine"], 2);
-    assert_eq!(counts["unassigned"], 0);
+    assert_eq!(counts["mine"], "2");
+    assert_eq!(counts["unassigned"], "0");
+}
+
+/// The ticket ids of a rows fragment, in order.
+fn row_ids(html: &str) -> Vec<i64> {
+    html.split("data-ticket-id=\"").skip(1).filter_map(|p| p.split('"').next()?.parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn the_inbox_sorts_by_sla_due_newest_and_last_customer_message() {
+    let (server, mut admin) = admin_server().await;
+    let mut ids = Vec::new();
+    for (subject, email) in [("Oldest", "a@example.com"), ("Middle", "b@example.com"), ("Newest", "c@example.com")] {
+        ids.push(server.ticket(subject, email).await["id"].as_i64().expect("id"));
+    }
+    server.settled(Duration::from_secs(10)).await;
+    // The oldest ticket's customer writes again: it leads by last customer message.
+    let (status, _) =
+        server.post(&format!("/api/v1/tickets/{}/messages", ids[0]), json!({ "body": "Hello again" })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let newest = admin.get("/inbox/rows?view=open&sort=newest").await;
+    assert_eq!(row_ids(&newest.body), vec![ids[2], ids[1], ids[0]], "{}", newest.body);
+    let customer = admin.get("/inbox/rows?view=open&sort=customer").await;
+    assert_eq!(row_ids(&customer.body), vec![ids[0], ids[2], ids[1]], "{}", customer.body);
+    // Same tier, so the first-response clocks fall due in creation order.
+    let sla = admin.get("/inbox/rows?view=open").await;
+    assert_eq!(row_ids(&sla.body), vec![ids[0], ids[1], ids[2]], "{}", sla.body);
+    let bad = admin.get("/inbox?view=everything").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("unknown view"), "{}", bad.body);
 }

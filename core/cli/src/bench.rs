@@ -1,7 +1,9 @@
 //! `plugdesk bench`: starts this binary as a server on a scratch database and loads it over
 //! loopback from this (second) process, then prints the figures `BENCHMARKS.md` records:
 //! ticket creation with concurrent clients, reads by id, list and search latency at scale,
-//! start-up time and resident memory.
+//! start-up time and resident memory, and the agent workspace's pages (`pages`).
+
+mod pages;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -172,6 +174,17 @@ pub(crate) async fn run(opts: Options) -> Result<()> {
     } else {
         measure(&client, &base, &token, &opts).await
     };
+    if result.is_ok() && opts.mail_import == 0 {
+        let target = pages::Target {
+            base: &base,
+            setup_token: &ws.setup_token,
+            api_token: &bench_token,
+            pid,
+            clients: opts.clients,
+            queries: opts.queries,
+        };
+        result = pages::run(&client, &target).await;
+    }
     if result.is_ok() && opts.mail_import == 0 {
         result = library_inbound(&client, &base, &dir, &with_library.admin_token, &opts).await;
     }

@@ -205,12 +205,111 @@ pub struct Row {
 
 /// The rows of a view (at most [`PAGE_ROWS`]).
 ///
+/// Two steps, so that a view of hundreds of thousands of open tickets costs what its page
+/// costs: first the page's ticket ids in order, walking an index in the sort's order (ticket
+/// ids for newest first, running SLA clocks by due time, customer messages newest first);
+/// then the details (customer, tier, preview, clocks, unread) of those ids only.
+///
 /// # Errors
 /// [`Error::Invalid`] for an unknown tier; database errors.
 pub async fn rows<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64, q: &Query) -> Result<Vec<Row>> {
-    let now = crate::now_ms();
-    let (cond, mut values) = q.view.condition(agent_id, now);
-    let mut sql = format!(
+    let Some(scope) = Scope::of(db, workspace_id, agent_id, q).await? else { return Ok(Vec::new()) };
+    let ids = match q.sort {
+        Sort::Newest => scope.newest(db, &[], PAGE_ROWS).await?,
+        Sort::SlaDue => {
+            // A ticket has at most three clocks, so three times a page of clocks names at
+            // least a page of tickets, unless there are fewer.
+            let walk = "SELECT s.ticket_id AS id FROM sla_timers s JOIN tickets t ON t.id = s.ticket_id \
+                        WHERE s.paused_at IS NULL AND s.breached_at IS NULL AND {where} ORDER BY s.due_at, s.ticket_id";
+            scope.walk(db, walk, 3 * PAGE_ROWS).await?
+        }
+        Sort::LastCustomerMessage => {
+            let walk = "SELECT m.ticket_id AS id FROM messages m JOIN tickets t ON t.id = m.ticket_id \
+                        WHERE m.direction = 'inbound' AND {where} ORDER BY m.id DESC";
+            scope.walk(db, walk, 4 * PAGE_ROWS).await?
+        }
+    };
+    details(db, agent_id, &ids).await
+}
+
+/// The tickets a view and its filters select, as SQL on `t` (tickets).
+struct Scope {
+    sql: String,
+    values: Vec<Value>,
+}
+
+impl Scope {
+    /// `None` when a search found nothing (the view is empty).
+    async fn of<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64, q: &Query) -> Result<Option<Self>> {
+        let (cond, mut values) = q.view.condition(agent_id, crate::now_ms());
+        let mut sql = format!("t.workspace_id = ? AND {cond}");
+        let mut all: Vec<Value> = vec![workspace_id.into()];
+        all.append(&mut values);
+        filters(db, workspace_id, q, &mut sql, &mut all).await?;
+        if let Some(text) = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            let hits = crate::search::search(db, workspace_id, text, 200).await?;
+            let mut ids: Vec<i64> = hits.iter().filter_map(|h| h.ticket_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            sql.push_str(&format!(" AND t.id IN ({})", vec!["?"; ids.len()].join(", ")));
+            all.extend(ids.into_iter().map(Value::from));
+        }
+        Ok(Some(Scope { sql, values: all }))
+    }
+
+    /// The newest `limit` tickets of the scope, leaving out `except`.
+    async fn newest<C: ConnectionTrait>(&self, db: &C, except: &[i64], limit: u64) -> Result<Vec<i64>> {
+        let mut sql = format!("SELECT t.id FROM tickets t WHERE {}", self.sql);
+        let mut values = self.values.clone();
+        if !except.is_empty() {
+            sql.push_str(&format!(" AND t.id NOT IN ({})", vec!["?"; except.len()].join(", ")));
+            values.extend(except.iter().map(|i| Value::from(*i)));
+        }
+        sql.push_str(" ORDER BY t.id DESC LIMIT ?");
+        values.push((limit as i64).into());
+        db::query_all(db, &sql, values).await?.iter().map(|r| db::col(r, "id")).collect()
+    }
+
+    /// Walks `walk` (rows naming a ticket `id` in the sort's order, `{where}` standing for the
+    /// scope) until a page of distinct tickets is found, starting with `first` rows and
+    /// doubling; when the walk runs out, the page is filled with the newest of the tickets it
+    /// does not name (those without a running clock, or without a customer message).
+    async fn walk<C: ConnectionTrait>(&self, db: &C, walk: &str, first: u64) -> Result<Vec<i64>> {
+        let sql = format!("{} LIMIT ?", walk.replace("{where}", &self.sql));
+        let mut limit = first;
+        loop {
+            let mut values = self.values.clone();
+            values.push((limit as i64).into());
+            let found = db::query_all(db, &sql, values).await?;
+            let mut ids: Vec<i64> = Vec::with_capacity(PAGE_ROWS as usize);
+            for r in &found {
+                let id: i64 = db::col(r, "id")?;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                    if ids.len() as u64 == PAGE_ROWS {
+                        return Ok(ids);
+                    }
+                }
+            }
+            if (found.len() as u64) < limit {
+                let more = self.newest(db, &ids, PAGE_ROWS - ids.len() as u64).await?;
+                ids.extend(more);
+                return Ok(ids);
+            }
+            limit *= 2;
+        }
+    }
+}
+
+/// The rows of the tickets `ids`, in that order.
+async fn details<C: ConnectionTrait>(db: &C, agent_id: i64, ids: &[i64]) -> Result<Vec<Row>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
         "SELECT t.id, t.number, t.subject, t.status, t.priority, t.level, t.channel, t.customer_id, t.created_at, \
          c.name AS customer, r.key AS tier_key, r.name AS tier, a.name AS assignee, \
          (SELECT MIN(s.due_at) FROM sla_timers s WHERE s.ticket_id = t.id AND s.paused_at IS NULL AND s.breached_at IS NULL) AS due_at, \
@@ -219,35 +318,13 @@ pub async fn rows<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64, 
          (SELECT MAX(m.id) FROM messages m WHERE m.ticket_id = t.id AND m.direction = 'inbound') AS last_in, \
          (SELECT rd.message_id FROM ticket_reads rd WHERE rd.ticket_id = t.id AND rd.agent_id = ?) AS seen \
          FROM tickets t JOIN customers c ON c.id = t.customer_id JOIN tiers r ON r.id = t.tier_id \
-         LEFT JOIN agents a ON a.id = t.assignee_id WHERE t.workspace_id = ? AND {cond}"
+         LEFT JOIN agents a ON a.id = t.assignee_id WHERE t.id IN ({})",
+        vec!["?"; ids.len()].join(", ")
     );
-    let mut all: Vec<Value> = vec![agent_id.into(), workspace_id.into()];
-    all.append(&mut values);
-    filters(db, workspace_id, q, &mut sql, &mut all).await?;
-    if let Some(text) = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        let hits = crate::search::search(db, workspace_id, text, 200).await?;
-        let ids: Vec<i64> = hits.iter().filter_map(|h| h.ticket_id).collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        sql.push_str(&format!(" AND t.id IN ({})", vec!["?"; ids.len()].join(", ")));
-        all.extend(ids.into_iter().map(Value::from));
-    }
-    // The computed orders wrap the query, because PostgreSQL does not let an ORDER BY
-    // expression name an output column; newest-first stays on the index.
-    let mut sql = match q.sort {
-        Sort::Newest => format!("{sql} ORDER BY t.id DESC"),
-        Sort::SlaDue => {
-            format!("SELECT * FROM ({sql}) x ORDER BY CASE WHEN x.due_at IS NULL THEN 1 ELSE 0 END, x.due_at, x.id")
-        }
-        Sort::LastCustomerMessage => format!(
-            "SELECT * FROM ({sql}) x ORDER BY CASE WHEN x.last_in IS NULL THEN 1 ELSE 0 END, x.last_in DESC, x.id DESC"
-        ),
-    };
-    sql.push_str(" LIMIT ?");
-    all.push((PAGE_ROWS as i64).into());
-    let found = db::query_all(db, &sql, all).await?;
-    found
+    let mut values: Vec<Value> = vec![agent_id.into()];
+    values.extend(ids.iter().map(|i| Value::from(*i)));
+    let found = db::query_all(db, &sql, values).await?;
+    let mut rows = found
         .iter()
         .map(|r| {
             let preview: Option<String> = db::col(r, "preview")?;
@@ -273,7 +350,9 @@ pub async fn rows<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64, 
                 created_at: db::col(r, "created_at")?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<Row>>>()?;
+    rows.sort_by_key(|r| ids.iter().position(|i| *i == r.id));
+    Ok(rows)
 }
 
 async fn filters<C: ConnectionTrait>(
@@ -308,50 +387,80 @@ async fn filters<C: ConnectionTrait>(
     Ok(())
 }
 
-/// How many tickets each view holds, in [`View::ALL`]'s order.
+/// Counts stop here: a view that holds more shows "999+". An exact count of hundreds of
+/// thousands of open tickets would cost more than the page it sits on, and tells an agent no
+/// more than "a lot".
+pub const COUNT_CAP: i64 = 1000;
+
+/// How many tickets each view holds (at most [`COUNT_CAP`]), in [`View::ALL`]'s order. Each
+/// count reads at most [`COUNT_CAP`] index entries.
 ///
 /// # Errors
 /// Database errors.
 pub async fn counts<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64) -> Result<Vec<(View, i64)>> {
     let now = crate::now_ms();
-    // One pass over the workspace's active tickets (the status index bounds it), one sum per view.
-    let mut sums = Vec::new();
-    let mut values: Vec<Value> = Vec::new();
+    let mut out = Vec::with_capacity(View::ALL.len());
     for v in View::ALL {
-        let (cond, mut vals) = v.condition(agent_id, now);
-        sums.push(format!("SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS {}", v.as_str()));
-        values.append(&mut vals);
+        // The clock views start from the clocks (few are due or breached), the others from the
+        // tickets' indexes.
+        let (inner, mut values): (String, Vec<Value>) = match v {
+            View::Due => (
+                "SELECT DISTINCT s.ticket_id FROM sla_timers s JOIN tickets t ON t.id = s.ticket_id \
+                 WHERE s.breached_at IS NULL AND s.paused_at IS NULL AND s.due_at <= ? \
+                 AND t.workspace_id = ? AND t.status IN ('new', 'open')"
+                    .into(),
+                vec![(now + DUE_SOON_MS).into(), workspace_id.into()],
+            ),
+            View::Breached => (
+                "SELECT DISTINCT s.ticket_id FROM sla_timers s JOIN tickets t ON t.id = s.ticket_id \
+                 WHERE s.breached_at IS NOT NULL AND t.workspace_id = ? AND t.status IN ('new', 'open', 'pending')"
+                    .into(),
+                vec![workspace_id.into()],
+            ),
+            other => {
+                let (cond, vals) = other.condition(agent_id, now);
+                let mut values: Vec<Value> = vec![workspace_id.into()];
+                values.extend(vals);
+                (format!("SELECT 1 FROM tickets t WHERE t.workspace_id = ? AND {cond}"), values)
+            }
+        };
+        values.push(COUNT_CAP.into());
+        let row = db::query_one(db, &format!("SELECT COUNT(*) AS n FROM ({inner} LIMIT ?) x"), values).await?;
+        let n = match &row {
+            Some(r) => db::col::<i64>(r, "n")?,
+            None => 0,
+        };
+        out.push((v, n));
     }
-    values.push(workspace_id.into());
-    let sql = format!(
-        "SELECT {} FROM tickets t WHERE t.workspace_id = ? AND t.status IN ('new', 'open', 'pending')",
-        sums.join(", ")
-    );
-    let row = db::query_one(db, &sql, values).await?;
-    View::ALL
-        .into_iter()
-        .map(|v| {
-            let n = match &row {
-                Some(r) => db::col::<Option<i64>>(r, v.as_str())?.unwrap_or(0),
-                None => 0,
-            };
-            Ok((v, n))
-        })
-        .collect()
+    Ok(out)
 }
 
-/// The channels that have tickets in the workspace, for the filter.
+/// A count as shown: the number, or "999+" at the cap.
+pub fn count_text(n: i64) -> String {
+    if n >= COUNT_CAP { format!("{}+", COUNT_CAP - 1) } else { n.to_string() }
+}
+
+/// The channels tickets of the workspace come from, for the filter: the installed channels'
+/// plugins and the API.
 ///
 /// # Errors
 /// Database errors.
 pub async fn channels<C: ConnectionTrait>(db: &C, workspace_id: i64) -> Result<Vec<String>> {
     let rows = db::query_all(
         db,
-        "SELECT DISTINCT channel FROM tickets WHERE workspace_id = ? ORDER BY channel",
+        "SELECT DISTINCT plugin_key FROM channels WHERE workspace_id = ? ORDER BY plugin_key",
         vec![workspace_id.into()],
     )
     .await?;
-    rows.iter().map(|r| db::col(r, "channel")).collect()
+    let mut out = vec!["api".to_owned()];
+    for r in &rows {
+        let key: String = db::col(r, "plugin_key")?;
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// `text` cut to `max` characters on one line, with an ellipsis when cut.
@@ -378,6 +487,13 @@ mod tests {
         for s in [Sort::SlaDue, Sort::Newest, Sort::LastCustomerMessage] {
             assert_eq!(Sort::parse(s.as_str()).expect("sort"), s);
         }
+    }
+
+    #[test]
+    fn counts_at_the_cap_read_999_plus() {
+        assert_eq!(count_text(0), "0");
+        assert_eq!(count_text(COUNT_CAP - 1), "999");
+        assert_eq!(count_text(COUNT_CAP), "999+");
     }
 
     #[test]

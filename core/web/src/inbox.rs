@@ -106,7 +106,7 @@ pub(crate) async fn page(State(web): WebState, ctx: Ctx, Query(params): Query<Pa
                                 aria-current=[(*v == q.view).then_some("page")] {
                                 span.name { (l.t(&format!("view_{}", v.as_str()))) }
                                 " "
-                                span.count data-count=(v.as_str()) { (n) }
+                                span.count data-count=(v.as_str()) { (inbox::count_text(*n)) }
                             }
                         }
                     }
@@ -275,7 +275,14 @@ pub(crate) async fn rows(State(web): WebState, ctx: Ctx, Query(params): Query<Pa
 pub(crate) async fn counts(State(web): WebState, ctx: Ctx) -> WebResult<Json<serde_json::Value>> {
     let s = ctx.agent()?;
     let counts = inbox::counts(web.core.db(), s.workspace_id, s.agent_id).await?;
-    Ok(Json(serde_json::Value::Object(counts.into_iter().map(|(v, n)| (v.as_str().to_owned(), n.into())).collect())))
+    Ok(Json(counts_json(counts)))
+}
+
+/// The counts as the page shows them (`"999+"` at the cap), by view name.
+pub(crate) fn counts_json(counts: Vec<(View, i64)>) -> serde_json::Value {
+    serde_json::Value::Object(
+        counts.into_iter().map(|(v, n)| (v.as_str().to_owned(), inbox::count_text(n).into())).collect(),
+    )
 }
 
 /// `POST /inbox/bulk`: one change to the checked tickets, all or none.

@@ -197,9 +197,8 @@ impl Feed {
         let (ws, agent) = (self.session.workspace_id, self.session.agent_id);
         match plugdesk_core::inbox::counts(self.web.core.db(), ws, agent).await {
             Ok(counts) => {
-                let map: serde_json::Map<String, serde_json::Value> =
-                    counts.into_iter().map(|(v, n)| (v.as_str().to_owned(), n.into())).collect();
-                self.queue.push_back(Event::default().event("counts").data(serde_json::Value::Object(map).to_string()));
+                let data = crate::inbox::counts_json(counts).to_string();
+                self.queue.push_back(Event::default().event("counts").data(data));
             }
             Err(e) => tracing::warn!(error = %e, "live counts failed"),
         }
