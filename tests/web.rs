@@ -507,3 +507,39 @@ async fn the_inbox_sorts_by_sla_due_newest_and_last_customer_message() {
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.body.contains("unknown view"), "{}", bad.body);
 }
+
+#[tokio::test]
+async fn a_customer_is_edited_and_merged_after_a_confirmation_naming_what_moves() {
+    let (server, mut admin) = admin_server().await;
+    let a = server.ticket("Order 1", "erika@example.com").await;
+    let b = server.ticket("Order 2", "erika.privat@example.org").await;
+    let (ca, cb) = (a["customer_id"].as_i64().expect("customer"), b["customer_id"].as_i64().expect("customer"));
+    let page = admin.get(&format!("/tickets/{}", a["id"])).await;
+    let csrf = page.csrf();
+    let back = format!("/tickets/{}", a["id"]);
+    let edited = admin
+        .post(
+            &format!("/customers/{ca}"),
+            &[("csrf", &csrf), ("name", "Erika Mustermann"), ("language", "de"), ("back", &back)],
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::SEE_OTHER);
+    assert_eq!(edited.location(), back);
+    let (_, c) = server.get(&format!("/api/v1/customers/{ca}")).await;
+    assert_eq!((c["name"].as_str(), c["language"].as_str()), (Some("Erika Mustermann"), Some("de")), "{c}");
+
+    // Merging the second customer into the first: the confirmation names the identity and the ticket.
+    let confirm = admin.get(&format!("/customers/{cb}/merge?into={ca}&back={back}")).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(confirm.body.contains("erika.privat@example.org") && confirm.body.contains("Order 2"), "{}", confirm.body);
+    assert_eq!(server.get(&format!("/api/v1/tickets/{}", b["id"])).await.1["customer_id"], cb, "nothing moved yet");
+    let merged = admin
+        .post(&format!("/customers/{cb}/merge"), &[("csrf", &csrf), ("into", &ca.to_string()), ("back", &back)])
+        .await;
+    assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);
+    assert_eq!(server.get(&format!("/api/v1/tickets/{}", b["id"])).await.1["customer_id"], ca);
+    let panel = admin.get(&back).await;
+    assert!(panel.body.contains("erika.privat@example.org") && panel.body.contains("Order 2"), "{}", panel.body);
+    let itself = admin.get(&format!("/customers/{ca}/merge?into={ca}")).await;
+    assert_eq!(itself.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -127,6 +127,7 @@ mod tests {
             include_str!("settings.rs"),
             include_str!("error.rs"),
             include_str!("live.rs"),
+            include_str!("customer.rs"),
         ];
         let mut missing = Vec::new();
         for src in sources {

@@ -7,6 +7,7 @@
 //! transactions, workspace confinement) holds in both. No SQL and no runtime here.
 
 mod assets;
+mod customer;
 mod error;
 mod form;
 mod i18n;
@@ -69,6 +70,8 @@ pub fn router(core: Core) -> Router {
         .route("/tickets/{id}/presence", post(live::presence))
         .route("/tickets/{id}/messages/{message}/source", get(ticket::source))
         .route("/attachments/{id}", get(ticket::attachment))
+        .route("/customers/{id}", post(customer::update))
+        .route("/customers/{id}/merge", get(customer::confirm).post(customer::merge))
         .route("/live", get(live::stream))
         .route("/notifications", get(settings::notifications))
         .route("/settings/agents", get(settings::agents))

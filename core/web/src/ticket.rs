@@ -126,10 +126,29 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
             aside #customer aria-labelledby="customer-title" {
                 h2 #customer-title { (customer.name) }
                 dl {
+                    dt { (l.t("customer_number")) } dd #customer-number { (customer.id) }
                     dt { (l.t("customer_tier")) } dd { span.tier { (customer.tier) } }
                     dt { (l.t("customer_language")) } dd { (customer.language) }
                     @for i in &customer.identities {
                         dt { (i.kind) } dd { (i.address) }
+                    }
+                }
+                details.customer-edit {
+                    summary { (l.t("customer_edit")) }
+                    form #customer-edit method="post" action={ "/customers/" (customer.id) } {
+                        (page::csrf(ctx))
+                        input type="hidden" name="back" value={ "/tickets/" (id) };
+                        label for="c-name" { (l.t("agent_name")) }
+                        input #c-name name="name" value=(customer.name) required;
+                        label for="c-language" { (l.t("customer_language")) }
+                        input #c-language name="language" value=(customer.language) size="5";
+                        button type="submit" { (l.t("save")) }
+                    }
+                    form #customer-merge method="get" action={ "/customers/" (customer.id) "/merge" } {
+                        input type="hidden" name="back" value={ "/tickets/" (id) };
+                        label for="c-into" { (l.t("merge_into")) }
+                        input #c-into name="into" inputmode="numeric" required size="6";
+                        button type="submit" { (l.t("merge_check")) }
                     }
                 }
                 h3 { (l.t("customer_tickets")) }
