@@ -543,3 +543,32 @@ async fn a_customer_is_edited_and_merged_after_a_confirmation_naming_what_moves(
     let itself = admin.get(&format!("/customers/{ca}/merge?into={ca}")).await;
     assert_eq!(itself.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn an_agent_saves_a_view_with_its_filters_and_deletes_it() {
+    let (server, mut admin) = admin_server().await;
+    server.ticket("Premium question", "p@example.com").await;
+    let inbox = admin.get("/inbox?view=open&sort=newest&level=1").await;
+    let csrf = inbox.csrf();
+    let query = attr_after(&inbox.body, "name=\"query\"", "value").expect("the current query");
+    assert_eq!(query, "view=open&level=1&sort=newest");
+    let saved =
+        admin.post("/inbox/views", &[("csrf", &csrf), ("name", "Front office, newest"), ("query", &query)]).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let page = admin.get("/inbox").await;
+    assert!(
+        page.body.contains("Front office, newest")
+            && page.body.contains("href=\"/inbox?view=open&amp;level=1&amp;sort=newest\""),
+        "{}",
+        page.body
+    );
+    // A query the inbox does not understand is refused, not stored.
+    let bad = admin.post("/inbox/views", &[("csrf", &csrf), ("name", "Broken"), ("query", "view=everything")]).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!admin.get("/inbox").await.body.contains("Broken"));
+    let action =
+        page.body.split("action=\"/inbox/views/").nth(1).and_then(|r| r.split('"').next()).expect("delete form");
+    let deleted = admin.post(&format!("/inbox/views/{action}"), &[("csrf", &csrf)]).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert!(!admin.get("/inbox").await.body.contains("Front office, newest"));
+}

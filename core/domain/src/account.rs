@@ -459,6 +459,82 @@ pub async fn mark_read<C: ConnectionTrait>(db: &C, agent_id: i64, ticket_id: i64
     Ok(())
 }
 
+/// Saved views an agent may keep.
+pub const MAX_SAVED_VIEWS: usize = 30;
+
+/// An agent's saved inbox view: a name and the inbox's query string.
+#[derive(Debug, Clone)]
+pub struct SavedView {
+    /// Id.
+    pub id: i64,
+    /// The agent's name for it.
+    pub name: String,
+    /// The inbox query string (`view=open&tier=premium&sort=newest`).
+    pub query: String,
+}
+
+/// The agent's saved views, by name.
+///
+/// # Errors
+/// Database errors.
+pub async fn saved_views<C: ConnectionTrait>(db: &C, agent_id: i64) -> Result<Vec<SavedView>> {
+    let rows = db::query_all(
+        db,
+        "SELECT id, name, query FROM saved_views WHERE agent_id = ? ORDER BY name",
+        vec![agent_id.into()],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| Ok(SavedView { id: db::col(r, "id")?, name: db::col(r, "name")?, query: db::col(r, "query")? }))
+        .collect()
+}
+
+/// Saves (or, under a name the agent used before, replaces) a view. The caller checks the
+/// query is one the inbox understands.
+///
+/// # Errors
+/// [`Error::Invalid`] for a blank or long name, a long query, or one view too many.
+pub async fn save_view<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: i64,
+    agent_id: i64,
+    name: &str,
+    query: &str,
+) -> Result<()> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 60 {
+        return Err(Error::invalid("name", "a view's name needs 1-60 characters"));
+    }
+    if query.len() > 2000 {
+        return Err(Error::invalid("query", "the view's filters are too long"));
+    }
+    let existing = saved_views(db, agent_id).await?;
+    if existing.len() >= MAX_SAVED_VIEWS && !existing.iter().any(|v| v.name == name) {
+        return Err(Error::invalid(
+            "name",
+            format!("an agent keeps at most {MAX_SAVED_VIEWS} views; delete one first"),
+        ));
+    }
+    db::exec(
+        db,
+        "INSERT INTO saved_views (workspace_id, agent_id, name, query, created_at) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (agent_id, name) DO UPDATE SET query = excluded.query",
+        vec![workspace_id.into(), agent_id.into(), name.into(), query.into(), crate::now_ms().into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes one of the agent's views.
+///
+/// # Errors
+/// [`Error::NotFound`] when it is not the agent's.
+pub async fn delete_view<C: ConnectionTrait>(db: &C, agent_id: i64, id: i64) -> Result<()> {
+    let n =
+        db::exec(db, "DELETE FROM saved_views WHERE id = ? AND agent_id = ?", vec![id.into(), agent_id.into()]).await?;
+    if n == 1 { Ok(()) } else { Err(Error::NotFound("saved view")) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

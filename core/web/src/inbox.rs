@@ -94,6 +94,8 @@ pub(crate) async fn page(State(web): WebState, ctx: Ctx, Query(params): Query<Pa
     let counts = inbox::counts(db, s.workspace_id, s.agent_id).await?;
     let tiers = plugdesk_core::tier::list(db, s.workspace_id).await?;
     let channels = inbox::channels(db, s.workspace_id).await?;
+    let saved = plugdesk_core::account::saved_views(db, s.agent_id).await?;
+    let current = params.encode(None);
     let title = l.t(&format!("view_{}", q.view.as_str())).to_owned();
     let rows_url = format!("/inbox/rows?{}", params.encode(None));
     let body = html! {
@@ -110,6 +112,25 @@ pub(crate) async fn page(State(web): WebState, ctx: Ctx, Query(params): Query<Pa
                             }
                         }
                     }
+                }
+                h2.views-title { (l.t("saved_views")) }
+                ul #saved-views {
+                    @for v in &saved {
+                        li {
+                            a href={ "/inbox?" (v.query) } aria-current=[(v.query == current).then_some("page")] { (v.name) }
+                            form.inline method="post" action={ "/inbox/views/" (v.id) "/delete" } {
+                                (page::csrf(&ctx))
+                                button.link type="submit" aria-label=(l.f("saved_view_delete", &[("name", &v.name)])) { "×" }
+                            }
+                        }
+                    }
+                }
+                form #save-view method="post" action="/inbox/views" {
+                    (page::csrf(&ctx))
+                    input type="hidden" name="query" value=(current);
+                    label for="view-name" { (l.t("saved_view_name")) }
+                    input #view-name name="name" required maxlength="60";
+                    button type="submit" { (l.t("saved_view_save")) }
                 }
             }
             section.list aria-labelledby="inbox-title" {
@@ -315,4 +336,30 @@ pub(crate) async fn bulk(State(web): WebState, ctx: Ctx, fields: Fields) -> WebR
     let back = fields.get("back").filter(|b| b.starts_with("/inbox") && !b.starts_with("//")).unwrap_or("/inbox");
     let sep = if back.contains('?') { '&' } else { '?' };
     Ok(Redirect::to(&format!("{back}{sep}done={changed}")).into_response())
+}
+
+/// `POST /inbox/views`: saves the current filters and sort under a name of the agent's.
+pub(crate) async fn save_view(State(web): WebState, ctx: Ctx, fields: Fields) -> WebResult<Response> {
+    let s = ctx.agent()?;
+    let raw = fields.raw("query").unwrap_or("");
+    let uri: axum::http::Uri =
+        format!("/inbox?{raw}").parse().map_err(|_| WebError::Invalid(format!("{raw:?} is no inbox query")))?;
+    let Query(params) = Query::<Params>::try_from_uri(&uri).map_err(|e| WebError::Invalid(e.body_text()))?;
+    // Only what the inbox understands is kept, written the way the inbox writes it.
+    params.query()?;
+    let query = params.encode(None);
+    let name = fields.get("name").unwrap_or("");
+    plugdesk_core::account::save_view(web.core.db(), s.workspace_id, s.agent_id, name, &query).await?;
+    Ok(Redirect::to(&format!("/inbox?{query}")).into_response())
+}
+
+/// `POST /inbox/views/{id}/delete`.
+pub(crate) async fn delete_view(
+    State(web): WebState,
+    ctx: Ctx,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> WebResult<Response> {
+    let s = ctx.agent()?;
+    plugdesk_core::account::delete_view(web.core.db(), s.agent_id, id).await?;
+    Ok(Redirect::to("/inbox").into_response())
 }

@@ -59,6 +59,8 @@ pub fn router(core: Core) -> Router {
         .route("/inbox/rows", get(inbox::rows))
         .route("/inbox/counts", get(inbox::counts))
         .route("/inbox/bulk", post(inbox::bulk))
+        .route("/inbox/views", post(inbox::save_view))
+        .route("/inbox/views/{id}/delete", post(inbox::delete_view))
         .route("/tickets/{id}", get(ticket::page))
         .route("/tickets/{id}/messages", post(ticket::send))
         .route("/tickets/{id}/fields", post(ticket::fields))

@@ -637,7 +637,16 @@ CREATE TABLE ticket_reads (
     message_id BIGINT NOT NULL,
     PRIMARY KEY (agent_id, ticket_id)
 );
-CREATE INDEX messages_ticket_direction ON messages (ticket_id, direction, id)
+CREATE INDEX messages_ticket_direction ON messages (ticket_id, direction, id);
+CREATE TABLE saved_views (
+    id {pk},
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    agent_id BIGINT NOT NULL REFERENCES agents(id),
+    name TEXT NOT NULL,
+    query TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (agent_id, name)
+)
 "#,
         sqlite: "",
         postgres: "",
