@@ -426,10 +426,16 @@ async fn replies_leave_through_their_channel_with_retries_dead_letters_and_repla
     let entry =
         dead["items"].as_array().and_then(|d| d.iter().find(|e| e["message_id"] == id).cloned()).expect("dead entry");
     assert_eq!(entry["attempts"], 1, "permanent errors are not retried: {entry}");
-    // Replayed once the remote is fixed: delivered.
-    let (status, replayed) = s.post(&format!("/api/v1/outbox/{}/replay", entry["id"]), json!({})).await;
-    assert_eq!((status, replayed["status"].as_str()), (StatusCode::OK, Some("pending")), "{replayed}");
+    // The agent sees the failure with its reason and sends again from the ticket's page once
+    // the remote is fixed: delivered.
+    let mut agent = support::admin_browser(&s).await;
+    let page = agent.get(&format!("/tickets/{ticket}")).await;
+    let retry = format!("/tickets/{ticket}/messages/{id}/retry");
+    assert!(page.body.contains(&retry) && page.body.contains("400"), "{}", page.body);
+    let sent_again = agent.post(&retry, &[("csrf", &page.csrf())]).await;
+    assert_eq!(sent_again.status, StatusCode::SEE_OTHER, "{}", sent_again.body);
     delivery(&s, ticket, id, "sent").await;
+    assert!(!agent.get(&format!("/tickets/{ticket}")).await.body.contains(&retry), "no retry for a sent reply");
     let again = s.post(&format!("/api/v1/outbox/{}/replay", entry["id"]), json!({})).await;
     assert_error(&again, StatusCode::CONFLICT, "conflict", "only pending and dead entries");
     assert_error(&s.get("/api/v1/outbox?status=lost").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid", "lost");

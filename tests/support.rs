@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Method, StatusCode, redirect};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_plugdesk");
@@ -124,6 +125,11 @@ impl Scratch {
         let out = self.command(&args).output().expect("run plugdesk init");
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
+        // The admin's setup link, for tests that sign in through the web pages.
+        if let Some(link) = stdout.lines().find(|l| l.contains("/setup/")) {
+            let token = link.trim().rsplit('/').next().unwrap_or_default();
+            std::fs::write(self.dir.join(format!("setup-token-{workspace}")), token).expect("keep the setup token");
+        }
         stdout.lines().last().expect("init printed nothing").trim().to_owned()
     }
 }
@@ -419,4 +425,112 @@ impl CountingListener {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The password tests give the admins they sign in.
+pub const PASSWORD: &str = "a long admin password";
+
+/// A browser without a browser: keeps its cookies, sends `Origin` like one, never follows a
+/// redirect (the tests look at them).
+pub struct Browser {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub cookies: Vec<(String, String)>,
+    pub accept_language: &'static str,
+}
+
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> &str {
+        self.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// The value of the first `name="csrf"` field.
+    pub fn csrf(&self) -> String {
+        attr_after(&self.body, "name=\"csrf\"", "value").unwrap_or_else(|| panic!("no csrf field in {}", self.body))
+    }
+}
+
+/// The value of attribute `attr` in the element that contains `marker`.
+pub fn attr_after(html: &str, marker: &str, attr: &str) -> Option<String> {
+    let at = html.find(marker)?;
+    let start = html[..at].rfind('<')?;
+    let end = at + html[at..].find('>')?;
+    let tag = &html[start..end];
+    let key = format!("{attr}=\"");
+    let v = tag.split(&key).nth(1)?;
+    Some(v.split('"').next()?.replace("&amp;", "&"))
+}
+
+impl Browser {
+    pub fn new(base: &str) -> Self {
+        let client = reqwest::Client::builder().redirect(redirect::Policy::none()).build().expect("client");
+        Browser { base: base.to_owned(), client, cookies: Vec::new(), accept_language: "en-US,en;q=0.9" }
+    }
+
+    pub fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    pub fn keep_cookies(&mut self, headers: &HeaderMap) {
+        for c in headers.get_all(header::SET_COOKIE) {
+            let c = c.to_str().expect("ascii cookie");
+            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').expect("cookie pair");
+            self.cookies.retain(|(name, _)| name != k);
+            if !c.contains("Max-Age=0") {
+                self.cookies.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+
+    pub async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let resp = req
+            .header(header::COOKIE, self.cookie_header())
+            .header(header::ACCEPT_LANGUAGE, self.accept_language)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        self.keep_cookies(&headers);
+        Page { status, headers, body: resp.text().await.expect("body") }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        let req = self.client.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    /// A form post from a page of this site.
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.client.post(format!("{}{path}", self.base)).header(header::ORIGIN, self.base.clone()).form(form);
+        self.send(req).await
+    }
+
+    /// Signs in through the sign-in form.
+    pub async fn sign_in(&mut self, email: &str, password: &str) -> Page {
+        let form = self.get("/signin").await;
+        let csrf = form.csrf();
+        self.post("/signin", &[("csrf", &csrf), ("email", email), ("password", password)]).await
+    }
+}
+
+/// The admin of workspace `default` signed in through the setup link `plugdesk init` printed.
+pub async fn admin_browser(server: &Server) -> Browser {
+    let setup =
+        std::fs::read_to_string(server.scratch.dir.join("setup-token-default")).expect("init kept the setup token");
+    let mut admin = Browser::new(&server.base);
+    let path = format!("/setup/{}", setup.trim());
+    let form = admin.get(&path).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    let done =
+        admin.post(&path, &[("csrf", &form.csrf()), ("password", PASSWORD), ("password_confirm", PASSWORD)]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    admin
 }

@@ -7,103 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use reqwest::header::{self, HeaderMap};
-use reqwest::{Method, StatusCode, redirect};
+use reqwest::header;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::{Scratch, Server};
-
-/// A browser without a browser: keeps its cookies, sends `Origin` like one, never follows a
-/// redirect (the tests look at them).
-struct Browser {
-    base: String,
-    client: reqwest::Client,
-    cookies: Vec<(String, String)>,
-    accept_language: &'static str,
-}
-
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn location(&self) -> &str {
-        self.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-
-    /// The value of the first `name="csrf"` field.
-    fn csrf(&self) -> String {
-        attr_after(&self.body, "name=\"csrf\"", "value").unwrap_or_else(|| panic!("no csrf field in {}", self.body))
-    }
-}
-
-/// The value of attribute `attr` in the element that contains `marker`.
-fn attr_after(html: &str, marker: &str, attr: &str) -> Option<String> {
-    let at = html.find(marker)?;
-    let start = html[..at].rfind('<')?;
-    let end = at + html[at..].find('>')?;
-    let tag = &html[start..end];
-    let key = format!("{attr}=\"");
-    let v = tag.split(&key).nth(1)?;
-    Some(v.split('"').next()?.replace("&amp;", "&"))
-}
-
-impl Browser {
-    fn new(base: &str) -> Self {
-        let client = reqwest::Client::builder().redirect(redirect::Policy::none()).build().expect("client");
-        Browser { base: base.to_owned(), client, cookies: Vec::new(), accept_language: "en-US,en;q=0.9" }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
-    }
-
-    fn keep_cookies(&mut self, headers: &HeaderMap) {
-        for c in headers.get_all(header::SET_COOKIE) {
-            let c = c.to_str().expect("ascii cookie");
-            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
-            let (k, v) = pair.split_once('=').expect("cookie pair");
-            self.cookies.retain(|(name, _)| name != k);
-            if !c.contains("Max-Age=0") {
-                self.cookies.push((k.to_owned(), v.to_owned()));
-            }
-        }
-    }
-
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let resp = req
-            .header(header::COOKIE, self.cookie_header())
-            .header(header::ACCEPT_LANGUAGE, self.accept_language)
-            .send()
-            .await
-            .expect("request");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        self.keep_cookies(&headers);
-        Page { status, headers, body: resp.text().await.expect("body") }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let req = self.client.get(format!("{}{path}", self.base));
-        self.send(req).await
-    }
-
-    /// A form post from a page of this site.
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let req = self.client.post(format!("{}{path}", self.base)).header(header::ORIGIN, self.base.clone()).form(form);
-        self.send(req).await
-    }
-
-    /// Signs in through the sign-in form.
-    async fn sign_in(&mut self, email: &str, password: &str) -> Page {
-        let form = self.get("/signin").await;
-        let csrf = form.csrf();
-        self.post("/signin", &[("csrf", &csrf), ("email", email), ("password", password)]).await
-    }
-}
-
-const PASSWORD: &str = "a long admin password";
+use support::{Browser, PASSWORD, Scratch, Server, attr_after};
 
 /// `plugdesk init`'s output lines, and the setup token of its link.
 fn init(scratch: &Scratch, workspace: &str) -> (Vec<String>, String) {
@@ -119,19 +26,10 @@ fn init(scratch: &Scratch, workspace: &str) -> (Vec<String>, String) {
 /// A server whose admin has set a password through the setup link, and that admin's browser.
 async fn admin_server() -> (Server, Browser) {
     let scratch = Scratch::new();
-    let (lines, setup) = init(&scratch, "default");
-    let api_token = lines.last().expect("token line").trim().to_owned();
-    let server = Server::serve(scratch, api_token).await;
-    let mut admin = Browser::new(&server.base);
-    let form = admin.get(&format!("/setup/{setup}")).await;
-    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
-    let done = admin
-        .post(
-            &format!("/setup/{setup}"),
-            &[("csrf", &form.csrf()), ("password", PASSWORD), ("password_confirm", PASSWORD)],
-        )
-        .await;
-    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    // With the default workflow library, as a real first start has it.
+    let token = scratch.init_with("default", &[]);
+    let server = Server::serve(scratch, token).await;
+    let admin = support::admin_browser(&server).await;
     (server, admin)
 }
 

@@ -451,6 +451,26 @@ pub async fn list(core: &crate::Core, workspace_id: i64, status: Option<&str>) -
     db::query_all(core.db(), &sql, values).await?.iter().map(entry_view).collect()
 }
 
+/// [`replay`] of the latest outbox entry of a message of a ticket (the agent's retry button).
+///
+/// # Errors
+/// [`Error::NotFound`] when the message never went to the outbox; as [`replay`].
+pub async fn replay_message(
+    core: &crate::Core,
+    workspace_id: i64,
+    ticket_id: i64,
+    message_id: i64,
+) -> Result<EntryView> {
+    let row = db::query_one(
+        core.db(),
+        "SELECT id FROM outbox WHERE workspace_id = ? AND ticket_id = ? AND message_id = ? ORDER BY id DESC LIMIT 1",
+        vec![workspace_id.into(), ticket_id.into(), message_id.into()],
+    )
+    .await?
+    .ok_or(Error::NotFound("outbox entry"))?;
+    replay(core, workspace_id, db::col(&row, "id")?).await
+}
+
 /// Sends a dead (or waiting) entry again now, with a fresh count of attempts.
 ///
 /// # Errors

@@ -71,6 +71,7 @@ pub fn router(core: Core) -> Router {
         .route("/tickets/{id}/modules/render", post(ticket::render_module))
         .route("/tickets/{id}/presence", post(live::presence))
         .route("/tickets/{id}/messages/{message}/source", get(ticket::source))
+        .route("/tickets/{id}/messages/{message}/retry", post(ticket::retry))
         .route("/attachments/{id}", get(ticket::attachment))
         .route("/customers/{id}", post(customer::update))
         .route("/customers/{id}/merge", get(customer::confirm).post(customer::merge))

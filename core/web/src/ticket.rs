@@ -119,7 +119,7 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
                 }
                 @if let Some(e) = &kept.error { p.error role="alert" { (e) } }
                 ol #conversation aria-label=(l.t("conversation")) {
-                    @for m in &messages { (message(l, m, &customer.name, &names)) }
+                    @for m in &messages { (message(l, &ctx.csrf, m, &customer.name, &names)) }
                 }
                 (composer(ctx, &t, Form { id, last, body: &body_text, note_first, undo, request_id: &request_id, route }))
             }
@@ -231,7 +231,7 @@ fn author(l: Lang, m: &MessageView, customer: &str, names: &HashMap<i64, &str>) 
     }
 }
 
-fn message(l: Lang, m: &MessageView, customer: &str, names: &HashMap<i64, &str>) -> Markup {
+fn message(l: Lang, csrf: &str, m: &MessageView, customer: &str, names: &HashMap<i64, &str>) -> Markup {
     html! {
         li.message.(m.direction) #{ "message-" (m.id) } data-message-id=(m.id) {
             div.message-head {
@@ -242,6 +242,12 @@ fn message(l: Lang, m: &MessageView, customer: &str, names: &HashMap<i64, &str>)
                 @if let Some(d) = &m.delivery_status {
                     " · " span.delivery.(d) { (l.t(&format!("delivery_{d}"))) }
                     @if let Some(e) = &m.delivery_error { " " span.delivery-error { (e) } }
+                }
+                @if m.delivery_status.as_deref() == Some("failed") {
+                    form.inline.retry method="post" action={ "/tickets/" (m.ticket_id) "/messages/" (m.id) "/retry" } {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" { (l.t("delivery_retry")) }
+                    }
                 }
             }
             @if let Some(subj) = &m.subject { p.message-subject { (subj) } }
@@ -645,4 +651,15 @@ pub(crate) async fn source(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
     Ok(res)
+}
+
+/// `POST /tickets/{id}/messages/{message}/retry`: a reply whose delivery failed goes out again.
+pub(crate) async fn retry(
+    State(web): WebState,
+    ctx: Ctx,
+    Path((id, message)): Path<(i64, i64)>,
+) -> WebResult<Response> {
+    let s = ctx.agent()?;
+    plugdesk_core::outbox::replay_message(&web.core, s.workspace_id, id, message).await?;
+    Ok(Redirect::to(&format!("/tickets/{id}#message-{message}")).into_response())
 }
