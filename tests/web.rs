@@ -190,6 +190,26 @@ async fn an_agent_is_refused_admin_pages_and_other_workspaces_records() {
     let (server, mut admin) = admin_server().await;
     let mut anna = invite_agent(&server, &mut admin, "anna@example.com").await;
     assert_eq!(anna.get("/").await.status, StatusCode::OK);
+    // The admin assigns a ticket to Anna: her bell has it, in her language, until she looks.
+    let t = server.ticket("Rückfrage zur Lieferung", "kunde@example.com").await;
+    let anna_id = server.get("/api/v1/agents").await.1["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["email"] == "anna@example.com").map(|a| a["id"].clone()))
+        .expect("anna");
+    let csrf = admin.get("/").await.csrf();
+    let assigned = admin
+        .post(
+            &format!("/tickets/{}/fields", t["id"]),
+            &[("csrf", &csrf), ("assignee", &anna_id.to_string()), ("status", "open")],
+        )
+        .await;
+    assert_eq!(assigned.status, StatusCode::SEE_OTHER, "{}", assigned.body);
+    let bell = anna.get("/notifications").await;
+    assert!(bell.body.contains("Assigned to you: Rückfrage zur Lieferung"), "{}", bell.body);
+    let (status, unread) =
+        server.call(Method::GET, "/api/v1/notifications?unread=true", Some(&server.token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(unread["items"].as_array().map(Vec::len), Some(0), "the admin assigned it and is not told: {unread}");
     let admin_page = anna.get("/settings/agents").await;
     assert_eq!(admin_page.status, StatusCode::FORBIDDEN);
     assert!(admin_page.body.contains("Only admins"), "{}", admin_page.body);

@@ -179,21 +179,9 @@ async fn apply_run<C: ConnectionTrait>(
                 crate::agent::find(txn, workspace_id, *agent_id)
                     .await
                     .map_err(|_| Error::invalid("agent_id", format!("agent {agent_id} does not exist")))?;
-                let r = db::query_one(
-                    txn,
-                    "INSERT INTO notifications (workspace_id, agent_id, ticket_id, body, actor, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                    vec![
-                        workspace_id.into(),
-                        (*agent_id).into(),
-                        ticket_id.into(),
-                        body.clone().into(),
-                        actor.into(),
-                        now.into(),
-                    ],
-                )
-                .await?
-                .ok_or_else(|| Error::Internal("insert returned no id".into()))?;
-                let id: i64 = db::col(&r, "id")?;
+                let kind = crate::survey::NotificationKind::Workflow;
+                let id =
+                    crate::survey::notify(txn, workspace_id, *agent_id, Some(ticket_id), kind, body, actor).await?;
                 let e = record("agent.notified", json!({ "notification_id": id, "agent_id": agent_id, "body": body }));
                 events.extend(event::append(txn, workspace_id, vec![e]).await?);
             }

@@ -264,6 +264,17 @@ pub async fn tick(core: &crate::Domain, now: i64) -> Result<usize> {
                 ));
             }
         }
+        let notice = if kind == "sla.warning" {
+            crate::survey::NotificationKind::SlaWarning
+        } else {
+            crate::survey::NotificationKind::SlaBreached
+        };
+        for (workspace_id, e) in &events {
+            if let Some(ticket_id) = e.ticket_id {
+                let clock = e.changes["clock"].as_str().unwrap_or_default();
+                crate::survey::notify_assignee(&txn, *workspace_id, ticket_id, notice, clock, "sla").await?;
+            }
+        }
         let stored = event::append_many(&txn, events).await?;
         txn.commit().await?;
         emitted += stored.len();

@@ -71,6 +71,11 @@ pub async fn answer(core: &crate::Domain, token: &str, answer: &Answer) -> Resul
         return Err(Error::Conflict("this survey has been answered already".into()));
     }
     let customer_id = crate::ticket::find(&txn, workspace_id, ticket_id).await?.customer_id;
+    if answer.rating <= 2 {
+        let body = comment.clone().unwrap_or_default();
+        let actor = format!("customer:{customer_id}");
+        notify_assignee(&txn, workspace_id, ticket_id, NotificationKind::Unhappy, &body, &actor).await?;
+    }
     let events = event::append(
         &txn,
         workspace_id,
@@ -148,6 +153,92 @@ pub async fn list(core: &crate::Domain, workspace_id: i64) -> Result<Json> {
     Ok(json!({ "items": items, "answered": answered, "average_rating": average }))
 }
 
+/// What a notification is about; the web pages say it in the agent's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationKind {
+    /// A workflow's `notify(agent, text)`: the text is the workflow's.
+    Workflow,
+    /// A ticket was assigned to the agent by someone else.
+    Assigned,
+    /// An SLA clock of the agent's ticket is about to fall due.
+    SlaWarning,
+    /// An SLA clock of the agent's ticket was missed.
+    SlaBreached,
+    /// A customer of the agent's ticket answered the survey with 1 or 2 of 5.
+    Unhappy,
+}
+
+impl NotificationKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::Workflow => "workflow",
+            NotificationKind::Assigned => "assigned",
+            NotificationKind::SlaWarning => "sla_warning",
+            NotificationKind::SlaBreached => "sla_breached",
+            NotificationKind::Unhappy => "unhappy",
+        }
+    }
+}
+
+/// Leaves a notification for an agent (inside the caller's transaction); its id.
+///
+/// # Errors
+/// Database errors.
+pub async fn notify<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    workspace_id: i64,
+    agent_id: i64,
+    ticket_id: Option<i64>,
+    kind: NotificationKind,
+    body: &str,
+    actor: &str,
+) -> Result<i64> {
+    let r = db::query_one(
+        db,
+        "INSERT INTO notifications (workspace_id, agent_id, ticket_id, kind, body, actor, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        vec![
+            workspace_id.into(),
+            agent_id.into(),
+            ticket_id.into(),
+            kind.as_str().into(),
+            body.into(),
+            actor.into(),
+            crate::now_ms().into(),
+        ],
+    )
+    .await?
+    .ok_or_else(|| Error::Internal("insert returned no id".into()))?;
+    db::col(&r, "id")
+}
+
+/// The assignee of a ticket, who hears about its SLA clocks and surveys.
+async fn assignee<C: sea_orm::ConnectionTrait>(db: &C, ticket_id: i64) -> Result<Option<i64>> {
+    let row = db::query_one(db, "SELECT assignee_id FROM tickets WHERE id = ?", vec![ticket_id.into()]).await?;
+    Ok(match row {
+        Some(r) => db::col(&r, "assignee_id")?,
+        None => None,
+    })
+}
+
+/// Tells a ticket's assignee, if it has one.
+///
+/// # Errors
+/// Database errors.
+pub async fn notify_assignee<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    workspace_id: i64,
+    ticket_id: i64,
+    kind: NotificationKind,
+    body: &str,
+    actor: &str,
+) -> Result<()> {
+    if let Some(agent) = assignee(db, ticket_id).await? {
+        notify(db, workspace_id, agent, Some(ticket_id), kind, body, actor).await?;
+    }
+    Ok(())
+}
+
 /// An agent's notifications, newest first (at most 100; only unread ones if asked).
 ///
 /// # Errors
@@ -165,6 +256,7 @@ pub async fn notifications(core: &crate::Domain, workspace_id: i64, agent_id: i6
             Ok(json!({
                 "id": db::col::<i64>(r, "id")?,
                 "ticket_id": db::col::<Option<i64>>(r, "ticket_id")?,
+                "kind": db::col::<String>(r, "kind")?,
                 "body": db::col::<String>(r, "body")?,
                 "from": db::col::<String>(r, "actor")?,
                 "created_at": crate::rfc3339(db::col(r, "created_at")?),
@@ -173,6 +265,19 @@ pub async fn notifications(core: &crate::Domain, workspace_id: i64, agent_id: i6
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(json!({ "items": items }))
+}
+
+/// Marks all of the agent's notifications read (they have seen the list); how many were unread.
+///
+/// # Errors
+/// Database errors.
+pub async fn mark_all_read(core: &crate::Domain, workspace_id: i64, agent_id: i64) -> Result<u64> {
+    db::exec(
+        core.db(),
+        "UPDATE notifications SET read_at = ? WHERE workspace_id = ? AND agent_id = ? AND read_at IS NULL",
+        vec![crate::now_ms().into(), workspace_id.into(), agent_id.into()],
+    )
+    .await
 }
 
 /// Marks one of the agent's notifications read.

@@ -651,6 +651,14 @@ pub async fn update_in<C: ConnectionTrait>(
         }
         event::diff(&mut changes, "assignee_id", json!(before.assignee_id), json!(assignee));
         row.assignee_id = Set(assignee);
+        // The new assignee hears of it, unless they took the ticket themselves.
+        if let Some(a) = assignee
+            && before.assignee_id != Some(a)
+            && actor != format!("agent:{a}")
+        {
+            let kind = crate::survey::NotificationKind::Assigned;
+            crate::survey::notify(txn, workspace_id, a, Some(id), kind, &before.subject, actor).await?;
+        }
     }
     if let Some(category) = &patch.category {
         let c = category.as_ref().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());

@@ -20,6 +20,8 @@ pub(crate) async fn notifications(State(web): WebState, ctx: Ctx) -> WebResult<R
     let l = ctx.lang;
     let all = plugdesk_core::survey::notifications(&web.core, s.workspace_id, s.agent_id, false).await?;
     let items = all["items"].as_array().cloned().unwrap_or_default();
+    // Seen now: the bell goes quiet (the list still marks what was new on this visit).
+    plugdesk_core::survey::mark_all_read(&web.core, s.workspace_id, s.agent_id).await?;
     let body = html! {
         h1 { (l.t("nav_notifications")) }
         @if items.is_empty() { p { (l.t("notifications_none")) } }
@@ -28,16 +30,31 @@ pub(crate) async fn notifications(State(web): WebState, ctx: Ctx) -> WebResult<R
                 li.unread[n["read_at"].is_null()] {
                     (page::time_text(n["created_at"].as_str().unwrap_or("")))
                     " "
+                    @let text = notification_text(l, n);
                     @if let Some(t) = n["ticket_id"].as_i64() {
-                        a href={ "/tickets/" (t) } { (n["body"].as_str().unwrap_or("")) }
+                        a href={ "/tickets/" (t) } { (text) }
                     } @else {
-                        (n["body"].as_str().unwrap_or(""))
+                        (text)
                     }
                 }
             }
         }
     };
     Ok(page::page(&ctx, l.t("nav_notifications"), Section::Notifications, MainAttrs::default(), body).into_response())
+}
+
+/// A notification in the agent's language: workflows' own text as it is, the system's from
+/// the catalogue.
+fn notification_text(l: crate::i18n::Lang, n: &serde_json::Value) -> String {
+    let body = n["body"].as_str().unwrap_or("");
+    match n["kind"].as_str().unwrap_or("workflow") {
+        "assigned" => l.f("notify_assigned", &[("subject", body)]),
+        "sla_warning" => l.f("notify_sla_warning", &[("clock", l.t(&format!("clock_{body}")))]),
+        "sla_breached" => l.f("notify_sla_breached", &[("clock", l.t(&format!("clock_{body}")))]),
+        "unhappy" if body.is_empty() => l.t("notify_unhappy").to_owned(),
+        "unhappy" => format!("{} “{body}”", l.t("notify_unhappy")),
+        _ => body.to_owned(),
+    }
 }
 
 /// The agents page, with the link of an invitation just made.

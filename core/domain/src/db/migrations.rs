@@ -638,6 +638,7 @@ CREATE TABLE ticket_reads (
     PRIMARY KEY (agent_id, ticket_id)
 );
 CREATE INDEX messages_ticket_direction ON messages (ticket_id, direction, id);
+ALTER TABLE notifications ADD COLUMN kind TEXT NOT NULL DEFAULT 'workflow';
 CREATE TABLE saved_views (
     id {pk},
     workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
