@@ -490,3 +490,49 @@ async fn an_agent_saves_a_view_with_its_filters_and_deletes_it() {
     assert_eq!(deleted.status, StatusCode::SEE_OTHER);
     assert!(!admin.get("/inbox").await.body.contains("Front office, newest"));
 }
+
+#[tokio::test]
+async fn two_tickets_of_one_customer_merge_with_their_messages_and_clocks() {
+    let (server, mut admin) = admin_server().await;
+    let first = server.ticket("Parcel missing", "erika@example.com").await;
+    let second = server.ticket("Parcel still missing", "erika@example.com").await;
+    let other = server.ticket("Unrelated", "otto@example.com").await;
+    server.settled(Duration::from_secs(10)).await;
+    let (first_id, second_id) = (first["id"].as_i64().expect("id"), second["id"].as_i64().expect("id"));
+    let count = |v: &serde_json::Value| v["items"].as_array().map_or(0, Vec::len);
+    let first_count = count(&server.get(&format!("/api/v1/tickets/{first_id}/messages")).await.1);
+    let second_count = count(&server.get(&format!("/api/v1/tickets/{second_id}/messages")).await.1);
+    assert!(first_count > 0 && second_count > 0);
+    let csrf = admin.get("/").await.csrf();
+
+    // Another customer's ticket is refused, and nothing moves.
+    let refused = admin
+        .post(&format!("/tickets/{second_id}/merge"), &[("csrf", &csrf), ("into", &other["number"].to_string())])
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert!(refused.body.contains("another customer"), "{}", refused.body);
+
+    let merged = admin
+        .post(&format!("/tickets/{second_id}/merge"), &[("csrf", &csrf), ("into", &first["number"].to_string())])
+        .await;
+    assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);
+    assert_eq!(merged.location(), format!("/tickets/{first_id}"));
+    let survivor = server.get(&format!("/api/v1/tickets/{first_id}/messages")).await.1;
+    assert_eq!(count(&survivor), first_count + second_count, "every message moved to the survivor: {survivor}");
+    let left = server.get(&format!("/api/v1/tickets/{second_id}/messages")).await.1;
+    assert_eq!(left["items"].as_array().map(Vec::len), Some(0), "every message moved: {left}");
+    let gone = server.get(&format!("/api/v1/tickets/{second_id}")).await.1;
+    assert_eq!(gone["status"], "closed");
+    assert_eq!(gone["sla"].as_array().map(Vec::len), Some(0), "{gone}");
+    let page = admin.get(&format!("/tickets/{second_id}")).await;
+    assert!(
+        page.body.contains("id=\"merged\"") && page.body.contains(&format!("href=\"/tickets/{first_id}\"")),
+        "{}",
+        page.body
+    );
+    // Merged once only.
+    let again = admin
+        .post(&format!("/tickets/{second_id}/merge"), &[("csrf", &csrf), ("into", &first["number"].to_string())])
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+}

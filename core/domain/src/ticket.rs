@@ -5,6 +5,7 @@
 //! [`Writer`]; changes to existing ones run in one transaction each.
 
 mod create;
+pub mod merge;
 mod message;
 pub mod outbox;
 

@@ -66,6 +66,7 @@ pub fn router(core: Core) -> Router {
         .route("/tickets/{id}/fields", post(ticket::fields))
         .route("/tickets/{id}/assign-me", post(ticket::assign_me))
         .route("/tickets/{id}/escalate", post(ticket::escalate))
+        .route("/tickets/{id}/merge", post(ticket::merge))
         .route("/tickets/{id}/draft", put(ticket::draft))
         .route("/tickets/{id}/modules", get(ticket::modules))
         .route("/tickets/{id}/modules/render", post(ticket::render_module))

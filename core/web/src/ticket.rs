@@ -66,6 +66,7 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
     .await?;
     let history = plugdesk_core::event::feed(db, s.workspace_id, 0, Some(id), 200).await?;
     let draft = account::draft(db, s.agent_id, id).await?;
+    let merged = ticket::merge::merged_into(db, s.workspace_id, id).await?;
     let model = ticket::find(db, s.workspace_id, id).await?;
     let route = match ticket::outbox::channel_for(db, &web.core, &model).await? {
         None => Route::Nowhere,
@@ -93,11 +94,24 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
                         span.priority.(t.priority) { (l.t(&format!("priority_{}", t.priority))) } " · "
                         (l.t(&format!("level_{}", t.level)))
                     }
+                    @if let Some((into, number)) = merged {
+                        p #merged .warning role="note" {
+                            (l.t("merged_into")) " " a href={ "/tickets/" (into) } { "#" (number) }
+                        }
+                    }
                     p #presence aria-live="polite" {}
                     div.quick {
                         form #assign-me method="post" action={ "/tickets/" (id) "/assign-me" } {
                             (page::csrf(ctx))
                             button type="submit" disabled[t.assignee_id == Some(s.agent_id)] { (l.t("assign_me")) }
+                        }
+                        @if merged.is_none() {
+                            form #merge-ticket method="post" action={ "/tickets/" (id) "/merge" } {
+                                (page::csrf(ctx))
+                                label for="merge-into" { (l.t("merge_ticket_into")) }
+                                input #merge-into name="into" inputmode="numeric" required size="6";
+                                button type="submit" { (l.t("merge_ticket")) }
+                            }
                         }
                         form #escalate method="post" action={ "/tickets/" (id) "/escalate" } {
                             (page::csrf(ctx))
@@ -662,4 +676,17 @@ pub(crate) async fn retry(
     let s = ctx.agent()?;
     plugdesk_core::outbox::replay_message(&web.core, s.workspace_id, id, message).await?;
     Ok(Redirect::to(&format!("/tickets/{id}#message-{message}")).into_response())
+}
+
+/// `POST /tickets/{id}/merge`: this ticket into the ticket numbered `into` (same customer).
+pub(crate) async fn merge(State(web): WebState, ctx: Ctx, Path(id): Path<i64>, fields: Fields) -> WebResult<Response> {
+    let s = ctx.agent()?;
+    let number: i64 = fields
+        .get("into")
+        .map(|v| v.trim_start_matches('#'))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| WebError::Invalid(ctx.lang.t("merge_ticket_number").to_owned()))?;
+    let target = ticket::merge::id_by_number(web.core.db(), s.workspace_id, number).await?;
+    ticket::merge::merge(&web.core, s.workspace_id, id, target, &actor(s)).await?;
+    Ok(Redirect::to(&format!("/tickets/{target}")).into_response())
 }

@@ -639,6 +639,15 @@ CREATE TABLE ticket_reads (
 );
 CREATE INDEX messages_ticket_direction ON messages (ticket_id, direction, id);
 ALTER TABLE notifications ADD COLUMN kind TEXT NOT NULL DEFAULT 'workflow';
+CREATE TABLE ticket_merges (
+    source_id BIGINT PRIMARY KEY REFERENCES tickets(id),
+    target_id BIGINT NOT NULL REFERENCES tickets(id),
+    workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
+    messages BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX ticket_merges_target ON ticket_merges (target_id);
 CREATE TABLE saved_views (
     id {pk},
     workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
