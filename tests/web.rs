@@ -351,6 +351,15 @@ async fn a_draft_follows_the_agent_and_signing_out_everywhere_ends_every_session
     let page = laptop.get(&format!("/tickets/{id}")).await;
     assert!(page.body.contains("Dear Erika, half-written"), "{}", page.body);
 
+    // A signature starts every new reply.
+    let me = admin.get("/me").await;
+    assert!(me.body.contains("id=\"signout-everywhere\""), "{}", me.body);
+    let saved = admin.post("/me/signature", &[("csrf", &csrf), ("signature", "Anna Agent\nKundenservice")]).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER);
+    let fresh = server.ticket("Another question", "erika@example.com").await;
+    let page = admin.get(&format!("/tickets/{}", fresh["id"])).await;
+    assert!(page.body.contains("\n\n-- \nAnna Agent\nKundenservice</textarea>"), "{}", page.body);
+
     let out = admin.post("/signout/everywhere", &[("csrf", &csrf)]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert_eq!(out.location(), "/signin");

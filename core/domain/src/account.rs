@@ -390,6 +390,34 @@ pub async fn set_language<C: ConnectionTrait>(db: &C, agent_id: i64, language: &
     Ok(())
 }
 
+/// Longest signature kept.
+pub const MAX_SIGNATURE_CHARS: usize = 1000;
+
+/// The agent's signature, placed below a new reply.
+///
+/// # Errors
+/// Database errors.
+pub async fn signature<C: ConnectionTrait>(db: &C, agent_id: i64) -> Result<Option<String>> {
+    let row = db::query_one(db, "SELECT signature FROM agents WHERE id = ?", vec![agent_id.into()]).await?;
+    Ok(match row {
+        Some(r) => db::col::<Option<String>>(&r, "signature")?.filter(|s| !s.trim().is_empty()),
+        None => None,
+    })
+}
+
+/// Sets (or, blank, removes) the agent's signature.
+///
+/// # Errors
+/// [`Error::Invalid`] for a signature over [`MAX_SIGNATURE_CHARS`].
+pub async fn set_signature<C: ConnectionTrait>(db: &C, agent_id: i64, signature: &str) -> Result<()> {
+    if signature.chars().count() > MAX_SIGNATURE_CHARS {
+        return Err(Error::invalid("signature", format!("a signature has at most {MAX_SIGNATURE_CHARS} characters")));
+    }
+    let value = Some(signature.trim_end().to_owned()).filter(|s| !s.trim().is_empty());
+    db::exec(db, "UPDATE agents SET signature = ? WHERE id = ?", vec![value.into(), agent_id.into()]).await?;
+    Ok(())
+}
+
 /// The agent's draft for a ticket, if any.
 ///
 /// # Errors

@@ -78,6 +78,8 @@ pub fn router(core: Core) -> Router {
         .route("/customers/{id}/merge", get(customer::confirm).post(customer::merge))
         .route("/live", get(live::stream))
         .route("/notifications", get(settings::notifications))
+        .route("/me", get(settings::me))
+        .route("/me/signature", post(settings::save_signature))
         .route("/settings/agents", get(settings::agents))
         .route("/settings/agents/invite", post(settings::invite))
         .route("/assets/{file}", get(assets::serve))

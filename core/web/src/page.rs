@@ -55,7 +55,7 @@ pub(crate) fn page(ctx: &Ctx, title: &str, section: Section, main_attrs: MainAtt
                                 " "
                                 span #bell-count .badge {}
                             }
-                            span.me { (s.name) }
+                            a.me href="/me" { (s.name) }
                             form #language method="post" action="/language" {
                                 input type="hidden" name="csrf" value=(ctx.csrf);
                                 label.visually-hidden for="lang-select" { (l.t("language")) }

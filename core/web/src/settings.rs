@@ -157,3 +157,35 @@ pub(crate) async fn invite(State(web): WebState, ctx: Ctx, fields: Fields) -> We
     let link = account::link_url(web.core.public_url(), LinkPurpose::Invite, &token);
     agents_page(&web, &ctx, Some((created.name, link)), None).await
 }
+
+/// `GET /me`: the agent's own settings: signature, language, signing out everywhere.
+pub(crate) async fn me(State(web): WebState, ctx: Ctx) -> WebResult<Response> {
+    let s = ctx.agent()?;
+    let l = ctx.lang;
+    let signature = account::signature(web.core.db(), s.agent_id).await?.unwrap_or_default();
+    let body = html! {
+        h1 { (l.t("me_title")) }
+        p { (s.name) " · " (s.email) }
+        form #signature method="post" action="/me/signature" {
+            (page::csrf(&ctx))
+            label for="signature-text" { (l.t("signature")) }
+            textarea #signature-text name="signature" rows="4" maxlength=(account::MAX_SIGNATURE_CHARS) aria-describedby="signature-hint" { (signature) }
+            p #signature-hint .hint { (l.t("signature_hint")) }
+            button type="submit" { (l.t("save")) }
+        }
+        h2 { (l.t("sessions")) }
+        form #signout-everywhere method="post" action="/signout/everywhere" {
+            (page::csrf(&ctx))
+            p.hint { (l.t("signout_everywhere_hint")) }
+            button type="submit" { (l.t("signout_everywhere")) }
+        }
+    };
+    Ok(page::page(&ctx, l.t("me_title"), Section::None, MainAttrs::default(), body).into_response())
+}
+
+/// `POST /me/signature`.
+pub(crate) async fn save_signature(State(web): WebState, ctx: Ctx, fields: Fields) -> WebResult<Response> {
+    let s = ctx.agent()?;
+    account::set_signature(web.core.db(), s.agent_id, fields.raw("signature").unwrap_or("")).await?;
+    Ok(axum::response::Redirect::to("/me").into_response())
+}

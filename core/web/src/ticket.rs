@@ -79,7 +79,13 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
     }
     let names: HashMap<i64, &str> = agents.iter().map(|a| (a.id, a.name.as_str())).collect();
     let status = Status::parse(&t.status)?;
-    let body_text = kept.body.clone().or(draft).unwrap_or_default();
+    let signature = account::signature(db, s.agent_id).await?;
+    // A reply that is not begun yet starts with the agent's signature below an empty line.
+    let body_text = kept
+        .body
+        .clone()
+        .or(draft)
+        .unwrap_or_else(|| signature.map(|sig| format!("\n\n-- \n{sig}")).unwrap_or_default());
     let note_first = kept.kind.as_deref() == Some("note");
     let undo = if is_chat(&t.channel) { 0 } else { UNDO_SECONDS };
     let request_id = crate::session::random_token();
@@ -342,7 +348,9 @@ fn composer(ctx: &Ctx, t: &ticket::Ticket, f: Form<'_>) -> Markup {
             }
             ul #module-results aria-label=(l.t("modules")) {}
             label.visually-hidden for="body" { (l.t("composer_body")) }
-            textarea #body name="body" rows="8" required { (body) }
+            // A leading newline, because HTML drops the first one after <textarea>: a reply that
+            // begins with an empty line (above the signature) keeps it.
+            textarea #body name="body" rows="8" required { "\n" (body) }
             div.composer-foot {
                 @if t.channel == "sms" { span #sms-count {} }
                 span #draft-status role="status" {}

@@ -602,6 +602,7 @@ ALTER TABLE customers ADD COLUMN language_origin TEXT NOT NULL DEFAULT 'given'
 ALTER TABLE agents ADD COLUMN password_hash TEXT;
 ALTER TABLE agents ADD COLUMN password_changed_at BIGINT;
 ALTER TABLE agents ADD COLUMN language TEXT;
+ALTER TABLE agents ADD COLUMN signature TEXT;
 CREATE TABLE web_sessions (
     id {pk},
     workspace_id BIGINT NOT NULL REFERENCES workspaces(id),
