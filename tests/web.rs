@@ -465,6 +465,10 @@ async fn a_customer_is_edited_and_merged_after_a_confirmation_naming_what_moves(
         .await;
     assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);
     assert_eq!(server.get(&format!("/api/v1/tickets/{}", b["id"])).await.1["customer_id"], ca);
+    // The whole timeline shows both tickets' messages, now of one customer.
+    let timeline = admin.get(&format!("/customers/{ca}")).await;
+    assert_eq!(timeline.status, StatusCode::OK);
+    assert!(timeline.body.contains("Order 1") && timeline.body.contains("Order 2"), "{}", timeline.body);
     let panel = admin.get(&back).await;
     assert!(panel.body.contains("erika.privat@example.org") && panel.body.contains("Order 2"), "{}", panel.body);
     let itself = admin.get(&format!("/customers/{ca}/merge?into={ca}")).await;

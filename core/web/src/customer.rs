@@ -1,5 +1,6 @@
-//! The customer from a ticket's side panel: change their name and language, and merge them
-//! into another customer after a confirmation that names what moves.
+//! The customer: their whole timeline across channels and tickets, and, from a ticket's side
+//! panel, changing their name and language and merging them into another customer after a
+//! confirmation that names what moves.
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -13,6 +14,52 @@ use crate::error::{WebError, WebResult};
 use crate::form::Fields;
 use crate::page::{self, MainAttrs, Section};
 use crate::session::Ctx;
+
+/// Timeline entries per page.
+const TIMELINE_PAGE: u64 = 100;
+
+#[derive(Deserialize)]
+pub(crate) struct TimelineQuery {
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+/// `GET /customers/{id}`: every message of the customer on any ticket and channel, newest
+/// first, a hundred at a time.
+pub(crate) async fn timeline(
+    State(web): WebState,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+    Query(q): Query<TimelineQuery>,
+) -> WebResult<Response> {
+    let s = ctx.agent()?;
+    let l = ctx.lang;
+    let db = web.core.db();
+    let c = customer::get(db, s.workspace_id, id).await?;
+    let entries = customer::timeline(db, s.workspace_id, id, q.before, TIMELINE_PAGE).await?;
+    let title = l.f("timeline_title", &[("name", &c.name)]);
+    let body = html! {
+        h1 { (title) }
+        p { @for i in &c.identities { span.identity { (i.kind) ": " (i.address) } " " } }
+        ol #timeline {
+            @for e in &entries {
+                li.message.(e.direction) {
+                    div.message-head {
+                        a href={ "/tickets/" (e.ticket_id) "#message-" (e.message_id) } { "#" (e.ticket_number) " " (e.subject) }
+                        " · " span.channel { (e.channel) } " · " (page::time_text(&e.created_at))
+                    }
+                    div.body { (e.body) }
+                }
+            }
+        }
+        @if entries.len() as u64 == TIMELINE_PAGE {
+            @if let Some(last) = entries.last() {
+                a href={ "/customers/" (id) "?before=" (last.message_id) } { (l.t("timeline_older")) }
+            }
+        }
+    };
+    Ok(page::page(&ctx, &title, Section::None, MainAttrs::default(), body).into_response())
+}
 
 /// Where to go back to: a ticket page of this site, or the inbox.
 fn back(fields: &Fields) -> String {

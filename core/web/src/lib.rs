@@ -74,7 +74,7 @@ pub fn router(core: Core) -> Router {
         .route("/tickets/{id}/messages/{message}/source", get(ticket::source))
         .route("/tickets/{id}/messages/{message}/retry", post(ticket::retry))
         .route("/attachments/{id}", get(ticket::attachment))
-        .route("/customers/{id}", post(customer::update))
+        .route("/customers/{id}", get(customer::timeline).post(customer::update))
         .route("/customers/{id}/merge", get(customer::confirm).post(customer::merge))
         .route("/live", get(live::stream))
         .route("/notifications", get(settings::notifications))

@@ -145,6 +145,7 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
             }
             aside #customer aria-labelledby="customer-title" {
                 h2 #customer-title { (customer.name) }
+                p { a #timeline-link href={ "/customers/" (customer.id) } { (l.t("timeline_link")) } }
                 dl {
                     dt { (l.t("customer_number")) } dd #customer-number { (customer.id) }
                     dt { (l.t("customer_tier")) } dd { span.tier { (customer.tier) } }
