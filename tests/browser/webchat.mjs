@@ -9,29 +9,18 @@
 // /usr/bin/chromium). Everything stays on 127.0.0.1. On failure the step, what was seen, the
 // server's log and a screenshot are printed, and the scratch directory is kept for a look.
 
-import { spawn, execFile } from "node:child_process";
-import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
-import { join, resolve, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { promisify } from "node:util";
 
-import { chromium } from "playwright-core";
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = resolve(process.env.PLUGDESK_BIN || join(ROOT, "target/debug/plugdesk"));
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
+// The shared harness, by what it is for: steps, the server, the browser, the whole run.
+import {
+  fail, note, step, until,
+  BIN, SERVER_START_MS, api, checkBinary, dataDir, listeningOn, serverEnv, startServer,
+  UI_TIMEOUT_MS, failureScreenshot, launchBrowser, watchPage,
+  runTest, testContext,
+} from "./harness.mjs";
 
 const TITLE = "Hilfe";
 const VISITOR = { name: "Erika Mustermann", email: "erika@example.com" };
@@ -41,136 +30,31 @@ const ANSWER = "Ihr Paket ist unterwegs.";
 // should show in well under a second; 3 s leaves room for a slow machine without hiding a
 // widget that fell back to the 5 s closed-panel interval.
 const REPLY_WITHIN_MS = 3000;
-// Generous: the first request waits for the bundled plugins to compile in a debug build.
-const SERVER_START_MS = 30_000;
-const API_TIMEOUT_MS = 45_000;
-const UI_TIMEOUT_MS = 10_000;
 
 const PANEL = "#plugdesk-webchat-panel";
 const LOG = `${PANEL} [role="log"]`;
 const LAUNCHER = `button[aria-label="${TITLE}"]`;
 
-/** A failure of one step, with what was seen. */
-class Failure extends Error {}
-
-let currentStep = "setting up";
-
-function step(name) {
-  currentStep = name;
-  console.log(`--> ${name}`);
-}
-
-function fail(message) {
-  throw new Failure(message);
-}
-
-/** Polls `probe` until it returns something truthy or the deadline passes; `seen` describes the
- * last state for the failure message. */
-async function until(what, timeoutMs, probe, seen = () => "") {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) fail(`${what} did not happen within ${timeoutMs} ms${await described(seen)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function described(seen) {
-  try {
-    const s = await seen();
-    return s ? `; seen: ${s}` : "";
-  } catch (e) {
-    return `; (could not describe the state: ${e.message})`;
-  }
-}
-
 // The server.
 
-/** Starts `plugdesk serve` on a free port of 127.0.0.1 in `ctx.dir`, its working directory, where
- * plugdesk.toml is read from. `ctx.server` is set as soon as the process runs, so it is stopped
- * even when it never comes up. */
-async function startServer(ctx) {
-  const dir = ctx.dir;
-  const env = { ...process.env, PLUGDESK_LOG: "warn", PLUGDESK_LOG_FORMAT: "text" };
-  // SQLite in `dir`, whatever the caller's shell points at.
-  for (const k of ["DATABASE_URL", "PLUGDESK_DATA", "PLUGDESK_LISTEN"]) delete env[k];
-
-  if (!existsSync(BIN)) fail(`no server binary at ${BIN}: run \`cargo build\` or set PLUGDESK_BIN`);
-  const data = join(dir, "data");
-  const init = await promisify(execFile)(BIN, ["init", "--data", data], { cwd: dir, env }).catch((e) =>
+/** Creates the data directory with `plugdesk init`, which prints the admin's API token, then
+ * starts the server on it (see startServer). */
+async function startHelpdesk(ctx) {
+  const env = serverEnv();
+  checkBinary();
+  const init = await promisify(execFile)(BIN, ["init", "--data", dataDir(ctx)], { cwd: ctx.dir, env }).catch((e) =>
     fail(`\`${BIN} init\` failed (${e.code ?? e.signal}): ${e.stderr || e.message}`),
   );
   const token = init.stdout.trim().split("\n").pop().trim();
   if (!/^pd_\w+$/.test(token)) fail(`\`plugdesk init\` printed no token as its last line: ${JSON.stringify(init.stdout)}`);
 
-  // Replies leave the outbox at once instead of on the default 500 ms tick.
-  writeFileSync(join(dir, "plugdesk.toml"), "[outbox]\ntick_ms = 20\n");
-  const logPath = join(dir, "server.log");
-  const child = spawn(BIN, ["serve", "--data", data, "--listen", "127.0.0.1:0"], {
-    cwd: dir,
+  const base = await startServer(ctx, {
     env,
-    stdio: ["ignore", "pipe", "pipe"],
+    ready: listeningOn,
+    timedOut: () => `the server printed no "listening on" line within ${SERVER_START_MS} ms`,
+    before: "listening",
   });
-  const server = (ctx.server = { child, token, logPath, log: "", exited: null });
-  const record = (chunk) => {
-    server.log += chunk;
-    appendFileSync(logPath, chunk);
-  };
-  child.stderr.setEncoding("utf8").on("data", record);
-  child.stdout.setEncoding("utf8");
-  const exited = new Promise((r) => child.on("exit", (code, signal) => r((server.exited = { code, signal }))));
-  server.stop = async () => {
-    if (server.exited || child.exitCode !== null || child.pid === undefined) return;
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-
-  server.base = await new Promise((resolveBase, rejectBase) => {
-    let out = "";
-    const timer = setTimeout(
-      () => rejectBase(new Failure(`the server printed no "listening on" line within ${SERVER_START_MS} ms`)),
-      SERVER_START_MS,
-    );
-    child.stdout.on("data", (chunk) => {
-      record(chunk);
-      out += chunk;
-      const m = /listening on (http:\/\/127\.0\.0\.1:\d+) \(database: /.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolveBase(m[1]);
-      }
-    });
-    exited.then(({ code, signal }) => {
-      clearTimeout(timer);
-      rejectBase(new Failure(`the server exited (code ${code}, signal ${signal}) before listening`));
-    });
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      rejectBase(new Failure(`cannot start ${BIN}: ${e.message}`));
-    });
-  });
-  return server;
-}
-
-/** Calls the API with the admin token; fails the step unless the status is `expect`. */
-async function api(server, method, path, body, expect = 200) {
-  let response;
-  try {
-    response = await fetch(server.base + path, {
-      method,
-      headers: { authorization: `Bearer ${server.token}`, ...(body ? { "content-type": "application/json" } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-      signal: AbortSignal.timeout(API_TIMEOUT_MS),
-    });
-  } catch (e) {
-    fail(`${method} ${path}: ${e.message}`);
-  }
-  const text = await response.text();
-  if (response.status !== expect) fail(`${method} ${path} answered ${response.status}, expected ${expect}: ${text}`);
-  return JSON.parse(text);
+  return Object.assign(ctx.server, { base, token });
 }
 
 // The third-party site.
@@ -207,8 +91,8 @@ async function startSite(widgetUrl) {
 
 async function run(ctx) {
   step("starting the server");
-  const server = await startServer(ctx);
-  console.log(`    ${server.base}`);
+  const server = await startHelpdesk(ctx);
+  note(server.base);
 
   step("installing the webchat channel");
   const channel = await api(
@@ -224,23 +108,13 @@ async function run(ctx) {
   step("serving a third-party page that embeds the widget");
   const site = (ctx.site = await startSite(widgetUrl));
   if (new URL(site.url).origin === server.base) fail("the page and the helpdesk share an origin");
-  console.log(`    ${site.url} embeds ${widgetUrl}`);
+  note(`${site.url} embeds ${widgetUrl}`);
 
   step("launching Chromium");
-  ctx.browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-  const context = await ctx.browser.newContext({ viewport: { width: 1024, height: 768 } });
+  const browser = await launchBrowser(ctx);
+  const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
   const page = (ctx.page = await context.newPage());
-  page.on("console", (m) => {
-    if (["error", "warning"].includes(m.type())) ctx.console.push(`${m.type()}: ${m.text()}`);
-  });
-  page.on("pageerror", (e) => ctx.console.push(`uncaught: ${e.message}`));
-  page.on("requestfailed", (r) => {
-    ctx.console.push(`request failed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`);
-  });
-  page.on("request", (r) => {
-    const url = new URL(r.url());
-    if (url.protocol.startsWith("http") && url.hostname !== "127.0.0.1") ctx.foreign.push(r.url());
-  });
+  watchPage(ctx, page);
 
   step("opening the page and the widget");
   await page.goto(site.url);
@@ -336,7 +210,7 @@ async function run(ctx) {
     );
   }
   ctx.latency = shownAt - posted;
-  console.log(`    the reply showed in the widget ${ctx.latency} ms after it was posted`);
+  note(`the reply showed in the widget ${ctx.latency} ms after it was posted`);
 
   step("reloading the page: the transcript stays");
   await page.reload();
@@ -364,59 +238,21 @@ async function run(ctx) {
   if (ctx.foreign.length) fail(`the page made requests beyond 127.0.0.1: ${ctx.foreign.join(", ")}`);
 }
 
-async function main() {
-  const ctx = { dir: mkdtempSync(join(tmpdir(), "plugdesk-webchat-")), console: [], foreign: [] };
-  const started = Date.now();
-  let failed = null;
-  const stop = async (signal) => {
-    console.error(`\ninterrupted (${signal}); stopping`);
-    await cleanup(ctx, true);
-    process.exit(130);
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  try {
-    await run(ctx);
-  } catch (e) {
-    failed = e;
-  }
-  if (failed) {
-    console.error(`\nFAILED at step "${currentStep}":`);
-    console.error(`  ${failed instanceof Failure ? failed.message : failed.stack || failed}`);
-    if (ctx.page) {
-      const shot = join(ctx.dir, "failure.png");
-      try {
-        await ctx.page.screenshot({ path: shot, fullPage: true, timeout: 5000 });
-        console.error(`  screenshot: ${shot}`);
-      } catch (e) {
-        console.error(`  (no screenshot: ${e.message})`);
-      }
-    }
-    if (ctx.console.length) console.error(`  the page said:\n    ${ctx.console.join("\n    ")}`);
-    if (ctx.foreign.length) console.error(`  requests beyond 127.0.0.1:\n    ${ctx.foreign.join("\n    ")}`);
-    if (ctx.server?.log.trim()) {
-      const tail = ctx.server.log.trim().split("\n").slice(-30).join("\n    ");
-      console.error(`  the server's output (last lines; all of it in ${ctx.server.logPath}):\n    ${tail}`);
-    }
-  }
-  // Keep what there is to look at after a failure: the screenshot, the server's log and database.
-  const keep = failed && (ctx.page || ctx.server);
-  await cleanup(ctx, !keep);
-  if (keep) console.error(`  kept for a look: ${ctx.dir}`);
-  if (failed) process.exit(1);
-  console.log(`webchat in a browser: ok in ${((Date.now() - started) / 1000).toFixed(1)} s (reply latency ${ctx.latency} ms)`);
-}
-
-/** Closes the browser, the page's server and the helpdesk; removes the scratch directory unless
- * it is kept for a look after a failure. */
-async function cleanup(ctx, remove) {
-  await ctx.browser?.close().catch((e) => console.error(`closing the browser: ${e.message}`));
-  ctx.browser = null;
-  ctx.site?.server.closeAllConnections?.();
-  await new Promise((r) => (ctx.site ? ctx.site.server.close(r) : r()));
-  ctx.site = null;
-  await ctx.server?.stop().catch((e) => console.error(`stopping the server: ${e.message}`));
-  if (remove) rmSync(ctx.dir, { recursive: true, force: true });
-}
-
-await main();
+await runTest(testContext("webchat"), {
+  name: "webchat in a browser",
+  run,
+  screenshots: async (ctx) => {
+    if (!ctx.page) return;
+    const shot = join(ctx.dir, "failure.png");
+    const error = await failureScreenshot(ctx.page, shot);
+    console.error(error ? `  (no screenshot: ${error})` : `  screenshot: ${shot}`);
+  },
+  pagesSaid: "the page said",
+  // The page's server, before the helpdesk.
+  close: async (ctx) => {
+    ctx.site?.server.closeAllConnections?.();
+    await new Promise((r) => (ctx.site ? ctx.site.server.close(r) : r()));
+    ctx.site = null;
+  },
+  okNote: (ctx) => `reply latency ${ctx.latency} ms`,
+});

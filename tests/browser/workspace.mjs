@@ -14,37 +14,21 @@
 // target/screenshots/. On failure the step, what was seen, the server's log and a screenshot of
 // every open page are printed, and the scratch directory is kept for a look.
 
-import { spawn } from "node:child_process";
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
-import { join, resolve, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, dirname } from "node:path";
 
-import { chromium } from "playwright-core";
+// The shared harness, by what it is for: steps, the server, the browser, the whole run.
+import {
+  described, fail, note, setStep, step, stepName, until,
+  ROOT, API_TIMEOUT_MS, SERVER_START_MS, api, listeningOn, serverEnv, startServer,
+  UI_TIMEOUT_MS, failureScreenshot, launchBrowser, watchPage,
+  runTest, testContext,
+} from "./harness.mjs";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = resolve(process.env.PLUGDESK_BIN || join(ROOT, "target/debug/plugdesk"));
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const SCREENSHOTS = join(ROOT, "target/screenshots");
 
-// Timeouts, and why they are what they are.
-// Generous: the first request waits for the bundled plugins to compile in a debug build.
-const SERVER_START_MS = 30_000;
-const API_TIMEOUT_MS = 45_000;
-// Anything the pages do on their own (load, submit, render a text module): a slow debug build
-// on a busy machine, never a reason to wait on a working page.
-const UI_TIMEOUT_MS = 10_000;
+// Timeouts, and why they are what they are (the shared ones are in harness.mjs).
 // The promise of the live pages: a new ticket shows in an open inbox, and another agent's
 // presence on an open ticket page, within 3 s (server-sent events, no reload, no polling).
 const LIVE_WITHIN_MS = 3_000;
@@ -72,50 +56,11 @@ const MODULE_QUERY = readdirSync(join(ROOT, "templates"))
   .map((f) => f.split(".")[0])
   .sort()[0];
 
-/** A failure of one step, with what was seen. */
-class Failure extends Error {}
-
-let currentStep = "setting up";
-
-function step(name) {
-  currentStep = name;
-  console.log(`--> ${name}`);
-}
-
-function note(text) {
-  console.log(`    ${text}`);
-}
-
-function fail(message) {
-  throw new Failure(message);
-}
-
 /** A check that failed where the rest of the run can still go on: reported with its step at the
  * end, and the run fails. */
 function deviation(ctx, message) {
-  ctx.deviations.push(`${currentStep}: ${message}`);
+  ctx.deviations.push(`${stepName()}: ${message}`);
   console.log(`    FAILED (the run goes on): ${message}`);
-}
-
-/** Polls `probe` until it returns something truthy or the deadline passes; `seen` describes the
- * last state for the failure message. */
-async function until(what, timeoutMs, probe, seen = () => "") {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) fail(`${what} did not happen within ${timeoutMs} ms${await described(seen)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function described(seen) {
-  try {
-    const s = await seen();
-    return s ? `; seen: ${s}` : "";
-  } catch (e) {
-    return `; (could not describe the state: ${e.message})`;
-  }
 }
 
 /** Waits for `selector` on `page`; fails with `why` and the page's address and main text. */
@@ -135,59 +80,14 @@ async function pageText(page) {
 
 // The server.
 
-/** Starts `plugdesk serve` on a free port of 127.0.0.1 with a fresh data directory in `ctx.dir`,
- * its working directory, where plugdesk.toml is read from. On this first start it creates the
- * `default` workspace and prints the admin's API token and one-time setup link. `ctx.server` is
- * set as soon as the process runs, so it is stopped even when it never comes up. */
-async function startServer(ctx) {
-  const dir = ctx.dir;
-  const env = { ...process.env, PLUGDESK_LOG: "warn", PLUGDESK_LOG_FORMAT: "text" };
-  // SQLite in `dir`, whatever the caller's shell points at.
-  for (const k of ["DATABASE_URL", "PLUGDESK_DATA", "PLUGDESK_LISTEN", "PLUGDESK_SECRET_KEY"]) delete env[k];
-
-  if (!existsSync(BIN)) fail(`no server binary at ${BIN}: run \`cargo build\` or set PLUGDESK_BIN`);
-  const data = join(dir, "data");
-  // Replies leave the outbox at once instead of on the default 500 ms tick.
-  writeFileSync(join(dir, "plugdesk.toml"), "[outbox]\ntick_ms = 20\n");
-  const logPath = join(dir, "server.log");
-  const child = spawn(BIN, ["serve", "--data", data, "--listen", "127.0.0.1:0"], {
-    cwd: dir,
-    env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const server = (ctx.server = { child, logPath, log: "", exited: null });
-  const record = (chunk) => {
-    server.log += chunk;
-    appendFileSync(logPath, chunk);
-  };
-  child.stderr.setEncoding("utf8").on("data", record);
-  child.stdout.setEncoding("utf8");
-  const exited = new Promise((r) => child.on("exit", (code, signal) => r((server.exited = { code, signal }))));
-  server.stop = async () => {
-    if (server.exited || child.exitCode !== null || child.pid === undefined) return;
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-
+/** Starts the server on a fresh data directory (see startServer). On this first start it
+ * creates the `default` workspace and prints the admin's API token and one-time setup link. */
+async function startHelpdesk(ctx) {
   // The address, the API token and the setup link, in whatever order they are printed.
-  const found = await new Promise((resolveFound, rejectFound) => {
-    let out = "";
-    const timer = setTimeout(
-      () =>
-        rejectFound(
-          new Failure(
-            `within ${SERVER_START_MS} ms the server did not print all of: a "listening on" line, an API token ` +
-              `(pd_…) and a setup link (…/setup/…); it printed ${JSON.stringify(out)}`,
-          ),
-        ),
-      SERVER_START_MS,
-    );
-    child.stdout.on("data", (chunk) => {
-      record(chunk);
-      out += chunk;
-      const base = /listening on (http:\/\/127\.0\.0\.1:\d+) \(database: /.exec(out)?.[1];
+  const found = await startServer(ctx, {
+    env: serverEnv(["PLUGDESK_SECRET_KEY"]),
+    ready: (out) => {
+      const base = listeningOn(out);
       const lines = out.split("\n");
       // A whole line only: the setup link's line may be printed before the token's.
       const complete = lines.slice(0, -1);
@@ -197,20 +97,14 @@ async function startServer(ctx) {
         .find(Boolean);
       const setupLine = complete.find((l) => l.includes("/setup/"));
       const setup = setupLine && (/https?:\/\/\S+\/setup\/\S+/.exec(setupLine)?.[0] ?? /\/setup\/\S+/.exec(setupLine)?.[0]);
-      if (base && token && setup) {
-        clearTimeout(timer);
-        resolveFound({ base, token, setup });
-      }
-    });
-    exited.then(({ code, signal }) => {
-      clearTimeout(timer);
-      rejectFound(new Failure(`the server exited (code ${code}, signal ${signal}) before it was ready`));
-    });
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      rejectFound(new Failure(`cannot start ${BIN}: ${e.message}`));
-    });
+      return base && token && setup ? { base, token, setup } : null;
+    },
+    timedOut: (out) =>
+      `within ${SERVER_START_MS} ms the server did not print all of: a "listening on" line, an API token ` +
+      `(pd_…) and a setup link (…/setup/…); it printed ${JSON.stringify(out)}`,
+    before: "it was ready",
   });
+  const server = ctx.server;
   server.base = found.base;
   server.token = found.token;
   const link = new URL(found.setup, found.base);
@@ -219,24 +113,6 @@ async function startServer(ctx) {
   }
   server.setupUrl = found.base + link.pathname + link.search;
   return server;
-}
-
-/** Calls the API with the admin token; fails the step unless the status is `expect`. */
-async function api(server, method, path, body, expect = 200) {
-  let response;
-  try {
-    response = await fetch(server.base + path, {
-      method,
-      headers: { authorization: `Bearer ${server.token}`, ...(body ? { "content-type": "application/json" } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-      signal: AbortSignal.timeout(API_TIMEOUT_MS),
-    });
-  } catch (e) {
-    fail(`${method} ${path}: ${e.message}`);
-  }
-  const text = await response.text();
-  if (response.status !== expect) fail(`${method} ${path} answered ${response.status}, expected ${expect}: ${text}`);
-  return JSON.parse(text);
 }
 
 /** Posts a submission to the web form channel's public hook, as the form on a business's site does. */
@@ -287,23 +163,14 @@ async function newContext(ctx, name, options = {}) {
 
 function watch(ctx, name, page, bypassCSP) {
   ctx.pages.set(name, page);
-  page.on("console", (m) => {
-    if (!["error", "warning"].includes(m.type())) return;
-    ctx.console.push(`[${name}] ${m.type()}: ${m.text()}`);
-    if (!bypassCSP && /Content Security Policy/i.test(m.text())) ctx.problems.push(`[${name}] ${m.text()}`);
-  });
-  page.on("pageerror", (e) => {
-    ctx.console.push(`[${name}] uncaught: ${e.message}`);
-    ctx.problems.push(`[${name}] uncaught exception on ${page.url()}: ${e.message}`);
-  });
-  page.on("requestfailed", (r) => {
+  watchPage(ctx, page, {
+    label: `[${name}] `,
+    onConsole: (m) => {
+      if (!bypassCSP && /Content Security Policy/i.test(m.text())) ctx.problems.push(`[${name}] ${m.text()}`);
+    },
+    onError: (e) => ctx.problems.push(`[${name}] uncaught exception on ${page.url()}: ${e.message}`),
     // Leaving a page aborts its event stream and presence beacons: expected, not worth a line.
-    if (r.failure()?.errorText === "net::ERR_ABORTED") return;
-    ctx.console.push(`[${name}] request failed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`);
-  });
-  page.on("request", (r) => {
-    const url = new URL(r.url());
-    if (url.protocol.startsWith("http") && url.hostname !== "127.0.0.1") ctx.foreign.push(`[${name}] ${r.url()}`);
+    ignoreFailed: (r) => r.failure()?.errorText === "net::ERR_ABORTED",
   });
   page.on("close", () => ctx.pages.delete(name));
 }
@@ -427,10 +294,10 @@ async function axeCheck(ctx, page, what) {
 
 async function run(ctx) {
   step("1. starting the server on a fresh data directory; the admin chooses a password through the setup link");
-  const server = await startServer(ctx);
+  const server = await startHelpdesk(ctx);
   const base = server.base;
   note(`${base}, setup link ${server.setupUrl}`);
-  ctx.browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  await launchBrowser(ctx);
   const contextA = await newContext(ctx, "admin");
   const admin = await contextA.newPage();
   await choosePassword(admin, server.setupUrl, ADMIN.password, "the admin's setup link");
@@ -866,69 +733,31 @@ async function watchCount(server, ticketId, text, what) {
   if (n !== 1) fail(`${what} is not stored`);
 }
 
-async function main() {
-  const ctx = {
-    dir: mkdtempSync(join(tmpdir(), "plugdesk-workspace-")),
-    console: [],
-    problems: [],
-    foreign: [],
-    pages: new Map(),
-    axeFailures: [],
-    deviations: [],
-  };
-  const started = Date.now();
-  let failed = null;
-  const stop = async (signal) => {
-    console.error(`\ninterrupted (${signal}); stopping`);
-    await cleanup(ctx, true);
-    process.exit(130);
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
+/** The test's steps; then the checks that failed along the way fail the run. */
+async function runAll(ctx) {
   try {
     await run(ctx);
-    if (ctx.deviations.length) {
-      currentStep = "the end";
-      failed = new Failure(`${ctx.deviations.length} check(s) failed along the way:\n  - ${ctx.deviations.join("\n  - ")}`);
-    }
   } catch (e) {
-    failed = e;
     if (ctx.deviations.length) console.error(`\nfailed along the way, before:\n  - ${ctx.deviations.join("\n  - ")}`);
+    throw e;
   }
-  if (failed) {
-    console.error(`\nFAILED at step "${currentStep}":`);
-    console.error(`  ${failed instanceof Failure ? failed.message : failed.stack || failed}`);
+  if (ctx.deviations.length) {
+    setStep("the end");
+    fail(`${ctx.deviations.length} check(s) failed along the way:\n  - ${ctx.deviations.join("\n  - ")}`);
+  }
+}
+
+await runTest(testContext("workspace", { problems: [], pages: new Map(), axeFailures: [], deviations: [] }), {
+  name: "agent workspace in a browser",
+  run: runAll,
+  screenshots: async (ctx) => {
     for (const [name, page] of ctx.pages) {
       const shot = join(ctx.dir, `failure-${name}.png`);
-      try {
-        await page.screenshot({ path: shot, fullPage: true, timeout: 5000 });
-        console.error(`  screenshot of ${name}'s page (${page.url()}): ${shot}`);
-      } catch (e) {
-        console.error(`  (no screenshot of ${name}'s page: ${e.message})`);
-      }
+      const error = await failureScreenshot(page, shot);
+      console.error(error ? `  (no screenshot of ${name}'s page: ${error})` : `  screenshot of ${name}'s page (${page.url()}): ${shot}`);
     }
-    if (ctx.console.length) console.error(`  the pages said:\n    ${ctx.console.slice(-40).join("\n    ")}`);
-    if (ctx.foreign.length) console.error(`  requests beyond 127.0.0.1:\n    ${ctx.foreign.join("\n    ")}`);
-    if (ctx.server?.log.trim()) {
-      const tail = ctx.server.log.trim().split("\n").slice(-30).join("\n    ");
-      console.error(`  the server's output (last lines; all of it in ${ctx.server.logPath}):\n    ${tail}`);
-    }
-  }
-  // Keep what there is to look at after a failure: the screenshots, the server's log and database.
-  const keep = failed && (ctx.pages.size || ctx.server);
-  await cleanup(ctx, !keep);
-  if (keep) console.error(`  kept for a look: ${ctx.dir}`);
-  if (failed) process.exit(1);
-  console.log(`agent workspace in a browser: ok in ${((Date.now() - started) / 1000).toFixed(1)} s (screenshots in ${SCREENSHOTS})`);
-}
-
-/** Closes the browser and stops the server; removes the scratch directory unless it is kept for
- * a look after a failure. */
-async function cleanup(ctx, remove) {
-  await ctx.browser?.close().catch((e) => console.error(`closing the browser: ${e.message}`));
-  ctx.browser = null;
-  await ctx.server?.stop().catch((e) => console.error(`stopping the server: ${e.message}`));
-  if (remove) rmSync(ctx.dir, { recursive: true, force: true });
-}
-
-await main();
+  },
+  pagesSaid: "the pages said",
+  consoleTail: 40,
+  okNote: () => `screenshots in ${SCREENSHOTS}`,
+});
