@@ -427,7 +427,7 @@ pub(crate) fn data_from(core: &crate::Core, view: &Json, survey_link: Option<&st
 /// The channel templates are chosen for: `email` for mail and web forms (their answers go out
 /// by mail), `sms` for text messages, `chat` (short plain text) for everything else — chats,
 /// messengers and tickets made through the API.
-pub(crate) fn channel_kind(channel: &str) -> &'static str {
+pub fn channel_kind(channel: &str) -> &'static str {
     match channel {
         "email" | "webform" => "email",
         "sms" => "sms",

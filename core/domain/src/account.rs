@@ -381,10 +381,10 @@ pub async fn end_all_sessions<C: ConnectionTrait>(db: &C, agent_id: i64) -> Resu
     .await
 }
 
-/// Remembers an agent's UI language.
+/// Remembers an agent's UI language (the web layer checks it is one it speaks).
 ///
 /// # Errors
-/// [`Error::Invalid`] for a language the UI does not speak.
+/// Database errors.
 pub async fn set_language<C: ConnectionTrait>(db: &C, agent_id: i64, language: &str) -> Result<()> {
     db::exec(db, "UPDATE agents SET language = ? WHERE id = ?", vec![language.into(), agent_id.into()]).await?;
     Ok(())

@@ -201,15 +201,31 @@ fn password_page(
     page::page(ctx, title, Section::None, MainAttrs::default(), body)
 }
 
-async fn link_form(web: &Web, ctx: &Ctx, token: &str, purpose: LinkPurpose) -> WebResult<Response> {
-    let holder = account::link_holder(web.core.db(), token, purpose).await?;
+/// The password form of a one-time link, with the agent greeted and `error` shown.
+fn link_page(
+    ctx: &Ctx,
+    holder: &account::LinkHolder,
+    token: &str,
+    purpose: LinkPurpose,
+    error: Option<String>,
+) -> Response {
     let l = ctx.lang;
     let (title, action) = match purpose {
         LinkPurpose::Setup => (l.t("setup_title"), format!("/setup/{token}")),
         LinkPurpose::Invite => (l.t("invite_title"), format!("/invite/{token}")),
     };
     let greeting = l.f("link_greeting", &[("name", &holder.name), ("email", &holder.email)]);
-    Ok(password_page(ctx, title, &greeting, &action, None).into_response())
+    let refused = error.is_some();
+    let mut res = password_page(ctx, title, &greeting, &action, error).into_response();
+    if refused {
+        *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    res
+}
+
+async fn link_form(web: &Web, ctx: &Ctx, token: &str, purpose: LinkPurpose) -> WebResult<Response> {
+    let holder = account::link_holder(web.core.db(), token, purpose).await?;
+    Ok(link_page(ctx, &holder, token, purpose, None))
 }
 
 async fn link_submit(web: &Web, ctx: &Ctx, token: &str, purpose: LinkPurpose, fields: &Fields) -> WebResult<Response> {
@@ -219,21 +235,13 @@ async fn link_submit(web: &Web, ctx: &Ctx, token: &str, purpose: LinkPurpose, fi
     let again = fields.raw("password_confirm").unwrap_or("");
     let problem = if password != again {
         Some(l.t("password_mismatch").to_owned())
-    } else if let Err(e) = account::check_password(&password) {
-        let _ = e;
+    } else if account::check_password(&password).is_err() {
         Some(l.f("password_rule", &[("min", &account::MIN_PASSWORD_CHARS.to_string())]))
     } else {
         None
     };
-    if let Some(error) = problem {
-        let (title, action) = match purpose {
-            LinkPurpose::Setup => (l.t("setup_title"), format!("/setup/{token}")),
-            LinkPurpose::Invite => (l.t("invite_title"), format!("/invite/{token}")),
-        };
-        let greeting = l.f("link_greeting", &[("name", &holder.name), ("email", &holder.email)]);
-        let mut res = password_page(ctx, title, &greeting, &action, Some(error)).into_response();
-        *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-        return Ok(res);
+    if problem.is_some() {
+        return Ok(link_page(ctx, &holder, token, purpose, problem));
     }
     let hash = tokio::task::spawn_blocking(move || account::hash_password(&password))
         .await

@@ -579,11 +579,7 @@ pub(crate) async fn modules(
     let t = ticket::get(web.core.db(), s.workspace_id, id).await?;
     let customer = plugdesk_core::customer::get(web.core.db(), s.workspace_id, t.customer_id).await?;
     let all = plugdesk_core::template::list(&web.core, s.workspace_id).await?;
-    let kind = match t.channel.as_str() {
-        "email" | "webform" => "email",
-        "sms" => "sms",
-        _ => "chat",
-    };
+    let kind = plugdesk_core::template::channel_kind(&t.channel);
     let needle = q.q.trim().to_lowercase();
     let mut items: Vec<serde_json::Value> = Vec::new();
     for tpl in all["templates"].as_array().into_iter().flatten() {
