@@ -1221,6 +1221,22 @@ async fn four_channels_share_one_customer_timeline_and_replies_go_back_out() {
     let polled: Value = polled.json().await.expect("json");
     assert_eq!(polled["messages"][0]["text"], "Antwort per webchat", "{polled}");
 
+    // The form cannot answer, but the agent may answer through another of her channels; a
+    // channel that cannot reach her is refused, and nothing is stored.
+    let form_ticket = ticket_of("webform").await;
+    let path = format!("/api/v1/tickets/{form_ticket}/reply");
+    let (status, refused) = s.post(&path, json!({ "body": "Nirgendwohin", "reply_channel_id": 999_999 })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(refused.to_string().contains("cannot reach"), "{refused}");
+    let (status, reply) = s.post(&path, json!({ "body": "Antwort per SMS", "reply_channel_id": sms })).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    delivery(&s, form_ticket, reply["id"].as_i64().expect("id"), "sent").await;
+    let sms_sent = twilio.sent();
+    assert_eq!(sms_sent.len(), 2, "{sms_sent:?}");
+    assert_eq!((sms_sent[1].to.as_str(), sms_sent[1].body.as_str()), ("+491511234567", "Antwort per SMS"));
+    let (_, messages) = s.get(&format!("/api/v1/tickets/{form_ticket}/messages")).await;
+    assert!(!messages.to_string().contains("Nirgendwohin"), "the refused reply was not stored: {messages}");
+
     // A gateway that is down is retried; a refusal is a dead letter with the gateway's reason.
     twilio.fail_next(500, 1);
     let t = ticket_of("sms").await;

@@ -549,3 +549,261 @@ async fn two_tickets_of_one_customer_merge_with_their_messages_and_clocks() {
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
 }
+
+/// The composer's fields of a ticket page, for a note (which is never refused over unseen
+/// messages) with `body`.
+fn note_form(page: &support::Page, body: &str) -> Vec<(String, String)> {
+    vec![
+        ("csrf".into(), page.csrf()),
+        ("kind".into(), "note".into()),
+        ("body".into(), body.into()),
+        ("seen".into(), attr_after(&page.body, "name=\"seen\"", "value").expect("seen")),
+        ("request_id".into(), attr_after(&page.body, "name=\"request_id\"", "value").expect("request id")),
+        ("then".into(), "keep".into()),
+    ]
+}
+
+fn pairs(form: &[(String, String)]) -> Vec<(&str, &str)> {
+    form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn a_stale_fields_form_shows_what_changed_keeps_the_choices_and_saves_nothing() {
+    let (server, mut admin) = admin_server().await;
+    let t = server.ticket("Invoice wrong", "erika@example.com").await;
+    let id = t["id"].as_i64().expect("id");
+    server.settled(Duration::from_secs(10)).await;
+    let page = admin.get(&format!("/tickets/{id}")).await;
+    let csrf = page.csrf();
+    let version = attr_after(&page.body, "name=\"version\"", "value").expect("version");
+    // Changed meanwhile (another tab, a colleague, a workflow).
+    let (status, _) = server.patch(&format!("/api/v1/tickets/{id}"), json!({ "priority": "urgent" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let attributes = "order: 4711\nexpress: true\nnote: call back";
+    let form = |version: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.clone()),
+            ("version".to_owned(), version.to_owned()),
+            ("priority".to_owned(), "low".to_owned()),
+            ("level".to_owned(), "1".to_owned()),
+            ("category".to_owned(), "billing".to_owned()),
+            ("tags".to_owned(), "refund, vip".to_owned()),
+            ("attributes".to_owned(), attributes.to_owned()),
+        ]
+    };
+    let stale = admin.post(&format!("/tickets/{id}/fields"), &pairs(&form(&version))).await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+    assert!(stale.body.contains("id=\"stale\"") && stale.body.contains("priority: normal → urgent"), "{}", stale.body);
+    assert!(
+        stale.body.contains("value=\"billing\"") && stale.body.contains("order: 4711"),
+        "choices kept: {}",
+        stale.body
+    );
+    let stored = server.get(&format!("/api/v1/tickets/{id}")).await.1;
+    assert_eq!((stored["priority"].as_str(), stored["category"].is_null()), (Some("urgent"), true), "{stored}");
+
+    // Saved from the refreshed form; custom attributes keep their types.
+    let version = attr_after(&stale.body, "name=\"version\"", "value").expect("version");
+    let saved = admin.post(&format!("/tickets/{id}/fields"), &pairs(&form(&version))).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let stored = server.get(&format!("/api/v1/tickets/{id}")).await.1;
+    assert_eq!((stored["priority"].as_str(), stored["category"].as_str()), (Some("low"), Some("billing")), "{stored}");
+    assert_eq!(stored["attributes"], json!({ "order": 4711, "express": true, "note": "call back" }));
+    assert!(stored["tags"].as_array().is_some_and(|t| t.contains(&json!("vip")) && t.contains(&json!("refund"))));
+
+    // Attributes that are not `name: value` are refused with the line, and nothing changes.
+    let page = admin.get(&format!("/tickets/{id}")).await;
+    let version = attr_after(&page.body, "name=\"version\"", "value").expect("version");
+    let mut bad = form(&version);
+    bad.retain(|(k, _)| k != "attributes");
+    bad.push(("attributes".into(), "order: 1\nno colon here".into()));
+    let refused = admin.post(&format!("/tickets/{id}/fields"), &pairs(&bad)).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert!(refused.body.contains("line 2"), "{}", refused.body);
+    let after = server.get(&format!("/api/v1/tickets/{id}")).await.1;
+    assert_eq!(after["attributes"], stored["attributes"]);
+}
+
+#[tokio::test]
+async fn a_customers_message_splits_off_into_a_ticket_of_its_own_once() {
+    let (server, mut admin) = admin_server().await;
+    let t = server.ticket("Two things", "erika@example.com").await;
+    let id = t["id"].as_i64().expect("id");
+    let (status, _) = server
+        .post(&format!("/api/v1/tickets/{id}/messages"), json!({ "body": "Also: my address changed to Hauptstr. 5." }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    server.settled(Duration::from_secs(10)).await;
+    let messages = server.get(&format!("/api/v1/tickets/{id}/messages")).await.1;
+    let items = messages["items"].as_array().expect("items");
+    let second = items.iter().find(|m| m["body"].as_str().is_some_and(|b| b.contains("Hauptstr"))).expect("second");
+    let message = second["id"].as_i64().expect("id");
+    let page = admin.get(&format!("/tickets/{id}")).await;
+    let csrf = page.csrf();
+    let split_path = format!("/tickets/{id}/messages/{message}/split");
+    assert!(page.body.contains(&format!("action=\"{split_path}\"")), "{}", page.body);
+
+    let split = admin.post(&split_path, &[("csrf", &csrf)]).await;
+    assert_eq!(split.status, StatusCode::SEE_OTHER, "{}", split.body);
+    let new_id: i64 = split.location().trim_start_matches("/tickets/").parse().expect("ticket path");
+    assert_ne!(new_id, id);
+    let new = server.get(&format!("/api/v1/tickets/{new_id}")).await.1;
+    assert_eq!(new["customer_id"], t["customer_id"], "{new}");
+    let first = server.get(&format!("/api/v1/tickets/{new_id}/messages")).await.1;
+    assert!(first["items"][0]["body"].as_str().is_some_and(|b| b.contains("Hauptstr")), "{first}");
+    let source = admin.get(&format!("/tickets/{id}")).await;
+    assert!(source.body.contains(&format!("href=\"/tickets/{new_id}\"")), "the split is in the history");
+    assert!(source.body.contains("Hauptstr"), "the message stays where it was written");
+    // A second click lands on the same ticket.
+    let again = admin.post(&split_path, &[("csrf", &csrf)]).await;
+    assert_eq!(again.location(), split.location());
+    // An agent's reply or an automatic answer does not start a ticket.
+    if let Some(ours) = items.iter().find(|m| m["direction"] != "inbound") {
+        let path = format!("/tickets/{id}/messages/{}/split", ours["id"]);
+        let refused = admin.post(&path, &[("csrf", &csrf)]).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    }
+}
+
+#[tokio::test]
+async fn a_note_carries_uploaded_files_and_an_oversized_one_is_refused_with_the_text_kept() {
+    let (server, mut admin) = admin_server().await;
+    let t = server.ticket("Screenshot", "erika@example.com").await;
+    let id = t["id"].as_i64().expect("id");
+    server.settled(Duration::from_secs(10)).await;
+    let page = admin.get(&format!("/tickets/{id}")).await;
+    assert!(page.body.contains("enctype=\"multipart/form-data\"") && page.body.contains("type=\"file\""));
+    let form = note_form(&page, "See the log attached.");
+    let sent = admin
+        .post_multipart(
+            &format!("/tickets/{id}/messages"),
+            &pairs(&form),
+            &[("attachment", "server.log", "text/plain", b"line one\nline two\n")],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    let messages = server.get(&format!("/api/v1/tickets/{id}/messages")).await.1;
+    let note = messages["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|m| m["body"] == "See the log attached.")
+        .cloned()
+        .expect("the note");
+    assert_eq!(note["attachments"][0]["filename"], "server.log", "{note}");
+    let file = admin.get(&format!("/attachments/{}", note["attachments"][0]["id"])).await;
+    assert_eq!(file.body, "line one\nline two\n");
+
+    // Over the limit per file: refused, the text is back in the composer, nothing is stored.
+    let page = admin.get(&format!("/tickets/{id}")).await;
+    let text = "Second try with a huge file.";
+    let form = note_form(&page, text);
+    let huge = vec![b'x'; 10 * 1024 * 1024 + 1];
+    let refused = admin
+        .post_multipart(
+            &format!("/tickets/{id}/messages"),
+            &pairs(&form),
+            &[("attachment", "huge.bin", "application/octet-stream", &huge)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", &refused.body[..refused.body.len().min(2000)]);
+    assert!(refused.body.contains(text), "the agent's text is kept");
+    // Over the request limit: a clear refusal before anything is read.
+    let larger = vec![b'x'; 17 * 1024 * 1024];
+    let too_large = admin
+        .post_multipart(
+            &format!("/tickets/{id}/messages"),
+            &pairs(&form),
+            &[("attachment", "larger.bin", "application/octet-stream", &larger)],
+        )
+        .await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let after = server.get(&format!("/api/v1/tickets/{id}/messages")).await.1;
+    assert!(!after.to_string().contains(text), "nothing stored: {after}");
+}
+
+#[tokio::test]
+async fn the_customer_panel_shows_survey_answers_and_replies_take_the_channels_signature() {
+    let (server, mut admin) = admin_server().await;
+    let csrf = admin.get("/me").await.csrf();
+    let saved = admin
+        .post(
+            "/me/signature",
+            &[
+                ("csrf", &csrf),
+                ("signature", "Erika from Support"),
+                ("signature_email", "Erika Muster\nSupport team"),
+                ("signature_sms", ""),
+                ("signature_chat", "– Erika"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let me = admin.get("/me").await;
+    assert!(me.body.contains("Erika Muster\nSupport team") && me.body.contains("– Erika"), "{}", me.body);
+
+    // An API ticket is answered like a chat; a mail ticket with the mail signature.
+    let chat = server.ticket("Quick question", "otto@example.com").await;
+    let (status, mail) = server
+        .post(
+            "/api/v1/tickets",
+            json!({ "subject": "By mail", "body": "Hello", "channel": "email", "customer": { "email": "otto@example.com" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{mail}");
+    let chat_page = admin.get(&format!("/tickets/{}", chat["id"])).await;
+    assert!(chat_page.body.contains("-- \n– Erika"), "{}", chat_page.body);
+    let mail_page = admin.get(&format!("/tickets/{}", mail["id"])).await;
+    assert!(mail_page.body.contains("-- \nErika Muster\nSupport team"), "{}", mail_page.body);
+
+    // The customer answers the survey after the ticket is resolved: the panel shows it.
+    let id = chat["id"].as_i64().expect("id");
+    server.settled(Duration::from_secs(10)).await;
+    for step in ["open", "resolved"] {
+        let (status, body) = server.patch(&format!("/api/v1/tickets/{id}"), json!({ "status": step })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let msgs = server
+        .wait_for(&format!("/api/v1/tickets/{id}/messages"), Duration::from_secs(10), |m| {
+            m.to_string().contains("/survey/")
+        })
+        .await;
+    let invitation = msgs.to_string();
+    let at = invitation.find("/survey/").expect("link");
+    let token: String = invitation[at + "/survey/".len()..].chars().take_while(char::is_ascii_alphanumeric).collect();
+    let answered = reqwest::Client::new()
+        .post(format!("{}/survey/{token}", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("rating=2&comment=took+too+long")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(answered.status(), StatusCode::OK);
+    let page = admin.get(&format!("/tickets/{}", mail["id"])).await;
+    assert!(page.body.contains("id=\"csat\"") && page.body.contains("2/5"), "{}", page.body);
+    assert!(page.body.contains("took too long"), "the comment is shown");
+}
+
+#[tokio::test]
+async fn the_live_stream_ends_when_its_session_is_signed_out() {
+    let (server, mut admin) = admin_server().await;
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/live", server.base))
+        .header(header::COOKIE, admin.cookie_header())
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let csrf = admin.get("/").await.csrf();
+    let out = admin.post("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let mut text = String::new();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(chunk) = stream.chunk().await.expect("chunk") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream closed: {text}");
+    assert!(text.contains("event: signedout"), "{text}");
+}

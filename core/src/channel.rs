@@ -1479,6 +1479,7 @@ async fn deliver(
                 external_id: Some(m.external_id),
                 attachments,
                 receipt,
+                reply_channel_id: None,
             };
             crate::ticket::add_message(core, row.workspace_id, ticket_id, MessageKind::Inbound, None, &actor, &input)
                 .await?;

@@ -3,6 +3,8 @@
 //! per ticket (drafts, how far they have read). Secrets — session ids and link tokens — are
 //! random 256-bit values stored only as SHA-256, like API tokens.
 
+use std::collections::HashMap;
+
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
@@ -354,6 +356,23 @@ pub async fn session<C: ConnectionTrait>(db: &C, secret: &str, limits: SessionLi
     }))
 }
 
+/// Whether a session is still live (a long-lived stream asks now and then; a session ended on
+/// any node, expired or whose agent was deactivated is not).
+///
+/// # Errors
+/// Database errors.
+pub async fn session_live<C: ConnectionTrait>(db: &C, session_id: i64, limits: SessionLimits) -> Result<bool> {
+    let now = crate::now_ms();
+    let row = db::query_one(
+        db,
+        "SELECT 1 AS one FROM web_sessions s JOIN agents a ON a.id = s.agent_id \
+         WHERE s.id = ? AND s.ended_at IS NULL AND s.seen_at > ? AND s.created_at > ? AND a.active = 1",
+        vec![session_id.into(), (now - limits.idle_ms).into(), (now - limits.absolute_ms).into()],
+    )
+    .await?;
+    Ok(row.is_some())
+}
+
 /// Ends one session (sign-out).
 ///
 /// # Errors
@@ -393,28 +412,92 @@ pub async fn set_language<C: ConnectionTrait>(db: &C, agent_id: i64, language: &
 /// Longest signature kept.
 pub const MAX_SIGNATURE_CHARS: usize = 1000;
 
-/// The agent's signature, placed below a new reply.
+/// The channels (as templates know them: `email`, `sms`, `chat`) an agent may give a signature
+/// of its own; any other reply takes the agent's general signature.
+pub const SIGNATURE_CHANNELS: [&str; 3] = ["email", "sms", "chat"];
+
+/// The agent's signature for replies on `channel` (one of [`SIGNATURE_CHANNELS`]): the one
+/// set for that channel, else the general one.
 ///
 /// # Errors
 /// Database errors.
-pub async fn signature<C: ConnectionTrait>(db: &C, agent_id: i64) -> Result<Option<String>> {
-    let row = db::query_one(db, "SELECT signature FROM agents WHERE id = ?", vec![agent_id.into()]).await?;
-    Ok(match row {
-        Some(r) => db::col::<Option<String>>(&r, "signature")?.filter(|s| !s.trim().is_empty()),
-        None => None,
-    })
+pub async fn signature<C: ConnectionTrait>(db: &C, agent_id: i64, channel: &str) -> Result<Option<String>> {
+    let own = db::query_one(
+        db,
+        "SELECT body FROM agent_signatures WHERE agent_id = ? AND channel = ?",
+        vec![agent_id.into(), channel.into()],
+    )
+    .await?;
+    if let Some(r) = own {
+        return Ok(Some(db::col(&r, "body")?));
+    }
+    Ok(signatures(db, agent_id).await?.remove(""))
 }
 
-/// Sets (or, blank, removes) the agent's signature.
+/// Every signature the agent set: the general one under `""`, the others under their channel.
 ///
 /// # Errors
-/// [`Error::Invalid`] for a signature over [`MAX_SIGNATURE_CHARS`].
-pub async fn set_signature<C: ConnectionTrait>(db: &C, agent_id: i64, signature: &str) -> Result<()> {
+/// Database errors.
+pub async fn signatures<C: ConnectionTrait>(db: &C, agent_id: i64) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    let row = db::query_one(db, "SELECT signature FROM agents WHERE id = ?", vec![agent_id.into()]).await?;
+    if let Some(sig) = row.map(|r| db::col::<Option<String>>(&r, "signature")).transpose()?.flatten() {
+        out.insert(String::new(), sig);
+    }
+    let rows =
+        db::query_all(db, "SELECT channel, body FROM agent_signatures WHERE agent_id = ?", vec![agent_id.into()])
+            .await?;
+    for r in &rows {
+        out.insert(db::col(r, "channel")?, db::col(r, "body")?);
+    }
+    out.retain(|_, v| !v.trim().is_empty());
+    Ok(out)
+}
+
+/// Sets (or, blank, removes) the agent's general signature (`channel` `None`) or the one for a
+/// channel of [`SIGNATURE_CHANNELS`].
+///
+/// # Errors
+/// [`Error::Invalid`] for a signature over [`MAX_SIGNATURE_CHARS`] or an unknown channel.
+pub async fn set_signature<C: ConnectionTrait>(
+    db: &C,
+    agent_id: i64,
+    channel: Option<&str>,
+    signature: &str,
+) -> Result<()> {
     if signature.chars().count() > MAX_SIGNATURE_CHARS {
         return Err(Error::invalid("signature", format!("a signature has at most {MAX_SIGNATURE_CHARS} characters")));
     }
     let value = Some(signature.trim_end().to_owned()).filter(|s| !s.trim().is_empty());
-    db::exec(db, "UPDATE agents SET signature = ? WHERE id = ?", vec![value.into(), agent_id.into()]).await?;
+    let Some(channel) = channel else {
+        db::exec(db, "UPDATE agents SET signature = ? WHERE id = ?", vec![value.into(), agent_id.into()]).await?;
+        return Ok(());
+    };
+    if !SIGNATURE_CHANNELS.contains(&channel) {
+        return Err(Error::invalid(
+            "channel",
+            format!("signatures are kept for {SIGNATURE_CHANNELS:?}, not {channel:?}"),
+        ));
+    }
+    match value {
+        Some(body) => {
+            db::exec(
+                db,
+                "INSERT INTO agent_signatures (agent_id, channel, body) VALUES (?, ?, ?) \
+                 ON CONFLICT (agent_id, channel) DO UPDATE SET body = excluded.body",
+                vec![agent_id.into(), channel.into(), body.into()],
+            )
+            .await?
+        }
+        None => {
+            db::exec(
+                db,
+                "DELETE FROM agent_signatures WHERE agent_id = ? AND channel = ?",
+                vec![agent_id.into(), channel.into()],
+            )
+            .await?
+        }
+    };
     Ok(())
 }
 

@@ -108,7 +108,7 @@ pub struct Customer {
 }
 
 /// Input for creating a customer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewCustomer {
     /// An existing customer's id (only when creating a ticket for a known customer).

@@ -157,6 +157,21 @@ pub fn diff(changes: &mut serde_json::Map<String, Json>, field: &str, before: Js
     }
 }
 
+/// The id of the newest event of a ticket (0 when it has none): a version of the ticket that a
+/// form carries, so a change made meanwhile is noticed when the form comes back.
+///
+/// # Errors
+/// Database errors.
+pub async fn latest_for_ticket<C: ConnectionTrait>(db: &C, workspace_id: i64, ticket_id: i64) -> Result<i64> {
+    let row = crate::db::query_one(
+        db,
+        "SELECT MAX(id) AS id FROM events WHERE ticket_id = ? AND workspace_id = ?",
+        vec![ticket_id.into(), workspace_id.into()],
+    )
+    .await?;
+    Ok(row.map(|r| crate::db::col::<Option<i64>>(&r, "id")).transpose()?.flatten().unwrap_or(0))
+}
+
 /// A page of the event feed: events of one workspace after `after`, oldest first.
 pub async fn feed<C: ConnectionTrait>(
     db: &C,

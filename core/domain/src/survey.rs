@@ -8,7 +8,7 @@
 //! A workflow's `notify(agent_id, text)` leaves a notification for an agent, listed by
 //! `GET /api/v1/notifications` for the agent whose token asks.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use crate::db;
@@ -151,6 +151,51 @@ pub async fn list(core: &crate::Domain, workspace_id: i64) -> Result<Json> {
         .collect::<Result<Vec<_>>>()?;
     let average = (answered > 0).then(|| sum as f64 / answered as f64);
     Ok(json!({ "items": items, "answered": answered, "average_rating": average }))
+}
+
+/// A customer's answer to a survey, for the customer's panel.
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomerAnswer {
+    /// The ticket the survey asked about.
+    pub ticket_id: i64,
+    /// Its number.
+    pub number: i64,
+    /// 1 to 5.
+    pub rating: i32,
+    /// What the customer wrote, if anything.
+    pub comment: Option<String>,
+    /// When, Unix milliseconds.
+    pub answered_at: i64,
+}
+
+/// The customer's latest answered surveys, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn for_customer<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    workspace_id: i64,
+    customer_id: i64,
+    limit: u64,
+) -> Result<Vec<CustomerAnswer>> {
+    let rows = db::query_all(
+        db,
+        "SELECT s.ticket_id, t.number, s.rating, s.comment, s.answered_at FROM surveys s JOIN tickets t ON t.id = s.ticket_id \
+         WHERE t.customer_id = ? AND t.workspace_id = ? AND s.rating IS NOT NULL ORDER BY s.answered_at DESC LIMIT ?",
+        vec![customer_id.into(), workspace_id.into(), (limit as i64).into()],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(CustomerAnswer {
+                ticket_id: db::col(r, "ticket_id")?,
+                number: db::col(r, "number")?,
+                rating: db::col(r, "rating")?,
+                comment: db::col(r, "comment")?,
+                answered_at: db::col(r, "answered_at")?,
+            })
+        })
+        .collect()
 }
 
 /// What a notification is about; the web pages say it in the agent's language.

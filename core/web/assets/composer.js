@@ -308,6 +308,13 @@ function initSend() {
       e.preventDefault();
       return;
     }
+    const tooLarge = oversizedFile();
+    if (tooLarge) {
+      // Refused here, before anything is sent: the text stays as it is.
+      e.preventDefault();
+      sendStatus.textContent = ctx.t("file_too_large", { name: tooLarge.name });
+      return;
+    }
     const seconds = parseInt(form.dataset.undoSeconds || "0", 10);
     if (seconds > 0) {
       e.preventDefault();
@@ -323,6 +330,14 @@ function initSend() {
     // its draft gone, so show the ticket as it is now.
     if (e.persisted && submitted) location.reload();
   });
+}
+
+/** The first chosen file over the server's limit, if any. */
+function oversizedFile() {
+  const max = parseInt(form.dataset.maxAttachmentBytes || "0", 10);
+  const input = form.querySelector("input[type=file]");
+  if (!max || !input) return null;
+  return [...input.files].find((f) => f.size > max) || null;
 }
 
 function beforeSend() {

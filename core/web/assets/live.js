@@ -44,6 +44,7 @@ function connect() {
   on("counts", setCounts);
   on("presence", onPresence);
   on("notification", (d) => setBell(d.unread));
+  on("signedout", onSignedOut);
 }
 
 function on(name, handler) {
@@ -120,10 +121,29 @@ function onTicket(data) {
   if (
     ctx.ticketId &&
     String(data.ticket_id) === ctx.ticketId &&
-    data.type === "message.created"
+    CONVERSATION_EVENTS.has(data.type)
   ) {
     refreshConversation();
   }
+}
+
+// Events that change what the open ticket's conversation shows.
+const CONVERSATION_EVENTS = new Set([
+  "message.received",
+  "message.sent",
+  "note.added",
+  "message.delivered",
+  "message.failed",
+  "ticket.merged_in",
+]);
+
+// The session ended (signed out here or elsewhere, expired): stop listening and
+// say so; the agent's text stays on the page (and its draft on the server).
+function onSignedOut() {
+  disconnect();
+  document.documentElement.dataset.live = "signedout";
+  status.classList.add("offline");
+  status.textContent = ctx.t("signed_out");
 }
 
 function rowsBody() {

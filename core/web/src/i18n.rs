@@ -94,6 +94,8 @@ impl Lang {
             "undo",
             "sending",
             "offline",
+            "signed_out",
+            "file_too_large",
         ];
         let map: serde_json::Map<String, serde_json::Value> =
             keys.iter().map(|k| ((*k).to_owned(), serde_json::Value::from(self.t(k)))).collect();

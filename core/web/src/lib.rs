@@ -42,9 +42,15 @@ fn max_form_bytes(core: &Core) -> usize {
     core.limits().max_message_bytes + 64 * 1024
 }
 
+/// The largest form with files (a reply with attachments): the API's request size.
+fn max_upload_bytes(core: &Core) -> usize {
+    core.limits().max_body_bytes.max(max_form_bytes(core))
+}
+
 /// The web application's routes, to be merged beside the JSON API's.
 pub fn router(core: Core) -> Router {
     let limit = max_form_bytes(&core);
+    let upload_limit = max_upload_bytes(&core);
     let web =
         Web { core, presence: Arc::new(live::Presence::default()), throttle: Arc::new(signin::Throttle::default()) };
     Router::new()
@@ -62,7 +68,8 @@ pub fn router(core: Core) -> Router {
         .route("/inbox/views", post(inbox::save_view))
         .route("/inbox/views/{id}/delete", post(inbox::delete_view))
         .route("/tickets/{id}", get(ticket::page))
-        .route("/tickets/{id}/messages", post(ticket::send))
+        // A reply may carry files: up to the API's request size.
+        .route("/tickets/{id}/messages", post(ticket::send).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/tickets/{id}/fields", post(ticket::fields))
         .route("/tickets/{id}/assign-me", post(ticket::assign_me))
         .route("/tickets/{id}/escalate", post(ticket::escalate))
@@ -73,6 +80,7 @@ pub fn router(core: Core) -> Router {
         .route("/tickets/{id}/presence", post(live::presence))
         .route("/tickets/{id}/messages/{message}/source", get(ticket::source))
         .route("/tickets/{id}/messages/{message}/retry", post(ticket::retry))
+        .route("/tickets/{id}/messages/{message}/split", post(ticket::split))
         .route("/attachments/{id}", get(ticket::attachment))
         .route("/customers/{id}", get(customer::timeline).post(customer::update))
         .route("/customers/{id}/merge", get(customer::confirm).post(customer::merge))

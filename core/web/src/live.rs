@@ -143,6 +143,10 @@ struct Feed {
     last_counts: Option<tokio::time::Instant>,
     /// Events ready to go out.
     queue: std::collections::VecDeque<Event>,
+    /// When to check next that the session is still live.
+    check: tokio::time::Interval,
+    /// The session ended: the stream closes once the queue is out.
+    ended: bool,
 }
 
 impl Feed {
@@ -150,6 +154,9 @@ impl Feed {
         loop {
             if let Some(e) = self.queue.pop_front() {
                 return Some(e);
+            }
+            if self.ended {
+                return None;
             }
             let due = self.counts_due;
             tokio::select! {
@@ -168,6 +175,19 @@ impl Feed {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
+                _ = self.check.tick() => {
+                    let limits = plugdesk_core::account::SessionLimits::default();
+                    match plugdesk_core::account::session_live(self.web.core.db(), self.session.id, limits).await {
+                        Ok(true) => {}
+                        // Signed out (here or on another node), expired, or the agent was
+                        // deactivated: say so, so the page can lead to the sign-in, and stop.
+                        Ok(false) => {
+                            self.queue.push_back(Event::default().event("signedout").data("{}"));
+                            self.ended = true;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "live session check failed"),
+                    }
+                }
                 () = sleep_until(due) => {
                     self.counts_due = None;
                     self.last_counts = Some(tokio::time::Instant::now());
@@ -220,6 +240,15 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// How often a stream checks that its session is still live.
+const SESSION_CHECK: Duration = Duration::from_secs(10);
+
+fn session_check() -> tokio::time::Interval {
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + SESSION_CHECK, SESSION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check
+}
+
 /// `GET /live`: the stream. The first events say where things stand (counts, the bell, who is
 /// on the ticket the page asks about with `?ticket=`).
 pub(crate) async fn stream(
@@ -236,6 +265,8 @@ pub(crate) async fn stream(
         counts_due: None,
         last_counts: None,
         queue: Default::default(),
+        check: session_check(),
+        ended: false,
     };
     feed.push_counts().await;
     feed.last_counts = Some(tokio::time::Instant::now());

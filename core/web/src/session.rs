@@ -159,8 +159,8 @@ pub(crate) async fn guard(State(web): State<Web>, req: Request, next: Next) -> R
         }
     };
     let ctx = Ctx { lang, session, csrf, secure, new_pre };
-    let limit = crate::max_form_bytes(&web.core);
-    let (req, refused) = if changes_state(req.method()) { check(req, &ctx, limit).await } else { (Some(req), None) };
+    let limits = (crate::max_form_bytes(&web.core), crate::max_upload_bytes(&web.core));
+    let (req, refused) = if changes_state(req.method()) { check(req, &ctx, limits).await } else { (Some(req), None) };
     let mut res = match (req, refused) {
         (_, Some(e)) => e.into_response(),
         (Some(mut req), None) => {
@@ -187,9 +187,10 @@ pub(crate) async fn guard(State(web): State<Web>, req: Request, next: Next) -> R
 }
 
 /// The CSRF checks of a state-changing request: same origin, and the token in the
-/// `X-CSRF-Token` header or the form's `csrf` field. Reads a form body to find the field and
-/// puts it back for the handler.
-async fn check(req: Request, ctx: &Ctx, limit: usize) -> (Option<Request>, Option<WebError>) {
+/// `X-CSRF-Token` header or the form's `csrf` field. Reads a form body (urlencoded, or
+/// multipart when it carries files) to find the field and puts it back for the handler.
+/// `limits` are the largest form and the largest form with files.
+async fn check(req: Request, ctx: &Ctx, limits: (usize, usize)) -> (Option<Request>, Option<WebError>) {
     if !same_origin(req.headers(), ctx.secure) {
         return (None, Some(WebError::CrossSite));
     }
@@ -197,26 +198,62 @@ async fn check(req: Request, ctx: &Ctx, limit: usize) -> (Option<Request>, Optio
         let ok = plugdesk_core::auth::same_secret(t, &ctx.csrf);
         return if ok { (Some(req), None) } else { (None, Some(WebError::CrossSite)) };
     }
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
+    // Files are taken by the composer only (a reply's attachments), nowhere else.
+    let multipart = content_type.starts_with("multipart/form-data") && req.uri().path().ends_with("/messages");
+    if !content_type.starts_with("application/x-www-form-urlencoded") && !multipart {
         return (None, Some(WebError::CrossSite));
     }
     let (parts, body) = req.into_parts();
+    let limit = if multipart { limits.1 } else { limits.0 };
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => return (None, Some(WebError::TooLarge)),
     };
-    let given = form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned());
+    let given = if multipart {
+        multipart_field(&content_type, &bytes, "csrf")
+    } else {
+        form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned())
+    };
     match given {
         Some(t) if plugdesk_core::auth::same_secret(&t, &ctx.csrf) => {
             (Some(Request::from_parts(parts, Body::from(bytes))), None)
         }
         _ => (None, Some(WebError::CrossSite)),
     }
+}
+
+/// The text of the first field `name` of a multipart body (RFC 7578); `None` when it is
+/// missing or the body is not readable. Only the token is looked for here; the handler reads
+/// the whole form.
+fn multipart_field(content_type: &str, bytes: &[u8], name: &str) -> Option<String> {
+    let boundary = content_type.split(';').find_map(|p| p.trim().strip_prefix("boundary="))?.trim_matches('"');
+    if boundary.is_empty() {
+        return None;
+    }
+    let delimiter = format!("--{boundary}");
+    let wanted = format!("name=\"{name}\"");
+    let mut rest = bytes;
+    loop {
+        let at = find(rest, delimiter.as_bytes())?;
+        rest = &rest[at + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            return None;
+        }
+        let head_end = find(rest, b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
+        let body = &rest[head_end + 4..];
+        let disposition = head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
+        if disposition.split(';').any(|p| p.trim() == wanted) {
+            let end = find(body, format!("\r\n{delimiter}").as_bytes())?;
+            return String::from_utf8(body[..end].to_vec()).ok();
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The response that signs an agent in: the session cookie, and a redirect to `to`.
@@ -229,6 +266,19 @@ pub(crate) fn signed_in(secret: &str, secure: bool, to: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_is_found_in_a_multipart_form_and_nowhere_else() {
+        let ct = "multipart/form-data; boundary=XyZ";
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nt0ken\r\n--XyZ\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nname=\"csrf\"\r\n--XyZ--\r\n";
+        assert_eq!(multipart_field(ct, body, "csrf").as_deref(), Some("t0ken"));
+        assert_eq!(multipart_field(ct, body, "kind"), None);
+        // A file's content that looks like the field is not the field.
+        let only_file = b"--XyZ\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"a.txt\"\r\n\r\nname=\"csrf\"\r\n--XyZ--\r\n";
+        assert_eq!(multipart_field(ct, only_file, "csrf"), None);
+        assert_eq!(multipart_field("multipart/form-data", body, "csrf"), None, "no boundary");
+        assert_eq!(multipart_field(ct, b"--XyZ\r\nbroken", "csrf"), None);
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

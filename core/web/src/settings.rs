@@ -162,15 +162,21 @@ pub(crate) async fn invite(State(web): WebState, ctx: Ctx, fields: Fields) -> We
 pub(crate) async fn me(State(web): WebState, ctx: Ctx) -> WebResult<Response> {
     let s = ctx.agent()?;
     let l = ctx.lang;
-    let signature = account::signature(web.core.db(), s.agent_id).await?.unwrap_or_default();
+    let signatures = account::signatures(web.core.db(), s.agent_id).await?;
+    let sig = |channel: &str| signatures.get(channel).cloned().unwrap_or_default();
     let body = html! {
         h1 { (l.t("me_title")) }
         p { (s.name) " · " (s.email) }
         form #signature method="post" action="/me/signature" {
             (page::csrf(&ctx))
             label for="signature-text" { (l.t("signature")) }
-            textarea #signature-text name="signature" rows="4" maxlength=(account::MAX_SIGNATURE_CHARS) aria-describedby="signature-hint" { (signature) }
+            textarea #signature-text name="signature" rows="4" maxlength=(account::MAX_SIGNATURE_CHARS) aria-describedby="signature-hint" { (sig("")) }
             p #signature-hint .hint { (l.t("signature_hint")) }
+            @for channel in account::SIGNATURE_CHANNELS {
+                label for={ "signature-" (channel) } { (l.t(&format!("signature_{channel}"))) }
+                textarea id={ "signature-" (channel) } name={ "signature_" (channel) } rows="3" maxlength=(account::MAX_SIGNATURE_CHARS) aria-describedby="signature-channel-hint" { (sig(channel)) }
+            }
+            p #signature-channel-hint .hint { (l.t("signature_channel_hint")) }
             button type="submit" { (l.t("save")) }
         }
         h2 { (l.t("sessions")) }
@@ -186,6 +192,12 @@ pub(crate) async fn me(State(web): WebState, ctx: Ctx) -> WebResult<Response> {
 /// `POST /me/signature`.
 pub(crate) async fn save_signature(State(web): WebState, ctx: Ctx, fields: Fields) -> WebResult<Response> {
     let s = ctx.agent()?;
-    account::set_signature(web.core.db(), s.agent_id, fields.raw("signature").unwrap_or("")).await?;
+    let db = web.core.db();
+    account::set_signature(db, s.agent_id, None, fields.raw("signature").unwrap_or("")).await?;
+    for channel in account::SIGNATURE_CHANNELS {
+        if let Some(text) = fields.raw(&format!("signature_{channel}")) {
+            account::set_signature(db, s.agent_id, Some(channel), text).await?;
+        }
+    }
     Ok(axum::response::Redirect::to("/me").into_response())
 }

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
 use maud::{Markup, html};
 use plugdesk_core::account;
 use plugdesk_core::ticket::{self, MessageInput, MessageKind, MessageView, Status, TicketPatch};
@@ -34,6 +35,10 @@ struct Kept {
     /// Messages the agent had not seen when they sent.
     conflict: Vec<i64>,
     error: Option<String>,
+    /// The fields form as the agent submitted it, shown again when it was refused.
+    fields: Option<Fields>,
+    /// What others changed on the ticket since the agent loaded the fields form.
+    changed: Vec<plugdesk_core::event::Event>,
 }
 
 fn actor(s: &account::Session) -> String {
@@ -65,12 +70,15 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
     )
     .await?;
     let history = plugdesk_core::event::feed(db, s.workspace_id, 0, Some(id), 200).await?;
+    let version = plugdesk_core::event::latest_for_ticket(db, s.workspace_id, id).await?;
     let draft = account::draft(db, s.agent_id, id).await?;
+    let answers = plugdesk_core::survey::for_customer(db, s.workspace_id, t.customer_id, 5).await?;
     let merged = ticket::merge::merged_into(db, s.workspace_id, id).await?;
     let model = ticket::find(db, s.workspace_id, id).await?;
-    let route = match ticket::outbox::channel_for(db, &web.core, &model).await? {
+    let routes = ticket::outbox::routes(db, &web.core, &model).await?;
+    let route = match routes.first() {
         None => Route::Nowhere,
-        Some(c) if Some(c) == model.channel_id => Route::Own,
+        Some(r) if Some(r.channel_id) == model.channel_id => Route::Own,
         Some(_) => Route::Email,
     };
     let last = messages.last().map_or(0, |m| m.id);
@@ -79,7 +87,9 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
     }
     let names: HashMap<i64, &str> = agents.iter().map(|a| (a.id, a.name.as_str())).collect();
     let status = Status::parse(&t.status)?;
-    let signature = account::signature(db, s.agent_id).await?;
+    // The signature of the channel the reply leaves through (mail for a form's answer).
+    let kind = if route == Route::Email { "email" } else { plugdesk_core::template::channel_kind(&t.channel) };
+    let signature = account::signature(db, s.agent_id, kind).await?;
     // A reply that is not begun yet starts with the agent's signature below an empty line.
     let body_text = kept
         .body
@@ -138,10 +148,20 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
                     }
                 }
                 @if let Some(e) = &kept.error { p.error role="alert" { (e) } }
+                @if !kept.changed.is_empty() {
+                    div #stale role="alert" {
+                        p { (l.t("stale_intro")) }
+                        ul {
+                            @for e in &kept.changed {
+                                li { span.actor { (actor_name(l, &e.actor, &names)) } ": " (changes_text(e)) }
+                            }
+                        }
+                    }
+                }
                 ol #conversation aria-label=(l.t("conversation")) {
                     @for m in &messages { (message(l, &ctx.csrf, m, &customer.name, &names)) }
                 }
-                (composer(ctx, &t, Form { id, last, body: &body_text, note_first, undo, request_id: &request_id, route }))
+                (composer(ctx, &t, Form { id, last, body: &body_text, note_first, undo, request_id: &request_id, route, routes: &routes, max_attachment: web.core.limits().max_attachment_bytes }))
             }
             aside #customer aria-labelledby="customer-title" {
                 h2 #customer-title { (customer.name) }
@@ -181,8 +201,22 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
                         }
                     }
                 }
+                @if !answers.is_empty() {
+                    h3 { (l.t("csat_answers")) }
+                    ul #csat .csat {
+                        @for a in &answers {
+                            li.unhappy[a.rating <= 2] {
+                                span.rating aria-label=(l.f("csat_rating", &[("rating", &a.rating.to_string())])) {
+                                    (a.rating) "/5"
+                                }
+                                " " a href={ "/tickets/" (a.ticket_id) } { "#" (a.number) } " " (page::time(a.answered_at))
+                                @if let Some(c) = &a.comment { blockquote { (c) } }
+                            }
+                        }
+                    }
+                }
                 h2 { (l.t("fields")) }
-                (fields_form(ctx, &t, status, &agents, &teams))
+                (fields_form(ctx, &t, status, FieldsForm { agents: &agents, teams: &teams, version, kept: kept.fields.as_ref() }))
                 h2 { (l.t("sla")) }
                 ul.clocks {
                     @for c in t.sla.iter().flatten() {
@@ -200,12 +234,11 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
                         @for e in history.iter().rev() {
                             li {
                                 (page::time(e.created_at)) " " strong { (e.kind) } " " span.actor { (actor_name(l, &e.actor, &names)) }
-                                @if let Some(obj) = e.changes.as_object().filter(|o| !o.is_empty() && e.kind == "ticket.updated") {
-                                    ul {
-                                        @for (field, change) in obj {
-                                            li { (field) ": " (short_json(&change["before"])) " → " (short_json(&change["after"])) }
-                                        }
-                                    }
+                                @if let Some((other, number)) = linked_ticket(e) {
+                                    " " a href={ "/tickets/" (other) } { "#" (number) }
+                                }
+                                @if e.kind == "ticket.updated" && e.changes.as_object().is_some_and(|o| !o.is_empty()) {
+                                    " " span.changes { (changes_text(e)) }
                                 }
                             }
                         }
@@ -216,7 +249,7 @@ async fn render(web: &Web, ctx: &Ctx, id: i64, kept: Kept) -> WebResult<Response
     };
     let title = format!("#{} {}", t.number, t.subject);
     let mut res = page::page(ctx, &title, Section::Ticket, MainAttrs { ticket_id: Some(id) }, markup).into_response();
-    if !kept.conflict.is_empty() {
+    if !kept.conflict.is_empty() || !kept.changed.is_empty() {
         *res.status_mut() = StatusCode::CONFLICT;
     } else if kept.error.is_some() {
         *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
@@ -229,6 +262,37 @@ fn short_json(v: &serde_json::Value) -> String {
         serde_json::Value::Null => "–".into(),
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// The other ticket a merge or split event names, with its number.
+fn linked_ticket(e: &plugdesk_core::event::Event) -> Option<(i64, i64)> {
+    let (id, number) = match e.kind.as_str() {
+        "ticket.merged" | "ticket.split" => ("into_id", "into_number"),
+        "ticket.merged_in" | "ticket.split_from" => ("from_id", "from_number"),
+        _ => return None,
+    };
+    Some((e.changes[id].as_i64()?, e.changes[number].as_i64()?))
+}
+
+/// Whether an event changed what the fields form shows (a message or a delivery did not).
+fn changes_fields(e: &plugdesk_core::event::Event) -> bool {
+    match e.kind.as_str() {
+        "ticket.updated" => e.changes.as_object().is_some_and(|o| !o.is_empty()),
+        "ticket.merged" | "ticket.merged_in" => true,
+        _ => false,
+    }
+}
+
+/// A `ticket.updated` event's changes as `field: before → after` pairs; other events by kind.
+fn changes_text(e: &plugdesk_core::event::Event) -> String {
+    match e.changes.as_object().filter(|_| e.kind == "ticket.updated") {
+        Some(obj) => obj
+            .iter()
+            .map(|(field, c)| format!("{field}: {} → {}", short_json(&c["before"]), short_json(&c["after"])))
+            .collect::<Vec<_>>()
+            .join("; "),
+        None => e.kind.clone(),
     }
 }
 
@@ -289,8 +353,16 @@ fn message(l: Lang, csrf: &str, m: &MessageView, customer: &str, names: &HashMap
                     }
                 }
             }
-            @if m.has_source {
-                a.source href={ "/tickets/" (m.ticket_id) "/messages/" (m.id) "/source" } { (l.t("source")) }
+            div.message-actions {
+                @if m.has_source {
+                    a.source href={ "/tickets/" (m.ticket_id) "/messages/" (m.id) "/source" } { (l.t("source")) }
+                }
+                @if m.direction == "inbound" {
+                    form.inline.split method="post" action={ "/tickets/" (m.ticket_id) "/messages/" (m.id) "/split" } {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" title=(l.t("split_hint")) { (l.t("split")) }
+                    }
+                }
             }
         }
     }
@@ -322,13 +394,17 @@ struct Form<'a> {
     undo: u32,
     request_id: &'a str,
     route: Route,
+    /// Every channel the reply may leave through, the default first.
+    routes: &'a [ticket::outbox::ReplyRoute],
+    /// Largest file the composer takes, in bytes.
+    max_attachment: usize,
 }
 
 fn composer(ctx: &Ctx, t: &ticket::Ticket, f: Form<'_>) -> Markup {
     let l = ctx.lang;
-    let Form { id, last, body, note_first, undo, request_id, route } = f;
+    let Form { id, last, body, note_first, undo, request_id, route, routes, max_attachment } = f;
     html! {
-        form #composer method="post" action={ "/tickets/" (id) "/messages" } data-undo-seconds=(undo) {
+        form #composer method="post" action={ "/tickets/" (id) "/messages" } enctype="multipart/form-data" data-undo-seconds=(undo) data-max-attachment-bytes=(max_attachment) {
             h2.visually-hidden { (l.t("composer")) }
             (page::csrf(ctx))
             input type="hidden" name="seen" value=(last);
@@ -347,11 +423,24 @@ fn composer(ctx: &Ctx, t: &ticket::Ticket, f: Form<'_>) -> Markup {
                 Route::Email => p #route .hint { (l.t("route_email")) },
                 Route::Own => {},
             }
+            @if routes.len() > 1 {
+                div.composer-bar {
+                    label for="via" { (l.t("reply_via")) }
+                    select #via name="via" {
+                        @for r in routes { option value=(r.channel_id) { (r.name) " (" (r.plugin_key) ")" } }
+                    }
+                }
+            }
             ul #module-results aria-label=(l.t("modules")) {}
             label.visually-hidden for="body" { (l.t("composer_body")) }
             // A leading newline, because HTML drops the first one after <textarea>: a reply that
             // begins with an empty line (above the signature) keeps it.
             textarea #body name="body" rows="8" required { "\n" (body) }
+            div.composer-files {
+                label for="attachments" { (l.t("attachments")) }
+                input #attachments type="file" name="attachment" multiple aria-describedby="attachments-hint";
+                span #attachments-hint .hint { (l.f("attachments_hint", &[("mb", &(max_attachment / (1024 * 1024)).to_string())])) }
+            }
             div.composer-foot {
                 @if t.channel == "sms" { span #sms-count {} }
                 span #draft-status role="status" {}
@@ -368,50 +457,108 @@ fn composer(ctx: &Ctx, t: &ticket::Ticket, f: Form<'_>) -> Markup {
     }
 }
 
-fn fields_form(
-    ctx: &Ctx,
-    t: &ticket::Ticket,
-    status: Status,
-    agents: &[plugdesk_core::agent::Agent],
-    teams: &[plugdesk_core::agent::Team],
-) -> Markup {
+/// What the fields form shows besides the ticket.
+struct FieldsForm<'a> {
+    agents: &'a [plugdesk_core::agent::Agent],
+    teams: &'a [plugdesk_core::agent::Team],
+    /// The ticket's newest event when the page was made; a save against an older one is stale.
+    version: i64,
+    /// The agent's own choices from a refused save, shown instead of the stored values.
+    kept: Option<&'a Fields>,
+}
+
+fn fields_form(ctx: &Ctx, t: &ticket::Ticket, status: Status, f: FieldsForm<'_>) -> Markup {
     let l = ctx.lang;
     let mut allowed = vec![status];
     allowed.extend_from_slice(status.next());
+    // The agent's choice where a refused save brought one back, otherwise the stored value.
+    let pick = |name: &str, stored: String| -> String {
+        f.kept.and_then(|k| k.raw(name)).map_or(stored, |v| v.trim().to_owned())
+    };
+    let (st, prio, level) = (
+        pick("status", status.as_str().into()),
+        pick("priority", t.priority.clone()),
+        pick("level", t.level.to_string()),
+    );
+    let assignee = pick("assignee", t.assignee_id.map(|a| a.to_string()).unwrap_or_default());
+    let team = pick("team", t.team_id.map(|a| a.to_string()).unwrap_or_default());
+    let category = pick("category", t.category.clone().unwrap_or_default());
+    let tags = pick("tags", t.tags.join(", "));
+    let attributes = pick("attributes", attributes_text(&t.attributes));
     html! {
         form #fields method="post" action={ "/tickets/" (t.id) "/fields" } {
             (page::csrf(ctx))
+            input type="hidden" name="version" value=(f.version);
             label for="f-status" { (l.t("col_status")) }
             select #f-status name="status" {
-                @for st in &allowed { option value=(st.as_str()) selected[*st == status] { (l.t(&format!("status_{}", st.as_str()))) } }
+                @for s in &allowed { option value=(s.as_str()) selected[s.as_str() == st] { (l.t(&format!("status_{}", s.as_str()))) } }
             }
             label for="f-priority" { (l.t("col_priority")) }
             select #f-priority name="priority" {
-                @for p in ["low", "normal", "high", "urgent"] { option value=(p) selected[t.priority == p] { (l.t(&format!("priority_{p}"))) } }
+                @for p in ["low", "normal", "high", "urgent"] { option value=(p) selected[prio == p] { (l.t(&format!("priority_{p}"))) } }
             }
             label for="f-level" { (l.t("filter_level")) }
             select #f-level name="level" {
-                option value="1" selected[t.level == 1] { (l.t("level_1")) }
-                option value="2" selected[t.level == 2] { (l.t("level_2")) }
+                option value="1" selected[level == "1"] { (l.t("level_1")) }
+                option value="2" selected[level == "2"] { (l.t("level_2")) }
             }
             label for="f-assignee" { (l.t("col_assignee")) }
             select #f-assignee name="assignee" {
                 option value="" { "–" }
-                @for a in agents.iter().filter(|a| a.active) { option value=(a.id) selected[t.assignee_id == Some(a.id)] { (a.name) } }
+                @for a in f.agents.iter().filter(|a| a.active) { option value=(a.id) selected[assignee == a.id.to_string()] { (a.name) } }
             }
             label for="f-team" { (l.t("team")) }
             select #f-team name="team" {
                 option value="" { "–" }
-                @for tm in teams { option value=(tm.id) selected[t.team_id == Some(tm.id)] { (tm.name) } }
+                @for tm in f.teams { option value=(tm.id) selected[team == tm.id.to_string()] { (tm.name) } }
             }
             label for="f-category" { (l.t("filter_category")) }
-            input #f-category name="category" value=[t.category.as_deref()];
+            input #f-category name="category" value=(category);
             label for="f-tags" { (l.t("tags")) }
-            input #f-tags name="tags" value=(t.tags.join(", ")) aria-describedby="tags-hint";
+            input #f-tags name="tags" value=(tags) aria-describedby="tags-hint";
             p #tags-hint .hint { (l.t("tags_hint")) }
+            label for="f-attributes" { (l.t("attributes")) }
+            textarea #f-attributes name="attributes" rows="3" aria-describedby="attributes-hint" { (attributes) }
+            p #attributes-hint .hint { (l.t("attributes_hint")) }
             button type="submit" { (l.t("save")) }
         }
     }
+}
+
+/// Custom attributes as `key: value` lines (strings bare, other values as JSON).
+fn attributes_text(attributes: &serde_json::Value) -> String {
+    attributes
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| format!("{k}: {}", short_json(v))).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+/// `key: value` lines back into an attributes object: a value that reads as JSON (a number,
+/// `true`, a list) keeps its type, anything else is a string; an empty value drops the key.
+fn parse_attributes(text: &str) -> Result<serde_json::Value, String> {
+    let mut out = serde_json::Map::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = line.split_once(':') else {
+            return Err(format!("line {}: {line:?} is not `name: value`", n + 1));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() {
+            return Err(format!("line {}: the name before `:` is empty", n + 1));
+        }
+        if value.is_empty() || value == "–" {
+            continue;
+        }
+        let parsed = match serde_json::from_str::<serde_json::Value>(value) {
+            Ok(v) if !v.is_string() => v,
+            _ => serde_json::Value::String(value.to_owned()),
+        };
+        out.insert(key.to_owned(), parsed);
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
 /// `POST /tickets/{id}/messages`: a reply or a note, sent once per `request_id`, refused (with
@@ -429,6 +576,7 @@ pub(crate) async fn send(State(web): WebState, ctx: Ctx, Path(id): Path<i64>, fi
         kind: fields.get("kind").map(str::to_owned),
         conflict,
         error,
+        ..Kept::default()
     };
     let request_id =
         fields.get("request_id").filter(|r| r.len() <= 128 && r.chars().all(|c| c.is_ascii_alphanumeric()));
@@ -457,7 +605,26 @@ pub(crate) async fn send(State(web): WebState, ctx: Ctx, Path(id): Path<i64>, fi
     if body.trim().is_empty() {
         return render(&web, &ctx, id, keep(Some(l.t("error_empty_body").into()), vec![])).await;
     }
-    let input = MessageInput { body: body.clone(), external_id: Some(external_id), ..Default::default() };
+    let via = match fields.get("via") {
+        Some(v) => Some(v.parse::<i64>().map_err(|_| WebError::Invalid(format!("via {v:?} is no channel id")))?),
+        None => None,
+    };
+    let attachments = fields
+        .1
+        .iter()
+        .map(|u| ticket::AttachmentInput {
+            filename: u.filename.clone(),
+            content_type: u.content_type.clone(),
+            data: base64::engine::general_purpose::STANDARD.encode(&u.bytes),
+        })
+        .collect();
+    let input = MessageInput {
+        body: body.clone(),
+        external_id: Some(external_id),
+        reply_channel_id: via.filter(|_| kind == MessageKind::Reply),
+        attachments,
+        ..Default::default()
+    };
     let (msg, _) =
         match ticket::add_message(&web.core, s.workspace_id, id, kind, Some(s.agent_id), &actor(&s), &input).await {
             Ok(r) => r,
@@ -507,10 +674,37 @@ pub(crate) async fn fields(State(web): WebState, ctx: Ctx, Path(id): Path<i64>, 
     if let Some(tags) = fields.raw("tags") {
         patch.tags = Some(tags.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect());
     }
-    match ticket::update(&web.core, s.workspace_id, id, &actor(&s), &patch).await {
+    if let Some(text) = fields.raw("attributes") {
+        match parse_attributes(text) {
+            Ok(a) => patch.attributes = Some(a),
+            Err(e) => {
+                let kept = Kept {
+                    error: Some(format!("{}: {e}", ctx.lang.t("attributes"))),
+                    fields: Some(fields),
+                    ..Kept::default()
+                };
+                return render(&web, &ctx, id, kept).await;
+            }
+        }
+    }
+    // The ticket changed since this form was made (by anyone: a colleague, a workflow, the
+    // agent in another tab): show what, keep the agent's choices, save nothing until they send
+    // the form again.
+    let version: i64 = fields.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let me = actor(&s);
+    let changed: Vec<_> = plugdesk_core::event::feed(web.core.db(), s.workspace_id, version, Some(id), 50)
+        .await?
+        .into_iter()
+        .filter(changes_fields)
+        .collect();
+    if !changed.is_empty() {
+        let kept = Kept { fields: Some(fields), changed, ..Kept::default() };
+        return render(&web, &ctx, id, kept).await;
+    }
+    match ticket::update(&web.core, s.workspace_id, id, &me, &patch).await {
         Ok(_) => Ok(Redirect::to(&format!("/tickets/{id}")).into_response()),
         Err(e @ (plugdesk_core::Error::Invalid { .. } | plugdesk_core::Error::Transition { .. })) => {
-            render(&web, &ctx, id, Kept { error: Some(e.to_string()), ..Kept::default() }).await
+            render(&web, &ctx, id, Kept { error: Some(e.to_string()), fields: Some(fields), ..Kept::default() }).await
         }
         Err(e) => Err(e.into()),
     }
@@ -694,4 +888,16 @@ pub(crate) async fn merge(State(web): WebState, ctx: Ctx, Path(id): Path<i64>, f
     let target = ticket::merge::id_by_number(web.core.db(), s.workspace_id, number).await?;
     ticket::merge::merge(&web.core, s.workspace_id, id, target, &actor(s)).await?;
     Ok(Redirect::to(&format!("/tickets/{target}")).into_response())
+}
+
+/// `POST /tickets/{id}/messages/{message}/split`: a customer's message starts a ticket of its
+/// own; the agent lands on it.
+pub(crate) async fn split(
+    State(web): WebState,
+    ctx: Ctx,
+    Path((id, message)): Path<(i64, i64)>,
+) -> WebResult<Response> {
+    let s = ctx.agent()?;
+    let created = ticket::merge::split(&web.core, s.workspace_id, id, message, &actor(s)).await?;
+    Ok(Redirect::to(&format!("/tickets/{}", created.ticket.id)).into_response())
 }

@@ -362,7 +362,7 @@ fn schemas() -> Value {
             ("subject", s()), ("status", status), ("priority", priority), ("level", i()), ("team_id", i()), ("assignee_id", i()),
             ("category", s()), ("tags", arr(s())), ("add_tags", arr(s())), ("remove_tags", arr(s())), ("attributes", any_obj()),
         ], &[]),
-        "MessageInput": obj(&[("body", s()), ("body_html", s()), ("body_quoted", s()), ("subject", s()), ("automatic", json!({ "type": "boolean" })), ("channel", s()), ("external_id", s()), ("attachments", arr(attachment))], &["body"]),
+        "MessageInput": obj(&[("body", s()), ("body_html", s()), ("body_quoted", s()), ("subject", s()), ("automatic", json!({ "type": "boolean" })), ("channel", s()), ("external_id", s()), ("attachments", arr(attachment)), ("reply_channel_id", i())], &["body"]),
         "WorkspacePatch": obj(&[("closed_ticket_reply", json!({ "type": "string", "enum": ["reopen", "follow_up"] }))], &[]),
         "Organization": obj(&[("name", s()), ("domain", s()), ("attributes", any_obj())], &["name"]),
         "Tier": obj(&[

@@ -662,4 +662,18 @@ CREATE TABLE saved_views (
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 12,
+        name: "signatures per channel",
+        common: r#"
+CREATE TABLE agent_signatures (
+    agent_id BIGINT NOT NULL REFERENCES agents(id),
+    channel TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (agent_id, channel)
+)
+"#,
+        sqlite: "",
+        postgres: "",
+    },
 ];

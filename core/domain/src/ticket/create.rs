@@ -35,7 +35,7 @@ const MAX_BATCH: usize = 64;
 const QUEUE: usize = 1024;
 
 /// A new ticket with its first message and its customer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTicket {
     /// Subject line.

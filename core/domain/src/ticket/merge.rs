@@ -1,11 +1,14 @@
 //! Merging two tickets of one customer: the messages, pending replies and running SLA clocks
 //! move to the surviving ticket; the merged one is closed and points to the survivor
-//! (`ticket_merges`), its own history staying where it was written.
+//! (`ticket_merges`), its own history staying where it was written. Splitting is the other
+//! way: a customer's message that raises a second matter starts a ticket of its own.
 
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 
-use super::{Status, find};
+use base64::Engine as _;
+
+use super::{AttachmentInput, Created, NewTicket, Priority, Status, attachment, find, messages};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::event::{self, NewEvent};
@@ -141,4 +144,74 @@ pub async fn merge(core: &crate::Domain, workspace_id: i64, source: i64, target:
     txn.commit().await?;
     core.bus().publish(events);
     Ok(moved)
+}
+
+/// Starts a new ticket from a customer's message of ticket `source` (a second matter raised
+/// in the same thread): the same customer, channel and priority, the message's text and
+/// attachments as its first message, its own clocks and rules. The message stays where it was
+/// written; both tickets record the split. Splitting the same message again returns the
+/// ticket made the first time.
+///
+/// # Errors
+/// [`Error::Invalid`] for a message that is not the customer's; [`Error::NotFound`].
+pub async fn split(
+    core: &crate::Domain,
+    workspace_id: i64,
+    source: i64,
+    message_id: i64,
+    actor: &str,
+) -> Result<Created> {
+    let db = core.db();
+    let src = find(db, workspace_id, source).await?;
+    let m = messages(db, workspace_id, source, Some(message_id)).await?.pop().ok_or(Error::NotFound("message"))?;
+    if m.direction != "inbound" {
+        return Err(Error::invalid("message", "only a customer's message can start a ticket of its own"));
+    }
+    let mut attachments = Vec::with_capacity(m.attachments.len());
+    for a in &m.attachments {
+        let (content_type, bytes) = attachment(db, workspace_id, a.id).await?;
+        let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+        attachments.push(AttachmentInput { filename: a.filename.clone(), content_type, data });
+    }
+    let input = NewTicket {
+        subject: m.subject.clone().unwrap_or_else(|| src.subject.clone()),
+        body: m.body.clone(),
+        body_quoted: m.body_quoted.clone(),
+        customer: crate::customer::NewCustomer { id: Some(src.customer_id), ..Default::default() },
+        channel: Some(src.channel.clone()),
+        channel_id: src.channel_id,
+        priority: Some(Priority::parse(&src.priority)?),
+        // The id of the split: a second click returns the ticket made by the first.
+        external_id: Some(format!("split-{message_id}")),
+        attachments,
+        ..Default::default()
+    };
+    let created = core.writer().create(workspace_id, actor, input, core.limits()).await?;
+    if created.created {
+        let txn = db::begin_write(db).await?;
+        let events = event::append(
+            &txn,
+            workspace_id,
+            vec![
+                NewEvent {
+                    kind: "ticket.split",
+                    actor: actor.to_owned(),
+                    ticket_id: Some(source),
+                    customer_id: Some(src.customer_id),
+                    changes: json!({ "message_id": message_id, "into_id": created.ticket.id, "into_number": created.ticket.number }),
+                },
+                NewEvent {
+                    kind: "ticket.split_from",
+                    actor: actor.to_owned(),
+                    ticket_id: Some(created.ticket.id),
+                    customer_id: Some(src.customer_id),
+                    changes: json!({ "message_id": message_id, "from_id": source, "from_number": src.number }),
+                },
+            ],
+        )
+        .await?;
+        txn.commit().await?;
+        core.bus().publish(events);
+    }
+    Ok(created)
 }

@@ -155,6 +155,10 @@ pub struct MessageInput {
     /// Sent by a machine (an auto-reply, a notification): never answered automatically.
     #[serde(default)]
     pub automatic: bool,
+    /// For a reply: the channel it leaves through, one of the ticket's reply routes (another
+    /// identity of the customer); the ticket's default route when missing.
+    #[serde(default)]
+    pub reply_channel_id: Option<i64>,
     /// The message as it arrived (an e-mail's source), kept beside it. Set by the inbound
     /// path only.
     #[serde(skip)]
@@ -359,7 +363,11 @@ async fn insert_message<C: ConnectionTrait>(
     };
     let author_id = if kind == MessageKind::Inbound { Some(before.customer_id) } else { author_id };
     let message_id = db::reserve_ids(txn, "messages", 1).await?[0];
-    let outbound = if kind == MessageKind::Reply { outbox::channel_for(txn, core, before).await? } else { None };
+    let outbound = if kind == MessageKind::Reply {
+        outbox::chosen_or_default(txn, core, before, input.reply_channel_id).await?
+    } else {
+        None
+    };
     // What the customer writes in; replies and notes are ours.
     let detected = if kind == MessageKind::Inbound { crate::language::detect(&input.body) } else { None };
     db::exec(

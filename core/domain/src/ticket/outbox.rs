@@ -43,6 +43,81 @@ pub async fn channel_for<C: ConnectionTrait>(db: &C, core: &crate::Domain, t: &t
     row.map(|r| db::col(&r, "id")).transpose()
 }
 
+/// A channel a reply on a ticket can leave through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyRoute {
+    /// The channel instance.
+    pub channel_id: i64,
+    /// Its plugin (`email`, `sms`, `telegram`…).
+    pub plugin_key: String,
+    /// Its name in the workspace.
+    pub name: String,
+}
+
+/// Every channel a reply on this ticket can leave through, the default ([`channel_for`])
+/// first: the sending channels the customer has written in through (each knows the customer's
+/// identity there), and the workspace's active e-mail channels when the customer has an e-mail
+/// address. Empty when nothing can reach the customer.
+///
+/// # Errors
+/// Database errors.
+pub async fn routes<C: ConnectionTrait>(db: &C, core: &crate::Domain, t: &ticket::Model) -> Result<Vec<ReplyRoute>> {
+    let default = channel_for(db, core, t).await?;
+    let rows = db::query_all(
+        db,
+        "SELECT c.id, c.plugin_key, c.name FROM channels c WHERE c.workspace_id = ? AND (c.id = ? OR c.status = 'active' AND ( \
+           c.id IN (SELECT t.channel_id FROM tickets t WHERE t.workspace_id = ? AND t.customer_id = ? AND t.channel_id IS NOT NULL) \
+           OR c.plugin_key = ? AND EXISTS (SELECT 1 FROM customer_identities i WHERE i.customer_id = ? AND i.kind = 'email'))) \
+         ORDER BY c.id",
+        vec![
+            t.workspace_id.into(),
+            default.unwrap_or(0).into(),
+            t.workspace_id.into(),
+            t.customer_id.into(),
+            EMAIL_PLUGIN.into(),
+            t.customer_id.into(),
+        ],
+    )
+    .await?;
+    let mut routes = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let route = ReplyRoute {
+            channel_id: db::col(r, "id")?,
+            plugin_key: db::col(r, "plugin_key")?,
+            name: db::col(r, "name")?,
+        };
+        if core.senders().sends(&route.plugin_key) {
+            routes.push(route);
+        }
+    }
+    if let Some(first) = default.and_then(|d| routes.iter().position(|r| r.channel_id == d)) {
+        let route = routes.remove(first);
+        routes.insert(0, route);
+    }
+    Ok(routes)
+}
+
+/// The channel a reply leaves through: `chosen` when it is one of the ticket's [`routes`],
+/// the default route when nothing was chosen.
+///
+/// # Errors
+/// [`crate::Error::Invalid`] for a channel that cannot reach the customer.
+pub(crate) async fn chosen_or_default<C: ConnectionTrait>(
+    db: &C,
+    core: &crate::Domain,
+    t: &ticket::Model,
+    chosen: Option<i64>,
+) -> Result<Option<i64>> {
+    let Some(chosen) = chosen else { return channel_for(db, core, t).await };
+    if routes(db, core, t).await?.iter().any(|r| r.channel_id == chosen) {
+        return Ok(Some(chosen));
+    }
+    Err(crate::Error::invalid(
+        "reply_channel_id",
+        format!("channel {chosen} cannot reach this ticket's customer; choose one of the ticket's reply routes"),
+    ))
+}
+
 /// Queues a reply (inside the reply's transaction).
 pub(crate) async fn enqueue<C: ConnectionTrait>(
     db: &C,
