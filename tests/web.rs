@@ -807,3 +807,97 @@ async fn the_live_stream_ends_when_its_session_is_signed_out() {
     assert!(ended.is_ok(), "the stream closed: {text}");
     assert!(text.contains("event: signedout"), "{text}");
 }
+
+#[tokio::test]
+async fn a_view_of_more_than_a_thousand_tickets_is_walked_in_every_sort_and_filter() {
+    // Past the size at which a view is sorted whole, the inbox walks it: these are the pages
+    // of a large workspace, checked against what the tickets say.
+    let scratch = Scratch::new();
+    // The API's per-token limit guards against a runaway client, not a test filling a view.
+    scratch.config("[auth]\nrate_per_second = 0\n");
+    let token = scratch.init("default");
+    let server = Server::serve(scratch, token).await;
+    let mut admin = support::admin_browser(&server).await;
+    let mut ids = Vec::new();
+    for n in 0..1100 {
+        // All but the newest ten carry the tag, so the tag filter walks past them.
+        let tags = if n < 1090 { json!(["bulk"]) } else { json!([]) };
+        let (status, t) = server
+            .post(
+                "/api/v1/tickets",
+                json!({ "subject": format!("Walk {n}"), "body": "Hello", "tags": tags, "customer": { "email": format!("c{n}@example.com") } }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{t}");
+        ids.push(t["id"].as_i64().expect("id"));
+    }
+    let newest_first: Vec<i64> = ids.iter().rev().copied().collect();
+
+    let newest = admin.get("/inbox/rows?view=open&sort=newest").await;
+    assert_eq!(row_ids(&newest.body), newest_first[..50], "{}", newest.body);
+    let tagged = admin.get("/inbox/rows?view=open&sort=newest&tag=bulk").await;
+    assert_eq!(row_ids(&tagged.body), newest_first[10..60], "the untagged newest are left out");
+    let by_channel = admin.get("/inbox/rows?view=open&sort=newest&channel=email").await;
+    assert!(row_ids(&by_channel.body).is_empty(), "no e-mail tickets: {}", by_channel.body);
+
+    // An old ticket's customer writes again: it leads by last customer message, then the
+    // others by their own (their first) message, newest first.
+    let (status, _) = server.post(&format!("/api/v1/tickets/{}/messages", ids[5]), json!({ "body": "Again" })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let customer = admin.get("/inbox/rows?view=open&sort=customer").await;
+    let rows = row_ids(&customer.body);
+    assert_eq!(rows[0], ids[5], "{}", customer.body);
+    assert_eq!(rows[1..], newest_first[..49]);
+
+    // By SLA due (the default): the clocks of one tier fall due in creation order.
+    let sla = admin.get("/inbox/rows?view=open").await;
+    let rows = row_ids(&sla.body);
+    assert_eq!(rows.len(), 50);
+    let mut dues = Vec::new();
+    for id in &rows {
+        let t = server.get(&format!("/api/v1/tickets/{id}")).await.1;
+        let due = t["sla"]
+            .as_array()
+            .expect("clocks")
+            .iter()
+            .filter(|c| c["paused"] == false && c["breached"] == false)
+            .filter_map(|c| c["due_at"].as_str())
+            .min()
+            .map(str::to_owned);
+        dues.push(due.expect("a running clock"));
+    }
+    assert!(dues.windows(2).all(|w| w[0] <= w[1]), "soonest due first: {dues:?}");
+    assert_eq!(rows[0], ids[0], "the oldest ticket's clock is due first");
+
+    // The clock views (two clocks a ticket: 2,200, past the point where a clock view is walked
+    // in its clocks' order rather than sorted whole): every running clock falls due within the
+    // hour, the newest ticket's first; the oldest hundred tickets' clocks are breached.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    server.scratch.sql(&format!(
+        "UPDATE sla_timers SET due_at = {} - ticket_id * 100 WHERE paused_at IS NULL AND breached_at IS NULL",
+        now + 40 * 60_000
+    ));
+    server.scratch.sql(&format!(
+        "UPDATE sla_timers SET breached_at = {now} - 3600000 + ticket_id WHERE ticket_id IN ({})",
+        ids[..100].iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    ));
+    let due = admin.get("/inbox/rows?view=due").await;
+    assert_eq!(row_ids(&due.body), newest_first[..50], "{}", due.body);
+    let due_tagged = admin.get("/inbox/rows?view=due&tag=bulk").await;
+    assert_eq!(row_ids(&due_tagged.body), newest_first[10..60]);
+    let breached = admin.get("/inbox/rows?view=breached&sort=newest").await;
+    let expected: Vec<i64> = ids[..100].iter().rev().take(50).copied().collect();
+    assert_eq!(row_ids(&breached.body), expected, "{}", breached.body);
+
+    // The pending ones: a view of its own, newest first (their clocks are paused).
+    for id in &ids[..3] {
+        for status in ["open", "pending"] {
+            let (code, body) = server.patch(&format!("/api/v1/tickets/{id}"), json!({ "status": status })).await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+        }
+    }
+    let pending = admin.get("/inbox/rows?view=pending").await;
+    assert_eq!(row_ids(&pending.body), vec![ids[2], ids[1], ids[0]], "{}", pending.body);
+    let open = admin.get("/inbox/rows?view=open").await;
+    assert!(!row_ids(&open.body).contains(&ids[0]), "a pending ticket left the open view");
+}

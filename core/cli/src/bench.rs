@@ -38,6 +38,10 @@ pub(crate) struct Options {
     /// Measure only the plugin host (compile, cached load, warm calls), without a server.
     #[arg(long)]
     pub plugins_only: bool,
+    /// Measure only the web pages (after seeding `--scale` tickets): the inbox views, the
+    /// ticket page, the live stream.
+    #[arg(long)]
+    pub pages_only: bool,
     /// Scratch directory (default: a new one under the system temp directory, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -103,11 +107,13 @@ pub(crate) async fn run(opts: Options) -> Result<()> {
         opts.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("plugdesk-bench-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    plugin_figures(&dir)?;
-    email_figures()?;
-    workflow_figures()?;
-    template_figures()?;
-    language_figures();
+    if !opts.pages_only {
+        plugin_figures(&dir)?;
+        email_figures()?;
+        workflow_figures()?;
+        template_figures()?;
+        language_figures();
+    }
     if opts.plugins_only {
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
@@ -168,7 +174,9 @@ pub(crate) async fn run(opts: Options) -> Result<()> {
 
     let bench_token = ws.admin_token.clone();
     let token = Arc::new(ws.admin_token);
-    let mut result = if opts.mail_import > 0 {
+    let mut result = if opts.pages_only {
+        Ok(())
+    } else if opts.mail_import > 0 {
         // The import alone: nothing else competes for the writer.
         mail_import(&client, &base, &dir, &token, &opts).await
     } else {
@@ -185,16 +193,16 @@ pub(crate) async fn run(opts: Options) -> Result<()> {
         };
         result = pages::run(&client, &target).await;
     }
-    if result.is_ok() && opts.mail_import == 0 {
+    if result.is_ok() && opts.mail_import == 0 && !opts.pages_only {
         result = library_inbound(&client, &base, &dir, &with_library.admin_token, &opts).await;
     }
-    if result.is_ok() && opts.mail_import == 0 {
+    if result.is_ok() && opts.mail_import == 0 && !opts.pages_only {
         result = library_api(&client, &base, &dir, (with_library.workspace_id, &with_library.admin_token), &opts).await;
     }
-    if result.is_ok() && opts.sustained_seconds > 0 {
+    if result.is_ok() && opts.sustained_seconds > 0 && !opts.pages_only {
         result = sustained(&client, &base, &dir, (with_library.workspace_id, &with_library.admin_token), &opts).await;
     }
-    if result.is_ok() && opts.mail_in > 0 {
+    if result.is_ok() && opts.mail_in > 0 && !opts.pages_only {
         result = mail_in(&client, &base, &dir, &config, &bench_token, opts.mail_in).await;
     }
     println!("resident memory after the load                    {:>9.1} MB", rss_mb(pid));
@@ -1181,6 +1189,48 @@ async fn seed(db: &sea_orm::DatabaseConnection, workspace_id: i64, n: u64) -> Re
             rows,
         )
         .await?;
+        // Active tickets carry their clocks as live ones do: a first-response clock due
+        // between two hours ago (breached) and two days ahead, paused while pending.
+        let mut clocks = Vec::with_capacity(k);
+        for (j, id) in tickets.iter().enumerate() {
+            let status = statuses[j % 5];
+            if !matches!(status, "new" | "open" | "pending") {
+                continue;
+            }
+            let due = now - 2 * HOUR_MS + (id * 7919) % (50 * HOUR_MS);
+            let warn = due - HOUR_MS / 2;
+            let paused: Option<i64> = (status == "pending").then_some(now);
+            let warned: Option<i64> = (warn <= now).then_some(warn);
+            let breached: Option<i64> = (due <= now && paused.is_none()).then_some(due);
+            clocks.push(vec![
+                workspace_id.into(),
+                (*id).into(),
+                "first_response".into(),
+                now.into(),
+                due.into(),
+                warn.into(),
+                paused.into(),
+                warned.into(),
+                breached.into(),
+            ]);
+        }
+        insert_rows(
+            &txn,
+            "sla_timers",
+            &[
+                "workspace_id",
+                "ticket_id",
+                "kind",
+                "started_at",
+                "due_at",
+                "warn_at",
+                "paused_at",
+                "warned_at",
+                "breached_at",
+            ],
+            clocks,
+        )
+        .await?;
         let messages = reserve_ids(&txn, "messages", k * 3).await?;
         let mut rows = Vec::with_capacity(k * 3);
         for (m, id) in messages.iter().enumerate() {
@@ -1216,6 +1266,8 @@ async fn seed(db: &sea_orm::DatabaseConnection, workspace_id: i64, n: u64) -> Re
     }
     Ok(())
 }
+
+const HOUR_MS: i64 = 3_600_000;
 
 /// Tickets per seeding transaction.
 const SEED_CHUNK: u64 = 2_000;

@@ -79,14 +79,15 @@ impl View {
             ),
             View::Open => (ACTIVE, vec![]),
             View::Pending => ("t.status = 'pending'", vec![]),
+            // The clocks are read by ticket and tested inside the aggregate (see `details`).
             View::Due => (
-                "t.status IN ('new', 'open') AND EXISTS (SELECT 1 FROM sla_timers s WHERE s.ticket_id = t.id \
-                 AND s.paused_at IS NULL AND s.breached_at IS NULL AND s.due_at <= ?)",
+                "t.status IN ('new', 'open') AND (SELECT MIN(CASE WHEN s.paused_at IS NULL AND s.breached_at IS NULL \
+                 THEN s.due_at END) FROM sla_timers s WHERE s.ticket_id = t.id) <= ?",
                 vec![(now + DUE_SOON_MS).into()],
             ),
             View::Breached => (
-                "t.status IN ('new', 'open', 'pending') AND EXISTS (SELECT 1 FROM sla_timers s WHERE s.ticket_id = t.id \
-                 AND s.breached_at IS NOT NULL)",
+                "t.status IN ('new', 'open', 'pending') AND (SELECT COUNT(s.breached_at) FROM sla_timers s \
+                 WHERE s.ticket_id = t.id) > 0",
                 vec![],
             ),
         }
@@ -206,32 +207,40 @@ pub struct Row {
 /// The rows of a view (at most [`PAGE_ROWS`]).
 ///
 /// Two steps, so that a view of hundreds of thousands of open tickets costs what its page
-/// costs: first the page's ticket ids in order, walking an index in the sort's order (ticket
-/// ids for newest first, running SLA clocks by due time, customer messages newest first);
-/// then the details (customer, tier, preview, clocks, unread) of those ids only.
+/// costs: first the page's ticket ids in order, then the details (customer, tier, preview,
+/// clocks, unread) of those ids only.
+///
+/// The first step never leaves the plan to the database's statistics (SQLite keeps none
+/// unless told to, and then guesses that an equality on an indexed column is selective):
+/// - a view of fewer than [`SMALL`] tickets is read through the ticket indexes and sorted
+///   whole;
+/// - a larger one is *walked*: a one-table query reads candidates in the sort's order (ticket
+///   ids newest first, running clocks by due time, customer messages newest first), a
+///   primary-key lookup fetches those tickets, and the view's test runs here, until a page is
+///   full; tickets the walk does not name (no running clock, no customer message) follow,
+///   newest first;
+/// - the clock views (due within the hour, breached) start from their clocks, which are few
+///   next to the tickets, and are sorted whole.
 ///
 /// # Errors
 /// [`Error::Invalid`] for an unknown tier; database errors.
 pub async fn rows<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64, q: &Query) -> Result<Vec<Row>> {
     let Some(scope) = Scope::of(db, workspace_id, agent_id, q).await? else { return Ok(Vec::new()) };
-    let ids = match q.sort {
-        Sort::Newest => scope.newest(db, &[], PAGE_ROWS).await?,
-        // A view of fewer than SMALL tickets is sorted whole (each ticket's key is one index
-        // probe); a larger one is walked in the key's order, which finds a page quickly
-        // because the view is dense. Either way the cost is bounded, whatever the planner's
-        // statistics say: each walk reads one table, probing tickets by primary key.
-        sort if scope.size < SMALL => scope.sorted(db, sort).await?,
-        Sort::SlaDue => {
-            // A ticket has at most three clocks, so three times a page of clocks names at
-            // least a page of tickets, unless there are fewer.
-            let walk = "SELECT s.ticket_id AS id FROM sla_timers s WHERE s.paused_at IS NULL AND s.breached_at IS NULL \
-                        AND EXISTS (SELECT 1 FROM tickets t WHERE t.id = s.ticket_id AND {where}) ORDER BY s.due_at, s.ticket_id";
-            scope.walk(db, walk, 3 * PAGE_ROWS).await?
-        }
-        Sort::LastCustomerMessage => {
-            let walk = "SELECT m.ticket_id AS id FROM messages m WHERE m.direction = 'inbound' \
-                        AND EXISTS (SELECT 1 FROM tickets t WHERE t.id = m.ticket_id AND {where}) ORDER BY m.id DESC";
-            scope.walk(db, walk, 4 * PAGE_ROWS).await?
+    // Pending tickets' clocks are paused: by SLA due they come newest first, as every ticket
+    // without a running clock does.
+    let sort = if q.view == View::Pending && q.sort == Sort::SlaDue { Sort::Newest } else { q.sort };
+    let ids = match q.view {
+        View::Due | View::Breached => scope.by_clocks(db, sort).await?,
+        _ if scope.size < SMALL => scope.sorted(db, sort).await?,
+        _ => {
+            let mut walk = Walk::new(&scope);
+            match sort {
+                Sort::Newest => {}
+                Sort::SlaDue => walk.run(db, Driver::RunningClocks { until: None }).await?,
+                Sort::LastCustomerMessage => walk.run(db, Driver::CustomerMessages).await?,
+            }
+            walk.run(db, Driver::Tickets).await?;
+            walk.page
         }
     };
     details(db, agent_id, &ids).await
@@ -239,13 +248,44 @@ pub async fn rows<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64, 
 
 /// Below this many tickets a view is sorted whole rather than walked.
 const SMALL: i64 = 1000;
+/// Candidates read per step of a walk.
+const BATCH: i64 = 500;
+/// Clocks read at most for a clock view; beyond, its page follows the clocks' own order.
+const CLOCK_CAP: i64 = 2000;
 
-/// The tickets a view and its filters select, as SQL on `t` (tickets).
+/// The tickets a view and its filters select: as SQL on `t` (tickets) for index-driven reads,
+/// and as a test on one ticket for walks.
 struct Scope {
     sql: String,
     values: Vec<Value>,
-    /// How many tickets it holds, counted to [`SMALL`] at most.
+    /// How many tickets it holds, counted to [`SMALL`] at most (not counted for the clock
+    /// views).
     size: i64,
+    workspace_id: i64,
+    agent_id: i64,
+    view: View,
+    /// The agent's teams (for [`View::Teams`]).
+    teams: Vec<i64>,
+    channel: Option<String>,
+    tier_id: Option<i64>,
+    tag: Option<String>,
+    category: Option<String>,
+    level: Option<i32>,
+    /// A search's hits, sorted.
+    hits: Option<Vec<i64>>,
+}
+
+/// What the test of a walk looks at of one ticket.
+struct Probe {
+    workspace_id: i64,
+    status: String,
+    assignee_id: Option<i64>,
+    team_id: Option<i64>,
+    channel: String,
+    tier_id: i64,
+    category: Option<String>,
+    level: i32,
+    tagged: bool,
 }
 
 impl Scope {
@@ -255,20 +295,48 @@ impl Scope {
         let mut sql = format!("t.workspace_id = ? AND {cond}");
         let mut all: Vec<Value> = vec![workspace_id.into()];
         all.append(&mut values);
-        filters(db, workspace_id, q, &mut sql, &mut all).await?;
+        let tier_id = filters(db, workspace_id, q, &mut sql, &mut all).await?;
+        let mut hits = None;
         if let Some(text) = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            let hits = crate::search::search(db, workspace_id, text, 200).await?;
-            let mut ids: Vec<i64> = hits.iter().filter_map(|h| h.ticket_id).collect();
+            let found = crate::search::search(db, workspace_id, text, 200).await?;
+            let mut ids: Vec<i64> = found.iter().filter_map(|h| h.ticket_id).collect();
             ids.sort_unstable();
             ids.dedup();
             if ids.is_empty() {
                 return Ok(None);
             }
             sql.push_str(&format!(" AND t.id IN ({})", vec!["?"; ids.len()].join(", ")));
-            all.extend(ids.into_iter().map(Value::from));
+            all.extend(ids.iter().map(|i| Value::from(*i)));
+            hits = Some(ids);
         }
-        let mut scope = Scope { sql, values: all, size: 0 };
-        scope.size = scope.count(db).await?;
+        let teams = if q.view == View::Teams {
+            db::query_all(db, "SELECT team_id FROM team_members WHERE agent_id = ?", vec![agent_id.into()])
+                .await?
+                .iter()
+                .map(|r| db::col(r, "team_id"))
+                .collect::<Result<Vec<i64>>>()?
+        } else {
+            Vec::new()
+        };
+        let clean = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let mut scope = Scope {
+            sql,
+            values: all,
+            size: 0,
+            workspace_id,
+            agent_id,
+            view: q.view,
+            teams,
+            channel: clean(&q.channel),
+            tier_id,
+            tag: clean(&q.tag).map(|t| t.to_lowercase()),
+            category: clean(&q.category),
+            level: q.level,
+            hits,
+        };
+        if !matches!(q.view, View::Due | View::Breached) {
+            scope.size = scope.count(db).await?;
+        }
         Ok(Some(scope))
     }
 
@@ -283,6 +351,81 @@ impl Scope {
         }
     }
 
+    /// The view's test on one ticket (the clock views' clocks are checked by their driver).
+    fn admits(&self, id: i64, p: &Probe) -> bool {
+        let active = matches!(p.status.as_str(), "new" | "open");
+        let in_view = match self.view {
+            View::Mine => active && p.assignee_id == Some(self.agent_id),
+            View::Unassigned => active && p.assignee_id.is_none(),
+            View::Teams => active && p.team_id.is_some_and(|t| self.teams.contains(&t)),
+            View::Open | View::Due => active,
+            View::Pending => p.status == "pending",
+            View::Breached => active || p.status == "pending",
+        };
+        in_view
+            && p.workspace_id == self.workspace_id
+            && self.channel.as_ref().is_none_or(|c| *c == p.channel)
+            && self.tier_id.is_none_or(|t| t == p.tier_id)
+            && self.category.as_ref().is_none_or(|c| Some(c) == p.category.as_ref())
+            && self.level.is_none_or(|l| l == p.level)
+            && (self.tag.is_none() || p.tagged)
+            && self.hits.as_ref().is_none_or(|h| h.binary_search(&id).is_ok())
+    }
+
+    /// Of `ids`, those in the scope, in the same order. One primary-key read of the tickets
+    /// (and of their tags, when a tag is asked for).
+    async fn admitted<C: ConnectionTrait>(&self, db: &C, ids: &[i64]) -> Result<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = vec!["?"; ids.len()].join(", ");
+        let values: Vec<Value> = ids.iter().map(|i| Value::from(*i)).collect();
+        let rows = db::query_all(
+            db,
+            &format!(
+                "SELECT id, workspace_id, status, assignee_id, team_id, channel, tier_id, category, level \
+                 FROM tickets WHERE id IN ({list})"
+            ),
+            values.clone(),
+        )
+        .await?;
+        let tagged: Vec<i64> = match &self.tag {
+            Some(tag) => {
+                let mut v = values;
+                v.push(tag.clone().into());
+                db::query_all(
+                    db,
+                    &format!("SELECT ticket_id FROM ticket_tags WHERE ticket_id IN ({list}) AND tag = ?"),
+                    v,
+                )
+                .await?
+                .iter()
+                .map(|r| db::col(r, "ticket_id"))
+                .collect::<Result<_>>()?
+            }
+            None => Vec::new(),
+        };
+        let mut ok = std::collections::HashSet::with_capacity(rows.len());
+        for r in &rows {
+            let id: i64 = db::col(r, "id")?;
+            let probe = Probe {
+                workspace_id: db::col(r, "workspace_id")?,
+                status: db::col(r, "status")?,
+                assignee_id: db::col(r, "assignee_id")?,
+                team_id: db::col(r, "team_id")?,
+                channel: db::col(r, "channel")?,
+                tier_id: db::col(r, "tier_id")?,
+                category: db::col(r, "category")?,
+                level: db::col(r, "level")?,
+                tagged: tagged.contains(&id),
+            };
+            if self.admits(id, &probe) {
+                ok.insert(id);
+            }
+        }
+        Ok(ids.iter().copied().filter(|i| ok.contains(i)).collect())
+    }
+
     /// A page of a small scope in `sort`'s order: every ticket with its key, sorted here.
     async fn sorted<C: ConnectionTrait>(&self, db: &C, sort: Sort) -> Result<Vec<i64>> {
         let key = match sort {
@@ -290,76 +433,195 @@ impl Scope {
                 "(SELECT MAX(m.id) FROM messages m WHERE m.ticket_id = t.id AND m.direction = 'inbound')"
             }
             _ => {
-                "(SELECT MIN(s.due_at) FROM sla_timers s WHERE s.ticket_id = t.id AND s.paused_at IS NULL AND s.breached_at IS NULL)"
+                "(SELECT MIN(CASE WHEN s.paused_at IS NULL AND s.breached_at IS NULL THEN s.due_at END) \
+                 FROM sla_timers s WHERE s.ticket_id = t.id)"
             }
         };
         let sql = format!("SELECT t.id, {key} AS k FROM tickets t WHERE {}", self.sql);
-        let mut keyed: Vec<(i64, Option<i64>)> = db::query_all(db, &sql, self.values.clone())
+        let keyed: Vec<(i64, Option<i64>)> = db::query_all(db, &sql, self.values.clone())
             .await?
             .iter()
             .map(|r| Ok((db::col(r, "id")?, db::col(r, "k")?)))
             .collect::<Result<_>>()?;
-        match sort {
-            Sort::LastCustomerMessage => {
-                keyed.sort_by_key(|&(id, k)| (k.is_none(), std::cmp::Reverse(k), std::cmp::Reverse(id)))
-            }
-            _ => keyed.sort_by_key(|&(id, k)| (k.is_none(), k, id)),
-        }
-        Ok(keyed.into_iter().take(PAGE_ROWS as usize).map(|(id, _)| id).collect())
+        Ok(page_in_order(keyed, sort))
     }
 
-    /// The newest `limit` tickets of the scope, leaving out `except`.
-    async fn newest<C: ConnectionTrait>(&self, db: &C, except: &[i64], limit: u64) -> Result<Vec<i64>> {
-        // A small scope is read through the ticket indexes; a large one by walking the
-        // tickets from the newest, probing each (it is dense, so a page comes quickly).
-        let (mut sql, id) = if self.size < SMALL {
-            (format!("SELECT t.id FROM tickets t WHERE {}", self.sql), "t.id")
+    /// A page of a clock view: the tickets its clocks name (running and due within the hour,
+    /// or breached), tested, keyed and sorted here. Past [`CLOCK_CAP`] clocks (a backlog) the
+    /// view is walked in the clocks' own order instead: the earliest due, or the longest
+    /// breached, first.
+    async fn by_clocks<C: ConnectionTrait>(&self, db: &C, sort: Sort) -> Result<Vec<i64>> {
+        let driver = if self.view == View::Due {
+            Driver::RunningClocks { until: Some(crate::now_ms() + DUE_SOON_MS) }
         } else {
-            let probe = format!("EXISTS (SELECT 1 FROM tickets t WHERE t.id = x.id AND {})", self.sql);
-            (format!("SELECT x.id FROM tickets x WHERE {probe}"), "x.id")
+            Driver::BreachedClocks
         };
-        let mut values = self.values.clone();
-        if !except.is_empty() {
-            sql.push_str(&format!(" AND {id} NOT IN ({})", vec!["?"; except.len()].join(", ")));
-            values.extend(except.iter().map(|i| Value::from(*i)));
+        let (sql, mut values) = driver.query(i64::MIN);
+        values.push(CLOCK_CAP.into());
+        let clocks = db::query_all(db, sql, values).await?;
+        if clocks.len() as i64 >= CLOCK_CAP {
+            let mut walk = Walk::new(self);
+            walk.run(db, driver).await?;
+            return Ok(walk.page);
         }
-        sql.push_str(&format!(" ORDER BY {id} DESC LIMIT ?"));
-        values.push((limit as i64).into());
-        db::query_all(db, &sql, values).await?.iter().map(|r| db::col(r, "id")).collect()
+        let mut named: Vec<i64> = Vec::with_capacity(clocks.len());
+        let mut seen = std::collections::HashSet::with_capacity(clocks.len());
+        for r in &clocks {
+            let id: i64 = db::col(r, "t")?;
+            if seen.insert(id) {
+                named.push(id);
+            }
+        }
+        let mut ids = Vec::with_capacity(named.len());
+        for chunk in named.chunks(BATCH as usize) {
+            ids.extend(self.admitted(db, chunk).await?);
+        }
+        let mut keyed = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH as usize) {
+            keyed.extend(keys(db, chunk, sort).await?);
+        }
+        Ok(page_in_order(keyed, sort))
+    }
+}
+
+/// The sort key of each of `ids` (absent keys last): the earliest running clock's due time,
+/// the ticket id, or the latest customer message.
+async fn keys<C: ConnectionTrait>(db: &C, ids: &[i64], sort: Sort) -> Result<Vec<(i64, Option<i64>)>> {
+    let list = vec!["?"; ids.len()].join(", ");
+    let values: Vec<Value> = ids.iter().map(|i| Value::from(*i)).collect();
+    let sql = match sort {
+        Sort::Newest => return Ok(ids.iter().map(|i| (*i, Some(*i))).collect()),
+        Sort::SlaDue => format!(
+            "SELECT ticket_id, MIN(CASE WHEN paused_at IS NULL AND breached_at IS NULL THEN due_at END) AS k \
+             FROM sla_timers WHERE ticket_id IN ({list}) GROUP BY ticket_id"
+        ),
+        Sort::LastCustomerMessage => format!(
+            "SELECT ticket_id, MAX(id) AS k FROM messages WHERE ticket_id IN ({list}) AND direction = 'inbound' \
+             GROUP BY ticket_id"
+        ),
+    };
+    let found: std::collections::HashMap<i64, Option<i64>> = db::query_all(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| Ok((db::col(r, "ticket_id")?, db::col(r, "k")?)))
+        .collect::<Result<_>>()?;
+    Ok(ids.iter().map(|i| (*i, found.get(i).copied().flatten())).collect())
+}
+
+/// The first page of `keyed` in `sort`'s order: SLA due soonest first (the older ticket first
+/// at one due time), newest first, latest customer message first; tickets without a key last,
+/// newest first.
+fn page_in_order(mut keyed: Vec<(i64, Option<i64>)>, sort: Sort) -> Vec<i64> {
+    use std::cmp::Reverse;
+    match sort {
+        // Clocks due at one moment (a business day's start): the older ticket first.
+        Sort::SlaDue => keyed.sort_by_key(|&(id, k)| (k.is_none(), k, if k.is_some() { id } else { -id })),
+        Sort::Newest => keyed.sort_by_key(|&(id, _)| Reverse(id)),
+        Sort::LastCustomerMessage => keyed.sort_by_key(|&(id, k)| (k.is_none(), Reverse(k), Reverse(id))),
+    }
+    keyed.into_iter().take(PAGE_ROWS as usize).map(|(id, _)| id).collect()
+}
+
+/// Where a walk reads its candidates: one table, in the order of an index or the primary key.
+#[derive(Debug, Clone, Copy)]
+enum Driver {
+    /// Tickets, newest first.
+    Tickets,
+    /// Running clocks, soonest due first (due before `until`, when given).
+    RunningClocks { until: Option<i64> },
+    /// Breached clocks, longest breached first.
+    BreachedClocks,
+    /// Customer messages, newest first.
+    CustomerMessages,
+}
+
+impl Driver {
+    /// The query of one batch from `cursor` on (its last parameter, the limit, is the
+    /// caller's): rows `c` (the cursor's column) and `t` (the ticket). Ids are read downwards
+    /// from below the cursor; times upwards from the cursor itself (clocks due at one moment
+    /// are read again; the walk skips tickets it has seen).
+    fn query(self, cursor: i64) -> (&'static str, Vec<Value>) {
+        match self {
+            Driver::Tickets => {
+                ("SELECT id AS c, id AS t FROM tickets WHERE id < ? ORDER BY id DESC LIMIT ?", vec![cursor.into()])
+            }
+            Driver::CustomerMessages => (
+                "SELECT id AS c, ticket_id AS t FROM messages WHERE direction = 'inbound' AND id < ? ORDER BY id DESC LIMIT ?",
+                vec![cursor.into()],
+            ),
+            Driver::RunningClocks { until } => (
+                "SELECT due_at AS c, ticket_id AS t FROM sla_timers WHERE breached_at IS NULL AND due_at >= ? \
+                 AND due_at <= ? AND paused_at IS NULL ORDER BY due_at LIMIT ?",
+                vec![cursor.into(), until.unwrap_or(i64::MAX).into()],
+            ),
+            Driver::BreachedClocks => (
+                "SELECT breached_at AS c, ticket_id AS t FROM sla_timers WHERE breached_at >= ? ORDER BY breached_at LIMIT ?",
+                vec![cursor.into()],
+            ),
+        }
     }
 
-    /// Walks `walk` (rows naming a ticket `id` in the sort's order, `{where}` standing for the
-    /// scope) until a page of distinct tickets is found, starting with `first` rows and
-    /// doubling; when the walk runs out, the page is filled with the newest of the tickets it
-    /// does not name (those without a running clock, or without a customer message).
-    async fn walk<C: ConnectionTrait>(&self, db: &C, walk: &str, first: u64) -> Result<Vec<i64>> {
-        let sql = format!("{} LIMIT ?", walk.replace("{where}", &self.sql));
-        let mut limit = first;
-        loop {
-            let mut values = self.values.clone();
-            values.push((limit as i64).into());
-            let found = db::query_all(db, &sql, values).await?;
-            let mut ids: Vec<i64> = Vec::with_capacity(PAGE_ROWS as usize);
+    /// Whether the cursor goes up (times) rather than down (ids).
+    fn ascending(self) -> bool {
+        matches!(self, Driver::RunningClocks { .. } | Driver::BreachedClocks)
+    }
+}
+
+/// A page being filled by walking drivers in turn.
+struct Walk<'a> {
+    scope: &'a Scope,
+    page: Vec<i64>,
+    /// Every ticket looked at, so that none is looked at twice.
+    seen: std::collections::HashSet<i64>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(scope: &'a Scope) -> Self {
+        Walk { scope, page: Vec::with_capacity(PAGE_ROWS as usize), seen: std::collections::HashSet::new() }
+    }
+
+    fn full(&self) -> bool {
+        self.page.len() as u64 >= PAGE_ROWS
+    }
+
+    /// Reads `driver` in batches until the page is full or the driver runs out.
+    async fn run<C: ConnectionTrait>(&mut self, db: &C, driver: Driver) -> Result<()> {
+        let mut cursor = if driver.ascending() { i64::MIN } else { i64::MAX };
+        let mut limit = BATCH;
+        while !self.full() {
+            let (sql, mut values) = driver.query(cursor);
+            values.push(limit.into());
+            let found = db::query_all(db, sql, values).await?;
+            let mut fresh = Vec::with_capacity(found.len());
+            let mut last = cursor;
             for r in &found {
-                let id: i64 = db::col(r, "id")?;
-                if !ids.contains(&id) {
-                    ids.push(id);
-                    if ids.len() as u64 == PAGE_ROWS {
-                        return Ok(ids);
-                    }
+                last = db::col(r, "c")?;
+                let t: i64 = db::col(r, "t")?;
+                if self.seen.insert(t) {
+                    fresh.push(t);
                 }
             }
-            if (found.len() as u64) < limit {
-                let more = self.newest(db, &ids, PAGE_ROWS - ids.len() as u64).await?;
-                ids.extend(more);
-                return Ok(ids);
+            for id in self.scope.admitted(db, &fresh).await? {
+                if !self.full() {
+                    self.page.push(id);
+                }
             }
-            limit *= 2;
+            if (found.len() as i64) < limit {
+                return Ok(());
+            }
+            // A whole batch at one moment (clocks due together): read a larger one.
+            limit = if last == cursor { limit * 2 } else { BATCH };
+            cursor = last;
         }
+        Ok(())
     }
 }
 
 /// The rows of the tickets `ids`, in that order.
+///
+/// A ticket's clocks are read by `ticket_id` alone, their state tested inside the aggregate:
+/// a `breached_at IS NULL` beside it would let SQLite pick the due-time index and read every
+/// running clock of the workspace for each row.
 async fn details<C: ConnectionTrait>(db: &C, agent_id: i64, ids: &[i64]) -> Result<Vec<Row>> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -367,8 +629,8 @@ async fn details<C: ConnectionTrait>(db: &C, agent_id: i64, ids: &[i64]) -> Resu
     let sql = format!(
         "SELECT t.id, t.number, t.subject, t.status, t.priority, t.level, t.channel, t.customer_id, t.created_at, \
          c.name AS customer, r.key AS tier_key, r.name AS tier, a.name AS assignee, \
-         (SELECT MIN(s.due_at) FROM sla_timers s WHERE s.ticket_id = t.id AND s.paused_at IS NULL AND s.breached_at IS NULL) AS due_at, \
-         (SELECT COUNT(*) FROM sla_timers s WHERE s.ticket_id = t.id AND s.breached_at IS NOT NULL) AS breaches, \
+         (SELECT MIN(CASE WHEN s.paused_at IS NULL AND s.breached_at IS NULL THEN s.due_at END) FROM sla_timers s WHERE s.ticket_id = t.id) AS due_at, \
+         (SELECT COUNT(s.breached_at) FROM sla_timers s WHERE s.ticket_id = t.id) AS breaches, \
          (SELECT m.body_text FROM messages m WHERE m.ticket_id = t.id AND m.direction <> 'internal' ORDER BY m.id DESC LIMIT 1) AS preview, \
          (SELECT MAX(m.id) FROM messages m WHERE m.ticket_id = t.id AND m.direction = 'inbound') AS last_in, \
          (SELECT rd.message_id FROM ticket_reads rd WHERE rd.ticket_id = t.id AND rd.agent_id = ?) AS seen \
@@ -410,13 +672,15 @@ async fn details<C: ConnectionTrait>(db: &C, agent_id: i64, ids: &[i64]) -> Resu
     Ok(rows)
 }
 
+/// Adds the query's filters to the scope's SQL; returns the tier's id when one is asked for.
 async fn filters<C: ConnectionTrait>(
     db: &C,
     workspace_id: i64,
     q: &Query,
     sql: &mut String,
     values: &mut Vec<Value>,
-) -> Result<()> {
+) -> Result<Option<i64>> {
+    let mut tier_id = None;
     if let Some(ch) = q.channel.as_deref().filter(|s| !s.is_empty()) {
         sql.push_str(" AND t.channel = ?");
         values.push(ch.into());
@@ -425,6 +689,7 @@ async fn filters<C: ConnectionTrait>(
         let tier = crate::tier::find_by_key(db, workspace_id, key).await?;
         sql.push_str(" AND t.tier_id = ?");
         values.push(tier.id.into());
+        tier_id = Some(tier.id);
     }
     if let Some(tag) = q.tag.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         sql.push_str(" AND t.id IN (SELECT g.ticket_id FROM ticket_tags g WHERE g.workspace_id = ? AND g.tag = ?)");
@@ -439,7 +704,7 @@ async fn filters<C: ConnectionTrait>(
         sql.push_str(" AND t.level = ?");
         values.push(level.into());
     }
-    Ok(())
+    Ok(tier_id)
 }
 
 /// Counts stop here: a view that holds more shows "999+". An exact count of hundreds of

@@ -71,13 +71,19 @@ pub async fn merge(core: &crate::Domain, workspace_id: i64, source: i64, target:
             .await?;
     db::exec(&txn, "UPDATE outbox SET ticket_id = ? WHERE ticket_id = ?", vec![target.into(), source.into()]).await?;
     // Running clocks: the survivor keeps the earlier due time of each kind.
+    // Read by ticket alone and tested here: a state test in the query could lead the planner
+    // to the due-time index (every running clock) instead of the ticket's own.
     let clocks = db::query_all(
         &txn,
-        "SELECT kind, started_at, due_at, warn_at FROM sla_timers WHERE ticket_id = ? AND breached_at IS NULL AND paused_at IS NULL",
+        "SELECT kind, started_at, due_at, warn_at, breached_at, paused_at FROM sla_timers WHERE ticket_id = ?",
         vec![source.into()],
     )
     .await?;
     for c in &clocks {
+        let (breached, paused): (Option<i64>, Option<i64>) = (db::col(c, "breached_at")?, db::col(c, "paused_at")?);
+        if breached.is_some() || paused.is_some() {
+            continue;
+        }
         let (kind, due, warn, started): (String, i64, i64, i64) =
             (db::col(c, "kind")?, db::col(c, "due_at")?, db::col(c, "warn_at")?, db::col(c, "started_at")?);
         let updated = db::exec(
