@@ -901,3 +901,32 @@ async fn a_view_of_more_than_a_thousand_tickets_is_walked_in_every_sort_and_filt
     let open = admin.get("/inbox/rows?view=open").await;
     assert!(!row_ids(&open.body).contains(&ids[0]), "a pending ticket left the open view");
 }
+
+#[tokio::test]
+async fn a_page_on_one_node_hears_what_another_node_writes() {
+    // Two nodes on one database (the PostgreSQL deployment; on SQLite two nodes share the
+    // file): an agent's page on node B hears of a ticket written through node A.
+    let (a, admin) = admin_server().await;
+    let b = Server::serve(a.scratch.share(), a.token.clone()).await;
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/live", b.base))
+        .header(header::COOKIE, admin.cookie_header())
+        .send()
+        .await
+        .expect("stream on node B");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let t = a.ticket("Across nodes", "nodes@example.com").await;
+    let wanted = format!("\"ticket_id\":{}", t["id"]);
+    let mut text = String::new();
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.chunk().await.expect("chunk") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains(&wanted) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(heard.is_ok() && text.contains(&wanted), "node B's stream: {text}");
+    assert_eq!(text.matches(&format!("{wanted},\"type\":\"ticket.created\"")).count(), 1, "once: {text}");
+}

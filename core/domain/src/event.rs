@@ -172,6 +172,33 @@ pub async fn latest_for_ticket<C: ConnectionTrait>(db: &C, workspace_id: i64, ti
     Ok(row.map(|r| crate::db::col::<Option<i64>>(&r, "id")).transpose()?.flatten().unwrap_or(0))
 }
 
+/// Events of every workspace after `after`, oldest first: how a node follows what the others
+/// write (the pages' live updates).
+///
+/// # Errors
+/// Database errors.
+pub async fn since<C: ConnectionTrait>(db: &C, after: i64, limit: u64) -> Result<Vec<Event>> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+    use crate::entity::event;
+    let rows = event::Entity::find()
+        .filter(event::Column::Id.gt(after))
+        .order_by_asc(event::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(Event::from).collect())
+}
+
+/// The id of the newest event of any workspace (0 when there is none).
+///
+/// # Errors
+/// Database errors.
+pub async fn latest_id<C: ConnectionTrait>(db: &C) -> Result<i64> {
+    let row = crate::db::query_one(db, "SELECT MAX(id) AS id FROM events", vec![]).await?;
+    Ok(row.map(|r| crate::db::col::<Option<i64>>(&r, "id")).transpose()?.flatten().unwrap_or(0))
+}
+
 /// A page of the event feed: events of one workspace after `after`, oldest first.
 pub async fn feed<C: ConnectionTrait>(
     db: &C,

@@ -551,11 +551,11 @@ impl Driver {
             ),
             Driver::RunningClocks { until } => (
                 "SELECT due_at AS c, ticket_id AS t FROM sla_timers WHERE breached_at IS NULL AND due_at >= ? \
-                 AND due_at <= ? AND paused_at IS NULL ORDER BY due_at LIMIT ?",
+                 AND due_at <= ? AND paused_at IS NULL ORDER BY due_at, ticket_id LIMIT ?",
                 vec![cursor.into(), until.unwrap_or(i64::MAX).into()],
             ),
             Driver::BreachedClocks => (
-                "SELECT breached_at AS c, ticket_id AS t FROM sla_timers WHERE breached_at >= ? ORDER BY breached_at LIMIT ?",
+                "SELECT breached_at AS c, ticket_id AS t FROM sla_timers WHERE breached_at >= ? ORDER BY breached_at, ticket_id LIMIT ?",
                 vec![cursor.into()],
             ),
         }

@@ -33,6 +33,8 @@ use plugdesk_core::Core;
 #[derive(Clone)]
 pub(crate) struct Web {
     pub(crate) core: Core,
+    /// Every node's events, once each (see [`live::relay`]).
+    pub(crate) events: tokio::sync::broadcast::Sender<plugdesk_core::event::Event>,
     pub(crate) presence: Arc<live::Presence>,
     pub(crate) throttle: Arc<signin::Throttle>,
 }
@@ -51,8 +53,12 @@ fn max_upload_bytes(core: &Core) -> usize {
 pub fn router(core: Core) -> Router {
     let limit = max_form_bytes(&core);
     let upload_limit = max_upload_bytes(&core);
-    let web =
-        Web { core, presence: Arc::new(live::Presence::default()), throttle: Arc::new(signin::Throttle::default()) };
+    let web = Web {
+        events: live::relay(&core),
+        core,
+        presence: Arc::new(live::Presence::default()),
+        throttle: Arc::new(signin::Throttle::default()),
+    };
     Router::new()
         .route("/", get(inbox::home))
         .route("/signin", get(signin::form).post(signin::submit))

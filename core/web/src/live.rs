@@ -132,6 +132,81 @@ pub(crate) async fn presence(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// How often a node reads the event log for what other nodes wrote.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+/// Ids read again behind the newest seen: on PostgreSQL a transaction that took its id
+/// earlier may commit after a later one was read.
+const FOLLOW_LOOKBACK: i64 = 200;
+/// Events read from the log at once.
+const FOLLOW_BATCH: u64 = 1000;
+/// Event ids remembered to send each event once.
+const RECENT: usize = 20_000;
+
+/// The events the pages hear: this node's writes at once (the in-process bus), and what other
+/// nodes on the same database wrote, from the event log within [`FOLLOW_EVERY`]. Each event
+/// goes out once.
+pub(crate) fn relay(core: &plugdesk_core::Core) -> broadcast::Sender<plugdesk_core::event::Event> {
+    let (tx, _) = broadcast::channel(4096);
+    let out = tx.clone();
+    let core = core.clone();
+    tokio::spawn(async move {
+        let mut bus = core.bus().subscribe();
+        let mut recent: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        let mut order: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
+        let mut remember = move |id: i64| -> bool {
+            if !recent.insert(id) {
+                return false;
+            }
+            order.push_back(id);
+            if order.len() > RECENT
+                && let Some(old) = order.pop_front()
+            {
+                recent.remove(&old);
+            }
+            true
+        };
+        let mut high = plugdesk_core::event::latest_id(core.db()).await.unwrap_or(0);
+        let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                got = bus.recv() => match got {
+                    Ok(e) => {
+                        if remember(e.id) {
+                            let _ = out.send(e);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                // The log's high-water mark moves by what was read from it only, so a burst of
+                // this node's own events never skips another node's.
+                _ = tick.tick() => loop {
+                    match plugdesk_core::event::since(core.db(), (high - FOLLOW_LOOKBACK).max(0), FOLLOW_BATCH).await {
+                        Ok(events) => {
+                            let full = events.len() as u64 == FOLLOW_BATCH;
+                            for e in events {
+                                high = high.max(e.id);
+                                if remember(e.id) {
+                                    let _ = out.send(e);
+                                }
+                            }
+                            if !full {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "following the event log failed");
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+    });
+    tx
+}
+
 /// The state of one stream.
 struct Feed {
     web: Web,
@@ -258,7 +333,7 @@ pub(crate) async fn stream(
 ) -> WebResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let session = ctx.agent()?.clone();
     let mut feed = Feed {
-        bus: web.core.bus().subscribe(),
+        bus: web.events.subscribe(),
         presence: web.presence.tx.subscribe(),
         web: web.clone(),
         session,
