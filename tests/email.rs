@@ -1208,3 +1208,54 @@ async fn a_reply_to_an_api_ticket_reaches_the_customer_through_the_email_channel
     let to = header(raw, "To").expect("To");
     assert!(to.contains("kunde@example.org"), "{to}");
 }
+
+#[tokio::test]
+async fn an_invitation_is_mailed_through_the_email_channel_and_its_link_works() {
+    let mail = Mail::start();
+    let s = server(&mail).await;
+    let mut admin = support::admin_browser(&s).await;
+    // Without an e-mail channel the page says the link was not mailed.
+    let first = invite_agent(&mut admin, "Otto Agent", "otto@example.org").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert!(
+        first.body.contains("id=\"invite-mailed\"") && first.body.contains("no active e-mail channel"),
+        "{}",
+        first.body
+    );
+
+    install(&s, &mail, "plugdesk-test-password").await;
+    let invited = invite_agent(&mut admin, "Berta Agent", "berta@example.org").await;
+    assert!(invited.body.contains("The link was also mailed to berta@example.org"), "{}", invited.body);
+    let start = invited.body.find("id=\"invite-link\">").expect("the link is shown") + "id=\"invite-link\">".len();
+    let link = invited.body[start..start + invited.body[start..].find('<').expect("end")].to_owned();
+    let token = link.rsplit('/').next().expect("token").to_owned();
+
+    let sent = wait_sent(&mail, 1).await;
+    let (_, raw) = sent.iter().find(|(_, raw)| String::from_utf8_lossy(raw).contains("Berta")).expect("the invitation");
+    let to = header(raw, "To").expect("To");
+    assert!(to.contains("berta@example.org"), "{to}");
+    let subject = decode_words(&header(raw, "Subject").expect("Subject"));
+    assert!(subject.contains("invites you") && !subject.contains("[#"), "no ticket tag: {subject}");
+    // The link may be folded by quoted-printable soft line breaks.
+    let text = String::from_utf8_lossy(raw).replace("=\r\n", "");
+    assert!(text.contains(&token), "the mail carries the link: {text}");
+
+    // The mailed link lets Berta choose a password.
+    let mut berta = support::Browser::new(&s.base);
+    let path = format!("/invite/{token}");
+    let form = berta.get(&path).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    let done = berta
+        .post(
+            &path,
+            &[("csrf", &form.csrf()), ("password", support::PASSWORD), ("password_confirm", support::PASSWORD)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+}
+
+/// Invites an agent through the admin's page; the page that answers.
+async fn invite_agent(admin: &mut support::Browser, name: &str, email: &str) -> support::Page {
+    let csrf = admin.get("/settings/agents").await.csrf();
+    admin.post("/settings/agents/invite", &[("csrf", &csrf), ("name", name), ("email", email), ("role", "agent")]).await
+}

@@ -543,6 +543,14 @@ async fn two_tickets_of_one_customer_merge_with_their_messages_and_clocks() {
         "{}",
         page.body
     );
+    // A search for what the customer wrote in the merged ticket finds it where it lives now.
+    let (_, found) = server.get("/api/v1/search?q=still+missing").await;
+    let messages: Vec<&serde_json::Value> =
+        found["items"].as_array().expect("items").iter().filter(|h| h["kind"] == "message").collect();
+    assert!(!messages.is_empty() && messages.iter().all(|h| h["ticket_id"] == first_id), "{found}");
+    // The survivor's history links to the merged ticket.
+    let survivor_page = admin.get(&format!("/tickets/{first_id}")).await;
+    assert!(survivor_page.body.contains(&format!("href=\"/tickets/{second_id}\"")), "{}", survivor_page.body);
     // Merged once only.
     let again = admin
         .post(&format!("/tickets/{second_id}/merge"), &[("csrf", &csrf), ("into", &first["number"].to_string())])

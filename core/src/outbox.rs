@@ -207,6 +207,85 @@ async fn deliver(core: &crate::Core, id: i64) -> Result<()> {
     }
 }
 
+/// A mail from the workspace to someone who is not a customer (an agent's invitation).
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// The address.
+    pub to: String,
+    /// The addressee's name.
+    pub to_name: Option<String>,
+    /// Subject line.
+    pub subject: String,
+    /// Plain text.
+    pub text: String,
+}
+
+/// What became of a [`Notice`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoticeSent {
+    /// The workspace has no active e-mail channel.
+    NoChannel,
+    /// Accepted by the mail server.
+    Sent,
+    /// Not accepted, with the channel's reason.
+    Refused(String),
+}
+
+/// Sends `notice` at once through the workspace's first active e-mail channel (not through the
+/// queue: the person waiting for it is the admin at the page, who is told what happened).
+///
+/// # Errors
+/// Database errors.
+pub async fn send_notice(core: &crate::Core, workspace_id: i64, notice: Notice) -> Result<NoticeSent> {
+    let Some(found) = db::query_one(
+        core.db(),
+        "SELECT id FROM channels WHERE workspace_id = ? AND plugin_key = 'email' AND status = 'active' ORDER BY id LIMIT 1",
+        vec![workspace_id.into()],
+    )
+    .await?
+    else {
+        return Ok(NoticeSent::NoChannel);
+    };
+    let row = channel::load_row(core.db(), db::col(&found, "id")?, None).await?;
+    let registry = core.channels().clone();
+    let Some(plugin) = registry.plugin(&row.plugin_key) else {
+        return Ok(NoticeSent::Refused("the e-mail plugin is not loaded on this server".into()));
+    };
+    let message = OutboundMessage {
+        // Not about a ticket: number 0 (the e-mail plugin writes no ticket tag then).
+        id: format!("notice-{}-{}", workspace_id, crate::now_ms()),
+        ticket_number: 0,
+        recipients: vec![("email".into(), notice.to)],
+        recipient_name: notice.to_name,
+        conversation: None,
+        subject: Some(notice.subject),
+        text: notice.text,
+        html: None,
+        attachments: Vec::new(),
+        in_reply_to: None,
+        references: Vec::new(),
+        automatic: true,
+    };
+    let ctx = ChannelContext::new(core, row.clone());
+    let started = Instant::now();
+    let reg = registry.clone();
+    let called = tokio::task::spawn_blocking(move || reg.host.send(&plugin, &reg.limits, ctx, message))
+        .await
+        .map_err(|e| Error::Internal(format!("plugin task failed: {e}")))?;
+    let elapsed = started.elapsed();
+    Ok(match called {
+        Ok(Sent::Delivered(_)) => {
+            channel::plugin_succeeded(core, &row, elapsed).await?;
+            NoticeSent::Sent
+        }
+        Ok(Sent::Retryable(m) | Sent::Permanent(m)) => {
+            channel::plugin_succeeded(core, &row, elapsed).await?;
+            NoticeSent::Refused(m)
+        }
+        Err(e) => NoticeSent::Refused(channel::plugin_failed(core, &row, elapsed, &e).await?),
+    })
+}
+
 /// Puts a row back without counting an attempt: its channel cannot send right now.
 async fn hold(core: &crate::Core, id: i64, reason: &str) -> Result<()> {
     let now = crate::now_ms();

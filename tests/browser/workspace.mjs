@@ -550,6 +550,22 @@ async function run(ctx) {
   note(`the same request_id posted twice: ${once.status()}, then ${twice.status()}`);
   await watchCount(server, ticket.id, REPLY_REPLAYED, "the note posted twice with one request_id");
 
+  step("6b. the customer writes again while Anna's ticket page is open: it appears without a reload");
+  const liveLine = `Still waiting ${Date.now()}`;
+  await anna.evaluate(() => {
+    window.__samePage = true;
+  });
+  const written = Date.now();
+  await api(server, "POST", `/api/v1/tickets/${ticket.id}/messages`, { body: liveLine }, 201);
+  await until(
+    "the customer's new message in Anna's open conversation",
+    LIVE_WITHIN_MS,
+    async () => (await anna.locator("ol#conversation li.message.inbound", { hasText: liveLine }).count()) === 1,
+    () => anna.locator("ol#conversation").innerText().then((t) => JSON.stringify(t.slice(-400))),
+  );
+  if (!(await anna.evaluate(() => window.__samePage === true))) fail("the ticket page reloaded instead of updating");
+  note(`the customer's message showed in Anna's conversation ${Date.now() - written} ms after the API answered`);
+
   step("7. keyboard: ? opens the shortcuts, Escape closes them, j selects the first row, Enter opens it");
   await submitWebform(server, channel.id, {
     name: "Max Muster",

@@ -707,10 +707,11 @@ async fn filters<C: ConnectionTrait>(
     Ok(tier_id)
 }
 
-/// Counts stop here: a view that holds more shows "999+". An exact count of hundreds of
+/// Counts stop here: a view that holds more shows "99+". An exact count of hundreds of
 /// thousands of open tickets would cost more than the page it sits on, and tells an agent no
-/// more than "a lot".
-pub const COUNT_CAP: i64 = 1000;
+/// more than "a lot"; the seven counts are on every inbox page, so each reads at most a
+/// hundred index entries.
+pub const COUNT_CAP: i64 = 100;
 
 /// How many tickets each view holds (at most [`COUNT_CAP`]), in [`View::ALL`]'s order. Each
 /// count reads at most [`COUNT_CAP`] index entries.
@@ -755,7 +756,7 @@ pub async fn counts<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64
     Ok(out)
 }
 
-/// A count as shown: the number, or "999+" at the cap.
+/// A count as shown: the number, or "99+" at the cap.
 pub fn count_text(n: i64) -> String {
     if n >= COUNT_CAP { format!("{}+", COUNT_CAP - 1) } else { n.to_string() }
 }
@@ -810,10 +811,10 @@ mod tests {
     }
 
     #[test]
-    fn counts_at_the_cap_read_999_plus() {
+    fn counts_at_the_cap_read_99_plus() {
         assert_eq!(count_text(0), "0");
-        assert_eq!(count_text(COUNT_CAP - 1), "999");
-        assert_eq!(count_text(COUNT_CAP), "999+");
+        assert_eq!(count_text(COUNT_CAP - 1), "99");
+        assert_eq!(count_text(COUNT_CAP), "99+");
     }
 
     #[test]

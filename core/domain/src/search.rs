@@ -179,6 +179,7 @@ pub async fn search<C: ConnectionTrait>(db: &C, workspace_id: i64, q: &str, limi
     // Stable: among equal scores the newer match (fetched first) stays first.
     hits.sort_by(|a, b| b.score.total_cmp(&a.score));
     hits.truncate(limit as usize);
+    follow_merges(db, &mut hits).await?;
     // Titles: one query for the page's tickets, one for its customers.
     let tickets: Vec<i64> = hits.iter().filter_map(|h| h.ticket_id).collect();
     let customers: Vec<i64> = hits.iter().filter(|h| h.ticket_id.is_none()).map(|h| h.id).collect();
@@ -210,6 +211,36 @@ pub async fn search<C: ConnectionTrait>(db: &C, workspace_id: i64, q: &str, limi
         }
     }
     Ok(hits)
+}
+
+/// Points the hits of messages that moved with a merge at the ticket they live in now (the
+/// index keeps the ticket they were written in; a merged ticket may itself have been merged).
+async fn follow_merges<C: ConnectionTrait>(db: &C, hits: &mut [Hit]) -> Result<()> {
+    for _ in 0..4 {
+        let moved_from: Vec<i64> = hits.iter().filter(|h| h.kind == "message").filter_map(|h| h.ticket_id).collect();
+        if moved_from.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT source_id, target_id FROM ticket_merges WHERE source_id IN ({})",
+            vec!["?"; moved_from.len()].join(", ")
+        );
+        let values: Vec<sea_orm::Value> = moved_from.iter().map(|id| sea_orm::Value::from(*id)).collect();
+        let moved: std::collections::HashMap<i64, i64> = db::query_all(db, &sql, values)
+            .await?
+            .iter()
+            .map(|r| Ok((db::col(r, "source_id")?, db::col(r, "target_id")?)))
+            .collect::<Result<_>>()?;
+        if moved.is_empty() {
+            return Ok(());
+        }
+        for h in hits.iter_mut().filter(|h| h.kind == "message") {
+            if let Some(target) = h.ticket_id.and_then(|t| moved.get(&t)) {
+                h.ticket_id = Some(*target);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -299,7 +299,7 @@ pub(crate) async fn counts(State(web): WebState, ctx: Ctx) -> WebResult<Json<ser
     Ok(Json(counts_json(counts)))
 }
 
-/// The counts as the page shows them (`"999+"` at the cap), by view name.
+/// The counts as the page shows them (`"99+"` at the cap), by view name.
 pub(crate) fn counts_json(counts: Vec<(View, i64)>) -> serde_json::Value {
     serde_json::Value::Object(
         counts.into_iter().map(|(v, n)| (v.as_str().to_owned(), inbox::count_text(n).into())).collect(),

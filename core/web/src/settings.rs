@@ -7,6 +7,7 @@ use maud::html;
 use plugdesk_core::account::{self, LinkPurpose};
 use plugdesk_core::agent::{AgentSpec, Presence};
 use plugdesk_core::auth::Role;
+use plugdesk_core::outbox::{Notice, NoticeSent};
 
 use crate::WebState;
 use crate::error::{WebError, WebResult};
@@ -61,7 +62,7 @@ fn notification_text(l: crate::i18n::Lang, n: &serde_json::Value) -> String {
 async fn agents_page(
     web: &crate::Web,
     ctx: &Ctx,
-    invited: Option<(String, String)>,
+    invited: Option<Invited>,
     error: Option<String>,
 ) -> WebResult<Response> {
     let s = ctx.admin()?;
@@ -69,11 +70,16 @@ async fn agents_page(
     let agents = plugdesk_core::agent::list(web.core.db(), s.workspace_id).await?;
     let body = html! {
         h1 { (l.t("agents_title")) }
-        @if let Some((name, link)) = &invited {
+        @if let Some(i) = &invited {
             div.flash role="status" {
-                p { (l.f("invite_created", &[("name", name)])) }
-                code #invite-link { (link) }
+                p { (l.f("invite_created", &[("name", &i.name)])) }
+                code #invite-link { (i.link) }
                 p.hint { (l.t("invite_once")) }
+                @match &i.mailed {
+                    NoticeSent::Sent => p #invite-mailed { (l.f("invite_mailed", &[("email", &i.email)])) },
+                    NoticeSent::NoChannel => p #invite-mailed .hint { (l.t("invite_not_mailed_no_channel")) },
+                    NoticeSent::Refused(why) => p #invite-mailed .warning { (l.f("invite_not_mailed", &[("email", &i.email), ("reason", why)])) },
+                }
             }
         }
         @if let Some(e) = &error { p.error role="alert" { (e) } }
@@ -155,7 +161,25 @@ pub(crate) async fn invite(State(web): WebState, ctx: Ctx, fields: Fields) -> We
     };
     let token = account::create_link(web.core.db(), s.workspace_id, created.id, LinkPurpose::Invite).await?;
     let link = account::link_url(web.core.public_url(), LinkPurpose::Invite, &token);
-    agents_page(&web, &ctx, Some((created.name, link)), None).await
+    // Mailed too when the workspace has an e-mail channel; the page says what became of it.
+    let l = ctx.lang;
+    let notice = Notice {
+        to: created.email.clone(),
+        to_name: Some(created.name.clone()),
+        subject: l.f("invite_mail_subject", &[("inviter", &s.name)]),
+        text: l.f("invite_mail_text", &[("name", &created.name), ("inviter", &s.name), ("link", &link)]),
+    };
+    let mailed = plugdesk_core::outbox::send_notice(&web.core, s.workspace_id, notice).await?;
+    let invited = Invited { name: created.name, email: created.email, link, mailed };
+    agents_page(&web, &ctx, Some(invited), None).await
+}
+
+/// An invitation just made: its link (shown once) and whether it was mailed.
+struct Invited {
+    name: String,
+    email: String,
+    link: String,
+    mailed: NoticeSent,
 }
 
 /// `GET /me`: the agent's own settings: signature, language, signing out everywhere.

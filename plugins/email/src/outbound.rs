@@ -24,10 +24,15 @@ const MAX_REFERENCES: usize = 20;
 
 /// The subject of a reply: the ticket's tag `[#N]` in front when the subject has no tag yet
 /// (after a leading `Re:`/`AW:`), and `Re: ` in front of a reply unless it starts with
-/// `Re:`, `RE:` or `AW:` already. An empty subject is the tag alone.
+/// `Re:`, `RE:` or `AW:` already. An empty subject is the tag alone. Ticket number 0 (a notice
+/// about no ticket) leaves the subject as it is.
 pub fn reply_subject(subject: Option<&str>, ticket_number: u64, is_reply: bool) -> String {
     let tag = format!("[#{ticket_number}]");
     let subject = subject.map(str::trim).unwrap_or("");
+    // Number 0: a notice about no ticket (an agent's invitation) keeps its subject as it is.
+    if ticket_number == 0 {
+        return subject.to_owned();
+    }
     if subject.is_empty() {
         return tag;
     }

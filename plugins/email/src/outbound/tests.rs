@@ -54,6 +54,8 @@ fn subject_gets_the_tag_and_re() {
     assert_eq!(reply_subject(Some("Ärger"), 5, false), "[#5] Ärger");
     assert_eq!(reply_subject(None, 1042, true), "[#1042]");
     assert_eq!(reply_subject(Some("  "), 1042, false), "[#1042]");
+    // A notice about no ticket (number 0) keeps its subject.
+    assert_eq!(reply_subject(Some("You are invited to Plugdesk"), 0, false), "You are invited to Plugdesk");
     assert_eq!(reply_subject(Some("Re:"), 1042, true), "Re: [#1042]");
     // A tag glued to a word is no tag.
     assert_eq!(reply_subject(Some("abc[#1]"), 2, false), "[#2] abc[#1]");
