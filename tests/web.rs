@@ -183,6 +183,24 @@ async fn the_eleventh_sign_in_within_a_minute_is_refused_even_with_the_right_pas
     assert!(
         !right.headers.get_all(header::SET_COOKIE).iter().any(|c| c.to_str().unwrap_or("").starts_with("pd_session="))
     );
+    // The failures are counted for every node: another node refuses the account too.
+    let second = Server::serve(server.scratch.share(), server.token.clone()).await;
+    let mut elsewhere = Browser::new(&second.base);
+    let refused = elsewhere.sign_in("admin@localhost", PASSWORD).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.body);
+}
+
+#[tokio::test]
+async fn an_address_trying_many_accounts_is_refused_after_thirty_failures() {
+    let (server, _admin) = admin_server().await;
+    let mut b = Browser::new(&server.base);
+    for i in 0..30 {
+        let wrong = b.sign_in(&format!("nobody{i}@example.com"), "not the password").await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    // A new account from the same address: refused, although it never failed itself.
+    let next = b.sign_in("admin@localhost", PASSWORD).await;
+    assert_eq!(next.status, StatusCode::TOO_MANY_REQUESTS, "{}", next.body);
 }
 
 #[tokio::test]

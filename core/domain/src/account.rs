@@ -356,6 +356,47 @@ pub async fn session<C: ConnectionTrait>(db: &C, secret: &str, limits: SessionLi
     }))
 }
 
+/// The window over which failed sign-ins are counted.
+pub const SIGNIN_WINDOW_MS: i64 = 60_000;
+
+/// How long (ms) until a sign-in under `keys` may be tried again: for each `(key, limit)` with
+/// `limit` failures within [`SIGNIN_WINDOW_MS`], until the newest `limit`-th of them leaves the
+/// window. Failures are counted in the database, so every node sees every failure.
+///
+/// # Errors
+/// Database errors.
+pub async fn signin_wait<C: ConnectionTrait>(db: &C, keys: &[(&str, usize)], now: i64) -> Result<Option<i64>> {
+    let mut wait: Option<i64> = None;
+    for (key, limit) in keys {
+        let rows = db::query_all(
+            db,
+            "SELECT at FROM signin_failures WHERE key = ? AND at > ? ORDER BY at DESC LIMIT ?",
+            vec![(*key).into(), (now - SIGNIN_WINDOW_MS).into(), (*limit as i64).into()],
+        )
+        .await?;
+        if rows.len() >= *limit
+            && let Some(last) = rows.last()
+        {
+            let left = (db::col::<i64>(last, "at")? + SIGNIN_WINDOW_MS - now).max(1);
+            wait = Some(wait.map_or(left, |w| w.max(left)));
+        }
+    }
+    Ok(wait)
+}
+
+/// Counts a failed sign-in against each of `keys` (and forgets failures older than the
+/// window).
+///
+/// # Errors
+/// Database errors.
+pub async fn signin_failed<C: ConnectionTrait>(db: &C, keys: &[&str], now: i64) -> Result<()> {
+    for key in keys {
+        db::exec(db, "INSERT INTO signin_failures (key, at) VALUES (?, ?)", vec![(*key).into(), now.into()]).await?;
+    }
+    db::exec(db, "DELETE FROM signin_failures WHERE at <= ?", vec![(now - SIGNIN_WINDOW_MS).into()]).await?;
+    Ok(())
+}
+
 /// Whether a session is still live (a long-lived stream asks now and then; a session ended on
 /// any node, expired or whose agent was deactivated is not).
 ///

@@ -248,7 +248,9 @@ pub async fn rows<C: ConnectionTrait>(db: &C, workspace_id: i64, agent_id: i64, 
 
 /// Below this many tickets a view is sorted whole rather than walked.
 const SMALL: i64 = 1000;
-/// Candidates read per step of a walk.
+/// Candidates read by the first step of a walk (twice a page: a dense view is done).
+const FIRST_BATCH: i64 = 2 * PAGE_ROWS as i64;
+/// Candidates read per step of a walk at most (each step doubles, up to this).
 const BATCH: i64 = 500;
 /// Clocks read at most for a clock view; beyond, its page follows the clocks' own order.
 const CLOCK_CAP: i64 = 2000;
@@ -456,6 +458,13 @@ impl Scope {
         } else {
             Driver::BreachedClocks
         };
+        if self.view == View::Due && sort == Sort::SlaDue {
+            // The clocks' order is the sort's: a ticket first named by the walk is named by its
+            // soonest running clock.
+            let mut walk = Walk::new(self);
+            walk.run(db, driver).await?;
+            return Ok(walk.page);
+        }
         let (sql, mut values) = driver.query(i64::MIN);
         values.push(CLOCK_CAP.into());
         let clocks = db::query_all(db, sql, values).await?;
@@ -587,7 +596,8 @@ impl<'a> Walk<'a> {
     /// Reads `driver` in batches until the page is full or the driver runs out.
     async fn run<C: ConnectionTrait>(&mut self, db: &C, driver: Driver) -> Result<()> {
         let mut cursor = if driver.ascending() { i64::MIN } else { i64::MAX };
-        let mut limit = BATCH;
+        // A dense view fills its page from the first few candidates.
+        let mut limit = FIRST_BATCH;
         while !self.full() {
             let (sql, mut values) = driver.query(cursor);
             values.push(limit.into());
@@ -609,8 +619,9 @@ impl<'a> Walk<'a> {
             if (found.len() as i64) < limit {
                 return Ok(());
             }
-            // A whole batch at one moment (clocks due together): read a larger one.
-            limit = if last == cursor { limit * 2 } else { BATCH };
+            // Sparse views read larger batches as they go; a whole batch at one moment (clocks
+            // due together) is read again, larger.
+            limit = if last == cursor { limit * 2 } else { (limit * 2).min(BATCH) };
             cursor = last;
         }
         Ok(())

@@ -36,7 +36,6 @@ pub(crate) struct Web {
     /// Every node's events, once each (see [`live::relay`]).
     pub(crate) events: tokio::sync::broadcast::Sender<plugdesk_core::event::Event>,
     pub(crate) presence: Arc<live::Presence>,
-    pub(crate) throttle: Arc<signin::Throttle>,
 }
 
 /// Largest form the pages accept: a reply with its text (the message limit) plus the fields.
@@ -53,12 +52,7 @@ fn max_upload_bytes(core: &Core) -> usize {
 pub fn router(core: Core) -> Router {
     let limit = max_form_bytes(&core);
     let upload_limit = max_upload_bytes(&core);
-    let web = Web {
-        events: live::relay(&core),
-        core,
-        presence: Arc::new(live::Presence::default()),
-        throttle: Arc::new(signin::Throttle::default()),
-    };
+    let web = Web { events: live::relay(&core), core, presence: Arc::new(live::Presence::default()) };
     Router::new()
         .route("/", get(inbox::home))
         .route("/signin", get(signin::form).post(signin::submit))

@@ -2,10 +2,7 @@
 //! links that set a password (the admin's setup link, invitations), sign-out here or
 //! everywhere, and the language switch.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -20,65 +17,12 @@ use crate::page::{self, MainAttrs, Section};
 use crate::session::{self, Ctx, LANG_COOKIE};
 use crate::{Web, WebState};
 
-/// Failed sign-ins one account may have within [`WINDOW`]; the next attempt is refused even
-/// with the right password, so guessing costs a minute per ten tries.
+/// Failed sign-ins one account may have within a minute (over all nodes); the next attempt is
+/// refused even with the right password, so guessing costs a minute per ten tries.
 pub(crate) const ACCOUNT_FAILURES: usize = 10;
-/// Failed sign-ins one address may have within [`WINDOW`] over all accounts: higher than per
+/// Failed sign-ins one address may have within a minute over all accounts: higher than per
 /// account, since a whole office may sign in from one address.
 pub(crate) const ADDRESS_FAILURES: usize = 30;
-/// The window the failures are counted in.
-const WINDOW: Duration = Duration::from_secs(60);
-/// Keys kept at most; past it the oldest-looking entries are dropped (bounded memory under a
-/// spray of addresses).
-const MAX_KEYS: usize = 100_000;
-
-/// Recent failed sign-ins per account and per address, in memory. Each node counts its own:
-/// with several nodes behind a balancer an attacker gets that many times the rate, still
-/// bounded.
-#[derive(Default)]
-pub(crate) struct Throttle {
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl Throttle {
-    /// How long until `account` and `address` may try again, if either is over its limit.
-    fn blocked(&self, account: &str, address: &str) -> Option<Duration> {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let mut wait = None;
-        for (key, limit) in [(format!("a:{account}"), ACCOUNT_FAILURES), (format!("ip:{address}"), ADDRESS_FAILURES)] {
-            if let Some(q) = map.get_mut(&key) {
-                while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
-                    q.pop_front();
-                }
-                if q.len() >= limit
-                    && let Some(oldest) = q.front()
-                {
-                    let left = WINDOW.saturating_sub(now.duration_since(*oldest));
-                    wait = Some(wait.map_or(left, |w: Duration| w.max(left)));
-                }
-            }
-        }
-        wait
-    }
-
-    /// Counts a failure against both.
-    fn fail(&self, account: &str, address: &str) {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_KEYS {
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
-        }
-        for key in [format!("a:{account}"), format!("ip:{address}")] {
-            let q = map.entry(key).or_default();
-            q.push_back(now);
-            let keep = ACCOUNT_FAILURES.max(ADDRESS_FAILURES);
-            while q.len() > keep {
-                q.pop_front();
-            }
-        }
-    }
-}
 
 /// What the sign-in form shows besides its fields.
 struct SigninView<'a> {
@@ -143,8 +87,11 @@ pub(crate) async fn submit(
     let email = fields.get("email").unwrap_or("").to_lowercase();
     let password = fields.raw("password").unwrap_or("").to_owned();
     let address = client_address(addr.as_ref());
-    if let Some(wait) = web.throttle.blocked(&email, &address) {
-        let secs = wait.as_secs().max(1);
+    let (account_key, address_key) = (format!("a:{email}"), format!("ip:{address}"));
+    let keys = [(account_key.as_str(), ACCOUNT_FAILURES), (address_key.as_str(), ADDRESS_FAILURES)];
+    let db = web.core.db();
+    if let Some(wait_ms) = account::signin_wait(db, &keys, plugdesk_core::now_ms()).await? {
+        let secs = (wait_ms as u64).div_ceil(1000).max(1);
         let error = Some(l.f("signin_throttled", &[("seconds", &secs.to_string())]));
         let mut res = signin_page(&ctx, SigninView { email: &email, error }).into_response();
         *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
@@ -163,7 +110,7 @@ pub(crate) async fn submit(
     .await
     .map_err(|e| WebError::Internal(format!("password check: {e}")))?;
     let Some(who) = found else {
-        web.throttle.fail(&email, &address);
+        account::signin_failed(db, &[&account_key, &address_key], plugdesk_core::now_ms()).await?;
         let mut res = signin_page(&ctx, SigninView { email: &email, error: Some(l.t("signin_wrong").to_owned()) })
             .into_response();
         *res.status_mut() = StatusCode::UNAUTHORIZED;
@@ -325,31 +272,4 @@ pub(crate) async fn language(
     res.headers_mut()
         .append(header::SET_COOKIE, session::set_cookie(LANG_COOKIE, lang.code(), ctx.secure, Some(365 * 24 * 3600)));
     Ok(res)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_eleventh_attempt_of_an_account_is_refused() {
-        let t = Throttle::default();
-        for _ in 0..ACCOUNT_FAILURES {
-            assert!(t.blocked("anna@example.com", "10.0.0.1").is_none());
-            t.fail("anna@example.com", "10.0.0.1");
-        }
-        let wait = t.blocked("anna@example.com", "10.0.0.2").expect("blocked from any address");
-        assert!(wait <= WINDOW && wait > Duration::from_secs(50), "{wait:?}");
-        assert!(t.blocked("bert@example.com", "10.0.0.3").is_none(), "another account from another address");
-    }
-
-    #[test]
-    fn an_address_spraying_accounts_is_refused_after_its_own_limit() {
-        let t = Throttle::default();
-        for i in 0..ADDRESS_FAILURES {
-            t.fail(&format!("user{i}@example.com"), "10.0.0.9");
-        }
-        assert!(t.blocked("new@example.com", "10.0.0.9").is_some());
-        assert!(t.blocked("new@example.com", "10.0.0.8").is_none());
-    }
 }

@@ -664,14 +664,20 @@ CREATE TABLE saved_views (
     },
     Migration {
         version: 12,
-        name: "signatures per channel",
+        name: "signatures per channel, failed sign-ins counted across nodes",
         common: r#"
 CREATE TABLE agent_signatures (
     agent_id BIGINT NOT NULL REFERENCES agents(id),
     channel TEXT NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (agent_id, channel)
-)
+);
+CREATE TABLE signin_failures (
+    key TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX signin_failures_key ON signin_failures (key, at);
+CREATE INDEX signin_failures_at ON signin_failures (at)
 "#,
         sqlite: "",
         postgres: "",
