@@ -1295,14 +1295,8 @@ async fn a_new_workspace_handles_tickets_through_the_default_library() {
     let page = reqwest::get(format!("{}{path}", s.base)).await.expect("page");
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap_or_default().contains("name=\"rating\""));
-    let answered = reqwest::Client::new()
-        .post(format!("{}{path}", s.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("rating=2&comment=took+too+long")
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(answered.status(), StatusCode::OK);
+    let answered = s.answer_survey(path, "rating=2&comment=took+too+long").await;
+    assert_eq!(answered, StatusCode::OK);
     let again = reqwest::Client::new()
         .post(format!("{}{path}", s.base))
         .json(&json!({ "rating": 5 }))

@@ -318,6 +318,19 @@ impl Server {
         t
     }
 
+    /// Answers a survey as the customer does on its public page (`path` is `/survey/TOKEN`),
+    /// with the form's fields urlencoded in `form`.
+    pub async fn answer_survey(&self, path: &str, form: &str) -> StatusCode {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_owned())
+            .send()
+            .await
+            .expect("answer the survey")
+            .status()
+    }
+
     /// Polls `path` until `check` accepts the body or `timeout` passes.
     pub async fn wait_for(&self, path: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + timeout;

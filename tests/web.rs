@@ -797,14 +797,8 @@ async fn the_customer_panel_shows_survey_answers_and_replies_take_the_channels_s
     let invitation = msgs.to_string();
     let at = invitation.find("/survey/").expect("link");
     let token: String = invitation[at + "/survey/".len()..].chars().take_while(char::is_ascii_alphanumeric).collect();
-    let answered = reqwest::Client::new()
-        .post(format!("{}/survey/{token}", server.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("rating=2&comment=took+too+long")
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(answered.status(), StatusCode::OK);
+    let answered = server.answer_survey(&format!("/survey/{token}"), "rating=2&comment=took+too+long").await;
+    assert_eq!(answered, StatusCode::OK);
     let page = admin.get(&format!("/tickets/{}", mail["id"])).await;
     assert!(page.body.contains("id=\"csat\"") && page.body.contains("2/5"), "{}", page.body);
     assert!(page.body.contains("took too long"), "the comment is shown");

@@ -168,8 +168,7 @@ async fn deliver(core: &crate::Core, id: i64) -> Result<()> {
     if row.status_text() != "active" {
         return hold(core, id, &format!("channel {channel_id} is {}", row.status_text())).await;
     }
-    let registry = core.channels().clone();
-    let Some(plugin) = registry.plugin(&row.plugin_key) else {
+    let Some(plugin) = core.channels().plugin(&row.plugin_key) else {
         return hold(
             core,
             id,
@@ -178,22 +177,8 @@ async fn deliver(core: &crate::Core, id: i64) -> Result<()> {
         .await;
     };
     let message = outbound_message(core, db::col(&o, "ticket_id")?, db::col(&o, "message_id")?).await?;
-    let ctx = ChannelContext::new(core, row.clone());
-    let started = Instant::now();
-    let reg = registry.clone();
-    let called = tokio::task::spawn_blocking(move || reg.host.send(&plugin, &reg.limits, ctx, message))
-        .await
-        .map_err(|e| Error::Internal(format!("plugin task failed: {e}")))?;
-    let elapsed = started.elapsed();
     let attempts = attempts as u32 + 1;
-    let result = match called {
-        Ok(sent) => {
-            channel::plugin_succeeded(core, &row, elapsed).await?;
-            sent
-        }
-        Err(e) => Sent::Retryable(channel::plugin_failed(core, &row, elapsed, &e).await?),
-    };
-    match result {
+    match send_through(core, plugin, &row, message).await? {
         Sent::Delivered(delivery_id) => delivered(core, id, attempts, &delivery_id).await,
         Sent::Retryable(m) if attempts < core.outbox().max_attempts => {
             let next = crate::now_ms() + core.outbox().backoff(attempts).as_millis() as i64;
@@ -247,8 +232,7 @@ pub async fn send_notice(core: &crate::Core, workspace_id: i64, notice: Notice) 
         return Ok(NoticeSent::NoChannel);
     };
     let row = channel::load_row(core.db(), db::col(&found, "id")?, None).await?;
-    let registry = core.channels().clone();
-    let Some(plugin) = registry.plugin(&row.plugin_key) else {
+    let Some(plugin) = core.channels().plugin(&row.plugin_key) else {
         return Ok(NoticeSent::Refused("the e-mail plugin is not loaded on this server".into()));
     };
     let message = OutboundMessage {
@@ -266,23 +250,33 @@ pub async fn send_notice(core: &crate::Core, workspace_id: i64, notice: Notice) 
         references: Vec::new(),
         automatic: true,
     };
+    Ok(match send_through(core, plugin, &row, message).await? {
+        Sent::Delivered(_) => NoticeSent::Sent,
+        Sent::Retryable(m) | Sent::Permanent(m) => NoticeSent::Refused(m),
+    })
+}
+
+/// Calls the plugin's `send` on a blocking thread and records the call on the channel; a
+/// plugin that fails (traps, runs out of fuel or time) is a retryable failure with its reason.
+async fn send_through(
+    core: &crate::Core,
+    plugin: plugdesk_host::Plugin,
+    row: &channel::Row,
+    message: OutboundMessage,
+) -> Result<Sent> {
     let ctx = ChannelContext::new(core, row.clone());
     let started = Instant::now();
-    let reg = registry.clone();
+    let reg = core.channels().clone();
     let called = tokio::task::spawn_blocking(move || reg.host.send(&plugin, &reg.limits, ctx, message))
         .await
         .map_err(|e| Error::Internal(format!("plugin task failed: {e}")))?;
     let elapsed = started.elapsed();
     Ok(match called {
-        Ok(Sent::Delivered(_)) => {
-            channel::plugin_succeeded(core, &row, elapsed).await?;
-            NoticeSent::Sent
+        Ok(sent) => {
+            channel::plugin_succeeded(core, row, elapsed).await?;
+            sent
         }
-        Ok(Sent::Retryable(m) | Sent::Permanent(m)) => {
-            channel::plugin_succeeded(core, &row, elapsed).await?;
-            NoticeSent::Refused(m)
-        }
-        Err(e) => NoticeSent::Refused(channel::plugin_failed(core, &row, elapsed, &e).await?),
+        Err(e) => Sent::Retryable(channel::plugin_failed(core, row, elapsed, &e).await?),
     })
 }
 
