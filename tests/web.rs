@@ -949,4 +949,38 @@ async fn a_page_on_one_node_hears_what_another_node_writes() {
     .await;
     assert!(heard.is_ok() && text.contains(&wanted), "node B's stream: {text}");
     assert_eq!(text.matches(&format!("{wanted},\"type\":\"ticket.created\"")).count(), 1, "once: {text}");
+
+    // Presence too: Anna replies on node A; the admin's page of that ticket on node B says so.
+    let mut admin = admin;
+    let anna = invite_agent(&a, &mut admin, "anna@example.com").await;
+    let id = t["id"].as_i64().expect("id");
+    let mut on_ticket = reqwest::Client::new()
+        .get(format!("{}/live?ticket={id}", b.base))
+        .header(header::COOKIE, admin.cookie_header())
+        .send()
+        .await
+        .expect("ticket stream on node B");
+    let mut anna_page = Browser { base: a.base.clone(), ..anna };
+    let page = anna_page.get(&format!("/tickets/{id}")).await;
+    let req = anna_page
+        .client
+        .post(format!("{}/tickets/{id}/presence", a.base))
+        .header(header::ORIGIN, a.base.clone())
+        .header("x-csrf-token", page.csrf())
+        .json(&json!({ "state": "replying" }));
+    let said = anna_page.send(req).await;
+    assert_eq!(said.status, StatusCode::NO_CONTENT, "{}", said.body);
+    let mut text = String::new();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = on_ticket.chunk().await.expect("chunk") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("Anna Agent") && text.contains("\"replying\"") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "node B's ticket stream: {text}");
+    // Closed before the servers stop, which would otherwise wait for them.
+    drop((stream, on_ticket));
 }

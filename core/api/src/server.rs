@@ -199,6 +199,9 @@ async fn connection(
     });
     let mut conn = pin!(builder.serve_connection(io, TowerToHyperService::new(app)));
     let mut draining = false;
+    // Set at shutdown: a response still going then (an agent page's live stream never ends by
+    // itself; its browser reconnects to another node) is cut.
+    let mut cut_at: Option<Instant> = None;
     loop {
         let idle_until = started + Duration::from_millis(last.load(Ordering::Relaxed)) + t.idle;
         tokio::select! {
@@ -210,7 +213,12 @@ async fn connection(
             }
             _ = closing.changed(), if !draining => {
                 draining = true;
+                cut_at = Some(Instant::now() + SHUTDOWN_GRACE);
                 conn.as_mut().graceful_shutdown();
+            }
+            () = sleep_until_some(cut_at) => {
+                tracing::debug!("connection cut at shutdown");
+                return;
             }
             () = tokio::time::sleep_until(idle_until) => {
                 if Instant::now() >= started + Duration::from_millis(last.load(Ordering::Relaxed)) + t.idle {
@@ -219,6 +227,16 @@ async fn connection(
                 }
             }
         }
+    }
+}
+
+/// How long requests in flight at shutdown may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

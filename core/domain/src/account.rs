@@ -356,6 +356,77 @@ pub async fn session<C: ConnectionTrait>(db: &C, secret: &str, limits: SessionLi
     }))
 }
 
+/// An agent's presence on a ticket as stored for the other nodes.
+#[derive(Debug, Clone)]
+pub struct PresenceRow {
+    /// Workspace.
+    pub workspace_id: i64,
+    /// Ticket.
+    pub ticket_id: i64,
+    /// Agent.
+    pub agent_id: i64,
+    /// Their display name.
+    pub name: String,
+    /// `viewing`, `replying` or `left`.
+    pub state: String,
+    /// When they said so, Unix ms.
+    pub at: i64,
+    /// The node that wrote it.
+    pub node: String,
+}
+
+/// Stores what an agent does on a ticket, for the other nodes (and forgets entries older than
+/// `ttl_ms`).
+///
+/// # Errors
+/// Database errors.
+pub async fn set_presence<C: ConnectionTrait>(db: &C, p: &PresenceRow, ttl_ms: i64) -> Result<()> {
+    db::exec(
+        db,
+        "INSERT INTO presence (workspace_id, ticket_id, agent_id, name, state, at, node) VALUES (?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (ticket_id, agent_id) DO UPDATE SET workspace_id = excluded.workspace_id, name = excluded.name, \
+         state = excluded.state, at = excluded.at, node = excluded.node",
+        vec![
+            p.workspace_id.into(),
+            p.ticket_id.into(),
+            p.agent_id.into(),
+            p.name.clone().into(),
+            p.state.clone().into(),
+            p.at.into(),
+            p.node.clone().into(),
+        ],
+    )
+    .await?;
+    db::exec(db, "DELETE FROM presence WHERE at < ?", vec![(p.at - ttl_ms).into()]).await?;
+    Ok(())
+}
+
+/// Presence entries written after `after` (Unix ms), oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn presence_since<C: ConnectionTrait>(db: &C, after: i64, limit: u64) -> Result<Vec<PresenceRow>> {
+    let rows = db::query_all(
+        db,
+        "SELECT workspace_id, ticket_id, agent_id, name, state, at, node FROM presence WHERE at > ? ORDER BY at LIMIT ?",
+        vec![after.into(), (limit as i64).into()],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PresenceRow {
+                workspace_id: db::col(r, "workspace_id")?,
+                ticket_id: db::col(r, "ticket_id")?,
+                agent_id: db::col(r, "agent_id")?,
+                name: db::col(r, "name")?,
+                state: db::col(r, "state")?,
+                at: db::col(r, "at")?,
+                node: db::col(r, "node")?,
+            })
+        })
+        .collect()
+}
+
 /// The window over which failed sign-ins are counted.
 pub const SIGNIN_WINDOW_MS: i64 = 60_000;
 

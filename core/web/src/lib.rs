@@ -52,7 +52,8 @@ fn max_upload_bytes(core: &Core) -> usize {
 pub fn router(core: Core) -> Router {
     let limit = max_form_bytes(&core);
     let upload_limit = max_upload_bytes(&core);
-    let web = Web { events: live::relay(&core), core, presence: Arc::new(live::Presence::default()) };
+    let presence = Arc::new(live::Presence::default());
+    let web = Web { events: live::relay(&core, presence.clone()), core, presence };
     Router::new()
         .route("/", get(inbox::home))
         .route("/signin", get(signin::form).post(signin::submit))

@@ -2,9 +2,9 @@
 //! (tickets and messages of the agent's workspace, the view counts, the bell) and by who is
 //! looking at which ticket ("Anna is viewing", "Anna is replying").
 //!
-//! Presence lives in this node's memory and expires unless the page renews it, so a closed
-//! laptop does not claim a ticket for long. With several nodes each knows the agents on it
-//! only (see ARCHITECTURE.md).
+//! Presence lives in each node's memory and expires unless the page renews it, so a closed
+//! laptop does not claim a ticket for long. It is also written to the database, and every
+//! node's relay reads what the others wrote, so agents on different nodes see each other.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use plugdesk_core::account::Session;
+use plugdesk_core::account::{PresenceRow, Session};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -37,6 +37,20 @@ pub(crate) enum Doing {
     Viewing,
     Replying,
     Left,
+}
+
+impl Doing {
+    fn as_str(self) -> &'static str {
+        match self {
+            Doing::Viewing => "viewing",
+            Doing::Replying => "replying",
+            Doing::Left => "left",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Doing::Viewing, Doing::Replying, Doing::Left].into_iter().find(|d| d.as_str() == s)
+    }
 }
 
 /// One agent on a ticket.
@@ -63,17 +77,48 @@ type OnTicket = HashMap<i64, (String, Doing, Instant)>;
 pub(crate) struct Presence {
     map: Mutex<HashMap<(i64, i64), OnTicket>>,
     tx: broadcast::Sender<Update>,
+    /// This node's name in the stored presence, so the relay skips what it wrote itself.
+    node: String,
 }
 
 impl Default for Presence {
     fn default() -> Self {
-        Presence { map: Mutex::new(HashMap::new()), tx: broadcast::channel(1024).0 }
+        Presence {
+            map: Mutex::new(HashMap::new()),
+            tx: broadcast::channel(1024).0,
+            node: crate::session::random_token(),
+        }
     }
 }
 
 impl Presence {
-    /// Records what an agent does on a ticket and tells every stream.
-    fn set(&self, s: &Session, ticket_id: i64, doing: Doing) {
+    /// Records what an agent does on a ticket and tells every stream; returns the entry to
+    /// store for the other nodes.
+    fn set(&self, s: &Session, ticket_id: i64, doing: Doing) -> PresenceRow {
+        self.apply(s.workspace_id, ticket_id, s.agent_id, &s.name, doing, Instant::now());
+        PresenceRow {
+            workspace_id: s.workspace_id,
+            ticket_id,
+            agent_id: s.agent_id,
+            name: s.name.clone(),
+            state: doing.as_str().to_owned(),
+            at: plugdesk_core::now_ms(),
+            node: self.node.clone(),
+        }
+    }
+
+    /// Takes an entry another node stored (this node's own are skipped).
+    fn apply_stored(&self, p: &PresenceRow, now_ms: i64) {
+        let age = Duration::from_millis((now_ms - p.at).max(0) as u64);
+        if p.node == self.node || age >= PRESENCE_TTL {
+            return;
+        }
+        let Some(doing) = Doing::parse(&p.state) else { return };
+        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        self.apply(p.workspace_id, p.ticket_id, p.agent_id, &p.name, doing, at);
+    }
+
+    fn apply(&self, workspace_id: i64, ticket_id: i64, agent_id: i64, name: &str, doing: Doing, at: Instant) {
         let now = Instant::now();
         let agents = {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -81,15 +126,15 @@ impl Presence {
                 agents.retain(|_, (_, _, at)| now.duration_since(*at) < PRESENCE_TTL);
                 !agents.is_empty()
             });
-            let entry = map.entry((s.workspace_id, ticket_id)).or_default();
+            let entry = map.entry((workspace_id, ticket_id)).or_default();
             if doing == Doing::Left {
-                entry.remove(&s.agent_id);
+                entry.remove(&agent_id);
             } else {
-                entry.insert(s.agent_id, (s.name.clone(), doing, now));
+                entry.insert(agent_id, (name.to_owned(), doing, at));
             }
             list(entry)
         };
-        let _ = self.tx.send(Update { workspace_id: s.workspace_id, ticket_id, agents });
+        let _ = self.tx.send(Update { workspace_id, ticket_id, agents });
     }
 
     /// Who is on a ticket now.
@@ -128,7 +173,9 @@ pub(crate) async fn presence(
     let s = ctx.agent()?;
     // Only tickets of the agent's workspace: no presence can be planted elsewhere.
     plugdesk_core::ticket::find(web.core.db(), s.workspace_id, id).await?;
-    web.presence.set(s, id, input.state);
+    let stored = web.presence.set(s, id, input.state);
+    let ttl = PRESENCE_TTL.as_millis() as i64;
+    plugdesk_core::account::set_presence(web.core.db(), &stored, ttl).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -145,11 +192,18 @@ const RECENT: usize = 20_000;
 /// The events the pages hear: this node's writes at once (the in-process bus), and what other
 /// nodes on the same database wrote, from the event log within [`FOLLOW_EVERY`]. Each event
 /// goes out once.
-pub(crate) fn relay(core: &plugdesk_core::Core) -> broadcast::Sender<plugdesk_core::event::Event> {
+pub(crate) fn relay(
+    core: &plugdesk_core::Core,
+    presence: std::sync::Arc<Presence>,
+) -> broadcast::Sender<plugdesk_core::event::Event> {
     let (tx, _) = broadcast::channel(4096);
     let out = tx.clone();
     let core = core.clone();
     tokio::spawn(async move {
+        // Presence other nodes stored: read by time, a second back for writes that took
+        // their time stamp before a later one was read.
+        let mut presence_high = plugdesk_core::now_ms() - PRESENCE_TTL.as_millis() as i64;
+        let mut presence_seen: std::collections::HashSet<(i64, i64, i64)> = std::collections::HashSet::new();
         let mut bus = core.bus().subscribe();
         let mut recent: std::collections::HashSet<i64> = std::collections::HashSet::new();
         let mut order: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
@@ -181,7 +235,21 @@ pub(crate) fn relay(core: &plugdesk_core::Core) -> broadcast::Sender<plugdesk_co
                 },
                 // The log's high-water mark moves by what was read from it only, so a burst of
                 // this node's own events never skips another node's.
-                _ = tick.tick() => loop {
+                _ = tick.tick() => {
+                    let now = plugdesk_core::now_ms();
+                    match plugdesk_core::account::presence_since(core.db(), presence_high - 1000, 1000).await {
+                        Ok(rows) => {
+                            presence_seen.retain(|&(_, _, at)| at > now - 2000);
+                            for p in rows {
+                                presence_high = presence_high.max(p.at);
+                                if presence_seen.insert((p.ticket_id, p.agent_id, p.at)) {
+                                    presence.apply_stored(&p, now);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "following presence failed"),
+                    }
+                    loop {
                     match plugdesk_core::event::since(core.db(), (high - FOLLOW_LOOKBACK).max(0), FOLLOW_BATCH).await {
                         Ok(events) => {
                             let full = events.len() as u64 == FOLLOW_BATCH;
@@ -199,6 +267,7 @@ pub(crate) fn relay(core: &plugdesk_core::Core) -> broadcast::Sender<plugdesk_co
                             tracing::warn!(error = %e, "following the event log failed");
                             break;
                         }
+                    }
                     }
                 },
             }

@@ -664,7 +664,7 @@ CREATE TABLE saved_views (
     },
     Migration {
         version: 12,
-        name: "signatures per channel, failed sign-ins counted across nodes",
+        name: "signatures per channel; failed sign-ins and presence shared across nodes",
         common: r#"
 CREATE TABLE agent_signatures (
     agent_id BIGINT NOT NULL REFERENCES agents(id),
@@ -677,7 +677,18 @@ CREATE TABLE signin_failures (
     at BIGINT NOT NULL
 );
 CREATE INDEX signin_failures_key ON signin_failures (key, at);
-CREATE INDEX signin_failures_at ON signin_failures (at)
+CREATE INDEX signin_failures_at ON signin_failures (at);
+CREATE TABLE presence (
+    ticket_id BIGINT NOT NULL,
+    agent_id BIGINT NOT NULL,
+    workspace_id BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    node TEXT NOT NULL,
+    PRIMARY KEY (ticket_id, agent_id)
+);
+CREATE INDEX presence_at ON presence (at)
 "#,
         sqlite: "",
         postgres: "",
